@@ -1,0 +1,189 @@
+//! The maps are the API between the controller and the XDP data plane.
+//!
+//! Every map's key and value type is defined here, once, so both sides agree by
+//! construction. The packet path only ever reads these maps (except the counters);
+//! the controller writes them.
+//!
+//! Lookup chain for a forwarded packet:
+//!
+//! ```text
+//! FIB_V4 / FIB_V6 (LPM trie: prefix -> Route)
+//!   -> GROUPS[route.group]            (resilient ECMP group: 256 buckets of next-hop ids)
+//!   -> NEXTHOPS[group.buckets[hash]]  (egress ifindex, MACs, VLAN, MTU)
+//!   -> TX_PORTS[nexthop.ifindex]      (DEVMAP_HASH used by bpf_redirect_map)
+//! ```
+//!
+//! The FIB maps only hold a `Route` (action + group id), so a faster IPv4 structure can
+//! replace the trie later without the controller changing anything but the writer.
+#![no_std]
+
+/// Map names, as the eBPF object declares them.
+pub mod map_names {
+    pub const FIB_V4: &str = "FIB_V4";
+    pub const FIB_V6: &str = "FIB_V6";
+    pub const GROUPS: &str = "GROUPS";
+    pub const NEXTHOPS: &str = "NEXTHOPS";
+    pub const TX_PORTS: &str = "TX_PORTS";
+    pub const IF_SLOTS: &str = "IF_SLOTS";
+    pub const COUNTERS: &str = "COUNTERS";
+    pub const SETTINGS: &str = "SETTINGS";
+}
+
+/// Name of the XDP program in the object.
+pub const XDP_PROGRAM: &str = "nva_forward";
+
+/// Capacity of the IPv4 and IPv6 LPM tries.
+pub const MAX_ROUTES_V4: u32 = 1 << 21;
+pub const MAX_ROUTES_V6: u32 = 1 << 19;
+/// Next-hop ids are u16 in the bucket table; id 0 is reserved for "no next hop".
+pub const MAX_NEXTHOPS: u32 = 4096;
+/// ECMP group ids; group 0 is reserved and never used by a route.
+pub const MAX_GROUPS: u32 = 4096;
+/// Buckets per ECMP group. A power of two so the bucket is `hash & (ECMP_BUCKETS - 1)`.
+pub const ECMP_BUCKETS: usize = 256;
+/// `IF_SLOTS` is indexed by ifindex directly (an array lookup is inlined by the verifier);
+/// interfaces with a larger ifindex count in slot 0.
+pub const MAX_IFINDEX: u32 = 4096;
+/// Counter slots: slot 0 collects interfaces without a slot of their own.
+pub const MAX_IF_SLOTS: u32 = 64;
+
+/// Value of the FIB tries: what to do with a packet whose destination matched the prefix.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Route {
+    /// One of the `ROUTE_*` actions.
+    pub action: u32,
+    /// ECMP group id in `GROUPS`, for `ROUTE_FORWARD`.
+    pub group: u32,
+}
+
+/// Forward through the route's ECMP group.
+pub const ROUTE_FORWARD: u32 = 1;
+/// Destination is an address of this box: hand to the kernel.
+pub const ROUTE_LOCAL: u32 = 2;
+/// Directly connected subnet: the kernel resolves the host and forwards.
+pub const ROUTE_CONNECTED: u32 = 3;
+/// Drop (and count).
+pub const ROUTE_BLACKHOLE: u32 = 4;
+
+/// A resilient ECMP group: the flow hash picks a bucket, the bucket names a next hop.
+/// Removing a next hop rewrites only the buckets that named it, so other flows keep
+/// their path.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct EcmpGroup {
+    /// Next-hop id (index into `NEXTHOPS`) per bucket; 0 = no usable next hop.
+    pub buckets: [u16; ECMP_BUCKETS],
+}
+
+/// A next hop as the data plane needs it to rewrite and send a frame.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct NextHop {
+    /// Egress interface; must be present in `TX_PORTS` before `NH_VALID` is set.
+    pub ifindex: u32,
+    /// `NH_*` flags.
+    pub flags: u32,
+    /// Egress MTU (L3 bytes); larger packets go to the kernel (fragment / ICMP).
+    pub mtu: u16,
+    /// 802.1Q VLAN id to tag with on egress; 0 = untagged.
+    pub vlan: u16,
+    /// Source MAC: the egress interface's address.
+    pub smac: [u8; 6],
+    /// Destination MAC: the next hop's address from the neighbour table.
+    pub dmac: [u8; 6],
+}
+
+/// The entry is in use and its egress port is in `TX_PORTS`.
+pub const NH_VALID: u32 = 1;
+/// `dmac` holds a resolved neighbour address.
+pub const NH_RESOLVED: u32 = 2;
+
+/// Data-plane settings (single entry, index 0).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Settings {
+    /// Per-boot seed of the ECMP flow hash.
+    pub hash_seed: u32,
+    /// `SET_*` flags.
+    pub flags: u32,
+}
+
+/// Both directions of a flow get the same ECMP hash.
+pub const SET_SYMMETRIC_HASH: u32 = 1;
+/// Packets without a route are dropped (and counted) instead of passed to the kernel.
+pub const SET_DROP_NO_ROUTE: u32 = 2;
+
+/// Per-CPU counter cell; `COUNTERS[slot * NUM_REASONS + reason]`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Counter {
+    pub packets: u64,
+    pub bytes: u64,
+}
+
+/// Why the data plane did what it did with a packet. Every packet is counted under
+/// exactly one reason, on its ingress interface.
+pub mod reason {
+    /// Redirected to another interface.
+    pub const FORWARDED: u32 = 0;
+    /// Sent back out of the ingress interface (XDP_TX).
+    pub const TX: u32 = 1;
+    /// Not IPv4/IPv6 (ARP, LLDP, ...): kernel.
+    pub const PASS_NOT_IP: u32 = 2;
+    /// For this box, multicast/broadcast, or link-scoped: kernel.
+    pub const PASS_LOCAL: u32 = 3;
+    /// TTL / hop limit would expire: kernel sends ICMP time exceeded.
+    pub const PASS_TTL: u32 = 4;
+    /// Next hop's MAC not resolved yet: kernel resolves and forwards.
+    pub const PASS_NEIGH: u32 = 5;
+    /// Larger than the egress MTU: kernel fragments or sends ICMP.
+    pub const PASS_MTU: u32 = 6;
+    /// No route (or no usable next hop) and the policy is to pass.
+    pub const PASS_NO_ROUTE: u32 = 7;
+    /// No route (or no usable next hop) and the policy is to drop.
+    pub const DROP_NO_ROUTE: u32 = 8;
+    /// Truncated or inconsistent headers, bad IPv4 checksum.
+    pub const DROP_MALFORMED: u32 = 9;
+    /// Destination in a connected subnet: kernel resolves the host.
+    pub const PASS_CONNECTED: u32 = 10;
+    /// Blackhole route.
+    pub const DROP_BLACKHOLE: u32 = 11;
+    /// Egress port missing from TX_PORTS (should not happen): kernel.
+    pub const PASS_NO_TXPORT: u32 = 12;
+    /// Anything else the fast path does not handle (e.g. VLAN re-tagging failed).
+    pub const PASS_EXCEPTION: u32 = 13;
+
+    pub const NAMES: [&str; super::NUM_REASONS as usize] = [
+        "forwarded",
+        "tx",
+        "passed-not-ip",
+        "passed-local",
+        "passed-ttl",
+        "passed-neigh",
+        "passed-mtu",
+        "passed-no-route",
+        "dropped-no-route",
+        "dropped-malformed",
+        "passed-connected",
+        "dropped-blackhole",
+        "passed-no-txport",
+        "passed-exception",
+        "reserved-14",
+        "reserved-15",
+    ];
+}
+
+/// Counter cells per interface slot (a power of two, so the index is a shift).
+pub const NUM_REASONS: u32 = 16;
+
+#[cfg(feature = "user")]
+mod pod {
+    // SAFETY: all of these are repr(C), Copy, and have no padding bytes that matter
+    // to the kernel (it copies them verbatim).
+    unsafe impl aya::Pod for super::Route {}
+    unsafe impl aya::Pod for super::EcmpGroup {}
+    unsafe impl aya::Pod for super::NextHop {}
+    unsafe impl aya::Pod for super::Settings {}
+    unsafe impl aya::Pod for super::Counter {}
+}

@@ -1,0 +1,363 @@
+//! The packet path: parse, look up, choose a next hop, rewrite, redirect.
+//!
+//! The fast path is flat; anything unusual leaves early with a `Verdict` that names
+//! the counted reason. Nothing is forwarded unless its headers were fully checked.
+use aya_ebpf::{
+    bindings::xdp_action::{XDP_DROP, XDP_PASS, XDP_TX},
+    helpers::bpf_xdp_adjust_head,
+    maps::lpm_trie::Key,
+    programs::XdpContext,
+};
+use nva_common::{
+    ECMP_BUCKETS, NH_RESOLVED, NH_VALID, NextHop, ROUTE_BLACKHOLE, ROUTE_CONNECTED,
+    ROUTE_FORWARD, ROUTE_LOCAL, Route, SET_DROP_NO_ROUTE, SET_SYMMETRIC_HASH, Settings, reason,
+};
+
+use crate::{
+    flow,
+    maps::{FIB_V4, FIB_V6, GROUPS, NEXTHOPS, SETTINGS, TX_PORTS},
+    packet::*,
+};
+
+pub struct Verdict {
+    pub action: u32,
+    pub reason: u32,
+}
+
+#[inline(always)]
+const fn pass(reason: u32) -> Verdict {
+    Verdict { action: XDP_PASS, reason }
+}
+
+#[inline(always)]
+const fn drop(reason: u32) -> Verdict {
+    Verdict { action: XDP_DROP, reason }
+}
+
+const MALFORMED: Verdict = drop(reason::DROP_MALFORMED);
+
+#[inline(always)]
+pub fn process(ctx: &XdpContext) -> Verdict {
+    let Some(eth) = ptr_at::<EthHdr>(ctx, 0) else {
+        return MALFORMED;
+    };
+    // SAFETY: bounds checked by ptr_at.
+    let proto = unsafe { (*eth).proto };
+    if proto == ETH_P_8021Q || proto == ETH_P_8021AD {
+        let Some(vlan) = ptr_at::<VlanHdr>(ctx, ETH_LEN) else {
+            return MALFORMED;
+        };
+        // SAFETY: bounds checked by ptr_at.
+        let inner = unsafe { (*vlan).proto };
+        // Separate calls with constant offsets keep the verifier's job simple.
+        return match inner {
+            ETH_P_IP => ipv4(ctx, ETH_LEN + VLAN_LEN, true),
+            ETH_P_IPV6 => ipv6(ctx, ETH_LEN + VLAN_LEN, true),
+            _ => pass(reason::PASS_NOT_IP),
+        };
+    }
+    match proto {
+        ETH_P_IP => ipv4(ctx, ETH_LEN, false),
+        ETH_P_IPV6 => ipv6(ctx, ETH_LEN, false),
+        _ => pass(reason::PASS_NOT_IP),
+    }
+}
+
+#[inline(always)]
+fn settings() -> Settings {
+    match SETTINGS.get(0) {
+        Some(s) => *s,
+        None => Settings::default(),
+    }
+}
+
+#[inline(always)]
+fn no_route(settings: &Settings) -> Verdict {
+    if settings.flags & SET_DROP_NO_ROUTE != 0 {
+        drop(reason::DROP_NO_ROUTE)
+    } else {
+        pass(reason::PASS_NO_ROUTE)
+    }
+}
+
+/// The ECMP group to forward through, or the verdict for a packet that is not forwarded.
+#[inline(always)]
+fn forward_group(route: Option<&Route>, settings: &Settings) -> Result<u32, Verdict> {
+    let Some(route) = route else {
+        return Err(no_route(settings));
+    };
+    match route.action {
+        ROUTE_FORWARD => Ok(route.group),
+        ROUTE_LOCAL => Err(pass(reason::PASS_LOCAL)),
+        ROUTE_CONNECTED => Err(pass(reason::PASS_CONNECTED)),
+        ROUTE_BLACKHOLE => Err(drop(reason::DROP_BLACKHOLE)),
+        _ => Err(no_route(settings)),
+    }
+}
+
+fn ipv4(ctx: &XdpContext, l3: usize, in_vlan: bool) -> Verdict {
+    let Some(ip) = ptr_at::<Ipv4Hdr>(ctx, l3) else {
+        return MALFORMED;
+    };
+    // SAFETY (all header reads below): ptr_at checked the header lies in the frame.
+    let version_ihl = unsafe { (*ip).version_ihl };
+    let hdr_len = ((version_ihl & 0x0f) as usize) * 4;
+    if version_ihl >> 4 != 4 || hdr_len < IPV4_MIN_LEN {
+        return MALFORMED;
+    }
+    let tot_len = u16::from_be(unsafe { (*ip).tot_len }) as usize;
+    if tot_len < hdr_len || l3 + tot_len > frame_len(ctx) {
+        return MALFORMED;
+    }
+    if !ipv4_checksum_ok(ctx, l3, hdr_len) {
+        return MALFORMED;
+    }
+    let dst = unsafe { (*ip).dst };
+    // Multicast, reserved and limited broadcast are never routed here.
+    if dst[0] >= 224 {
+        return pass(reason::PASS_LOCAL);
+    }
+    let settings = settings();
+    let group = match forward_group(FIB_V4.get(Key::new(32, dst)), &settings) {
+        Ok(group) => group,
+        Err(verdict) => return verdict,
+    };
+    if unsafe { (*ip).ttl } <= 1 {
+        return pass(reason::PASS_TTL);
+    }
+
+    let proto = unsafe { (*ip).proto };
+    let src = unsafe { (*ip).src };
+    // Fragments (more-fragments set or non-zero offset) carry no reliable ports:
+    // hash on L3 only so every fragment of a datagram takes the same path.
+    let fragment = u16::from_be(unsafe { (*ip).frag_off }) & 0x3fff != 0;
+    let (sport, dport) = if fragment {
+        (0, 0)
+    } else {
+        l4_ports(ctx, l3 + hdr_len, proto)
+    };
+    let hash = flow::hash(
+        settings.hash_seed,
+        settings.flags & SET_SYMMETRIC_HASH != 0,
+        flow::fold_v4(src),
+        flow::fold_v4(dst),
+        proto,
+        sport,
+        dport,
+    );
+    let Some(nh) = select_nexthop(group, hash) else {
+        return no_route(&settings);
+    };
+    if nh.flags & NH_RESOLVED == 0 {
+        return pass(reason::PASS_NEIGH);
+    }
+    if tot_len > nh.mtu as usize {
+        return pass(reason::PASS_MTU);
+    }
+
+    // TTL decrement with incremental checksum update (RFC 1624), as xdp_fwd does.
+    unsafe {
+        let mut check = (*ip).check as u32;
+        check += 0x0100u16.to_be() as u32;
+        (*ip).check = (check + (check >= 0xffff) as u32) as u16;
+        (*ip).ttl -= 1;
+    }
+    emit(ctx, &nh, in_vlan, ETH_P_IP)
+}
+
+/// Verifies the IPv4 header checksum (the kernel would drop a bad one; so do we).
+#[inline(always)]
+fn ipv4_checksum_ok(ctx: &XdpContext, l3: usize, hdr_len: usize) -> bool {
+    let mut sum: u32 = 0;
+    let words = hdr_len / 2;
+    let mut i = 0;
+    while i < 30 {
+        if i >= words {
+            break;
+        }
+        let Some(word) = ptr_at::<u16>(ctx, l3 + i * 2) else {
+            return false;
+        };
+        sum += unsafe { *word } as u32;
+        i += 1;
+    }
+    sum = (sum & 0xffff) + (sum >> 16);
+    sum = (sum & 0xffff) + (sum >> 16);
+    sum == 0xffff
+}
+
+fn ipv6(ctx: &XdpContext, l3: usize, in_vlan: bool) -> Verdict {
+    let Some(ip) = ptr_at::<Ipv6Hdr>(ctx, l3) else {
+        return MALFORMED;
+    };
+    // SAFETY (all header reads below): ptr_at checked the header lies in the frame.
+    let first = unsafe { (*ip).version_tc_flow[0] };
+    if first >> 4 != 6 {
+        return MALFORMED;
+    }
+    let payload_len = u16::from_be(unsafe { (*ip).payload_len }) as usize;
+    if l3 + IPV6_LEN + payload_len > frame_len(ctx) {
+        return MALFORMED;
+    }
+    let dst = unsafe { (*ip).dst };
+    let src = unsafe { (*ip).src };
+    // Multicast and link-local (either end) are link-scoped: never routed.
+    if dst[0] == 0xff || is_link_local_v6(&dst) || is_link_local_v6(&src) {
+        return pass(reason::PASS_LOCAL);
+    }
+    let settings = settings();
+    let group = match forward_group(FIB_V6.get(Key::new(128, dst)), &settings) {
+        Ok(group) => group,
+        Err(verdict) => return verdict,
+    };
+    if unsafe { (*ip).hop_limit } <= 1 {
+        return pass(reason::PASS_TTL);
+    }
+
+    let (proto, sport, dport) = ipv6_l4(ctx, l3, unsafe { (*ip).next_hdr });
+    let hash = flow::hash(
+        settings.hash_seed,
+        settings.flags & SET_SYMMETRIC_HASH != 0,
+        flow::fold_v6(src),
+        flow::fold_v6(dst),
+        proto,
+        sport,
+        dport,
+    );
+    let Some(nh) = select_nexthop(group, hash) else {
+        return no_route(&settings);
+    };
+    if nh.flags & NH_RESOLVED == 0 {
+        return pass(reason::PASS_NEIGH);
+    }
+    if IPV6_LEN + payload_len > nh.mtu as usize {
+        return pass(reason::PASS_MTU);
+    }
+    unsafe { (*ip).hop_limit -= 1 };
+    emit(ctx, &nh, in_vlan, ETH_P_IPV6)
+}
+
+#[inline(always)]
+fn is_link_local_v6(a: &[u8; 16]) -> bool {
+    a[0] == 0xfe && a[1] & 0xc0 == 0x80
+}
+
+/// Skips the common IPv6 extension headers to find the L4 protocol and ports.
+/// Fragments hash on L3 only (ports 0), like IPv4 fragments.
+#[inline(always)]
+fn ipv6_l4(ctx: &XdpContext, l3: usize, first: u8) -> (u8, u16, u16) {
+    let mut next = first;
+    let mut off = l3 + IPV6_LEN;
+    let mut i = 0;
+    while i < 4 {
+        match next {
+            IPV6_HOPOPTS | IPV6_ROUTING | IPV6_DSTOPTS | IPV6_AH => {
+                let Some(ext) = ptr_at::<[u8; 2]>(ctx, off) else {
+                    return (next, 0, 0);
+                };
+                let (nh, len) = unsafe { ((*ext)[0], (*ext)[1] as usize) };
+                off += if next == IPV6_AH {
+                    (len + 2) * 4
+                } else {
+                    (len + 1) * 8
+                };
+                next = nh;
+            }
+            IPV6_FRAGMENT => return (next, 0, 0),
+            _ => break,
+        }
+        i += 1;
+    }
+    let (sport, dport) = l4_ports(ctx, off, next);
+    (next, sport, dport)
+}
+
+/// Ports of TCP/UDP/SCTP/UDP-Lite, or the echo identifier of ICMP/ICMPv6 echo
+/// (so pings of different sessions spread too). (0, 0) when there is none.
+#[inline(always)]
+fn l4_ports(ctx: &XdpContext, off: usize, proto: u8) -> (u16, u16) {
+    match proto {
+        IPPROTO_TCP | IPPROTO_UDP | IPPROTO_SCTP | IPPROTO_UDPLITE => {
+            match ptr_at::<[u16; 2]>(ctx, off) {
+                Some(p) => unsafe { ((*p)[0], (*p)[1]) },
+                None => (0, 0),
+            }
+        }
+        IPPROTO_ICMP | IPPROTO_ICMPV6 => match ptr_at::<[u16; 4]>(ctx, off) {
+            Some(p) => {
+                let icmp_type = u16::from_be(unsafe { (*p)[0] }) >> 8;
+                // ICMP echo request/reply 8/0, ICMPv6 128/129.
+                if matches!(icmp_type, 0 | 8 | 128 | 129) {
+                    (unsafe { (*p)[2] }, 0)
+                } else {
+                    (0, 0)
+                }
+            }
+            None => (0, 0),
+        },
+        _ => (0, 0),
+    }
+}
+
+/// Route's ECMP group -> bucket by hash -> next hop, if the chain leads to a valid one.
+#[inline(always)]
+fn select_nexthop(group: u32, hash: u32) -> Option<NextHop> {
+    let group = GROUPS.get(group)?;
+    let id = group.buckets[(hash as usize) & (ECMP_BUCKETS - 1)];
+    if id == 0 {
+        return None;
+    }
+    let nh = NEXTHOPS.get(id as u32)?;
+    if nh.flags & NH_VALID == 0 {
+        return None;
+    }
+    Some(*nh)
+}
+
+/// Writes the L2 header for the next hop (adding, removing or rewriting the VLAN tag)
+/// and sends the frame: XDP_TX back out of the ingress port, else redirect.
+#[inline(always)]
+fn emit(ctx: &XdpContext, nh: &NextHop, in_vlan: bool, ethertype: u16) -> Verdict {
+    let out_vlan = nh.vlan != 0;
+    let delta: i32 = match (in_vlan, out_vlan) {
+        (true, false) => VLAN_LEN as i32,
+        (false, true) => -(VLAN_LEN as i32),
+        _ => 0,
+    };
+    if delta != 0 && unsafe { bpf_xdp_adjust_head(ctx.ctx, delta) } != 0 {
+        return pass(reason::PASS_EXCEPTION);
+    }
+    let Some(eth) = ptr_at::<EthHdr>(ctx, 0) else {
+        return pass(reason::PASS_EXCEPTION);
+    };
+    unsafe {
+        (*eth).dst = nh.dmac;
+        (*eth).src = nh.smac;
+    }
+    if out_vlan {
+        let Some(tag) = ptr_at::<VlanHdr>(ctx, ETH_LEN) else {
+            return pass(reason::PASS_EXCEPTION);
+        };
+        unsafe {
+            (*eth).proto = ETH_P_8021Q;
+            (*tag).tci = (nh.vlan & 0x0fff).to_be();
+            (*tag).proto = ethertype;
+        }
+    } else {
+        unsafe { (*eth).proto = ethertype };
+    }
+
+    if nh.ifindex == ctx.ingress_ifindex() as u32 {
+        return Verdict {
+            action: XDP_TX,
+            reason: reason::TX,
+        };
+    }
+    match TX_PORTS.redirect(nh.ifindex, XDP_PASS as u64) {
+        Ok(action) => Verdict {
+            action,
+            reason: reason::FORWARDED,
+        },
+        Err(_) => pass(reason::PASS_NO_TXPORT),
+    }
+}
