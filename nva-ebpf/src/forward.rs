@@ -9,8 +9,8 @@ use aya_ebpf::{
     programs::XdpContext,
 };
 use nva_common::{
-    ECMP_BUCKETS, NH_RESOLVED, NH_VALID, NextHop, ROUTE_BLACKHOLE, ROUTE_CONNECTED,
-    ROUTE_FORWARD, ROUTE_LOCAL, Route, SET_DROP_NO_ROUTE, SET_SYMMETRIC_HASH, Settings, reason,
+    ECMP_BUCKETS, NH_RESOLVED, NH_VALID, NextHop, ROUTE_BLACKHOLE, ROUTE_CONNECTED, ROUTE_FORWARD,
+    ROUTE_LOCAL, Route, SET_DROP_NO_ROUTE, SET_SYMMETRIC_HASH, Settings, reason,
 };
 
 use crate::{
@@ -26,12 +26,18 @@ pub struct Verdict {
 
 #[inline(always)]
 const fn pass(reason: u32) -> Verdict {
-    Verdict { action: XDP_PASS, reason }
+    Verdict {
+        action: XDP_PASS,
+        reason,
+    }
 }
 
 #[inline(always)]
 const fn drop(reason: u32) -> Verdict {
-    Verdict { action: XDP_DROP, reason }
+    Verdict {
+        action: XDP_DROP,
+        reason,
+    }
 }
 
 const MALFORMED: Verdict = drop(reason::DROP_MALFORMED);

@@ -1,1 +1,217 @@
-fn main(){}
+//! The `nva` command: the daemon (`nva run`) and the CLI that talks to it.
+use std::path::PathBuf;
+
+use anyhow::Result;
+use clap::{Parser, Subcommand};
+use nva::{
+    config::{Config, DEFAULT_SOCKET},
+    control, daemon,
+};
+use serde_json::Value;
+
+#[derive(Parser)]
+#[command(name = "nva", version, about = "XDP hub router")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(clap::Args)]
+struct ClientArgs {
+    /// Control socket of the running daemon.
+    #[arg(long, default_value = DEFAULT_SOCKET)]
+    socket: PathBuf,
+    /// Print JSON instead of a table.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the router: attach XDP, program routes, follow the kernel's neighbour table.
+    Run {
+        #[arg(long, short)]
+        config: PathBuf,
+        /// Overrides `control.socket` from the config.
+        #[arg(long)]
+        socket: Option<PathBuf>,
+    },
+    /// Daemon status: interfaces, route and next-hop counts.
+    Status(ClientArgs),
+    /// Per-interface packet counters by reason.
+    Stats(ClientArgs),
+    /// Installed routes.
+    Routes(ClientArgs),
+    /// Next hops with their neighbour and link state.
+    Nexthops(ClientArgs),
+    /// Configuration file tools.
+    Config {
+        #[command(subcommand)]
+        command: ConfigCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum ConfigCommand {
+    /// Validate a configuration file.
+    Check { file: PathBuf },
+}
+
+fn main() {
+    if let Err(e) = real_main() {
+        eprintln!("nva: error: {e:#}");
+        std::process::exit(1);
+    }
+}
+
+fn real_main() -> Result<()> {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Run { config, socket } => {
+            tracing_subscriber::fmt()
+                .with_env_filter(
+                    tracing_subscriber::EnvFilter::try_from_default_env()
+                        .unwrap_or_else(|_| "info".into()),
+                )
+                .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+                .with_writer(std::io::stderr)
+                .init();
+            let config = Config::from_file(&config)?;
+            let socket = socket.unwrap_or_else(|| PathBuf::from(&config.control.socket));
+            tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()?
+                .block_on(daemon::run(config, socket))
+        }
+        Command::Config {
+            command: ConfigCommand::Check { file },
+        } => {
+            Config::from_file(&file)?;
+            println!("{}: ok", file.display());
+            Ok(())
+        }
+        Command::Status(args) => client(&args, "status", print_status),
+        Command::Stats(args) => client(&args, "stats", print_stats),
+        Command::Routes(args) => client(&args, "routes", print_routes),
+        Command::Nexthops(args) => client(&args, "nexthops", print_nexthops),
+    }
+}
+
+fn client(args: &ClientArgs, cmd: &str, human: fn(&Value)) -> Result<()> {
+    let data = control::request(&args.socket, cmd)?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&data)?);
+    } else {
+        human(&data);
+    }
+    Ok(())
+}
+
+fn s(v: &Value) -> String {
+    match v {
+        Value::String(s) => s.clone(),
+        Value::Null => "-".into(),
+        other => other.to_string(),
+    }
+}
+
+fn print_status(d: &Value) {
+    println!(
+        "nva {}  up {}s  xdp {}  no-route {}",
+        s(&d["version"]),
+        s(&d["uptime_secs"]),
+        s(&d["xdp_mode"]),
+        s(&d["no_route"])
+    );
+    println!(
+        "routes: {} IPv4, {} IPv6",
+        s(&d["routes"]["ipv4"]),
+        s(&d["routes"]["ipv6"])
+    );
+    println!(
+        "next hops: {} total, {} live, {} resolved",
+        d["nexthops"]["total"],
+        s(&d["nexthops"]["live"]),
+        s(&d["nexthops"]["resolved"])
+    );
+    println!(
+        "{:<16} {:>7} {:>5} {:>6} {:>8}",
+        "INTERFACE", "IFINDEX", "UP", "MTU", "ATTACHED"
+    );
+    for i in d["interfaces"].as_array().into_iter().flatten() {
+        println!(
+            "{:<16} {:>7} {:>5} {:>6} {:>8}",
+            s(&i["name"]),
+            s(&i["ifindex"]),
+            s(&i["up"]),
+            s(&i["mtu"]),
+            s(&i["attached"])
+        );
+    }
+}
+
+fn print_stats(d: &Value) {
+    println!(
+        "{:<16} {:<20} {:>14} {:>16}",
+        "INTERFACE", "REASON", "PACKETS", "BYTES"
+    );
+    for i in d["interfaces"].as_array().into_iter().flatten() {
+        for (reason, c) in i["counters"].as_object().into_iter().flatten() {
+            if c["packets"].as_u64().unwrap_or(0) > 0 {
+                println!(
+                    "{:<16} {:<20} {:>14} {:>16}",
+                    s(&i["name"]),
+                    reason,
+                    s(&c["packets"]),
+                    s(&c["bytes"])
+                );
+            }
+        }
+    }
+}
+
+fn print_routes(d: &Value) {
+    println!(
+        "{:<28} {:<10} {:<10} NEXT HOPS (live)",
+        "PREFIX", "SOURCE", "ACTION"
+    );
+    for r in d.as_array().into_iter().flatten() {
+        let list = |v: &Value| {
+            v.as_array()
+                .into_iter()
+                .flatten()
+                .map(s)
+                .collect::<Vec<_>>()
+                .join(",")
+        };
+        println!(
+            "{:<28} {:<10} {:<10} {} ({})",
+            s(&r["prefix"]),
+            s(&r["source"]),
+            s(&r["action"]),
+            list(&r["nexthops"]),
+            list(&r["live_nexthops"])
+        );
+    }
+}
+
+fn print_nexthops(d: &Value) {
+    println!(
+        "{:>4} {:<26} {:<12} {:>5} {:<18} {:>5} {:>5} {:>6}",
+        "ID", "VIA", "DEV", "VLAN", "MAC", "LINK", "LIVE", "GROUPS"
+    );
+    for n in d.as_array().into_iter().flatten() {
+        println!(
+            "{:>4} {:<26} {:<12} {:>5} {:<18} {:>5} {:>5} {:>6}",
+            s(&n["id"]),
+            s(&n["via"]),
+            s(&n["dev"]),
+            s(&n["vlan"]),
+            s(&n["mac"]),
+            s(&n["link_up"]),
+            s(&n["live"]),
+            s(&n["groups"])
+        );
+    }
+}

@@ -1,0 +1,131 @@
+//! The control socket: a Unix stream socket speaking one JSON request per line and one
+//! JSON reply per line. The CLI is its client.
+//!
+//! Request: `{"cmd": "status" | "stats" | "routes" | "nexthops"}`
+//! Reply: `{"ok": true, "data": ...}` or `{"ok": false, "error": "..."}`.
+use std::{
+    io::{BufRead, BufReader, Write},
+    os::unix::net::UnixStream,
+    path::Path,
+    time::Duration,
+};
+
+use anyhow::{Context, Result, anyhow};
+use nva_common::{NUM_REASONS, reason};
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+use tokio::{
+    io::{AsyncBufReadExt, AsyncWriteExt, BufReader as AsyncBufReader},
+    net::UnixListener,
+    task::JoinHandle,
+};
+use crate::daemon::Shared;
+
+#[derive(Debug, Deserialize, Serialize)]
+pub struct Request {
+    pub cmd: String,
+}
+
+/// Starts serving on `path` (replacing a stale socket file).
+pub fn serve(path: &Path, state: Shared) -> Result<JoinHandle<()>> {
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    }
+    let _ = std::fs::remove_file(path);
+    let listener = UnixListener::bind(path).with_context(|| format!("binding {}", path.display()))?;
+    Ok(tokio::spawn(async move {
+        loop {
+            let Ok((stream, _)) = listener.accept().await else {
+                continue;
+            };
+            let state = state.clone();
+            tokio::spawn(async move {
+                let (read, mut write) = stream.into_split();
+                let mut lines = AsyncBufReader::new(read).lines();
+                while let Ok(Some(line)) = lines.next_line().await {
+                    let reply = match serde_json::from_str::<Request>(&line) {
+                        Ok(req) => match handle(&state, &req.cmd) {
+                            Ok(data) => json!({"ok": true, "data": data}),
+                            Err(e) => json!({"ok": false, "error": format!("{e:#}")}),
+                        },
+                        Err(e) => json!({"ok": false, "error": format!("bad request: {e}")}),
+                    };
+                    let mut out = reply.to_string();
+                    out.push('\n');
+                    if write.write_all(out.as_bytes()).await.is_err() {
+                        break;
+                    }
+                }
+            });
+        }
+    }))
+}
+
+fn handle(state: &Shared, cmd: &str) -> Result<Value> {
+    let st = state.lock().map_err(|_| anyhow!("state lock poisoned"))?;
+    match cmd {
+        "status" => {
+            let (v4, v6) = st.fib.route_count();
+            let nexthops = st.fib.nexthop_views();
+            Ok(json!({
+                "version": env!("CARGO_PKG_VERSION"),
+                "uptime_secs": st.started.elapsed().as_secs(),
+                "xdp_mode": st.config.dataplane.xdp_mode,
+                "no_route": st.config.dataplane.no_route,
+                "interfaces": st.ifaces.iter().map(|f| json!({
+                    "name": f.name, "ifindex": f.ifindex, "up": f.port.up,
+                    "mtu": f.port.mtu, "attached": st.fib.dataplane().attached().any(|i| i == f.ifindex),
+                })).collect::<Vec<_>>(),
+                "routes": {"ipv4": v4, "ipv6": v6},
+                "nexthops": {"total": nexthops.len(), "live": nexthops.iter().filter(|n| n.live).count(),
+                             "resolved": nexthops.iter().filter(|n| n.resolved).count()},
+            }))
+        }
+        "stats" => {
+            let mut interfaces = Vec::new();
+            for f in &st.ifaces {
+                let cells = st.fib.dataplane().counters(f.slot)?;
+                let mut counters = serde_json::Map::new();
+                for (i, c) in cells.iter().enumerate().take(reason::PASS_EXCEPTION as usize + 1) {
+                    counters.insert(
+                        reason::NAMES[i].to_string(),
+                        json!({"packets": c.packets, "bytes": c.bytes}),
+                    );
+                }
+                interfaces.push(json!({"name": f.name, "ifindex": f.ifindex, "counters": counters}));
+            }
+            debug_assert!(NUM_REASONS as usize >= reason::NAMES.len());
+            Ok(json!({ "interfaces": interfaces }))
+        }
+        "routes" => Ok(serde_json::to_value(st.fib.route_views())?),
+        "nexthops" => Ok(serde_json::to_value(st.fib.nexthop_views())?),
+        other => Err(anyhow!("unknown command {other:?}")),
+    }
+}
+
+/// Client side: sends one request and returns the reply's data.
+pub fn request(path: &Path, cmd: &str) -> Result<Value> {
+    let mut stream = UnixStream::connect(path).with_context(|| {
+        format!(
+            "cannot reach the nva daemon at {} (is `nva run` running?)",
+            path.display()
+        )
+    })?;
+    stream.set_read_timeout(Some(Duration::from_secs(10)))?;
+    let mut line = serde_json::to_string(&Request {
+        cmd: cmd.to_string(),
+    })?;
+    line.push('\n');
+    stream.write_all(line.as_bytes())?;
+    let mut reply = String::new();
+    BufReader::new(&stream).read_line(&mut reply)?;
+    let reply: Value = serde_json::from_str(&reply).context("malformed reply from daemon")?;
+    if reply["ok"] == Value::Bool(true) {
+        Ok(reply["data"].clone())
+    } else {
+        Err(anyhow!(
+            "daemon: {}",
+            reply["error"].as_str().unwrap_or("unknown error")
+        ))
+    }
+}

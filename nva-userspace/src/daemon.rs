@@ -1,0 +1,299 @@
+//! `nva run`: wires config, netlink, the data plane, the FIB programmer and the control
+//! socket together, then follows link and neighbour changes until SIGINT/SIGTERM.
+use std::{
+    net::IpAddr,
+    path::PathBuf,
+    sync::{Arc, Mutex},
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context, Result, bail};
+use ipnet::IpNet;
+use nva_common::{SET_DROP_NO_ROUTE, SET_SYMMETRIC_HASH, Settings};
+use tokio::signal::unix::{SignalKind, signal};
+use tracing::{info, warn};
+
+use crate::{
+    config::{Config, NoRoute, RouteAction, XdpMode},
+    control,
+    dataplane::Dataplane,
+    fib::{Fib, NhKey, Port, Source, Target},
+    netlink::{self, AddrInfo, LinkInfo, NetEvent, Netlink},
+};
+
+/// An interface nva forwards between.
+#[derive(Clone, Debug)]
+pub struct Iface {
+    pub name: String,
+    pub ifindex: u32,
+    /// Counter slot in the data plane.
+    pub slot: u32,
+    pub port: Port,
+}
+
+/// Everything the control socket can look at, behind one lock.
+pub struct State {
+    pub config: Config,
+    pub fib: Fib,
+    pub ifaces: Vec<Iface>,
+    pub started: Instant,
+}
+
+pub type Shared = Arc<Mutex<State>>;
+
+fn port_of(link: &LinkInfo) -> Port {
+    Port {
+        name: link.name.clone(),
+        mac: link.mac,
+        mtu: link.mtu,
+        up: link.up,
+    }
+}
+
+/// A static route's next hops resolved to egress interfaces.
+struct PlannedRoute {
+    prefix: IpNet,
+    target: Vec<(NhKey, usize)>,
+    action: RouteAction,
+}
+
+/// Checks the config against the machine (interfaces exist, next hops are on a
+/// connected subnet of a configured interface) before anything is attached.
+fn plan(config: &Config, links: &[LinkInfo], addrs: &[AddrInfo]) -> Result<(Vec<Iface>, Vec<PlannedRoute>)> {
+    let mut ifaces = Vec::new();
+    for (i, iface) in config.interfaces.iter().enumerate() {
+        let link = links
+            .iter()
+            .find(|l| l.name == iface.name)
+            .with_context(|| format!("interfaces[{i}].name: no interface named {:?}", iface.name))?;
+        ifaces.push(Iface {
+            name: iface.name.clone(),
+            ifindex: link.ifindex,
+            slot: i as u32 + 1,
+            port: port_of(link),
+        });
+    }
+    let mut routes = Vec::new();
+    for (i, route) in config.routes.iter().enumerate() {
+        let mut target = Vec::new();
+        for (j, nh) in route.nexthops.iter().enumerate() {
+            let field = format!("routes[{i}].nexthops[{j}]");
+            let iface_idx = match &nh.dev {
+                Some(dev) => ifaces.iter().position(|f| &f.name == dev).with_context(|| {
+                    format!("{field}.dev: {dev:?} is not a configured interface")
+                })?,
+                None => ifaces
+                    .iter()
+                    .position(|f| {
+                        addrs.iter().any(|a| {
+                            a.ifindex == f.ifindex
+                                && IpNet::new(a.addr, a.prefix_len)
+                                    .is_ok_and(|n| n.contains(&nh.via))
+                        })
+                    })
+                    .with_context(|| {
+                        format!(
+                            "{field}.via: {} is not on a connected subnet of any configured \
+                             interface (set `dev` or add an address)",
+                            nh.via
+                        )
+                    })?,
+            };
+            target.push((
+                NhKey {
+                    ifindex: ifaces[iface_idx].ifindex,
+                    via: nh.via,
+                    vlan: nh.vlan.unwrap_or(0),
+                },
+                iface_idx,
+            ));
+        }
+        routes.push(PlannedRoute {
+            prefix: route.prefix,
+            target,
+            action: route.action,
+        });
+    }
+    Ok((ifaces, routes))
+}
+
+/// Routes every address of the box implies: the address itself is local, its subnet
+/// is connected (the kernel resolves and forwards to hosts there).
+fn address_routes(addr: &AddrInfo) -> Vec<(IpNet, Source, Target)> {
+    let is_link_local = match addr.addr {
+        IpAddr::V4(a) => a.is_link_local(),
+        IpAddr::V6(a) => a.segments()[0] & 0xffc0 == 0xfe80,
+    };
+    if is_link_local || addr.addr.is_loopback() {
+        return vec![];
+    }
+    let host = IpNet::from(addr.addr);
+    let mut out = vec![(host, Source::Local, Target::Local)];
+    if let Ok(net) = IpNet::new(addr.addr, addr.prefix_len) {
+        let net = net.trunc();
+        if net != host {
+            out.push((net, Source::Connected, Target::Connected));
+        }
+    }
+    out
+}
+
+fn settings_of(config: &Config) -> Settings {
+    let mut flags = 0;
+    if config.dataplane.symmetric_hash {
+        flags |= SET_SYMMETRIC_HASH;
+    }
+    if config.dataplane.no_route == NoRoute::Drop {
+        flags |= SET_DROP_NO_ROUTE;
+    }
+    let hash_seed = config.dataplane.hash_seed.unwrap_or_else(random_seed);
+    Settings { hash_seed, flags }
+}
+
+fn random_seed() -> u32 {
+    let mut seed = [0u8; 4];
+    // SAFETY: valid buffer of the given length.
+    let n = unsafe { libc::getrandom(seed.as_mut_ptr().cast(), seed.len(), 0) };
+    if n != 4 {
+        // Not security relevant: fall back to the clock.
+        let t = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default();
+        return t.subsec_nanos() ^ t.as_secs() as u32;
+    }
+    u32::from_ne_bytes(seed)
+}
+
+pub async fn run(config: Config, socket: PathBuf) -> Result<()> {
+    let nl = Netlink::connect()?;
+    // Subscribe before dumping so no change between the dump and the watch is lost.
+    let mut events = netlink::watch()?;
+    let links = nl.links().await?;
+    let addrs = nl.addresses().await?;
+    let (ifaces, planned) = plan(&config, &links, &addrs)?;
+
+    let mut dp = Dataplane::load()?;
+    dp.set_settings(settings_of(&config))?;
+    for iface in &ifaces {
+        dp.add_port(iface.ifindex, iface.slot)?;
+    }
+    let generic = config.dataplane.xdp_mode == XdpMode::Generic;
+    for iface in &ifaces {
+        // On error `dp` is dropped, which detaches whatever was attached already.
+        dp.attach(iface.ifindex, &iface.name, generic)?;
+        info!(interface = %iface.name, ifindex = iface.ifindex, mode = ?config.dataplane.xdp_mode, "XDP attached");
+    }
+
+    let mut fib = Fib::new(dp);
+    for addr in &addrs {
+        for (prefix, source, target) in address_routes(addr) {
+            fib.set_route(prefix, source, target)?;
+        }
+    }
+    for route in &planned {
+        let target = match route.action {
+            RouteAction::Forward => {
+                let mut ids = Vec::new();
+                for (key, iface_idx) in &route.target {
+                    ids.push(fib.nexthop(*key, &ifaces[*iface_idx].port)?);
+                }
+                Target::Forward(ids)
+            }
+            RouteAction::Blackhole => Target::Blackhole,
+            RouteAction::Kernel => Target::Kernel,
+        };
+        fib.set_route(route.prefix, Source::Static, target)?;
+    }
+    for n in nl.neighbours().await? {
+        fib.update_neighbour(n.ifindex, n.ip, n.mac.filter(|_| n.usable), n.failed)?;
+    }
+    let (v4, v6) = fib.route_count();
+    info!(routes_v4 = v4, routes_v6 = v6, "FIB programmed");
+
+    let state: Shared = Arc::new(Mutex::new(State {
+        config,
+        fib,
+        ifaces,
+        started: Instant::now(),
+    }));
+    let control = control::serve(&socket, state.clone())
+        .with_context(|| format!("control socket {}", socket.display()))?;
+
+    let mut sigint = signal(SignalKind::interrupt())?;
+    let mut sigterm = signal(SignalKind::terminate())?;
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    loop {
+        tokio::select! {
+            _ = sigint.recv() => { info!("SIGINT: shutting down"); break; }
+            _ = sigterm.recv() => { info!("SIGTERM: shutting down"); break; }
+            event = events.recv() => match event {
+                Some(event) => {
+                    if let Err(e) = apply_event(&state, event) {
+                        warn!("applying a netlink change: {e:#}");
+                    }
+                }
+                None => bail!("netlink event stream ended"),
+            },
+            _ = tick.tick() => {
+                // Ask the kernel to resolve next hops we have no MAC for yet; packets
+                // meanwhile go to the kernel (counted as passed-neigh), which also resolves.
+                let unresolved = state.lock().expect("state lock").fib.unresolved();
+                for (ifindex, ip) in unresolved {
+                    if let Err(e) = nl.resolve(ifindex, ip).await {
+                        warn!(%ip, ifindex, "neighbour resolution request failed: {e:#}");
+                    }
+                }
+            }
+        }
+    }
+    control.abort();
+    let _ = std::fs::remove_file(&socket);
+    let mut state = state.lock().expect("state lock");
+    state.fib.dataplane_mut().detach_all();
+    info!("XDP detached");
+    Ok(())
+}
+
+fn apply_event(state: &Shared, event: NetEvent) -> Result<()> {
+    let mut st = state.lock().expect("state lock");
+    match event {
+        NetEvent::Link(link) => {
+            let Some(idx) = st.ifaces.iter().position(|f| f.ifindex == link.ifindex) else {
+                return Ok(());
+            };
+            let port = port_of(&link);
+            if st.ifaces[idx].port.up != port.up {
+                info!(interface = %link.name, up = port.up, "link state changed");
+            }
+            st.ifaces[idx].port = port.clone();
+            st.fib.update_port(link.ifindex, &port)?;
+        }
+        NetEvent::LinkRemoved(ifindex) => {
+            if let Some(idx) = st.ifaces.iter().position(|f| f.ifindex == ifindex) {
+                warn!(interface = %st.ifaces[idx].name, "interface removed");
+                let mut port = st.ifaces[idx].port.clone();
+                port.up = false;
+                st.ifaces[idx].port = port.clone();
+                st.fib.update_port(ifindex, &port)?;
+            }
+        }
+        NetEvent::Neighbour(n) => {
+            st.fib
+                .update_neighbour(n.ifindex, n.ip, n.mac.filter(|_| n.usable), n.failed)?;
+        }
+        NetEvent::NeighbourRemoved { ifindex, ip } => {
+            st.fib.update_neighbour(ifindex, ip, None, false)?;
+        }
+        NetEvent::AddrAdded(addr) => {
+            for (prefix, source, target) in address_routes(&addr) {
+                st.fib.set_route(prefix, source, target)?;
+            }
+        }
+        NetEvent::AddrRemoved(addr) => {
+            for (prefix, source, _) in address_routes(&addr) {
+                st.fib.remove_route(prefix, source)?;
+            }
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,517 @@
+//! The FIB programmer: turns routes from every source (local addresses, connected
+//! subnets, static routes, later BGP) into next hops, ECMP groups and trie entries in
+//! the data plane's maps.
+//!
+//! Ordering rules that keep the data plane consistent (make-before-break):
+//! - a next hop is written (with its egress port already in TX_PORTS) before any
+//!   group names it;
+//! - a group is written before any route points at it;
+//! - a route is repointed or removed before the group it used is released.
+//!
+//! A next hop that goes down (link down, neighbour FAILED) is taken out of every group
+//! by rewriting only its buckets (resilient hashing); other flows keep their path.
+pub mod buckets;
+
+use std::{
+    collections::{BTreeMap, HashMap},
+    net::IpAddr,
+};
+
+use anyhow::{Context, Result, bail};
+use ipnet::IpNet;
+use nva_common::{
+    ECMP_BUCKETS, EcmpGroup, MAX_GROUPS, MAX_NEXTHOPS, NH_RESOLVED, NH_VALID, NextHop,
+    ROUTE_BLACKHOLE, ROUTE_CONNECTED, ROUTE_FORWARD, ROUTE_LOCAL, Route,
+};
+use serde::Serialize;
+
+use crate::dataplane::Dataplane;
+use buckets::NhId;
+
+/// Where a route came from. When several sources have the same prefix, the greatest
+/// (last listed) wins.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Source {
+    Connected,
+    Static,
+    Local,
+}
+
+/// What a route does.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Target {
+    /// ECMP over these next hops.
+    Forward(Vec<NhId>),
+    /// An address of this box.
+    Local,
+    /// A connected subnet (the kernel resolves hosts).
+    Connected,
+    /// Hand to the kernel.
+    Kernel,
+    Blackhole,
+}
+
+/// Identity of a next hop: the same address on the same port and VLAN is one next hop,
+/// shared by every route and group that uses it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct NhKey {
+    pub ifindex: u32,
+    pub via: IpAddr,
+    pub vlan: u16,
+}
+
+/// Egress port facts a next hop needs.
+#[derive(Clone, Debug)]
+pub struct Port {
+    pub name: String,
+    pub mac: [u8; 6],
+    pub mtu: u32,
+    pub up: bool,
+}
+
+#[derive(Clone, Debug)]
+struct NhEntry {
+    key: NhKey,
+    port: Port,
+    dmac: Option<[u8; 6]>,
+    neigh_failed: bool,
+    /// Groups naming this next hop.
+    refs: usize,
+}
+
+impl NhEntry {
+    fn live(&self) -> bool {
+        self.port.up && !self.neigh_failed
+    }
+
+    fn to_map(&self) -> NextHop {
+        NextHop {
+            ifindex: self.key.ifindex,
+            flags: NH_VALID | if self.dmac.is_some() { NH_RESOLVED } else { 0 },
+            mtu: self.port.mtu.min(u16::MAX as u32) as u16,
+            vlan: self.key.vlan,
+            smac: self.port.mac,
+            dmac: self.dmac.unwrap_or([0; 6]),
+        }
+    }
+}
+
+struct Group {
+    members: Vec<NhId>,
+    buckets: [NhId; ECMP_BUCKETS],
+    refs: usize,
+}
+
+#[derive(Clone, Debug)]
+struct Installed {
+    source: Source,
+    target: Target,
+    group: Option<u32>,
+}
+
+/// What `nva nexthops` shows.
+#[derive(Clone, Debug, Serialize)]
+pub struct NextHopView {
+    pub id: NhId,
+    pub via: IpAddr,
+    pub dev: String,
+    pub ifindex: u32,
+    pub vlan: u16,
+    pub mac: Option<String>,
+    pub resolved: bool,
+    pub link_up: bool,
+    pub neighbour_failed: bool,
+    pub live: bool,
+    pub groups: usize,
+}
+
+/// What `nva routes` shows.
+#[derive(Clone, Debug, Serialize)]
+pub struct RouteView {
+    pub prefix: IpNet,
+    pub source: Source,
+    pub action: &'static str,
+    pub nexthops: Vec<IpAddr>,
+    /// Next hops that currently receive traffic.
+    pub live_nexthops: Vec<IpAddr>,
+    pub group: Option<u32>,
+}
+
+pub fn format_mac(mac: &[u8; 6]) -> String {
+    mac.iter()
+        .map(|b| format!("{b:02x}"))
+        .collect::<Vec<_>>()
+        .join(":")
+}
+
+pub struct Fib {
+    dp: Dataplane,
+    nexthops: BTreeMap<NhId, NhEntry>,
+    nh_ids: HashMap<NhKey, NhId>,
+    groups: BTreeMap<u32, Group>,
+    group_ids: HashMap<Vec<NhId>, u32>,
+    /// Every source's route per prefix.
+    rib: BTreeMap<IpNet, BTreeMap<Source, Target>>,
+    /// What is in the data plane per prefix.
+    installed: BTreeMap<IpNet, Installed>,
+}
+
+impl Fib {
+    pub fn new(dp: Dataplane) -> Self {
+        Self {
+            dp,
+            nexthops: BTreeMap::new(),
+            nh_ids: HashMap::new(),
+            groups: BTreeMap::new(),
+            group_ids: HashMap::new(),
+            rib: BTreeMap::new(),
+            installed: BTreeMap::new(),
+        }
+    }
+
+    pub fn dataplane(&self) -> &Dataplane {
+        &self.dp
+    }
+
+    pub fn dataplane_mut(&mut self) -> &mut Dataplane {
+        &mut self.dp
+    }
+
+    /// Finds or creates the next hop `key` and writes it to the data plane.
+    pub fn nexthop(&mut self, key: NhKey, port: &Port) -> Result<NhId> {
+        if let Some(&id) = self.nh_ids.get(&key) {
+            return Ok(id);
+        }
+        let id = (1..MAX_NEXTHOPS as NhId)
+            .find(|id| !self.nexthops.contains_key(id))
+            .context("next-hop table full")?;
+        let entry = NhEntry {
+            key,
+            port: port.clone(),
+            dmac: None,
+            neigh_failed: false,
+            refs: 0,
+        };
+        self.dp.write_nexthop(id, &entry.to_map())?;
+        self.nexthops.insert(id, entry);
+        self.nh_ids.insert(key, id);
+        Ok(id)
+    }
+
+    /// Sets (or replaces) the route of `source` for `prefix` and reprograms the prefix.
+    pub fn set_route(&mut self, prefix: IpNet, source: Source, target: Target) -> Result<()> {
+        let prefix = prefix.trunc();
+        if let Target::Forward(members) = &target {
+            if members.is_empty() {
+                bail!("route {prefix}: forward route without next hops");
+            }
+            if let Some(m) = members.iter().find(|m| !self.nexthops.contains_key(m)) {
+                bail!("route {prefix}: unknown next hop id {m}");
+            }
+        }
+        self.rib.entry(prefix).or_default().insert(source, target);
+        self.reinstall(prefix)
+    }
+
+    /// Withdraws the route of `source` for `prefix`; another source's route, if any,
+    /// takes its place.
+    pub fn remove_route(&mut self, prefix: IpNet, source: Source) -> Result<()> {
+        let prefix = prefix.trunc();
+        if let Some(sources) = self.rib.get_mut(&prefix) {
+            sources.remove(&source);
+            if sources.is_empty() {
+                self.rib.remove(&prefix);
+            }
+        }
+        self.reinstall(prefix)
+    }
+
+    /// Prefixes a source currently has routes for.
+    pub fn prefixes_of(&self, source: Source) -> Vec<IpNet> {
+        self.rib
+            .iter()
+            .filter(|(_, s)| s.contains_key(&source))
+            .map(|(p, _)| *p)
+            .collect()
+    }
+
+    fn reinstall(&mut self, prefix: IpNet) -> Result<()> {
+        let best = self
+            .rib
+            .get(&prefix)
+            .and_then(|s| s.iter().next_back())
+            .map(|(s, t)| (*s, t.clone()));
+        let old = self.installed.get(&prefix).cloned();
+        let Some((source, target)) = best else {
+            if let Some(old) = old {
+                self.dp.remove_route(&prefix)?;
+                self.installed.remove(&prefix);
+                if let Some(g) = old.group {
+                    self.release_group(g)?;
+                }
+            }
+            return Ok(());
+        };
+        if let Some(old) = &old
+            && old.source == source
+            && old.target == target
+        {
+            return Ok(());
+        }
+        // Make before break: the new group exists before the route points at it.
+        let (route, group) = match &target {
+            Target::Forward(members) => {
+                let g = self.acquire_group(members)?;
+                (
+                    Route {
+                        action: ROUTE_FORWARD,
+                        group: g,
+                    },
+                    Some(g),
+                )
+            }
+            Target::Local => (route_of(ROUTE_LOCAL), None),
+            Target::Connected | Target::Kernel => (route_of(ROUTE_CONNECTED), None),
+            Target::Blackhole => (route_of(ROUTE_BLACKHOLE), None),
+        };
+        if let Err(e) = self.dp.insert_route(&prefix, route) {
+            if let Some(g) = group {
+                self.release_group(g)?;
+            }
+            return Err(e.context(format!("installing route {prefix}")));
+        }
+        self.installed.insert(
+            prefix,
+            Installed {
+                source,
+                target,
+                group,
+            },
+        );
+        if let Some(g) = old.and_then(|o| o.group) {
+            self.release_group(g)?;
+        }
+        Ok(())
+    }
+
+    fn acquire_group(&mut self, members: &[NhId]) -> Result<u32> {
+        let mut members = members.to_vec();
+        members.sort_unstable();
+        members.dedup();
+        if let Some(&id) = self.group_ids.get(&members) {
+            self.groups.get_mut(&id).expect("indexed group").refs += 1;
+            return Ok(id);
+        }
+        let id = (1..MAX_GROUPS)
+            .find(|id| !self.groups.contains_key(id))
+            .context("ECMP group table full")?;
+        let mut group = Group {
+            members: members.clone(),
+            buckets: [0; ECMP_BUCKETS],
+            refs: 1,
+        };
+        buckets::rebalance(&mut group.buckets, &self.live(&members));
+        self.dp.write_group(
+            id,
+            &EcmpGroup {
+                buckets: group.buckets,
+            },
+        )?;
+        for m in &members {
+            if let Some(nh) = self.nexthops.get_mut(m) {
+                nh.refs += 1;
+            }
+        }
+        self.groups.insert(id, group);
+        self.group_ids.insert(members, id);
+        Ok(id)
+    }
+
+    fn release_group(&mut self, id: u32) -> Result<()> {
+        let Some(group) = self.groups.get_mut(&id) else {
+            return Ok(());
+        };
+        group.refs -= 1;
+        if group.refs > 0 {
+            return Ok(());
+        }
+        let group = self.groups.remove(&id).expect("present");
+        self.group_ids.remove(&group.members);
+        // No route points here any more; clear it so a stale id can never forward.
+        self.dp.write_group(
+            id,
+            &EcmpGroup {
+                buckets: [0; ECMP_BUCKETS],
+            },
+        )?;
+        for m in &group.members {
+            self.unref_nexthop(*m)?;
+        }
+        Ok(())
+    }
+
+    fn unref_nexthop(&mut self, id: NhId) -> Result<()> {
+        let Some(nh) = self.nexthops.get_mut(&id) else {
+            return Ok(());
+        };
+        nh.refs = nh.refs.saturating_sub(1);
+        if nh.refs == 0 {
+            let nh = self.nexthops.remove(&id).expect("present");
+            self.nh_ids.remove(&nh.key);
+            self.dp.write_nexthop(
+                id,
+                &NextHop {
+                    ifindex: 0,
+                    flags: 0,
+                    mtu: 0,
+                    vlan: 0,
+                    smac: [0; 6],
+                    dmac: [0; 6],
+                },
+            )?;
+        }
+        Ok(())
+    }
+
+    fn live(&self, members: &[NhId]) -> Vec<NhId> {
+        members
+            .iter()
+            .copied()
+            .filter(|m| self.nexthops.get(m).is_some_and(NhEntry::live))
+            .collect()
+    }
+
+    /// Applies a next hop's new state: rewrites its entry and, when its liveness
+    /// changed, only its buckets in every group that names it.
+    fn apply_nexthop(&mut self, id: NhId, was_live: bool) -> Result<()> {
+        let nh = &self.nexthops[&id];
+        let now_live = nh.live();
+        self.dp.write_nexthop(id, &nh.to_map())?;
+        if was_live == now_live {
+            return Ok(());
+        }
+        let affected: Vec<u32> = self
+            .groups
+            .iter()
+            .filter(|(_, g)| g.members.contains(&id))
+            .map(|(gid, _)| *gid)
+            .collect();
+        for gid in affected {
+            let live = self.live(&self.groups[&gid].members);
+            let group = self.groups.get_mut(&gid).expect("present");
+            buckets::rebalance(&mut group.buckets, &live);
+            let buckets = group.buckets;
+            self.dp.write_group(gid, &EcmpGroup { buckets })?;
+        }
+        Ok(())
+    }
+
+    /// An egress port changed (carrier, MAC, MTU).
+    pub fn update_port(&mut self, ifindex: u32, port: &Port) -> Result<()> {
+        let ids: Vec<NhId> = self
+            .nexthops
+            .iter()
+            .filter(|(_, nh)| nh.key.ifindex == ifindex)
+            .map(|(id, _)| *id)
+            .collect();
+        for id in ids {
+            let nh = self.nexthops.get_mut(&id).expect("present");
+            let was_live = nh.live();
+            nh.port = port.clone();
+            self.apply_nexthop(id, was_live)?;
+        }
+        Ok(())
+    }
+
+    /// A neighbour entry changed: `mac` is the usable link-layer address (None when the
+    /// entry is gone or unusable), `failed` when resolution failed.
+    pub fn update_neighbour(
+        &mut self,
+        ifindex: u32,
+        ip: IpAddr,
+        mac: Option<[u8; 6]>,
+        failed: bool,
+    ) -> Result<()> {
+        let ids: Vec<NhId> = self
+            .nexthops
+            .iter()
+            .filter(|(_, nh)| nh.key.via == ip && nh.key.ifindex == ifindex)
+            .map(|(id, _)| *id)
+            .collect();
+        for id in ids {
+            let nh = self.nexthops.get_mut(&id).expect("present");
+            let was_live = nh.live();
+            let changed = nh.dmac != mac || nh.neigh_failed != failed;
+            if !changed {
+                continue;
+            }
+            nh.dmac = mac;
+            nh.neigh_failed = failed;
+            self.apply_nexthop(id, was_live)?;
+        }
+        Ok(())
+    }
+
+    /// Next hops whose MAC is not known yet (to ask the kernel to resolve them).
+    pub fn unresolved(&self) -> Vec<(u32, IpAddr)> {
+        self.nexthops
+            .values()
+            .filter(|nh| nh.dmac.is_none() && nh.port.up)
+            .map(|nh| (nh.key.ifindex, nh.key.via))
+            .collect()
+    }
+
+    pub fn nexthop_views(&self) -> Vec<NextHopView> {
+        self.nexthops
+            .iter()
+            .map(|(id, nh)| NextHopView {
+                id: *id,
+                via: nh.key.via,
+                dev: nh.port.name.clone(),
+                ifindex: nh.key.ifindex,
+                vlan: nh.key.vlan,
+                mac: nh.dmac.as_ref().map(format_mac),
+                resolved: nh.dmac.is_some(),
+                link_up: nh.port.up,
+                neighbour_failed: nh.neigh_failed,
+                live: nh.live(),
+                groups: nh.refs,
+            })
+            .collect()
+    }
+
+    pub fn route_views(&self) -> Vec<RouteView> {
+        self.installed
+            .iter()
+            .map(|(prefix, inst)| {
+                let (action, members) = match &inst.target {
+                    Target::Forward(m) => ("forward", m.clone()),
+                    Target::Local => ("local", vec![]),
+                    Target::Connected => ("connected", vec![]),
+                    Target::Kernel => ("kernel", vec![]),
+                    Target::Blackhole => ("blackhole", vec![]),
+                };
+                let via = |ids: &[NhId]| ids.iter().map(|id| self.nexthops[id].key.via).collect();
+                RouteView {
+                    prefix: *prefix,
+                    source: inst.source,
+                    action,
+                    nexthops: via(&members),
+                    live_nexthops: via(&self.live(&members)),
+                    group: inst.group,
+                }
+            })
+            .collect()
+    }
+
+    pub fn route_count(&self) -> (usize, usize) {
+        let v4 = self.installed.keys().filter(|p| p.addr().is_ipv4()).count();
+        (v4, self.installed.len() - v4)
+    }
+}
+
+fn route_of(action: u32) -> Route {
+    Route { action, group: 0 }
+}
