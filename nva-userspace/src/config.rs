@@ -182,7 +182,10 @@ impl Config {
                     bail!("{field}.nexthops: a forward route needs at least one next hop")
                 }
                 RouteAction::Blackhole | RouteAction::Kernel if !route.nexthops.is_empty() => {
-                    bail!("{field}.nexthops: a {:?} route takes no next hops", route.action)
+                    bail!(
+                        "{field}.nexthops: a {:?} route takes no next hops",
+                        route.action
+                    )
                 }
                 _ => {}
             }
@@ -269,20 +272,41 @@ mod tests {
                 GOOD.replace("10.100.0.0/16", "10.100.0.1/16"),
                 "routes[0].prefix",
             ),
-            (GOOD.replace("10.0.1.2", "fd00::1"), "routes[0].nexthops[0].via"),
+            (
+                GOOD.replace("10.0.1.2", "fd00::1"),
+                "routes[0].nexthops[0].via",
+            ),
             (
                 GOOD.replace("dev = \"eth1\"", "dev = \"eth9\""),
                 "routes[0].nexthops[1].dev",
             ),
-            (GOOD.replace("vlan = 10", "vlan = 4095"), "routes[1].nexthops[0].vlan"),
-            (GOOD.replace("name = \"eth1\"", "name = \"eth0\""), "interfaces[1].name"),
             (
-                GOOD.replace("action = \"blackhole\"", "action = \"blackhole\"\nnexthops = [{ via = \"10.0.1.2\" }]"),
+                GOOD.replace("vlan = 10", "vlan = 4095"),
+                "routes[1].nexthops[0].vlan",
+            ),
+            (
+                GOOD.replace("name = \"eth1\"", "name = \"eth0\""),
+                "interfaces[1].name",
+            ),
+            (
+                GOOD.replace(
+                    "action = \"blackhole\"",
+                    "action = \"blackhole\"\nnexthops = [{ via = \"10.0.1.2\" }]",
+                ),
                 "routes[2].nexthops",
             ),
-            (GOOD.replace("no_route = \"drop\"", "no_route = \"maybe\""), "no_route"),
-            (GOOD.replace("symmetric_hash", "symetric_hash"), "symetric_hash"),
-            (GOOD.replace("prefix = \"192.0.2.0/24\"", "prefix = \"192.0.2.0/33\""), "prefix"),
+            (
+                GOOD.replace("no_route = \"drop\"", "no_route = \"maybe\""),
+                "no_route",
+            ),
+            (
+                GOOD.replace("symmetric_hash", "symetric_hash"),
+                "symetric_hash",
+            ),
+            (
+                GOOD.replace("prefix = \"192.0.2.0/24\"", "prefix = \"192.0.2.0/33\""),
+                "prefix",
+            ),
         ];
         for (text, field) in cases {
             let err = error_of(&text);

@@ -10,6 +10,7 @@ use std::{
     time::Duration,
 };
 
+use crate::daemon::Shared;
 use anyhow::{Context, Result, anyhow};
 use nva_common::{NUM_REASONS, reason};
 use serde::{Deserialize, Serialize};
@@ -19,7 +20,6 @@ use tokio::{
     net::UnixListener,
     task::JoinHandle,
 };
-use crate::daemon::Shared;
 
 #[derive(Debug, Deserialize, Serialize)]
 pub struct Request {
@@ -32,7 +32,8 @@ pub fn serve(path: &Path, state: Shared) -> Result<JoinHandle<()>> {
         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     }
     let _ = std::fs::remove_file(path);
-    let listener = UnixListener::bind(path).with_context(|| format!("binding {}", path.display()))?;
+    let listener =
+        UnixListener::bind(path).with_context(|| format!("binding {}", path.display()))?;
     Ok(tokio::spawn(async move {
         loop {
             let Ok((stream, _)) = listener.accept().await else {
@@ -86,13 +87,18 @@ fn handle(state: &Shared, cmd: &str) -> Result<Value> {
             for f in &st.ifaces {
                 let cells = st.fib.dataplane().counters(f.slot)?;
                 let mut counters = serde_json::Map::new();
-                for (i, c) in cells.iter().enumerate().take(reason::PASS_EXCEPTION as usize + 1) {
+                for (i, c) in cells
+                    .iter()
+                    .enumerate()
+                    .take(reason::PASS_EXCEPTION as usize + 1)
+                {
                     counters.insert(
                         reason::NAMES[i].to_string(),
                         json!({"packets": c.packets, "bytes": c.bytes}),
                     );
                 }
-                interfaces.push(json!({"name": f.name, "ifindex": f.ifindex, "counters": counters}));
+                interfaces
+                    .push(json!({"name": f.name, "ifindex": f.ifindex, "counters": counters}));
             }
             debug_assert!(NUM_REASONS as usize >= reason::NAMES.len());
             Ok(json!({ "interfaces": interfaces }))

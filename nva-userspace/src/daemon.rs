@@ -18,7 +18,7 @@ use crate::{
     control,
     dataplane::Dataplane,
     fib::{Fib, NhKey, Port, Source, Target},
-    netlink::{self, AddrInfo, LinkInfo, NetEvent, Netlink},
+    netlink::{self, AddrInfo, LinkInfo, Neighbour, NetEvent, Netlink},
 };
 
 /// An interface nva forwards between.
@@ -36,7 +36,44 @@ pub struct State {
     pub config: Config,
     pub fib: Fib,
     pub ifaces: Vec<Iface>,
+    /// Addresses of the box, for connected subnets.
+    pub addrs: Vec<AddrInfo>,
     pub started: Instant,
+}
+
+impl State {
+    /// Keeps the host route of a neighbour on a connected subnet of one of our ports in
+    /// step with the neighbour entry: present while usable, gone otherwise (the kernel
+    /// then resolves it again, and the route comes back with the entry).
+    fn neighbour_route(&mut self, n: &Neighbour) -> Result<()> {
+        let Some(iface) = self.ifaces.iter().find(|f| f.ifindex == n.ifindex) else {
+            return Ok(());
+        };
+        let on_subnet = self.addrs.iter().any(|a| {
+            a.ifindex == n.ifindex
+                && a.addr != n.ip
+                && IpNet::new(a.addr, a.prefix_len).is_ok_and(|net| net.contains(&n.ip))
+        });
+        if !on_subnet || n.ip.is_multicast() {
+            return Ok(());
+        }
+        let host = IpNet::from(n.ip);
+        if n.usable && n.mac.is_some() {
+            let key = NhKey {
+                ifindex: n.ifindex,
+                via: n.ip,
+                vlan: 0,
+            };
+            let port = iface.port.clone();
+            let id = self.fib.nexthop(key, &port)?;
+            self.fib
+                .update_neighbour(n.ifindex, n.ip, n.mac, n.failed)?;
+            self.fib
+                .set_route(host, Source::Neighbour, Target::Forward(vec![id]))
+        } else {
+            self.fib.remove_route(host, Source::Neighbour)
+        }
+    }
 }
 
 pub type Shared = Arc<Mutex<State>>;
@@ -59,13 +96,19 @@ struct PlannedRoute {
 
 /// Checks the config against the machine (interfaces exist, next hops are on a
 /// connected subnet of a configured interface) before anything is attached.
-fn plan(config: &Config, links: &[LinkInfo], addrs: &[AddrInfo]) -> Result<(Vec<Iface>, Vec<PlannedRoute>)> {
+fn plan(
+    config: &Config,
+    links: &[LinkInfo],
+    addrs: &[AddrInfo],
+) -> Result<(Vec<Iface>, Vec<PlannedRoute>)> {
     let mut ifaces = Vec::new();
     for (i, iface) in config.interfaces.iter().enumerate() {
         let link = links
             .iter()
             .find(|l| l.name == iface.name)
-            .with_context(|| format!("interfaces[{i}].name: no interface named {:?}", iface.name))?;
+            .with_context(|| {
+                format!("interfaces[{i}].name: no interface named {:?}", iface.name)
+            })?;
         ifaces.push(Iface {
             name: iface.name.clone(),
             ifindex: link.ifindex,
@@ -79,9 +122,12 @@ fn plan(config: &Config, links: &[LinkInfo], addrs: &[AddrInfo]) -> Result<(Vec<
         for (j, nh) in route.nexthops.iter().enumerate() {
             let field = format!("routes[{i}].nexthops[{j}]");
             let iface_idx = match &nh.dev {
-                Some(dev) => ifaces.iter().position(|f| &f.name == dev).with_context(|| {
-                    format!("{field}.dev: {dev:?} is not a configured interface")
-                })?,
+                Some(dev) => ifaces
+                    .iter()
+                    .position(|f| &f.name == dev)
+                    .with_context(|| {
+                        format!("{field}.dev: {dev:?} is not a configured interface")
+                    })?,
                 None => ifaces
                     .iter()
                     .position(|f| {
@@ -204,18 +250,22 @@ pub async fn run(config: Config, socket: PathBuf) -> Result<()> {
         };
         fib.set_route(route.prefix, Source::Static, target)?;
     }
-    for n in nl.neighbours().await? {
-        fib.update_neighbour(n.ifindex, n.ip, n.mac.filter(|_| n.usable), n.failed)?;
-    }
-    let (v4, v6) = fib.route_count();
-    info!(routes_v4 = v4, routes_v6 = v6, "FIB programmed");
-
-    let state: Shared = Arc::new(Mutex::new(State {
+    let mut state = State {
         config,
         fib,
         ifaces,
+        addrs,
         started: Instant::now(),
-    }));
+    };
+    for n in nl.neighbours().await? {
+        state
+            .fib
+            .update_neighbour(n.ifindex, n.ip, n.mac.filter(|_| n.usable), n.failed)?;
+        state.neighbour_route(&n)?;
+    }
+    let (v4, v6) = state.fib.route_count();
+    info!(routes_v4 = v4, routes_v6 = v6, "FIB programmed");
+    let state: Shared = Arc::new(Mutex::new(state));
     let control = control::serve(&socket, state.clone())
         .with_context(|| format!("control socket {}", socket.display()))?;
 
@@ -280,19 +330,23 @@ fn apply_event(state: &Shared, event: NetEvent) -> Result<()> {
         NetEvent::Neighbour(n) => {
             st.fib
                 .update_neighbour(n.ifindex, n.ip, n.mac.filter(|_| n.usable), n.failed)?;
+            st.neighbour_route(&n)?;
         }
         NetEvent::NeighbourRemoved { ifindex, ip } => {
             st.fib.update_neighbour(ifindex, ip, None, false)?;
+            st.fib.remove_route(IpNet::from(ip), Source::Neighbour)?;
         }
         NetEvent::AddrAdded(addr) => {
             for (prefix, source, target) in address_routes(&addr) {
                 st.fib.set_route(prefix, source, target)?;
             }
+            st.addrs.push(addr);
         }
         NetEvent::AddrRemoved(addr) => {
             for (prefix, source, _) in address_routes(&addr) {
                 st.fib.remove_route(prefix, source)?;
             }
+            st.addrs.retain(|a| a != &addr);
         }
     }
     Ok(())

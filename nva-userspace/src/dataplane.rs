@@ -188,7 +188,9 @@ impl Dataplane {
     pub fn counters(&self, slot: u32) -> Result<[Counter; NUM_REASONS as usize]> {
         let mut out = [Counter::default(); NUM_REASONS as usize];
         for (reason, cell) in out.iter_mut().enumerate() {
-            let per_cpu = self.counters.get(&(slot * NUM_REASONS + reason as u32), 0)?;
+            let per_cpu = self
+                .counters
+                .get(&(slot * NUM_REASONS + reason as u32), 0)?;
             for c in per_cpu.iter() {
                 cell.packets += c.packets;
                 cell.bytes += c.bytes;

@@ -34,6 +34,9 @@ use buckets::NhId;
 #[serde(rename_all = "kebab-case")]
 pub enum Source {
     Connected,
+    /// Host routes to resolved neighbours on connected subnets, so traffic to directly
+    /// attached hosts is forwarded in XDP too, not only by the kernel.
+    Neighbour,
     Static,
     Local,
 }

@@ -12,7 +12,7 @@ use rtnetlink::packet_route::{
     neighbour::{NeighbourAddress, NeighbourAttribute, NeighbourFlags, NeighbourMessage},
 };
 
-use super::{AddrInfo, LinkInfo, NetEvent, Neighbour};
+use super::{AddrInfo, LinkInfo, Neighbour, NetEvent};
 
 // NUD_* state bits (include/uapi/linux/neighbour.h). The kernel reports a
 // single bit, but `ndm_state` is a bitmask, so test bits rather than compare.
@@ -73,7 +73,10 @@ pub(super) fn link_info(msg: &LinkMessage) -> LinkInfo {
 /// Decodes an RTM_NEWADDR / RTM_DELADDR message. `None` for families other
 /// than IPv4/IPv6 or when the message carries no address.
 pub(super) fn addr_info(msg: &AddressMessage) -> Option<AddrInfo> {
-    if !matches!(msg.header.family, AddressFamily::Inet | AddressFamily::Inet6) {
+    if !matches!(
+        msg.header.family,
+        AddressFamily::Inet | AddressFamily::Inet6
+    ) {
         return None;
     }
     // IFA_LOCAL is the interface's own address; IFA_ADDRESS is the same
@@ -100,7 +103,10 @@ pub(super) fn addr_info(msg: &AddressMessage) -> Option<AddrInfo> {
 /// is not an IPv4/IPv6 neighbour entry (bridge FDB entries share the
 /// RTNLGRP_NEIGH group) and for proxy entries.
 pub(super) fn neighbour(msg: &NeighbourMessage) -> Option<Neighbour> {
-    if !matches!(msg.header.family, AddressFamily::Inet | AddressFamily::Inet6) {
+    if !matches!(
+        msg.header.family,
+        AddressFamily::Inet | AddressFamily::Inet6
+    ) {
         return None;
     }
     if msg.header.flags.contains(NeighbourFlags::Proxy) {

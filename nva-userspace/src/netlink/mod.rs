@@ -9,20 +9,18 @@ mod decode;
 #[cfg(test)]
 mod tests;
 
-use std::{
-    collections::HashSet,
-    net::IpAddr,
-    os::fd::AsRawFd,
-};
+use std::{collections::HashSet, net::IpAddr, os::fd::AsRawFd};
 
 use anyhow::{Context, anyhow};
 use futures::{StreamExt, TryStreamExt};
 use rtnetlink::{
     MulticastGroup,
-    packet_core::{NetlinkMessage, NetlinkPayload},
+    packet_core::{NLM_F_REQUEST, NetlinkMessage, NetlinkPayload},
     packet_route::{
         AddressFamily, RouteNetlinkMessage,
-        neighbour::{NeighbourFlags, NeighbourState},
+        neighbour::{
+            NeighbourAddress, NeighbourAttribute, NeighbourFlags, NeighbourMessage, NeighbourState,
+        },
     },
     sys::{AsyncSocket, SocketAddr},
 };
@@ -187,26 +185,83 @@ impl Netlink {
                 .try_collect()
                 .await
                 .map_err(nl_err)
-                .with_context(|| format!("netlink: dumping {family:?} neighbours (RTM_GETNEIGH)"))?;
+                .with_context(|| {
+                    format!("netlink: dumping {family:?} neighbours (RTM_GETNEIGH)")
+                })?;
             out.extend(msgs.iter().filter_map(decode::neighbour));
         }
         Ok(out)
     }
 
+    /// Looks up the neighbour entry for `ip` on `ifindex` (RTM_GETNEIGH for
+    /// one entry); `None` when there is none.
+    pub async fn neighbour(&self, ifindex: u32, ip: IpAddr) -> anyhow::Result<Option<Neighbour>> {
+        match self.get_neighbour_msg(ifindex, ip).await {
+            Ok(m) => Ok(m.as_ref().and_then(decode::neighbour)),
+            Err(e) if errno(&e) == Some(libc::ENODEV) => Ok(None),
+            Err(e) => Err(nl_err(e)).with_context(|| {
+                format!("netlink: looking up neighbour {ip} on ifindex {ifindex}")
+            }),
+        }
+    }
+
+    async fn get_neighbour_msg(
+        &self,
+        ifindex: u32,
+        ip: IpAddr,
+    ) -> Result<Option<NeighbourMessage>, rtnetlink::Error> {
+        let mut msg = NeighbourMessage::default();
+        msg.header.ifindex = ifindex;
+        let dst = match ip {
+            IpAddr::V4(a) => {
+                msg.header.family = AddressFamily::Inet;
+                NeighbourAddress::Inet(a)
+            }
+            IpAddr::V6(a) => {
+                msg.header.family = AddressFamily::Inet6;
+                NeighbourAddress::Inet6(a)
+            }
+        };
+        msg.attributes.push(NeighbourAttribute::Destination(dst));
+        let mut req = NetlinkMessage::from(RouteNetlinkMessage::GetNeighbour(msg));
+        req.header.flags = NLM_F_REQUEST;
+        let mut responses = self.handle.clone().request(req)?;
+        let mut found = None;
+        while let Some(resp) = responses.next().await {
+            match resp.payload {
+                NetlinkPayload::InnerMessage(RouteNetlinkMessage::NewNeighbour(m)) => {
+                    found = Some(m)
+                }
+                NetlinkPayload::Error(e) if e.raw_code() == -libc::ENOENT => return Ok(None),
+                NetlinkPayload::Error(e) => return Err(rtnetlink::Error::NetlinkError(e)),
+                _ => {}
+            }
+        }
+        Ok(found)
+    }
+
     /// Asks the kernel to resolve `ip` on `ifindex` (ARP / ND) without waiting: create the
     /// neighbour entry with flag NTF_USE (kernel then calls neigh_event_send); if the entry exists already, that is fine, not an error.
     ///
-    /// The outcome shows up later through [`watch`] (INCOMPLETE, then
-    /// REACHABLE or FAILED) or [`Netlink::neighbours`]. On an existing entry
-    /// the request does not change it except through `neigh_event_send`
-    /// (a STALE entry goes to DELAY and gets re-confirmed; a FAILED entry
-    /// starts a new resolution).
+    /// The outcome shows up later through [`watch`] (REACHABLE, or FAILED
+    /// after the probes; the kernel sends no notification for the INCOMPLETE
+    /// step) or [`Netlink::neighbours`]. Existing entries: REACHABLE / NOARP
+    /// are left as they are, STALE goes to DELAY (re-confirmation), FAILED
+    /// starts a new resolution. PERMANENT entries are left alone: no request
+    /// is sent for them, because since Linux 5.16 an NTF_USE request clears
+    /// NUD_PERMANENT (`__neigh_update` with NEIGH_UPDATE_F_USE) and the
+    /// static entry would turn into an INCOMPLETE one.
     pub async fn resolve(&self, ifindex: u32, ip: IpAddr) -> anyhow::Result<()> {
+        // Best effort: on a lookup error, go on; the add reports real errors.
+        if let Ok(Some(m)) = self.get_neighbour_msg(ifindex, ip).await {
+            if u16::from(m.header.state) & decode::NUD_PERMANENT != 0 {
+                return Ok(());
+            }
+        }
         // NLM_F_CREATE without NLM_F_EXCL (the rtnetlink builder's replace()
         // sets NLM_F_REPLACE instead) so an existing entry is not EEXIST.
-        // With NTF_USE the kernel ignores ndm_state and lladdr; state NONE
-        // rather than the builder's default PERMANENT, which would make a
-        // newly created entry exempt from garbage collection.
+        // ndm_state NONE rather than the builder's default PERMANENT, which
+        // would make a newly created entry exempt from garbage collection.
         self.handle
             .neighbours()
             .add(ifindex, ip)
@@ -216,7 +271,9 @@ impl Netlink {
             .execute()
             .await
             .map_err(nl_err)
-            .with_context(|| format!("netlink: resolving {ip} on ifindex {ifindex} (RTM_NEWNEIGH NTF_USE)"))
+            .with_context(|| {
+                format!("netlink: resolving {ip} on ifindex {ifindex} (RTM_NEWNEIGH NTF_USE)")
+            })
     }
 }
 
@@ -237,7 +294,11 @@ fn set_rcvbuf(fd: libc::c_int, size: libc::c_int) -> std::io::Result<()> {
                 std::mem::size_of::<libc::c_int>() as libc::socklen_t,
             )
         };
-        if r == 0 { Ok(()) } else { Err(std::io::Error::last_os_error()) }
+        if r == 0 {
+            Ok(())
+        } else {
+            Err(std::io::Error::last_os_error())
+        }
     };
     // FORCE ignores net.core.rmem_max but needs CAP_NET_ADMIN.
     set(libc::SO_RCVBUFFORCE).or_else(|_| set(libc::SO_RCVBUF))
