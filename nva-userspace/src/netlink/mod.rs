@@ -61,9 +61,10 @@ pub struct Neighbour {
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub enum NetEvent {
     Link(LinkInfo),
-    /// The interface with this ifindex is gone. The kernel does not always
-    /// send RTM_DELNEIGH / RTM_DELADDR for the entries of a deleted device:
-    /// treat this as removing all of them.
+    /// The interface with this ifindex is gone. The kernel sends
+    /// RTM_DELNEIGH / RTM_DELADDR for the device's entries before the
+    /// RTM_DELLINK (so `NeighbourRemoved` / `AddrRemoved` come first), but
+    /// it is safe to treat this as removing all of them too.
     LinkRemoved(u32 /*ifindex*/),
     Neighbour(Neighbour),
     NeighbourRemoved {
@@ -133,6 +134,11 @@ impl Netlink {
     }
 
     pub async fn link_by_name(&self, name: &str) -> anyhow::Result<Option<LinkInfo>> {
+        // No interface can have such a name; the kernel would reject the
+        // request (EINVAL) rather than report ENODEV.
+        if name.is_empty() || name.len() >= libc::IFNAMSIZ {
+            return Ok(None);
+        }
         let mut stream = self.handle.link().get().match_name(name).execute();
         match stream.try_next().await {
             Ok(Some(m)) => Ok(Some(decode::link_info(&m))),
@@ -253,10 +259,10 @@ impl Netlink {
     /// static entry would turn into an INCOMPLETE one.
     pub async fn resolve(&self, ifindex: u32, ip: IpAddr) -> anyhow::Result<()> {
         // Best effort: on a lookup error, go on; the add reports real errors.
-        if let Ok(Some(m)) = self.get_neighbour_msg(ifindex, ip).await {
-            if u16::from(m.header.state) & decode::NUD_PERMANENT != 0 {
-                return Ok(());
-            }
+        if let Ok(Some(m)) = self.get_neighbour_msg(ifindex, ip).await
+            && u16::from(m.header.state) & decode::NUD_PERMANENT != 0
+        {
+            return Ok(());
         }
         // NLM_F_CREATE without NLM_F_EXCL (the rtnetlink builder's replace()
         // sets NLM_F_REPLACE instead) so an existing entry is not EEXIST.
@@ -316,6 +322,12 @@ fn set_rcvbuf(fd: libc::c_int, size: libc::c_int) -> std::io::Result<()> {
 ///
 /// The tasks stop when the receiver is dropped.
 pub fn watch() -> anyhow::Result<mpsc::UnboundedReceiver<NetEvent>> {
+    watch_with_rcvbuf(WATCH_RCVBUF)
+}
+
+/// [`watch`] with a given socket receive buffer size (tests use a tiny one
+/// to force overruns).
+fn watch_with_rcvbuf(rcvbuf: libc::c_int) -> anyhow::Result<mpsc::UnboundedReceiver<NetEvent>> {
     let rt = current_runtime()?;
     let (mut conn, _handle, messages) = rtnetlink::new_multicast_connection(&[
         MulticastGroup::Link,
@@ -325,7 +337,7 @@ pub fn watch() -> anyhow::Result<mpsc::UnboundedReceiver<NetEvent>> {
     ])
     .context("netlink: opening and binding the notification socket")?;
     let fd = conn.socket_mut().socket_mut().as_raw_fd();
-    if let Err(e) = set_rcvbuf(fd, WATCH_RCVBUF) {
+    if let Err(e) = set_rcvbuf(fd, rcvbuf) {
         warn!("netlink: could not enlarge the notification socket's receive buffer: {e}");
     }
     // Second socket, opened now so that it is in the same netns, for the

@@ -213,6 +213,11 @@ fn links_and_link_events() {
         assert_ne!(vb.mac, [0; 6]);
 
         assert_eq!(nl.link_by_name("nosuchdev0").await?, None);
+        assert_eq!(nl.link_by_name("").await?, None);
+        assert_eq!(
+            nl.link_by_name("a-name-far-too-long-for-a-link").await?,
+            None
+        );
         assert_eq!(nl.link_by_index(va.ifindex).await?.as_ref(), Some(&va));
         assert_eq!(nl.link_by_index(1_000_000).await?, None);
         assert_eq!(nl.link_by_index(0).await?, None);
@@ -589,6 +594,66 @@ fn resync_reports_missed_changes() {
     });
 }
 
+#[test]
+fn watch_resyncs_after_overrun() {
+    require_root!("watch_resyncs_after_overrun");
+    let ns = Netns::new();
+    ns.ip("link add va type veth peer name vb").unwrap();
+    ns.ip("link set va up").unwrap();
+    ns.ip("addr add 10.1.3.1/24 dev va").unwrap();
+    in_netns(&ns, |ns| async move {
+        let nl = Netlink::connect()?;
+        let va = must_link(&nl, "va").await?;
+        // Smallest buffer the kernel allows: a burst of notifications
+        // overflows it while this (single-threaded) runtime is blocked below.
+        let mut rx = watch_with_rcvbuf(1)?;
+
+        ip_in(
+            &ns,
+            "neigh add 10.1.3.200 lladdr 02:11:22:33:44:55 dev va nud permanent",
+        )?;
+        let x = v4("10.1.3.200");
+        wait_event(
+            &mut rx,
+            5,
+            "Neighbour x",
+            |e| matches!(e, NetEvent::Neighbour(n) if n.ip == x),
+        )
+        .await?;
+
+        // Blocking: the watch task cannot read while these run.
+        let batch = std::env::temp_dir().join(format!("{ns}.batch"));
+        let mut lines = String::from("neigh del 10.1.3.200 dev va\n");
+        for i in 2..=150 {
+            lines += &format!(
+                "neigh add 10.1.3.{i} lladdr 02:11:22:33:44:{i:02x} dev va nud permanent\n"
+            );
+        }
+        std::fs::write(&batch, lines)?;
+        let res = run(&["ip", "-n", &ns, "-batch", batch.to_str().unwrap()]);
+        let _ = std::fs::remove_file(&batch);
+        res?;
+
+        let mut added = HashSet::new();
+        let mut x_removed = false;
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        while added.len() < 149 || !x_removed {
+            let ev = tokio::time::timeout_at(deadline, rx.recv())
+                .await
+                .with_context(|| format!("timeout: {} added, x removed {x_removed}", added.len()))?
+                .context("channel closed")?;
+            match ev {
+                NetEvent::Neighbour(n) if n.ifindex == va.ifindex && n.usable => {
+                    added.insert(n.ip);
+                }
+                NetEvent::NeighbourRemoved { ip, .. } if ip == x => x_removed = true,
+                _ => {}
+            }
+        }
+        Ok(())
+    });
+}
+
 // ---------------------------------------------------------------- no root needed
 
 #[test]
@@ -597,7 +662,7 @@ fn connect_outside_runtime_is_an_error() {
         .err()
         .expect("must fail without a runtime");
     assert!(format!("{err:#}").contains("tokio runtime"), "{err:#}");
-    let err = watch().err().expect("must fail without a runtime");
+    let err = watch().expect_err("must fail without a runtime");
     assert!(format!("{err:#}").contains("tokio runtime"), "{err:#}");
 }
 
