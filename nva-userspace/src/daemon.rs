@@ -54,7 +54,12 @@ impl State {
                 && a.addr != n.ip
                 && IpNet::new(a.addr, a.prefix_len).is_ok_and(|net| net.contains(&n.ip))
         });
-        if !on_subnet || n.ip.is_multicast() {
+        let link_local = match n.ip {
+            IpAddr::V4(a) => a.is_link_local(),
+            IpAddr::V6(a) => a.segments()[0] & 0xffc0 == 0xfe80,
+        };
+        // Link-local destinations are never forwarded (the data plane passes them).
+        if !on_subnet || link_local || n.ip.is_multicast() {
             return Ok(());
         }
         let host = IpNet::from(n.ip);

@@ -135,6 +135,7 @@ fn hub_ping_and_ttl_exceeded() {
     for ns in [&hub.client, hub.server(1), hub.server(2)] {
         let k = ns.exec_ok(&["ethtool", "-k", HOST_IF]).unwrap();
         assert!(k.contains("generic-receive-offload: on"), "{k}");
+        assert!(k.contains("tx-checksumming: off"), "{k}");
     }
     assert_eq!(hub.nva.sysctl_get("net.ipv4.ip_forward").unwrap(), "1");
     assert_eq!(
@@ -266,6 +267,7 @@ fn hub_tcp_roundtrip() {
     root_or_skip!("hub_tcp_roundtrip");
     let _g = serial();
     let hub = Hub::build(2).unwrap();
+    hub.add_kernel_routes().unwrap(); // for the server-unique address below
     let payload: Vec<u8> = (0..200_000u32).map(|i| (i * 7 % 251) as u8).collect();
     for addr in [
         SocketAddr::from((server_v4(2), 7000)),
@@ -505,5 +507,190 @@ fn hub_kernel_ecmp_service() {
         }
     }
     drop(sinks);
+    drop_and_check(hub);
+}
+
+/// A shell stand-in for the nva binary, to exercise [`NvaProcess`] before nva exists.
+const STUB_NVA: &str = r#"#!/bin/sh
+cmd=$1; shift
+case "$cmd" in
+run)
+  # run --config FILE --socket SOCK
+  cfg=$2; sock=$4
+  echo "stub starting with $cfg"
+  if grep -q fail "$cfg"; then echo "stub: bad config" >&2; exit 3; fi
+  ip -o link show | cut -d: -f2
+  trap 'echo "stub got TERM"; rm -f "$sock"; exit 0' TERM
+  sleep 0.3
+  touch "$sock"
+  while :; do sleep 0.05; done ;;
+status)
+  [ -e "$2" ] ;;
+stats)
+  echo '{"interfaces":[{"name":"c0","ifindex":2,"counters":{"forwarded":{"packets":1,"bytes":98}}},'
+  echo ' {"name":"s1","ifindex":3,"counters":{"forwarded":{"packets":4,"bytes":400},"tx":{"packets":2,"bytes":9}}}]}' ;;
+routes)
+  echo "stub: no routes" >&2; exit 1 ;;
+*)
+  echo "stub: unknown $cmd" >&2; exit 2 ;;
+esac
+"#;
+
+#[test]
+fn nva_process_with_stub_binary() {
+    root_or_skip!("nva_process_with_stub_binary");
+    let _g = serial();
+    use std::os::unix::fs::PermissionsExt;
+    let dir = std::env::temp_dir().join(format!("nva-test-stub-{}", unique_suffix()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let stub = dir.join("nva");
+    std::fs::write(&stub, STUB_NVA).unwrap();
+    std::fs::set_permissions(&stub, std::fs::Permissions::from_mode(0o755)).unwrap();
+
+    let ns = Netns::new("stub").unwrap();
+    let mut p = NvaProcess::start_with_binary(&stub, &ns, "[control]\n").unwrap();
+    assert!(p.is_running());
+    let (sock, cfg) = (p.socket().to_path_buf(), p.config_path().to_path_buf());
+    assert!(sock.exists() && cfg.exists());
+    assert_eq!(std::fs::read_to_string(&cfg).unwrap(), "[control]\n");
+    // The daemon ran inside the namespace: it saw only lo.
+    let log = p.log();
+    assert!(
+        log.contains("stub starting") && log.trim_end().ends_with("lo"),
+        "{log}"
+    );
+
+    let c = p.counters().unwrap();
+    assert_eq!(c.get("c0", "forwarded"), 1);
+    assert_eq!(c.total("forwarded"), 5);
+    assert_eq!(c.get("s1", "tx"), 2);
+    let e = p.cli(&["routes"]).unwrap_err();
+    assert!(format!("{e:#}").contains("no routes"), "{e:#}");
+
+    // Graceful stop: SIGTERM reaches the process itself (ip netns exec execs it).
+    let st = p.stop().unwrap();
+    assert!(st.success(), "{st}");
+    assert!(p.log().contains("stub got TERM"));
+    drop(p);
+    assert!(!sock.exists() && !cfg.exists());
+
+    // A daemon that exits at once: the error carries its log.
+    let e = match NvaProcess::start_with_binary(&stub, &ns, "fail = true\n") {
+        Ok(_) => panic!("start should fail"),
+        Err(e) => format!("{e:#}"),
+    };
+    assert!(
+        e.contains("exited early") && e.contains("bad config"),
+        "{e}"
+    );
+
+    drop(ns);
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// Per-namespace UDP `InCsumErrors` (from /proc/net/snmp).
+fn udp_csum_errors(ns: &Netns) -> u64 {
+    let snmp = ns.exec_ok(&["cat", "/proc/net/snmp"]).unwrap();
+    let mut udp = snmp.lines().filter(|l| l.starts_with("Udp:"));
+    let (names, values) = (udp.next().unwrap(), udp.next().unwrap());
+    let i = names
+        .split_whitespace()
+        .position(|n| n == "InCsumErrors")
+        .unwrap();
+    values.split_whitespace().nth(i).unwrap().parse().unwrap()
+}
+
+/// XDP_REDIRECT between the hub's veths with a stub program (no nva): the Hub's defaults
+/// (GRO on, TX checksum offload off on client/server eth0) let both socket traffic and
+/// injected frames through. The two kernel pitfalls those defaults avoid are reported.
+#[test]
+fn xdp_redirect_through_hub() {
+    root_or_skip!("xdp_redirect_through_hub");
+    let _g = serial();
+    let hub = Hub::build(1).unwrap();
+    let v4: SocketAddr = (server_v4(1), 5000).into();
+    let sink = UdpSink::start(hub.server(1), &[v4]).unwrap();
+    let nva_mac = hub.mac(&hub.nva, "c0").unwrap();
+    let cli_mac = hub.mac(&hub.client, HOST_IF).unwrap();
+    let srv_mac = hub.mac(hub.server(1), HOST_IF).unwrap();
+    let s1_mac = hub.mac(&hub.nva, "s1").unwrap();
+    let frame = frames::eth_ipv4_udp(
+        nva_mac,
+        cli_mac,
+        CLIENT_V4,
+        server_v4(1),
+        40000,
+        5000,
+        5,
+        b"injected",
+    );
+    let xdp = crate::xdpstub::XdpRedirect::attach(&hub.nva, "c0", "s1", srv_mac, s1_mac).unwrap();
+    assert!(hub.nva.ip("link show dev c0").unwrap().contains("prog/xdp"));
+
+    // Socket traffic: the stub does not decrement TTL, so 64 proves the XDP path.
+    send_flows(&hub.client, v4, 4, 3, None).unwrap();
+    assert_eq!(sink.wait_for(12, Duration::from_secs(5)), 12);
+    assert!(
+        sink.received().iter().all(|d| d.ttl == Some(64)),
+        "{:?}",
+        sink.received()
+    );
+    inject_frames(&hub.client, HOST_IF, std::slice::from_ref(&frame)).unwrap();
+    assert_eq!(sink.wait_for(13, Duration::from_secs(5)), 13);
+    assert_eq!(sink.received().last().unwrap().ttl, Some(5));
+    // TCP: forward path through XDP, return path through the kernel.
+    let echo = tcp_echo_server(hub.server(1), (server_v4(1), 0).into()).unwrap();
+    let payload: Vec<u8> = (0..300_000u32).map(|i| (i % 253) as u8).collect();
+    assert!(tcp_roundtrip(&hub.client, echo.addr(), &payload).unwrap() == payload);
+    drop(echo);
+
+    // Pitfall 1: TX checksum offload on the sender -> CHECKSUM_PARTIAL lost on redirect.
+    sink.clear();
+    let errs = udp_csum_errors(hub.server(1));
+    hub.client
+        .exec_ok(&["ethtool", "-K", HOST_IF, "tx", "on"])
+        .unwrap();
+    send_flows(&hub.client, v4, 4, 1, None).unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    eprintln!(
+        "observed: client tx-checksumming on -> {} of 4 redirected datagrams received, \
+         server UDP InCsumErrors +{}",
+        sink.count(),
+        udp_csum_errors(hub.server(1)) - errs
+    );
+    hub.client
+        .exec_ok(&["ethtool", "-K", HOST_IF, "tx", "off"])
+        .unwrap();
+
+    // Pitfall 2: no GRO (no NAPI) on the receiving veth -> redirected frames dropped.
+    sink.clear();
+    hub.server(1)
+        .exec_ok(&["ethtool", "-K", HOST_IF, "gro", "off"])
+        .unwrap();
+    inject_frames(&hub.client, HOST_IF, std::slice::from_ref(&frame)).unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    let c0_stats = hub.nva.exec_ok(&["ethtool", "-S", "c0"]).unwrap();
+    let drops = c0_stats
+        .lines()
+        .find(|l| l.contains("rx_queue_0_drops"))
+        .unwrap_or("")
+        .trim();
+    eprintln!(
+        "observed: server eth0 gro off -> {} of 1 received; c0 {drops}",
+        sink.count()
+    );
+    hub.server(1)
+        .exec_ok(&["ethtool", "-K", HOST_IF, "gro", "on"])
+        .unwrap();
+
+    // Detaching (drop) restores plain kernel forwarding: TTL 63 again.
+    drop(xdp);
+    assert!(!hub.nva.ip("link show dev c0").unwrap().contains("prog/xdp"));
+    sink.clear();
+    send_flows(&hub.client, v4, 2, 1, None).unwrap();
+    assert_eq!(sink.wait_for(2, Duration::from_secs(5)), 2);
+    assert!(sink.received().iter().all(|d| d.ttl == Some(63)));
+
+    drop(sink);
     drop_and_check(hub);
 }

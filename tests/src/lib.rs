@@ -5,12 +5,15 @@
 //! name unique to the running process and is removed on `Drop`, also when a test panics.
 //! Tests need root: call [`require_root`] first and return early when it says no.
 
+#![warn(missing_docs)]
+
 pub mod checksum;
 pub mod frames;
 pub mod netns;
 pub mod nva;
 pub mod topology;
 pub mod traffic;
+pub mod xdpstub;
 
 #[cfg(test)]
 mod harness_tests;
@@ -22,8 +25,8 @@ pub use netns::{Netns, veth};
 pub use nva::{Counters, NvaProcess, nva_binary, wait_until};
 pub use topology::Hub;
 pub use traffic::{
-    Datagram, PingResult, TcpEchoServer, UdpSink, inject_frames, ping, send_flows, tcp_echo_server,
-    tcp_roundtrip,
+    CapturedFrame, Datagram, FrameCapture, PingResult, TcpEchoServer, UdpSink, inject_frames, ping,
+    send_flows, send_flows_from, tcp_echo_server, tcp_roundtrip,
 };
 
 /// Prefix of every namespace / temp file name this harness creates (then `<pid>-<n>`).

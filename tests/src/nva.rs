@@ -182,7 +182,12 @@ impl NvaProcess {
     /// Writes `config_toml` to a unique temp file, starts `nva run --config FILE --socket SOCK`
     /// in `ns` (output to a log file) and waits up to 10 s until `nva status` answers.
     pub fn start(ns: &Netns, config_toml: &str) -> Result<NvaProcess> {
-        let bin = nva_binary()?;
+        NvaProcess::start_with_binary(&nva_binary()?, ns, config_toml)
+    }
+
+    /// Like [`NvaProcess::start`] with an explicit binary (e.g. a stub in harness tests).
+    pub fn start_with_binary(bin: &Path, ns: &Netns, config_toml: &str) -> Result<NvaProcess> {
+        let bin = bin.to_path_buf();
         let id = unique_suffix();
         let dir = std::env::temp_dir().join(format!("nva-test-{id}"));
         std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
@@ -331,10 +336,10 @@ impl NvaProcess {
 
 impl Drop for NvaProcess {
     fn drop(&mut self) {
-        if self.child.is_some() {
-            if let Err(e) = self.stop() {
-                eprintln!("nva-tests: stopping nva: {e:#}");
-            }
+        if self.child.is_some()
+            && let Err(e) = self.stop()
+        {
+            eprintln!("nva-tests: stopping nva: {e:#}");
         }
         if std::thread::panicking() {
             eprintln!("--- nva log ({}) ---\n{}", self.log.display(), self.log());
@@ -396,10 +401,10 @@ mod tests {
     #[test]
     fn nva_binary_respects_env() {
         // Only checks the missing-binary message; NVA_BIN is not modified (tests run in threads).
-        if std::env::var_os("NVA_BIN").is_none() {
-            if let Err(e) = nva_binary() {
-                assert!(format!("{e}").contains("NVA_BIN"));
-            }
+        if std::env::var_os("NVA_BIN").is_none()
+            && let Err(e) = nva_binary()
+        {
+            assert!(format!("{e}").contains("NVA_BIN"));
         }
     }
 }

@@ -96,15 +96,24 @@ fn addr_add(ns: &Netns, ifname: &str, addr: &str) -> Result<()> {
     Ok(())
 }
 
-/// Turns GRO on for `ifname` in `ns` (needed for XDP_REDIRECT into the veth's peer).
-fn gro_on(ns: &Netns, ifname: &str) -> Result<()> {
-    ns.exec_ok(&["ethtool", "-K", ifname, "gro", "on"])
-        .with_context(|| format!("ethtool -K {ifname} gro on in {}", ns.name()))?;
+/// Prepares a host-side veth end (client / server `eth0`) for a peer that runs XDP:
+/// - `gro on`: a veth only accepts XDP_REDIRECTed frames (ndo_xdp_xmit) when the receiving
+///   end has NAPI, i.e. GRO or an XDP program; otherwise they are dropped silently (seen only
+///   as `rx_queue_0_drops` in `ethtool -S` of the *ingress* veth in nva).
+/// - `tx off` (checksum offload): with it on, packets from local sockets leave as
+///   CHECKSUM_PARTIAL with only the pseudo-header sum in the L4 checksum field; XDP_REDIRECT
+///   drops that skb state, so the receiver sees a bad UDP/TCP checksum and discards it
+///   (`InCsumErrors`). With `tx off` the stack writes full checksums, as a real NIC would
+///   deliver them.
+fn prepare_host_if(ns: &Netns, ifname: &str) -> Result<()> {
+    ns.exec_ok(&["ethtool", "-K", ifname, "gro", "on", "tx", "off"])
+        .with_context(|| format!("ethtool -K {ifname} gro on tx off in {}", ns.name()))?;
     Ok(())
 }
 
 impl Hub {
-    /// Builds the topology with `n_servers` servers (0..=99), addressed as in the module doc.
+    /// Builds the topology with `n_servers` servers (0..=99), addressed as in the module doc;
+    /// client and server `eth0` get GRO on and TX checksum offload off (see the source).
     pub fn build(n_servers: usize) -> Result<Hub> {
         ensure!(n_servers <= MAX_SERVERS, "at most {MAX_SERVERS} servers");
         let client = Netns::new("client")?;
@@ -135,7 +144,7 @@ impl Hub {
         addr_add(&self.nva, NVA_CLIENT_PORT, &format!("{NVA_CLIENT_V6}/64"))?;
         addr_add(&self.client, HOST_IF, &format!("{CLIENT_V4}/24"))?;
         addr_add(&self.client, HOST_IF, &format!("{CLIENT_V6}/64"))?;
-        gro_on(&self.client, HOST_IF)?;
+        prepare_host_if(&self.client, HOST_IF)?;
         self.client
             .ip_args(&["route", "add", "default", "via", &NVA_CLIENT_V4.to_string()])?;
         self.client.ip_args(&[
@@ -160,7 +169,7 @@ impl Hub {
             addr_add(srv, "lo", &format!("{SERVICE_V6}/128"))?;
             addr_add(srv, "lo", &format!("{}/32", server_unique_v4(k)))?;
             addr_add(srv, "lo", &format!("{}/128", server_unique_v6(k)))?;
-            gro_on(srv, HOST_IF)?;
+            prepare_host_if(srv, HOST_IF)?;
             srv.ip_args(&[
                 "route",
                 "add",

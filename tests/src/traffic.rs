@@ -401,15 +401,27 @@ pub fn send_flows(
     packets_per_flow: u32,
     ttl: Option<u8>,
 ) -> Result<Vec<SocketAddr>> {
+    send_flows_from(ns, dst, &vec![0; flows as usize], packets_per_flow, ttl)
+}
+
+/// Like [`send_flows`], with one flow per given source port (0 = ephemeral), so the same
+/// 5-tuples can be sent again later (e.g. before and after a next hop fails).
+pub fn send_flows_from(
+    ns: &Netns,
+    dst: SocketAddr,
+    src_ports: &[u16],
+    packets_per_flow: u32,
+    ttl: Option<u8>,
+) -> Result<Vec<SocketAddr>> {
     ns.run(|| -> Result<Vec<SocketAddr>> {
-        let any: SocketAddr = if dst.is_ipv4() {
-            (Ipv4Addr::UNSPECIFIED, 0).into()
-        } else {
-            (Ipv6Addr::UNSPECIFIED, 0).into()
-        };
-        let mut socks = Vec::with_capacity(flows as usize);
-        let mut srcs = Vec::with_capacity(flows as usize);
-        for _ in 0..flows {
+        let mut socks = Vec::with_capacity(src_ports.len());
+        let mut srcs = Vec::with_capacity(src_ports.len());
+        for &port in src_ports {
+            let any: SocketAddr = if dst.is_ipv4() {
+                (Ipv4Addr::UNSPECIFIED, port).into()
+            } else {
+                (Ipv6Addr::UNSPECIFIED, port).into()
+            };
             let s = UdpSocket::bind(any).context("bind flow socket")?;
             if let Some(t) = ttl {
                 set_ttl(&s, &dst, t)?;
@@ -438,7 +450,7 @@ pub fn send_flows(
                     }
                 }
                 sent += 1;
-                if sent % 32 == 0 {
+                if sent.is_multiple_of(32) {
                     std::thread::sleep(Duration::from_micros(500));
                 }
             }

@@ -1,0 +1,133 @@
+//! Benchmark helper programs (crate `nva-bench` loads them; they are not part of the data
+//! plane):
+//!
+//! - `bench_gen`: the traffic generator. Run by BPF_PROG_TEST_RUN with
+//!   BPF_F_TEST_XDP_LIVE_FRAMES on the generator's veth, it rewrites the whole header of
+//!   every frame from a template (frames come back from the page pool carrying the DUT's
+//!   edits), picks a destination and a source port per frame from a per-CPU sequence
+//!   number (so ECMP spreads the flows), and returns XDP_TX (sent to the DUT).
+//! - `bench_sink`: counts frames per CPU and ingress ifindex, then drops them.
+//! - `bench_pass`: XDP_PASS, so a veth has NAPI for Linux's own forwarding path.
+//!
+//! The layout of `GenConfig` is mirrored in `bench/src/generator.rs`.
+#![cfg_attr(target_arch = "bpf", no_std)]
+#![cfg_attr(target_arch = "bpf", no_main)]
+
+#[cfg(target_arch = "bpf")]
+mod programs {
+    use aya_ebpf::{
+        bindings::xdp_action::{XDP_ABORTED, XDP_DROP, XDP_PASS, XDP_TX},
+        macros::{map, xdp},
+        maps::{Array, PerCpuArray},
+        programs::XdpContext,
+    };
+
+    /// Bytes of every frame rewritten from the template (Ethernet + IP + UDP fit).
+    const HDR: usize = 64;
+    const ETH: usize = 14;
+
+    #[repr(C)]
+    pub struct GenConfig {
+        /// The first 64 bytes of every frame (addresses and checksum filled per frame).
+        pub hdr: [u64; HDR / 8],
+        /// 0: IPv4, 1: IPv6.
+        pub ipv6: u32,
+        /// Flows - 1 (a power of two): source port = 1024 + (seq & flow_mask).
+        pub flow_mask: u32,
+        /// Destinations in GEN_DSTS - 1 (a power of two).
+        pub dst_mask: u32,
+        /// IPv4: ones'-complement sum of the template header without destination and
+        /// checksum, as read in native order (byte-order independent, RFC 1071).
+        pub csum_partial: u32,
+    }
+
+    #[map]
+    static GEN_CONFIG: Array<GenConfig> = Array::with_max_entries(1, 0);
+
+    /// Destination addresses (IPv4 in the first 4 bytes).
+    #[map]
+    static GEN_DSTS: Array<[u16; 8]> = Array::with_max_entries(1 << 16, 0);
+
+    /// Frames generated, per CPU (also the sequence number of the next frame).
+    #[map]
+    static GEN_SEQ: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);
+
+    /// Frames received, per CPU, indexed by ingress ifindex & 63.
+    #[map]
+    static SINK_COUNT: PerCpuArray<u64> = PerCpuArray::with_max_entries(64, 0);
+
+    #[xdp]
+    pub fn bench_gen(ctx: XdpContext) -> u32 {
+        let data = ctx.data();
+        if data + HDR > ctx.data_end() {
+            return XDP_ABORTED;
+        }
+        let Some(cfg) = GEN_CONFIG.get(0) else {
+            return XDP_ABORTED;
+        };
+        let Some(seq) = GEN_SEQ.get_ptr_mut(0) else {
+            return XDP_ABORTED;
+        };
+        // SAFETY: per-CPU cell, no concurrent writer on this CPU.
+        let n = unsafe {
+            let n = *seq;
+            *seq = n + 1;
+            n
+        };
+        let idx = ((n as u32).wrapping_mul(0x9e37_79b1) >> 8) & cfg.dst_mask;
+        let Some(dst) = GEN_DSTS.get(idx) else {
+            return XDP_ABORTED;
+        };
+        let sport = (1024 + (n as u32 & cfg.flow_mask)) as u16;
+        // SAFETY: the first HDR bytes are inside the frame (checked above); the frame
+        // data starts at an 8-byte aligned offset of its page, and the 16-bit fields
+        // written below sit at even offsets.
+        unsafe {
+            let p = data as *mut u64;
+            for (i, w) in cfg.hdr.iter().enumerate() {
+                *p.add(i) = *w;
+            }
+            let h = data as *mut u16;
+            if cfg.ipv6 == 0 {
+                *h.add((ETH + 16) / 2) = dst[0];
+                *h.add((ETH + 18) / 2) = dst[1];
+                let mut sum = cfg.csum_partial + dst[0] as u32 + dst[1] as u32;
+                sum = (sum & 0xffff) + (sum >> 16);
+                sum = (sum & 0xffff) + (sum >> 16);
+                *h.add((ETH + 10) / 2) = !(sum as u16);
+                *h.add((ETH + 20) / 2) = sport.to_be();
+            } else {
+                for (i, w) in dst.iter().enumerate() {
+                    *h.add((ETH + 24) / 2 + i) = *w;
+                }
+                *h.add((ETH + 40) / 2) = sport.to_be();
+            }
+        }
+        XDP_TX
+    }
+
+    #[xdp]
+    pub fn bench_sink(ctx: XdpContext) -> u32 {
+        let i = ctx.ingress_ifindex() as u32 & 63;
+        if let Some(c) = SINK_COUNT.get_ptr_mut(i) {
+            // SAFETY: per-CPU cell, no concurrent writer on this CPU.
+            unsafe { *c += 1 };
+        }
+        XDP_DROP
+    }
+
+    #[xdp]
+    pub fn bench_pass(_ctx: XdpContext) -> u32 {
+        XDP_PASS
+    }
+
+    #[panic_handler]
+    fn panic(_info: &core::panic::PanicInfo) -> ! {
+        // SAFETY: the verifier rejects any program that could reach a panic.
+        unsafe { core::hint::unreachable_unchecked() }
+    }
+}
+
+/// Host builds of the workspace (clippy, check) see an empty binary.
+#[cfg(not(target_arch = "bpf"))]
+fn main() {}
