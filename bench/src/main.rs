@@ -1,1 +1,287 @@
-fn main() {}
+//! nva's throughput benchmarks (issue 6). Needs root; builds its own namespaces
+//! (`nvab<pid>-*`), which are deleted at the end, on error, and by the next run if this
+//! one was killed. Traffic never leaves them.
+//!
+//! 1. Program-only cost of nva's XDP program (BPF_PROG_TEST_RUN with repeat) against
+//!    table size, and the route install rate through `Fib::set_route`.
+//! 2. Live forwarding: live-frames generator -> DUT -> XDP sink over veth; the DUT is
+//!    nva or Linux kernel forwarding with the same routes and ECMP, 1 route and a full
+//!    table, 64 B and 1500 B, IPv4 and IPv6, modes interleaved over several runs.
+//! 3. Loss while routes churn.
+//!
+//! `cargo xtask bench [-- --quick]`; `--help` lists the options.
+mod frames;
+mod generator;
+mod linux_dut;
+mod live;
+mod machine;
+mod netns;
+mod nva_dut;
+mod object;
+mod progcost;
+mod report;
+mod rng;
+mod routes;
+mod svg;
+mod topology;
+
+use std::{path::PathBuf, sync::atomic::Ordering};
+
+use anyhow::{Context, Result, bail};
+use ipnet::IpNet;
+
+use crate::{live::INTERRUPTED, report::Report, topology::Topology};
+
+const HELP: &str = "nva-bench [options]
+  --quick             short run (1 run of 1 s, tables up to 100k/20k)
+  --runs N            runs per live cell (default 3)
+  --secs S            seconds per live measurement (default 5)
+  --cpu N             CPU for the generator (and so the whole path on veth; default last)
+  --flows N           flows (UDP source ports), a power of two (default 1024)
+  --nexthops N        ECMP next hops / egress veths per DUT (default 4)
+  --sizes A,B         frame sizes (default 64,1500)
+  --prog-v4 A,B,..    table sizes for the program-only cost (default 1,1000,100000,1000000)
+  --prog-v6 A,B,..    (default 1,1000,100000,200000)
+  --full-v4 N         full IPv4 table for live forwarding (default 1000000)
+  --full-v6 N         full IPv6 table for live forwarding (default 200000)
+  --only prog|live    run one part only
+  --no-churn          skip the route churn measurement
+  --out DIR           where results.md and the SVG plots go (default bench/results)
+  --seed N            seed of tables and destinations (default 1)";
+
+struct Opts {
+    runs: usize,
+    secs: f64,
+    warmup: f64,
+    cpu: usize,
+    flows: u32,
+    nexthops: usize,
+    sizes: Vec<usize>,
+    prog_v4: Vec<usize>,
+    prog_v6: Vec<usize>,
+    full_v4: usize,
+    full_v6: usize,
+    prog: bool,
+    live: bool,
+    churn: bool,
+    out: PathBuf,
+    seed: u64,
+    prog_params: progcost::Params,
+}
+
+fn list(s: &str) -> Result<Vec<usize>> {
+    s.split(',')
+        .map(|v| v.trim().parse().context("bad number"))
+        .collect()
+}
+
+fn parse() -> Result<Opts> {
+    // SAFETY: sysconf has no preconditions.
+    let ncpu = unsafe { libc::sysconf(libc::_SC_NPROCESSORS_ONLN) }.max(1) as usize;
+    let mut o = Opts {
+        runs: 3,
+        secs: 5.0,
+        warmup: 0.5,
+        cpu: ncpu - 1,
+        flows: 1024,
+        nexthops: 4,
+        sizes: vec![64, 1500],
+        prog_v4: vec![1, 1000, 100_000, 1_000_000],
+        prog_v6: vec![1, 1000, 100_000, 200_000],
+        full_v4: 1_000_000,
+        full_v6: 200_000,
+        prog: true,
+        live: true,
+        churn: true,
+        out: PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("results"),
+        seed: 1,
+        prog_params: progcost::Params {
+            frames: 64,
+            calls: 40,
+            rounds: 3,
+        },
+    };
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let mut it = args.iter();
+    while let Some(a) = it.next() {
+        let mut val = || it.next().with_context(|| format!("{a} needs a value"));
+        match a.as_str() {
+            "--quick" => {
+                o.runs = 1;
+                o.secs = 1.0;
+                o.warmup = 0.2;
+                o.prog_v4 = vec![1, 1000, 100_000];
+                o.prog_v6 = vec![1, 1000, 20_000];
+                o.full_v4 = 100_000;
+                o.full_v6 = 20_000;
+                o.prog_params = progcost::Params {
+                    frames: 16,
+                    calls: 10,
+                    rounds: 1,
+                };
+            }
+            "--runs" => o.runs = val()?.parse()?,
+            "--secs" => o.secs = val()?.parse()?,
+            "--cpu" => o.cpu = val()?.parse()?,
+            "--flows" => o.flows = val()?.parse()?,
+            "--nexthops" => o.nexthops = val()?.parse()?,
+            "--sizes" => o.sizes = list(val()?)?,
+            "--prog-v4" => o.prog_v4 = list(val()?)?,
+            "--prog-v6" => o.prog_v6 = list(val()?)?,
+            "--full-v4" => o.full_v4 = val()?.parse()?,
+            "--full-v6" => o.full_v6 = val()?.parse()?,
+            "--only" => match val()?.as_str() {
+                "prog" => o.live = false,
+                "live" => o.prog = false,
+                v => bail!("--only {v}: prog or live"),
+            },
+            "--no-churn" => o.churn = false,
+            "--out" => o.out = PathBuf::from(val()?),
+            "--seed" => o.seed = val()?.parse()?,
+            "-h" | "--help" => {
+                println!("{HELP}");
+                std::process::exit(0);
+            }
+            _ => bail!("unknown argument {a}\n{HELP}"),
+        }
+    }
+    if o.runs == 0 || o.nexthops == 0 || o.nexthops > 16 || o.cpu >= ncpu {
+        bail!("bad --runs, --nexthops (1..16) or --cpu");
+    }
+    Ok(o)
+}
+
+extern "C" fn on_interrupt(_: libc::c_int) {
+    INTERRUPTED.store(true, Ordering::SeqCst);
+}
+
+fn install_handlers() {
+    generator::install_signal();
+    // SAFETY: a zeroed sigaction with a valid handler.
+    unsafe {
+        let mut sa: libc::sigaction = std::mem::zeroed();
+        sa.sa_sigaction = on_interrupt as extern "C" fn(libc::c_int) as usize;
+        libc::sigemptyset(&mut sa.sa_mask);
+        libc::sigaction(libc::SIGINT, &sa, std::ptr::null_mut());
+        libc::sigaction(libc::SIGTERM, &sa, std::ptr::null_mut());
+    }
+}
+
+fn v4(t: Vec<ipnet::Ipv4Net>) -> Vec<IpNet> {
+    t.into_iter().map(IpNet::V4).collect()
+}
+
+fn v6(t: Vec<ipnet::Ipv6Net>) -> Vec<IpNet> {
+    t.into_iter().map(IpNet::V6).collect()
+}
+
+fn main() -> Result<()> {
+    let o = parse()?;
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        bail!("nva-bench creates network namespaces and loads XDP programs: run it as root");
+    }
+    netns::cleanup_stale();
+    install_handlers();
+    let m = machine::probe();
+    let load_before = machine::loadavg();
+    eprintln!(
+        "nva-bench: {} x {}, kernel {}, load {load_before}",
+        m.cores, m.cpu, m.kernel
+    );
+    if load_before
+        .split_whitespace()
+        .next()
+        .and_then(|l| l.parse::<f64>().ok())
+        .unwrap_or(0.0)
+        > 0.7
+    {
+        eprintln!(
+            "nva-bench: WARNING: the machine is busy (load {load_before}); figures will be low and noisy"
+        );
+    }
+    if !m.pktgen {
+        eprintln!(
+            "nva-bench: kernel pktgen not available (no /proc/net/pktgen): using the XDP live-frames generator"
+        );
+    }
+    if !m.xdp_forward {
+        eprintln!("nva-bench: xdp-forward (xdp-tools) not available: not benchmarked");
+    }
+
+    let topo = Topology::build(o.nexthops).context("building the topology")?;
+    let mut prog = Vec::new();
+    if o.prog {
+        let sizes = o
+            .prog_v4
+            .iter()
+            .map(|n| (false, *n))
+            .chain(o.prog_v6.iter().map(|n| (true, *n)));
+        for (ipv6, n) in sizes {
+            let table = if ipv6 {
+                v6(routes::table_v6(n, o.seed))
+            } else {
+                v4(routes::table_v4(n, o.seed))
+            };
+            let p = progcost::measure(&topo.duts[0], &table, &o.prog_params, o.seed)?;
+            eprintln!(
+                "nva-bench: program {} {} routes: {:.1} ns/packet (installed at {:.0} routes/s, {:.1}% forwarded)",
+                if ipv6 { "IPv6" } else { "IPv4" },
+                n,
+                report::stats(&p.ns).1,
+                p.install.rate(),
+                100.0 * p.forwarded
+            );
+            prog.push(p);
+        }
+    }
+
+    let (mut cells, mut installs, mut churn) = (Vec::new(), None, None);
+    if o.live {
+        let small = [
+            IpNet::V4(routes::single_v4()),
+            IpNet::V6(routes::single_v6()),
+        ];
+        let mut full = v4(routes::table_v4(o.full_v4, o.seed));
+        full.extend(v6(routes::table_v6(o.full_v6, o.seed)));
+        let (mut live, inst) = live::Live::setup(&topo, [&small, &full], o.seed)?;
+        drop(full);
+        let p = live::Params {
+            runs: o.runs,
+            secs: o.secs,
+            warmup: o.warmup,
+            sizes: o.sizes.clone(),
+            flows: o.flows,
+            cpu: o.cpu,
+        };
+        cells = live.run_all(&p, &[false, true])?;
+        if o.churn {
+            churn = Some(live.churn(&p, false, 64)?);
+        }
+        installs = Some(inst);
+    }
+
+    let command = std::env::args().collect::<Vec<_>>().join(" ");
+    let r = Report {
+        machine: &m,
+        command,
+        load_before,
+        load_after: machine::loadavg(),
+        cpu: o.cpu,
+        secs: o.secs,
+        runs: o.runs,
+        flows: o.flows,
+        nexthops: o.nexthops,
+        full_v4: o.full_v4,
+        full_v6: o.full_v6,
+        prog: &prog,
+        installs: installs.as_ref(),
+        cells: &cells,
+        churn: churn.as_ref(),
+    };
+    println!("{}", r.markdown());
+    for f in r.write(&o.out)? {
+        eprintln!("nva-bench: wrote {f}");
+    }
+    Ok(())
+}

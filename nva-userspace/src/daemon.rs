@@ -10,14 +10,17 @@ use std::{
 use anyhow::{Context, Result, bail};
 use ipnet::IpNet;
 use nva_common::{SET_DROP_NO_ROUTE, SET_SYMMETRIC_HASH, Settings};
-use tokio::signal::unix::{SignalKind, signal};
+use tokio::{
+    signal::unix::{SignalKind, signal},
+    sync::mpsc,
+};
 use tracing::{info, warn};
 
 use crate::{
     config::{Config, NoRoute, RouteAction, XdpMode},
     control,
     dataplane::Dataplane,
-    fib::{Fib, NhKey, Port, Source, Target},
+    fib::{Fib, KernelOp, NhKey, Port, Source, Target},
     netlink::{self, AddrInfo, LinkInfo, Neighbour, NetEvent, Netlink},
 };
 
@@ -38,6 +41,8 @@ pub struct State {
     pub ifaces: Vec<Iface>,
     /// Addresses of the box, for connected subnets.
     pub addrs: Vec<AddrInfo>,
+    /// Next hops to ask the kernel to resolve right away.
+    pub resolve_now: Vec<(u32, IpAddr)>,
     pub started: Instant,
 }
 
@@ -235,6 +240,12 @@ pub async fn run(config: Config, socket: PathBuf) -> Result<()> {
         info!(interface = %iface.name, ifindex = iface.ifindex, mode = ?config.dataplane.xdp_mode, "XDP attached");
     }
 
+    let removed = nl.flush_own_routes().await?;
+    if removed > 0 {
+        info!(removed, "removed kernel routes left by an earlier run");
+    }
+    let kernel = spawn_kernel_sync(nl.clone());
+
     let mut fib = Fib::new(dp);
     for addr in &addrs {
         for (prefix, source, target) in address_routes(addr) {
@@ -260,6 +271,7 @@ pub async fn run(config: Config, socket: PathBuf) -> Result<()> {
         fib,
         ifaces,
         addrs,
+        resolve_now: Vec::new(),
         started: Instant::now(),
     };
     for n in nl.neighbours().await? {
@@ -267,6 +279,9 @@ pub async fn run(config: Config, socket: PathBuf) -> Result<()> {
             .fib
             .update_neighbour(n.ifindex, n.ip, n.mac.filter(|_| n.usable), n.failed)?;
         state.neighbour_route(&n)?;
+    }
+    for op in state.fib.take_kernel_ops() {
+        let _ = kernel.send(op);
     }
     let (v4, v6) = state.fib.route_count();
     info!(routes_v4 = v4, routes_v6 = v6, "FIB programmed");
@@ -283,8 +298,19 @@ pub async fn run(config: Config, socket: PathBuf) -> Result<()> {
             _ = sigterm.recv() => { info!("SIGTERM: shutting down"); break; }
             event = events.recv() => match event {
                 Some(event) => {
-                    if let Err(e) = apply_event(&state, event) {
+                    let mut st = state.lock().expect("state lock");
+                    if let Err(e) = apply_event(&mut st, event) {
                         warn!("applying a netlink change: {e:#}");
+                    }
+                    for op in st.fib.take_kernel_ops() {
+                        let _ = kernel.send(op);
+                    }
+                    let resolve: Vec<_> = st.resolve_now.drain(..).collect();
+                    drop(st);
+                    for (ifindex, ip) in resolve {
+                        if let Err(e) = nl.resolve(ifindex, ip).await {
+                            warn!(%ip, ifindex, "neighbour resolution request failed: {e:#}");
+                        }
                     }
                 }
                 None => bail!("netlink event stream ended"),
@@ -303,14 +329,40 @@ pub async fn run(config: Config, socket: PathBuf) -> Result<()> {
     }
     control.abort();
     let _ = std::fs::remove_file(&socket);
-    let mut state = state.lock().expect("state lock");
-    state.fib.dataplane_mut().detach_all();
+    state
+        .lock()
+        .expect("state lock")
+        .fib
+        .dataplane_mut()
+        .detach_all();
     info!("XDP detached");
+    drop(kernel);
+    match nl.flush_own_routes().await {
+        Ok(n) => info!(removed = n, "kernel routes removed"),
+        Err(e) => warn!("removing kernel routes: {e:#}"),
+    }
     Ok(())
 }
 
-fn apply_event(state: &Shared, event: NetEvent) -> Result<()> {
-    let mut st = state.lock().expect("state lock");
+/// Applies kernel route changes in order, off the lock, on their own task.
+fn spawn_kernel_sync(nl: Netlink) -> mpsc::UnboundedSender<KernelOp> {
+    let (tx, mut rx) = mpsc::unbounded_channel::<KernelOp>();
+    tokio::spawn(async move {
+        while let Some((prefix, route)) = rx.recv().await {
+            let result = match &route {
+                Some(route) => nl.replace_route(prefix, route).await,
+                None => nl.delete_route(prefix).await,
+            };
+            if let Err(e) = result {
+                warn!("kernel route sync: {e:#}");
+            }
+        }
+    });
+    tx
+}
+
+fn apply_event(st: &mut State, event: NetEvent) -> Result<()> {
+    tracing::debug!(?event, "netlink event");
     match event {
         NetEvent::Link(link) => {
             let Some(idx) = st.ifaces.iter().position(|f| f.ifindex == link.ifindex) else {
@@ -338,8 +390,11 @@ fn apply_event(state: &Shared, event: NetEvent) -> Result<()> {
             st.neighbour_route(&n)?;
         }
         NetEvent::NeighbourRemoved { ifindex, ip } => {
-            st.fib.update_neighbour(ifindex, ip, None, false)?;
             st.fib.remove_route(IpNet::from(ip), Source::Neighbour)?;
+            // Next hops keep their last MAC; ask the kernel for a fresh entry.
+            if st.fib.is_nexthop(ifindex, ip) {
+                st.resolve_now.push((ifindex, ip));
+            }
         }
         NetEvent::AddrAdded(addr) => {
             for (prefix, source, target) in address_routes(&addr) {

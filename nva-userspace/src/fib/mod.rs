@@ -25,8 +25,11 @@ use nva_common::{
 };
 use serde::Serialize;
 
-use crate::dataplane::Dataplane;
+use crate::{dataplane::Dataplane, netlink::routes::KernelRoute};
 use buckets::NhId;
+
+/// A change the kernel's routing table must follow (None = remove nva's route).
+pub type KernelOp = (IpNet, Option<KernelRoute>);
 
 /// Where a route came from. When several sources have the same prefix, the greatest
 /// (last listed) wins.
@@ -159,6 +162,8 @@ pub struct Fib {
     rib: BTreeMap<IpNet, BTreeMap<Source, Target>>,
     /// What is in the data plane per prefix.
     installed: BTreeMap<IpNet, Installed>,
+    /// Kernel route changes not yet taken by the daemon (see `take_kernel_ops`).
+    kernel_ops: Vec<KernelOp>,
 }
 
 impl Fib {
@@ -171,6 +176,41 @@ impl Fib {
             group_ids: HashMap::new(),
             rib: BTreeMap::new(),
             installed: BTreeMap::new(),
+            kernel_ops: Vec::new(),
+        }
+    }
+
+    /// Kernel route changes since the last call, in order. Routes from configured
+    /// sources (static, and later BGP) are mirrored into the kernel so that what the data
+    /// plane passes up meets the same routes there.
+    pub fn take_kernel_ops(&mut self) -> Vec<KernelOp> {
+        std::mem::take(&mut self.kernel_ops)
+    }
+
+    fn kernel_route(&self, source: Source, target: &Target) -> Option<KernelRoute> {
+        if source != Source::Static {
+            return None;
+        }
+        match target {
+            Target::Forward(members) => Some(KernelRoute::Forward(
+                members
+                    .iter()
+                    .map(|id| (self.nexthops[id].key.via, self.nexthops[id].key.ifindex))
+                    .collect(),
+            )),
+            Target::Blackhole => Some(KernelRoute::Blackhole),
+            _ => None,
+        }
+    }
+
+    fn note_kernel_change(&mut self, prefix: IpNet, old: Option<&Installed>) {
+        let before = old.and_then(|o| self.kernel_route(o.source, &o.target));
+        let after = self
+            .installed
+            .get(&prefix)
+            .and_then(|i| self.kernel_route(i.source, &i.target));
+        if before != after {
+            self.kernel_ops.push((prefix, after));
         }
     }
 
@@ -251,6 +291,7 @@ impl Fib {
             if let Some(old) = old {
                 self.dp.remove_route(&prefix)?;
                 self.installed.remove(&prefix);
+                self.note_kernel_change(prefix, Some(&old));
                 if let Some(g) = old.group {
                     self.release_group(g)?;
                 }
@@ -293,6 +334,7 @@ impl Fib {
                 group,
             },
         );
+        self.note_kernel_change(prefix, old.as_ref());
         if let Some(g) = old.and_then(|o| o.group) {
             self.release_group(g)?;
         }
@@ -429,7 +471,11 @@ impl Fib {
     }
 
     /// A neighbour entry changed: `mac` is the usable link-layer address (None when the
-    /// entry is gone or unusable), `failed` when resolution failed.
+    /// entry is gone or not usable yet), `failed` when resolution failed.
+    ///
+    /// A next hop keeps its last known MAC when the entry merely disappears (garbage
+    /// collection, link flap): only a failed resolution takes it out of its groups, and
+    /// the daemon asks the kernel to resolve it again meanwhile.
     pub fn update_neighbour(
         &mut self,
         ifindex: u32,
@@ -446,22 +492,31 @@ impl Fib {
         for id in ids {
             let nh = self.nexthops.get_mut(&id).expect("present");
             let was_live = nh.live();
-            let changed = nh.dmac != mac || nh.neigh_failed != failed;
-            if !changed {
+            let dmac = mac.or(nh.dmac);
+            if nh.dmac == dmac && nh.neigh_failed == failed {
                 continue;
             }
-            nh.dmac = mac;
+            tracing::debug!(%ip, ifindex, ?mac, failed, "next hop neighbour state");
+            nh.dmac = dmac;
             nh.neigh_failed = failed;
             self.apply_nexthop(id, was_live)?;
         }
         Ok(())
     }
 
-    /// Next hops whose MAC is not known yet (to ask the kernel to resolve them).
+    /// True when `ip` on `ifindex` is one of the next hops.
+    pub fn is_nexthop(&self, ifindex: u32, ip: IpAddr) -> bool {
+        self.nexthops
+            .values()
+            .any(|nh| nh.key.ifindex == ifindex && nh.key.via == ip)
+    }
+
+    /// Next hops whose MAC is not known yet or whose resolution failed (to ask the
+    /// kernel to resolve them again).
     pub fn unresolved(&self) -> Vec<(u32, IpAddr)> {
         self.nexthops
             .values()
-            .filter(|nh| nh.dmac.is_none() && nh.port.up)
+            .filter(|nh| (nh.dmac.is_none() || nh.neigh_failed) && nh.port.up)
             .map(|nh| (nh.key.ifindex, nh.key.via))
             .collect()
     }

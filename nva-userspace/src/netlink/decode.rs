@@ -30,7 +30,6 @@ pub(super) const NUD_PERMANENT: u16 = 0x80;
 const NUD_USABLE: u16 =
     NUD_REACHABLE | NUD_STALE | NUD_DELAY | NUD_PROBE | NUD_PERMANENT | NUD_NOARP;
 /// Resolution failed or in progress.
-const NUD_UNRESOLVED: u16 = NUD_FAILED | NUD_INCOMPLETE;
 
 fn mac6(bytes: &[u8]) -> Option<[u8; 6]> {
     <[u8; 6]>::try_from(bytes).ok()
@@ -131,7 +130,7 @@ pub(super) fn neighbour(msg: &NeighbourMessage) -> Option<Neighbour> {
         ip,
         mac,
         usable: state & NUD_USABLE != 0 && mac.is_some(),
-        failed: state & NUD_UNRESOLVED != 0,
+        failed: state & NUD_FAILED != 0,
     })
 }
 

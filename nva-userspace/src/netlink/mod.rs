@@ -6,6 +6,7 @@
 //! bound to that namespace whatever thread later drives them.
 
 mod decode;
+pub mod routes;
 #[cfg(test)]
 mod tests;
 
@@ -54,7 +55,7 @@ pub struct Neighbour {
     pub mac: Option<[u8; 6]>,
     /// true when the entry can be used to send: state REACHABLE, STALE, DELAY, PROBE, PERMANENT or NOARP, and mac is Some
     pub usable: bool,
-    /// state FAILED or INCOMPLETE (resolution failed / in progress)
+    /// state FAILED (resolution failed; INCOMPLETE, still in progress, is not failed)
     pub failed: bool,
 }
 

@@ -1,0 +1,376 @@
+//! Live forwarding: generator -> DUT -> sink over veth, DUT modes interleaved.
+use std::{
+    net::IpAddr,
+    sync::atomic::{AtomicBool, Ordering},
+    time::{Duration, Instant},
+};
+
+use anyhow::{Result, bail};
+use ipnet::IpNet;
+use nva::fib::{Source, Target};
+
+use crate::{
+    generator, linux_dut,
+    nva_dut::{Install, NvaDut},
+    object::{Attached, BenchObject, MAX_DSTS, PASS, SINK},
+    routes,
+    topology::Topology,
+};
+
+/// Set by SIGINT/SIGTERM: measurements stop and everything is torn down.
+pub static INTERRUPTED: AtomicBool = AtomicBool::new(false);
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kind {
+    /// XDP_DROP at the DUT's ingress: the generator's own ceiling.
+    Drop,
+    Nva,
+    Linux,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Mode {
+    pub kind: Kind,
+    /// false: the 1-route DUT, true: the full-table DUT.
+    pub full: bool,
+}
+
+pub const MODES: [Mode; 5] = [
+    Mode {
+        kind: Kind::Drop,
+        full: false,
+    },
+    Mode {
+        kind: Kind::Nva,
+        full: false,
+    },
+    Mode {
+        kind: Kind::Linux,
+        full: false,
+    },
+    Mode {
+        kind: Kind::Nva,
+        full: true,
+    },
+    Mode {
+        kind: Kind::Linux,
+        full: true,
+    },
+];
+
+#[derive(Clone, Debug)]
+pub struct Sample {
+    /// Frames per second received by the sinks (Drop: dropped at the DUT).
+    pub pps: f64,
+    /// Frames per second generated.
+    pub gen_pps: f64,
+    /// Share of the frames per egress port (ECMP spread).
+    pub spread: Vec<f64>,
+}
+
+pub struct Cell {
+    pub ipv6: bool,
+    pub size: usize,
+    pub mode: Mode,
+    pub samples: Vec<Sample>,
+}
+
+pub struct Params {
+    pub runs: usize,
+    pub secs: f64,
+    pub warmup: f64,
+    pub sizes: Vec<usize>,
+    pub flows: u32,
+    pub cpu: usize,
+}
+
+/// Route install figures for the full tables.
+pub struct Installs {
+    pub nva: Vec<(bool, Install)>,
+    pub linux: Vec<(bool, Install)>,
+}
+
+pub struct Churn {
+    pub base_loss: f64,
+    pub churn_loss: f64,
+    pub updates_per_sec: f64,
+    pub pps: f64,
+    pub routes: usize,
+}
+
+pub struct Live<'t> {
+    topo: &'t Topology,
+    obj: BenchObject,
+    _sinks: Vec<Attached>,
+    nva: Vec<NvaDut>,
+    /// Destinations per DUT and family (0: IPv4, 1: IPv6), and the routes they fall in.
+    dsts: Vec<[Vec<IpAddr>; 2]>,
+    dst_routes: Vec<[Vec<IpNet>; 2]>,
+    /// Sink ifindex (in the sink netns) per DUT and egress port.
+    sink_idx: Vec<Vec<u32>>,
+}
+
+fn sleep(secs: f64) -> Result<()> {
+    let end = Instant::now() + Duration::from_secs_f64(secs);
+    while Instant::now() < end {
+        if INTERRUPTED.load(Ordering::SeqCst) {
+            bail!("interrupted");
+        }
+        std::thread::sleep(Duration::from_millis(20).min(end - Instant::now()));
+    }
+    Ok(())
+}
+
+impl<'t> Live<'t> {
+    /// Loads the helpers and both DUTs' tables (nva and Linux); `tables[k]` is DUT k's.
+    pub fn setup(
+        topo: &'t Topology,
+        tables: [&[IpNet]; 2],
+        seed: u64,
+    ) -> Result<(Live<'t>, Installs)> {
+        let mut obj = BenchObject::load()?;
+        let mut sinks = Vec::new();
+        for s in topo.sink_ifs() {
+            sinks.push(obj.attach(SINK, &topo.sink, &s)?);
+        }
+        let mut installs = Installs {
+            nva: vec![],
+            linux: vec![],
+        };
+        let (mut nva, mut dsts, mut dst_routes, mut sink_idx) = (vec![], vec![], vec![], vec![]);
+        for (k, dut) in topo.duts.iter().enumerate() {
+            let table = tables[k];
+            let mut n = NvaDut::load(dut)?;
+            linux_dut::nexthops(dut)?;
+            let mut d: [Vec<IpAddr>; 2] = Default::default();
+            let mut r: [Vec<IpNet>; 2] = Default::default();
+            for v6 in [false, true] {
+                let fam: Vec<IpNet> = table
+                    .iter()
+                    .copied()
+                    .filter(|p| p.addr().is_ipv6() == v6)
+                    .collect();
+                let i = n.install(&fam)?;
+                let l = linux_dut::install(dut, &fam)?;
+                if k == 1 {
+                    installs.nva.push((v6, i));
+                    installs.linux.push((v6, l));
+                }
+                (d[v6 as usize], r[v6 as usize]) =
+                    routes::destinations(&fam, MAX_DSTS, seed + k as u64);
+            }
+            nva.push(n);
+            dsts.push(d);
+            dst_routes.push(r);
+            sink_idx.push(
+                (0..dut.egress.len())
+                    .map(|i| topo.sink.ifindex(&format!("s{k}{i}")))
+                    .collect::<Result<_>>()?,
+            );
+        }
+        let live = Live {
+            topo,
+            obj,
+            _sinks: sinks,
+            nva,
+            dsts,
+            dst_routes,
+            sink_idx,
+        };
+        Ok((live, installs))
+    }
+
+    fn attach(&mut self, mode: Mode) -> Result<Option<Attached>> {
+        let k = mode.full as usize;
+        let dut = &self.topo.duts[k];
+        Ok(match mode.kind {
+            Kind::Drop => Some(self.obj.attach(SINK, &dut.ns, "d0")?),
+            Kind::Linux => Some(self.obj.attach(PASS, &dut.ns, "d0")?),
+            Kind::Nva => {
+                self.nva[k].attach(dut)?;
+                None
+            }
+        })
+    }
+
+    /// One measurement of `mode`.
+    pub fn sample(&mut self, p: &Params, mode: Mode, ipv6: bool, size: usize) -> Result<Sample> {
+        let k = mode.full as usize;
+        let frame = generator::configure(
+            &mut self.obj,
+            ipv6,
+            size,
+            p.flows,
+            &self.dsts[k][ipv6 as usize],
+        )?;
+        let guard = self.attach(mode)?;
+        let res = measure(
+            &self.obj,
+            self.topo,
+            &self.sink_idx[k],
+            p,
+            k,
+            &frame,
+            |_| Ok(()),
+        );
+        drop(guard);
+        if mode.kind == Kind::Nva {
+            self.nva[k].detach();
+        }
+        res.map(|(s, _)| s)
+    }
+
+    /// All cells, modes interleaved within each run.
+    pub fn run_all(&mut self, p: &Params, families: &[bool]) -> Result<Vec<Cell>> {
+        let mut cells: Vec<Cell> = Vec::new();
+        for &ipv6 in families {
+            for &size in &p.sizes {
+                for mode in MODES {
+                    cells.push(Cell {
+                        ipv6,
+                        size,
+                        mode,
+                        samples: vec![],
+                    });
+                }
+            }
+        }
+        for run in 0..p.runs {
+            for c in cells.iter_mut() {
+                let s = self.sample(p, c.mode, c.ipv6, c.size)?;
+                eprintln!(
+                    "nva-bench: run {} {} {:>4} B {:?}{}: {:.2} Mpps (generated {:.2})",
+                    run + 1,
+                    if c.ipv6 { "IPv6" } else { "IPv4" },
+                    c.size,
+                    c.mode.kind,
+                    if c.mode.full { " full" } else { " 1 route" },
+                    s.pps / 1e6,
+                    s.gen_pps / 1e6
+                );
+                c.samples.push(s);
+            }
+        }
+        Ok(cells)
+    }
+
+    /// Loss while the routes the generator hits are rewritten as fast as the controller
+    /// can (each flips between an ECMP group of all next hops and one without the last),
+    /// against loss without churn, through nva with the full table.
+    pub fn churn(&mut self, p: &Params, ipv6: bool, size: usize) -> Result<Churn> {
+        let k = 1;
+        let fam = ipv6 as usize;
+        let mut routes: Vec<IpNet> = self.dst_routes[k][fam].clone();
+        routes.sort();
+        routes.dedup();
+        let frame = generator::configure(&mut self.obj, ipv6, size, p.flows, &self.dsts[k][fam])?;
+        self.attach(Mode {
+            kind: Kind::Nva,
+            full: true,
+        })?;
+        let (obj, topo, sink_idx) = (&self.obj, self.topo, &self.sink_idx[k]);
+        let base = measure(obj, topo, sink_idx, p, k, &frame, |_| Ok(()));
+        let nva = &mut self.nva[k];
+        let nh = if ipv6 {
+            nva.nh_v6.clone()
+        } else {
+            nva.nh_v4.clone()
+        };
+        let churned = measure(
+            obj,
+            topo,
+            sink_idx,
+            p,
+            k,
+            &frame,
+            |stop| -> Result<(u64, f64)> {
+                let start = Instant::now();
+                let mut n = 0u64;
+                'outer: for round in 0.. {
+                    let ids = if round % 2 == 0 {
+                        nh[..nh.len().max(2) - 1].to_vec()
+                    } else {
+                        nh.clone()
+                    };
+                    for r in &routes {
+                        if stop.load(Ordering::Relaxed) {
+                            break 'outer;
+                        }
+                        nva.fib
+                            .set_route(*r, Source::Static, Target::Forward(ids.clone()))?;
+                        n += 1;
+                    }
+                }
+                Ok((n, start.elapsed().as_secs_f64()))
+            },
+        );
+        self.nva[k].detach();
+        let (base, _) = base?;
+        let (s, (n, secs)) = churned?;
+        let loss = |s: &Sample| 1.0 - s.pps / s.gen_pps;
+        Ok(Churn {
+            base_loss: loss(&base),
+            churn_loss: loss(&s),
+            updates_per_sec: n as f64 / secs,
+            pps: s.pps,
+            routes: routes.len(),
+        })
+    }
+}
+
+/// Runs the generator toward DUT `k` and measures; `during` runs on another thread
+/// while the measurement window is open, until the flag it gets is set.
+fn measure<T: Send>(
+    obj: &BenchObject,
+    topo: &Topology,
+    sink_idx: &[u32],
+    p: &Params,
+    k: usize,
+    frame: &[u8],
+    during: impl FnOnce(&AtomicBool) -> Result<T> + Send,
+) -> Result<(Sample, T)> {
+    let dut = &topo.duts[k];
+    let max = (40e6 * (p.warmup + p.secs + 5.0)) as u64;
+    let read = || -> Result<(Instant, u64, [u64; 64])> {
+        Ok((Instant::now(), obj.generated()?, obj.received()?))
+    };
+    let out = generator::run(
+        obj,
+        &topo.gen_ns,
+        dut.gen_ifindex,
+        p.cpu,
+        frame,
+        max,
+        || {
+            let stop = AtomicBool::new(false);
+            std::thread::scope(|s| -> Result<(Sample, T)> {
+                sleep(p.warmup)?;
+                let (t0, g0, r0) = read()?;
+                let worker = s.spawn(|| during(&stop));
+                let slept = sleep(p.secs);
+                let (t1, g1, r1) = read()?;
+                stop.store(true, Ordering::SeqCst);
+                let extra = worker
+                    .join()
+                    .unwrap_or_else(|e| std::panic::resume_unwind(e))?;
+                slept?;
+                let dt = (t1 - t0).as_secs_f64();
+                let total: u64 = r1.iter().zip(&r0).map(|(a, b)| a - b).sum();
+                let per: Vec<u64> = sink_idx
+                    .iter()
+                    .map(|i| r1[(*i & 63) as usize] - r0[(*i & 63) as usize])
+                    .collect();
+                let fwd: u64 = per.iter().sum::<u64>().max(1);
+                Ok((
+                    Sample {
+                        pps: total as f64 / dt,
+                        gen_pps: (g1 - g0) as f64 / dt,
+                        spread: per.iter().map(|c| *c as f64 / fwd as f64).collect(),
+                    },
+                    extra,
+                ))
+            })
+        },
+    )??;
+    Ok(out)
+}

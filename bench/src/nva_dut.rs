@@ -1,0 +1,99 @@
+//! nva as the DUT: its XDP program (`Dataplane::load`) programmed through the real
+//! controller code (`Fib`), in the DUT's namespace (DEVMAP entries and ifindexes
+//! resolve there).
+use std::time::Instant;
+
+use anyhow::Result;
+use ipnet::IpNet;
+use nva::{
+    dataplane::Dataplane,
+    fib::{Fib, NhKey, Port, Source, Target},
+};
+use nva_common::Settings;
+
+use crate::topology::{Dut, nexthop_v4, nexthop_v6};
+
+pub struct NvaDut {
+    pub fib: Fib,
+    pub nh_v4: Vec<u16>,
+    pub nh_v6: Vec<u16>,
+}
+
+/// How long installing a table took.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Install {
+    pub routes: usize,
+    pub secs: f64,
+}
+
+impl Install {
+    pub fn rate(&self) -> f64 {
+        self.routes as f64 / self.secs
+    }
+}
+
+impl NvaDut {
+    /// Loads the program, registers the DUT's ports (ingress slot 1, egress 2..) and one
+    /// resolved next hop per egress port and family. No routes yet.
+    pub fn load(dut: &Dut) -> Result<NvaDut> {
+        dut.ns.run(|| {
+            let mut dp = Dataplane::load()?;
+            dp.set_settings(Settings {
+                hash_seed: 0x5eed_1234,
+                flags: 0,
+            })?;
+            dp.add_port(dut.ingress, 1)?;
+            for (i, e) in dut.egress.iter().enumerate() {
+                dp.add_port(e.ifindex, 2 + i as u32)?;
+            }
+            let mut fib = Fib::new(dp);
+            let (mut nh_v4, mut nh_v6) = (Vec::new(), Vec::new());
+            for (i, e) in dut.egress.iter().enumerate() {
+                let port = Port {
+                    name: e.name.clone(),
+                    mac: e.mac,
+                    mtu: 1500,
+                    up: true,
+                };
+                for (via, ids) in [(nexthop_v4(i), &mut nh_v4), (nexthop_v6(i), &mut nh_v6)] {
+                    let key = NhKey {
+                        ifindex: e.ifindex,
+                        via,
+                        vlan: 0,
+                    };
+                    ids.push(fib.nexthop(key, &port)?);
+                    fib.update_neighbour(e.ifindex, via, Some(e.sink_mac), false)?;
+                }
+            }
+            Ok(NvaDut { fib, nh_v4, nh_v6 })
+        })
+    }
+
+    /// Routes every prefix over all next hops of its family (one ECMP group), one
+    /// `Fib::set_route` at a time, and times it.
+    pub fn install(&mut self, table: &[IpNet]) -> Result<Install> {
+        let start = Instant::now();
+        for p in table {
+            let ids = if p.addr().is_ipv4() {
+                &self.nh_v4
+            } else {
+                &self.nh_v6
+            };
+            self.fib
+                .set_route(*p, Source::Static, Target::Forward(ids.clone()))?;
+        }
+        Ok(Install {
+            routes: table.len(),
+            secs: start.elapsed().as_secs_f64(),
+        })
+    }
+
+    pub fn attach(&mut self, dut: &Dut) -> Result<()> {
+        let dp = self.fib.dataplane_mut();
+        dut.ns.run(|| dp.attach(dut.ingress, "d0", false))
+    }
+
+    pub fn detach(&mut self) {
+        self.fib.dataplane_mut().detach_all();
+    }
+}

@@ -1,0 +1,465 @@
+//! nva as a process in a hub topology (client -> nva -> servers, network namespaces and
+//! veth), forwarding real traffic in native XDP. Assertions are on packets received by
+//! real sockets and on nva's own counters.
+use std::{
+    collections::BTreeMap,
+    net::{IpAddr, SocketAddr},
+    process::Command,
+    time::Duration,
+};
+
+use nva_tests::{
+    Counters, FrameCapture, Hub, NvaProcess, UdpSink,
+    frames::{eth_ipv4_udp, eth_ipv6_udp, fix_ipv4_checksum},
+    inject_frames, nva_binary, ping, require_root, send_flows_from, serial, tcp_echo_server,
+    tcp_roundtrip,
+    topology::{
+        CLIENT_V4, CLIENT_V6, HOST_IF, NVA_CLIENT_PORT, SERVICE_V4, SERVICE_V6, server_v4,
+        server_v6,
+    },
+    wait_until,
+};
+
+/// Config routing the service prefixes over servers 1..=n (ECMP).
+fn hub_config(n: usize) -> String {
+    let mut c = String::from("[[interfaces]]\nname = \"c0\"\n");
+    for k in 1..=n {
+        c += &format!("[[interfaces]]\nname = \"s{k}\"\n");
+    }
+    let v4: Vec<String> = (1..=n)
+        .map(|k| format!("{{ via = \"{}\" }}", server_v4(k)))
+        .collect();
+    let v6: Vec<String> = (1..=n)
+        .map(|k| format!("{{ via = \"{}\" }}", server_v6(k)))
+        .collect();
+    c += &format!(
+        "[[routes]]\nprefix = \"10.100.0.0/16\"\nnexthops = [{}]\n",
+        v4.join(", ")
+    );
+    c += &format!(
+        "[[routes]]\nprefix = \"fd00:100::/64\"\nnexthops = [{}]\n",
+        v6.join(", ")
+    );
+    c
+}
+
+fn start(hub: &Hub, n: usize) -> NvaProcess {
+    let nva = NvaProcess::start(&hub.nva, &hub_config(n)).expect("nva starts");
+    // nva asks the kernel to resolve its next hops itself; wait until it has all MACs.
+    wait_until(Duration::from_secs(10), Duration::from_millis(100), || {
+        let nhs = nva.cli(&["nexthops"])?;
+        let nhs = nhs.as_array().cloned().unwrap_or_default();
+        Ok(nhs.len() >= 2 * n && nhs.iter().all(|n| n["resolved"] == true))
+    })
+    .unwrap_or_else(|e| panic!("next hops resolved: {e:#}\n{}", nva.log()));
+    nva
+}
+
+fn xdp_attached(hub: &Hub, ifname: &str) -> bool {
+    hub.nva
+        .ip(&format!("link show dev {ifname}"))
+        .unwrap()
+        .contains("xdp")
+}
+
+#[test]
+fn ipv4_and_ipv6_are_forwarded_in_xdp() {
+    if !require_root("ipv4_and_ipv6_are_forwarded_in_xdp") {
+        return;
+    }
+    let _g = serial();
+    let hub = Hub::build(1).unwrap();
+    let mut nva = start(&hub, 1);
+    assert!(xdp_attached(&hub, "c0") && xdp_attached(&hub, "s1"));
+    let before = nva.counters().unwrap();
+
+    // ping both families
+    for dst in [IpAddr::V4(SERVICE_V4), IpAddr::V6(SERVICE_V6)] {
+        let r = ping(&hub.client, dst, 3, None).unwrap();
+        assert_eq!(r.received, 3, "ping {dst}: {}", r.output);
+    }
+    // UDP: arrives with TTL / hop limit decremented once, valid checksums (the
+    // receiving kernel drops anything with a bad IP or UDP checksum).
+    let addrs: Vec<SocketAddr> = vec![
+        SocketAddr::new(SERVICE_V4.into(), 7000),
+        SocketAddr::new(SERVICE_V6.into(), 7000),
+    ];
+    let sink = UdpSink::start(hub.server(1), &addrs).unwrap();
+    let ports: Vec<u16> = (0..20).map(|i| 42000 + i).collect();
+    for a in &addrs {
+        send_flows_from(&hub.client, *a, &ports, 5, None).unwrap();
+    }
+    assert_eq!(sink.wait_for(200, Duration::from_secs(5)), 200);
+    for d in sink.received() {
+        assert_eq!(d.ttl, Some(63), "one hop: {d:?}");
+    }
+    // TCP both families, a real connection through nva.
+    for addr in [
+        SocketAddr::new(SERVICE_V4.into(), 7100),
+        SocketAddr::new(SERVICE_V6.into(), 7100),
+    ] {
+        let _server = tcp_echo_server(hub.server(1), addr).unwrap();
+        let payload: Vec<u8> = (0..100_000u32).map(|i| i as u8).collect();
+        assert_eq!(tcp_roundtrip(&hub.client, addr, &payload).unwrap(), payload);
+    }
+    // The XDP program (not the kernel) forwarded them: 6 pings + 200 UDP + TCP segments.
+    let delta = nva.counters().unwrap().since(&before);
+    assert!(
+        delta.get(NVA_CLIENT_PORT, "forwarded") >= 206,
+        "forwarded in XDP on c0: {}",
+        delta.get(NVA_CLIENT_PORT, "forwarded")
+    );
+    // Replies to the directly connected client are forwarded in XDP as well.
+    assert!(delta.get("s1", "forwarded") >= 6);
+
+    // SIGTERM detaches cleanly.
+    nva.stop().unwrap();
+    assert!(!xdp_attached(&hub, "c0") && !xdp_attached(&hub, "s1"));
+}
+
+/// Sends the same 5-tuples (fixed source ports) to `dst` and returns flow -> server.
+fn flow_owners(hub: &Hub, sinks: &[UdpSink], dst: SocketAddr, flows: u16) -> BTreeMap<u16, usize> {
+    for s in sinks {
+        s.clear();
+    }
+    let ports: Vec<u16> = (0..flows).map(|i| 43000 + i).collect();
+    send_flows_from(&hub.client, dst, &ports, 3, None).unwrap();
+    let expected = flows as usize * 3;
+    wait_until(Duration::from_secs(10), Duration::from_millis(50), || {
+        Ok(sinks.iter().map(UdpSink::count).sum::<usize>() >= expected)
+    })
+    .unwrap();
+    let mut owners: BTreeMap<u16, usize> = BTreeMap::new();
+    for (k, sink) in sinks.iter().enumerate() {
+        for d in sink.received() {
+            let flow = d.flow_index().unwrap();
+            let prev = owners.insert(flow, k + 1);
+            assert!(
+                prev.is_none() || prev == Some(k + 1),
+                "flow {flow} reached servers {prev:?} and {}",
+                k + 1
+            );
+        }
+    }
+    assert_eq!(owners.len(), flows as usize, "every flow arrived");
+    owners
+}
+
+#[test]
+fn ecmp_spreads_flows_fairly_and_keeps_each_on_one_path() {
+    if !require_root("ecmp_spreads_flows_fairly_and_keeps_each_on_one_path") {
+        return;
+    }
+    let _g = serial();
+    let n = 4;
+    let hub = Hub::build(n).unwrap();
+    let _nva = start(&hub, n);
+    for service in [
+        SocketAddr::new(SERVICE_V4.into(), 7000),
+        SocketAddr::new(SERVICE_V6.into(), 7000),
+    ] {
+        let sinks: Vec<UdpSink> = hub
+            .servers
+            .iter()
+            .map(|s| UdpSink::start(s, &[service]).unwrap())
+            .collect();
+        let owners = flow_owners(&hub, &sinks, service, 400);
+        let mut per_server = vec![0; n + 1];
+        for k in owners.values() {
+            per_server[*k] += 1;
+        }
+        for (k, &count) in per_server.iter().enumerate().skip(1) {
+            // Fair share is 100 of 400; the hash must give each at least half of that.
+            assert!(
+                count >= 50,
+                "{service}: server {k} got {count} flows: {per_server:?}"
+            );
+        }
+    }
+}
+
+#[test]
+fn a_failed_next_hop_moves_only_its_own_flows() {
+    if !require_root("a_failed_next_hop_moves_only_its_own_flows") {
+        return;
+    }
+    let _g = serial();
+    let n = 3;
+    let hub = Hub::build(n).unwrap();
+    let nva = start(&hub, n);
+    let service = SocketAddr::new(SERVICE_V4.into(), 7000);
+    let sinks: Vec<UdpSink> = hub
+        .servers
+        .iter()
+        .map(|s| UdpSink::start(s, &[service]).unwrap())
+        .collect();
+    let before = flow_owners(&hub, &sinks, service, 300);
+
+    // Server 2's link goes down; nva sees carrier loss on s2 over netlink.
+    hub.server(2).set_link(HOST_IF, false).unwrap();
+    wait_until(Duration::from_secs(5), Duration::from_millis(50), || {
+        let nhs = nva.cli(&["nexthops"])?;
+        Ok(nhs
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|n| n["dev"] == "s2")
+            .all(|n| n["live"] == false))
+    })
+    .unwrap();
+    let sinks_up: Vec<UdpSink> = sinks;
+    let after = {
+        // Server 2 is unreachable now: collect from 1 and 3 only.
+        for s in &sinks_up {
+            s.clear();
+        }
+        let ports: Vec<u16> = (0..300).map(|i| 43000 + i).collect();
+        send_flows_from(&hub.client, service, &ports, 3, None).unwrap();
+        wait_until(Duration::from_secs(10), Duration::from_millis(50), || {
+            Ok(sinks_up.iter().map(UdpSink::count).sum::<usize>() >= 900)
+        })
+        .unwrap_or_else(|e| {
+            panic!(
+                "{e:#}: received {:?}, counters {:?}, nexthops {}, log {}",
+                sinks_up.iter().map(UdpSink::count).collect::<Vec<_>>(),
+                nva.counters().unwrap(),
+                nva.cli(&["nexthops"]).unwrap(),
+                nva.log()
+            )
+        });
+        let mut owners = BTreeMap::new();
+        for (k, sink) in sinks_up.iter().enumerate() {
+            for d in sink.received() {
+                owners.insert(d.flow_index().unwrap(), k + 1);
+            }
+        }
+        owners
+    };
+    let mut moved = 0;
+    for (flow, server) in &before {
+        let now = after[flow];
+        assert_ne!(now, 2, "nothing goes to the failed next hop");
+        if *server == 2 {
+            moved += 1;
+        } else {
+            assert_eq!(now, *server, "flow {flow} of a healthy next hop moved");
+        }
+    }
+    assert!(moved > 0);
+
+    // Back up: server 2 gets traffic again and the others' flows still only move to it.
+    hub.server(2).set_link(HOST_IF, true).unwrap();
+    wait_until(Duration::from_secs(5), Duration::from_millis(50), || {
+        let nhs = nva.cli(&["nexthops"])?;
+        Ok(nhs
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|n| n["dev"] == "s2")
+            .all(|n| n["live"] == true && n["resolved"] == true))
+    })
+    .unwrap_or_else(|e| panic!("{e:#}: {}\n{}", nva.cli(&["nexthops"]).unwrap(), nva.log()));
+    let restored = flow_owners(&hub, &sinks_up, service, 300);
+    assert!(restored.values().any(|k| *k == 2));
+    for (flow, server) in &restored {
+        assert!(*server == 2 || *server == after[flow]);
+    }
+}
+
+#[test]
+fn expiring_ttl_gets_icmp_time_exceeded_from_the_kernel() {
+    if !require_root("expiring_ttl_gets_icmp_time_exceeded_from_the_kernel") {
+        return;
+    }
+    let _g = serial();
+    let hub = Hub::build(1).unwrap();
+    let nva = start(&hub, 1);
+    let before = nva.counters().unwrap();
+    for dst in [IpAddr::V4(SERVICE_V4), IpAddr::V6(SERVICE_V6)] {
+        let r = ping(&hub.client, dst, 1, Some(1)).unwrap();
+        assert!(r.time_exceeded, "ping -t 1 {dst}: {}", r.output);
+    }
+    let delta = nva.counters().unwrap().since(&before);
+    assert_eq!(delta.get(NVA_CLIENT_PORT, "passed-ttl"), 2);
+    assert_eq!(delta.get(NVA_CLIENT_PORT, "forwarded"), 0);
+}
+
+#[test]
+fn malformed_frames_are_counted_and_never_forwarded() {
+    if !require_root("malformed_frames_are_counted_and_never_forwarded") {
+        return;
+    }
+    let _g = serial();
+    let hub = Hub::build(1).unwrap();
+    let nva = start(&hub, 1);
+    let nva_mac = hub.mac(&hub.nva, NVA_CLIENT_PORT).unwrap();
+    let client_mac = hub.mac(&hub.client, HOST_IF).unwrap();
+    let good = eth_ipv4_udp(
+        nva_mac, client_mac, CLIENT_V4, SERVICE_V4, 5555, 7000, 64, b"good",
+    );
+    let good6 = eth_ipv6_udp(
+        nva_mac, client_mac, CLIENT_V6, SERVICE_V6, 5555, 7000, 64, b"good",
+    );
+    let mut bad = Vec::new();
+    bad.push(good[..14 + 12].to_vec()); // truncated IPv4 header
+    let mut f = good.clone();
+    f[14] = 0x43; // IHL 3
+    fix_ipv4_checksum(&mut f);
+    bad.push(f);
+    let mut f = good.clone();
+    f[16..18].copy_from_slice(&1400u16.to_be_bytes()); // total length beyond the frame
+    fix_ipv4_checksum(&mut f);
+    bad.push(f);
+    let mut f = good.clone();
+    f[24] ^= 0xff; // bad header checksum
+    bad.push(f);
+    bad.push(good6[..14 + 20].to_vec()); // truncated IPv6 header
+    let mut f = good6.clone();
+    f[18..20].copy_from_slice(&3000u16.to_be_bytes()); // payload length beyond the frame
+    bad.push(f);
+
+    let mut capture = FrameCapture::start(hub.server(1), HOST_IF).unwrap();
+    let before = nva.counters().unwrap();
+    inject_frames(&hub.client, HOST_IF, &bad).unwrap();
+    inject_frames(&hub.client, HOST_IF, &[good.clone(), good6.clone()]).unwrap();
+    wait_until(Duration::from_secs(5), Duration::from_millis(50), || {
+        let d = nva.counters()?.since(&before);
+        Ok(
+            d.get(NVA_CLIENT_PORT, "dropped-malformed") >= bad.len() as u64
+                && d.get(NVA_CLIENT_PORT, "forwarded") >= 2,
+        )
+    })
+    .unwrap();
+    std::thread::sleep(Duration::from_millis(200));
+    capture.stop().unwrap();
+    let delta: Counters = nva.counters().unwrap().since(&before);
+    assert_eq!(
+        delta.get(NVA_CLIENT_PORT, "dropped-malformed"),
+        bad.len() as u64
+    );
+    assert_eq!(
+        delta.get(NVA_CLIENT_PORT, "forwarded"),
+        2,
+        "only the two good frames"
+    );
+    // On the wire towards the server: exactly the two good ones (UDP to port 7000).
+    let to_service: Vec<_> = capture
+        .frames()
+        .into_iter()
+        .filter(|f| {
+            let d = &f.data;
+            (d.len() > 38
+                && d[12..14] == [0x08, 0x00]
+                && d[14 + 16..14 + 20] == SERVICE_V4.octets())
+                || (d.len() > 62
+                    && d[12..14] == [0x86, 0xdd]
+                    && d[14 + 24..14 + 40] == SERVICE_V6.octets())
+        })
+        .collect();
+    assert_eq!(to_service.len(), 2, "{to_service:?}");
+}
+
+#[test]
+fn counters_match_what_was_sent() {
+    if !require_root("counters_match_what_was_sent") {
+        return;
+    }
+    let _g = serial();
+    let hub = Hub::build(2).unwrap();
+    let nva = start(&hub, 2);
+    let service = SocketAddr::new(SERVICE_V4.into(), 7000);
+    let sinks: Vec<UdpSink> = hub
+        .servers
+        .iter()
+        .map(|s| UdpSink::start(s, &[service]).unwrap())
+        .collect();
+    let before = nva.counters().unwrap();
+    let ports: Vec<u16> = (0..50).map(|i| 44000 + i).collect();
+    send_flows_from(&hub.client, service, &ports, 10, None).unwrap();
+    wait_until(Duration::from_secs(5), Duration::from_millis(50), || {
+        Ok(sinks.iter().map(UdpSink::count).sum::<usize>() >= 500)
+    })
+    .unwrap();
+    let received: Vec<_> = sinks.iter().flat_map(UdpSink::received).collect();
+    let frame_bytes: u64 = received
+        .iter()
+        .map(|d| (14 + 20 + 8 + d.payload.len()) as u64)
+        .sum();
+    let delta = nva.counters().unwrap().since(&before);
+    assert_eq!(delta.get(NVA_CLIENT_PORT, "forwarded"), 500);
+    assert_eq!(delta.get_bytes(NVA_CLIENT_PORT, "forwarded"), frame_bytes);
+    assert_eq!(delta.total("dropped-malformed"), 0);
+}
+
+fn run_with_config(hub: &Hub, config: &str) -> (bool, String) {
+    let dir = std::env::temp_dir().join(format!("nva-badcfg-{}", nva_tests::unique_suffix()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("nva.toml");
+    std::fs::write(&path, config).unwrap();
+    let sock = dir.join("nva.sock");
+    let bin = nva_binary().unwrap();
+    let out = Command::new("ip")
+        .args(["netns", "exec", hub.nva.name()])
+        .arg(&bin)
+        .args(["run", "--config"])
+        .arg(&path)
+        .arg("--socket")
+        .arg(&sock)
+        .output()
+        .unwrap();
+    std::fs::remove_dir_all(&dir).ok();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn a_bad_config_names_the_field_and_attaches_nothing() {
+    if !require_root("a_bad_config_names_the_field_and_attaches_nothing") {
+        return;
+    }
+    let _g = serial();
+    let hub = Hub::build(1).unwrap();
+    let good = hub_config(1);
+    let cases = [
+        (
+            good.replace("name = \"s1\"", "name = \"s9\""),
+            "interfaces[1].name",
+        ),
+        (
+            good.replace(
+                &format!("via = \"{}\"", server_v4(1)),
+                "via = \"192.0.2.1\"",
+            ),
+            "routes[0].nexthops[0].via",
+        ),
+        (
+            good.replace("prefix = \"10.100.0.0/16\"", "prefix = \"10.100.0.0/33\""),
+            "prefix",
+        ),
+        (good.replace("nexthops", "next_hops"), "next_hops"),
+        (
+            format!("{good}\n[dataplane]\nxdp_mode = \"turbo\"\n"),
+            "xdp_mode",
+        ),
+    ];
+    for (config, field) in cases {
+        let (ok, stderr) = run_with_config(&hub, &config);
+        assert!(!ok, "nva must refuse: {config}");
+        assert!(stderr.contains(field), "error names {field}: {stderr}");
+        assert!(!xdp_attached(&hub, "c0") && !xdp_attached(&hub, "s1"));
+    }
+    // And `nva config check` agrees without needing a running daemon.
+    let bin = nva_binary().unwrap();
+    let path = std::env::temp_dir().join(format!("nva-check-{}.toml", nva_tests::unique_suffix()));
+    std::fs::write(&path, good.replace("nexthops", "next_hops")).unwrap();
+    let out = Command::new(&bin)
+        .args(["config", "check"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    std::fs::remove_file(&path).ok();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("next_hops"));
+}
