@@ -8,6 +8,7 @@ use std::{
 use anyhow::{Result, bail};
 use ipnet::IpNet;
 use nva::fib::{Source, Target};
+use nva_common::reason;
 
 use crate::{
     generator, linux_dut,
@@ -66,6 +67,9 @@ pub struct Sample {
     pub gen_pps: f64,
     /// Share of the frames per egress port (ECMP spread).
     pub spread: Vec<f64>,
+    /// nva only: share of its ingress frames forwarded in XDP, and the most common
+    /// other reason.
+    pub xdp: Option<(f64, &'static str)>,
 }
 
 pub struct Cell {
@@ -238,8 +242,12 @@ impl<'t> Live<'t> {
         for run in 0..p.runs {
             for c in cells.iter_mut() {
                 let s = self.sample(p, c.mode, c.ipv6, c.size)?;
+                let xdp = match s.xdp {
+                    Some((f, other)) => format!(", {:.1}% forwarded in XDP, else {other}", 100.0 * f),
+                    None => String::new(),
+                };
                 eprintln!(
-                    "nva-bench: run {} {} {:>4} B {:?}{}: {:.2} Mpps (generated {:.2})",
+                    "nva-bench: run {} {} {:>4} B {:?}{}: {:.2} Mpps (generated {:.2}){xdp}",
                     run + 1,
                     if c.ipv6 { "IPv6" } else { "IPv4" },
                     c.size,
@@ -366,6 +374,7 @@ fn measure<T: Send>(
                         pps: total as f64 / dt,
                         gen_pps: (g1 - g0) as f64 / dt,
                         spread: per.iter().map(|c| *c as f64 / fwd as f64).collect(),
+                        xdp: None,
                     },
                     extra,
                 ))

@@ -176,9 +176,19 @@ impl Report<'_> {
                             + " %"
                     }
                 };
+                let xdp = c
+                    .samples
+                    .iter()
+                    .filter_map(|s| s.xdp)
+                    .map(|(f, other)| (f, other))
+                    .min_by(|a, b| a.0.total_cmp(&b.0))
+                    .map(|(f, other)| {
+                        if f > 0.9995 { format!("{:.1}%", 100.0 * f) } else { format!("{:.1}% (else {other})", 100.0 * f) }
+                    })
+                    .unwrap_or("-".into());
                 let _ = writeln!(
                     o,
-                    "| {} | {} B | {dut} | {} | {a:.2} / **{b:.2}** / {d:.2} | {:.2} | {} | {spread} |",
+                    "| {} | {} B | {dut} | {} | {a:.2} / **{b:.2}** / {d:.2} | {:.2} | {} | {spread} | {xdp} |",
                     fam(c.ipv6),
                     c.size,
                     if c.mode.kind == Kind::Drop {

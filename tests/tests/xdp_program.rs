@@ -280,15 +280,22 @@ fn local_link_scoped_and_non_ip_go_to_the_kernel() {
 #[test]
 fn unresolved_next_hop_and_too_big_packets_go_to_the_kernel() {
     with_rig("neigh_mtu", default_settings(), |rig| {
-        let ids = rig.route("10.100.0.0/16", 1, 0);
-        let via = IpAddr::V4(Ipv4Addr::new(10, 0, 1, 2));
-        rig.fib.update_neighbour(rig.b, via, None, false).unwrap();
-        assert_eq!(rig.run(&udp4(SERVICE, 1, 64)).0, XDP_PASS);
+        // A next hop nobody has resolved yet: its traffic goes to the kernel.
+        let key = NhKey {
+            ifindex: rig.b,
+            via: IpAddr::V4(Ipv4Addr::new(10, 0, 1, 9)),
+            vlan: 0,
+        };
+        let unresolved = rig.fib.nexthop(key, &rig.port_b).unwrap();
+        let prefix: IpNet = "10.200.0.0/16".parse().unwrap();
+        rig.fib
+            .set_route(prefix, Source::Static, Target::Forward(vec![unresolved]))
+            .unwrap();
+        let to_unresolved = udp4(Ipv4Addr::new(10, 200, 0, 1), 1, 64);
+        assert_eq!(rig.run(&to_unresolved).0, XDP_PASS);
         assert_eq!(rig.count(1, reason::PASS_NEIGH), 1);
 
-        rig.fib
-            .update_neighbour(rig.b, via, Some(nh_mac(1)), false)
-            .unwrap();
+        let ids = rig.route("10.100.0.0/16", 1, 0);
         let small_mtu = Port {
             mtu: 100,
             ..rig.port_b.clone()

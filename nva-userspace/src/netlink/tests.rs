@@ -762,7 +762,7 @@ fn decode_neighbour_states() {
         (NeighbourState::Permanent, Some(MAC_B), true, false),
         (NeighbourState::Noarp, Some(MAC_B), true, false),
         (NeighbourState::Noarp, None, false, false),
-        (NeighbourState::Incomplete, None, false, true),
+        (NeighbourState::Incomplete, None, false, false),
         (NeighbourState::Failed, None, false, true),
         (NeighbourState::None, None, false, false),
         // A bitmask with several bits (never seen from the kernel, but legal).
