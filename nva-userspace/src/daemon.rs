@@ -298,15 +298,16 @@ pub async fn run(config: Config, socket: PathBuf) -> Result<()> {
             _ = sigterm.recv() => { info!("SIGTERM: shutting down"); break; }
             event = events.recv() => match event {
                 Some(event) => {
-                    let mut st = state.lock().expect("state lock");
-                    if let Err(e) = apply_event(&mut st, event) {
-                        warn!("applying a netlink change: {e:#}");
-                    }
-                    for op in st.fib.take_kernel_ops() {
-                        let _ = kernel.send(op);
-                    }
-                    let resolve: Vec<_> = st.resolve_now.drain(..).collect();
-                    drop(st);
+                    let resolve: Vec<_> = {
+                        let mut st = state.lock().expect("state lock");
+                        if let Err(e) = apply_event(&mut st, event) {
+                            warn!("applying a netlink change: {e:#}");
+                        }
+                        for op in st.fib.take_kernel_ops() {
+                            let _ = kernel.send(op);
+                        }
+                        st.resolve_now.drain(..).collect()
+                    };
                     for (ifindex, ip) in resolve {
                         if let Err(e) = nl.resolve(ifindex, ip).await {
                             warn!(%ip, ifindex, "neighbour resolution request failed: {e:#}");

@@ -463,3 +463,31 @@ fn a_bad_config_names_the_field_and_attaches_nothing() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("next_hops"));
 }
+
+#[test]
+fn generic_xdp_mode_forwards_when_asked_for() {
+    if !require_root("generic_xdp_mode_forwards_when_asked_for") {
+        return;
+    }
+    let _g = serial();
+    let hub = Hub::build(1).unwrap();
+    let config = format!("[dataplane]\nxdp_mode = \"generic\"\n{}", hub_config(1));
+    let nva = NvaProcess::start(&hub.nva, &config).unwrap();
+    assert!(
+        hub.nva
+            .ip("link show dev c0")
+            .unwrap()
+            .contains("xdpgeneric")
+    );
+    let before = nva.counters().unwrap();
+    let r = ping(&hub.client, IpAddr::V4(SERVICE_V4), 3, None).unwrap();
+    assert_eq!(r.received, 3, "{}", r.output);
+    wait_until(Duration::from_secs(3), Duration::from_millis(50), || {
+        Ok(nva
+            .counters()?
+            .since(&before)
+            .get(NVA_CLIENT_PORT, "forwarded")
+            >= 2)
+    })
+    .unwrap();
+}

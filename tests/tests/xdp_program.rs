@@ -103,10 +103,12 @@ impl Rig {
         for v in [0u32, frame.len() as u32, 0, ingress, 0, 0] {
             ctx.extend_from_slice(&v.to_ne_bytes());
         }
-        let mut opts = TestRunOptions::default();
-        opts.data_in = Some(frame);
-        opts.data_out = Some(&mut out);
-        opts.ctx_in = Some(&ctx);
+        let opts = TestRunOptions {
+            data_in: Some(frame),
+            data_out: Some(&mut out),
+            ctx_in: Some(&ctx),
+            ..Default::default()
+        };
         let result = self
             .fib
             .dataplane()

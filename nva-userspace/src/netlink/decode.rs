@@ -16,7 +16,6 @@ use super::{AddrInfo, LinkInfo, Neighbour, NetEvent};
 
 // NUD_* state bits (include/uapi/linux/neighbour.h). The kernel reports a
 // single bit, but `ndm_state` is a bitmask, so test bits rather than compare.
-pub(super) const NUD_INCOMPLETE: u16 = 0x01;
 pub(super) const NUD_REACHABLE: u16 = 0x02;
 pub(super) const NUD_STALE: u16 = 0x04;
 pub(super) const NUD_DELAY: u16 = 0x08;
@@ -29,8 +28,6 @@ pub(super) const NUD_PERMANENT: u16 = 0x80;
 /// (the kernel's NUD_VALID).
 const NUD_USABLE: u16 =
     NUD_REACHABLE | NUD_STALE | NUD_DELAY | NUD_PROBE | NUD_PERMANENT | NUD_NOARP;
-/// Resolution failed or in progress.
-
 fn mac6(bytes: &[u8]) -> Option<[u8; 6]> {
     <[u8; 6]>::try_from(bytes).ok()
 }

@@ -73,7 +73,7 @@ fn spread(hub: &Hub, sinks: &[UdpSink], service: SocketAddr) -> Result<BTreeMap<
             }
         }
     }
-    let mut per_server = vec![0; SERVERS + 1];
+    let mut per_server = [0; SERVERS + 1];
     for k in owner.values() {
         per_server[*k] += 1;
     }
