@@ -23,6 +23,17 @@ pub struct Config {
     /// Static routes.
     #[serde(default)]
     pub routes: Vec<StaticRoute>,
+    #[serde(default)]
+    pub metrics: Metrics,
+}
+
+#[derive(Clone, Debug, Default, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Metrics {
+    /// Address to serve Prometheus metrics on (`GET /metrics`), e.g. "127.0.0.1:9450".
+    /// Off when absent.
+    #[serde(default)]
+    pub listen: Option<std::net::SocketAddr>,
 }
 
 #[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
@@ -312,6 +323,13 @@ mod tests {
             let err = error_of(&text);
             assert!(err.contains(field), "error {err:?} should name {field}");
         }
+    }
+
+    #[test]
+    fn the_shipped_example_is_valid() {
+        let c = Config::parse(include_str!("../../dist/nva.toml")).unwrap();
+        assert_eq!(c.interfaces.len(), 2);
+        assert!(c.metrics.listen.is_some());
     }
 
     #[test]

@@ -5,13 +5,15 @@
 //! Reply: `{"ok": true, "data": ...}` or `{"ok": false, "error": "..."}`.
 use std::{
     io::{BufRead, BufReader, Write},
+    net::IpAddr,
     os::unix::net::UnixStream,
     path::Path,
     time::Duration,
 };
 
-use crate::daemon::Shared;
+use crate::{daemon::Shared, fib::Fib};
 use anyhow::{Context, Result, anyhow};
+use ipnet::IpNet;
 use nva_common::{NUM_REASONS, reason};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
@@ -24,6 +26,9 @@ use tokio::{
 #[derive(Debug, Deserialize, Serialize)]
 pub struct Request {
     pub cmd: String,
+    /// Command argument, e.g. the address or prefix for `routes`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub arg: Option<String>,
 }
 
 /// Starts serving on `path` (replacing a stale socket file).
@@ -45,7 +50,7 @@ pub fn serve(path: &Path, state: Shared) -> Result<JoinHandle<()>> {
                 let mut lines = AsyncBufReader::new(read).lines();
                 while let Ok(Some(line)) = lines.next_line().await {
                     let reply = match serde_json::from_str::<Request>(&line) {
-                        Ok(req) => match handle(&state, &req.cmd) {
+                        Ok(req) => match handle(&state, &req.cmd, req.arg.as_deref()) {
                             Ok(data) => json!({"ok": true, "data": data}),
                             Err(e) => json!({"ok": false, "error": format!("{e:#}")}),
                         },
@@ -62,7 +67,7 @@ pub fn serve(path: &Path, state: Shared) -> Result<JoinHandle<()>> {
     }))
 }
 
-fn handle(state: &Shared, cmd: &str) -> Result<Value> {
+fn handle(state: &Shared, cmd: &str, arg: Option<&str>) -> Result<Value> {
     let st = state.lock().map_err(|_| anyhow!("state lock poisoned"))?;
     match cmd {
         "status" => {
@@ -92,9 +97,10 @@ fn handle(state: &Shared, cmd: &str) -> Result<Value> {
                     .enumerate()
                     .take(reason::PASS_EXCEPTION as usize + 1)
                 {
+                    let pps = st.rates.get(&(f.slot, i as u32)).copied().unwrap_or(0.0);
                     counters.insert(
                         reason::NAMES[i].to_string(),
-                        json!({"packets": c.packets, "bytes": c.bytes}),
+                        json!({"packets": c.packets, "bytes": c.bytes, "pps": pps}),
                     );
                 }
                 interfaces
@@ -103,14 +109,44 @@ fn handle(state: &Shared, cmd: &str) -> Result<Value> {
             debug_assert!(NUM_REASONS as usize >= reason::NAMES.len());
             Ok(json!({ "interfaces": interfaces }))
         }
-        "routes" => Ok(serde_json::to_value(st.fib.route_views())?),
+        "routes" => match arg {
+            None => Ok(serde_json::to_value(st.fib.route_views())?),
+            Some(arg) => route_lookup(&st.fib, arg),
+        },
         "nexthops" => Ok(serde_json::to_value(st.fib.nexthop_views())?),
         other => Err(anyhow!("unknown command {other:?}")),
     }
 }
 
+/// `nva routes ADDRESS` answers like `ip route get`: the longest match, and what the
+/// data plane itself finds for the address. `nva routes PREFIX` shows that route.
+fn route_lookup(fib: &Fib, arg: &str) -> Result<Value> {
+    if let Ok(addr) = arg.parse::<IpAddr>() {
+        let route = fib.longest_match(addr);
+        let dataplane = fib
+            .dataplane()
+            .lookup(addr)
+            .map(|r| json!({"action": r.action, "group": r.group}));
+        return Ok(json!({ "address": addr, "route": route, "dataplane": dataplane }));
+    }
+    let prefix: IpNet = arg
+        .parse()
+        .map_err(|_| anyhow!("{arg:?} is neither an address nor a prefix"))?;
+    let routes: Vec<_> = fib
+        .route_views()
+        .into_iter()
+        .filter(|r| r.prefix == prefix.trunc())
+        .collect();
+    Ok(serde_json::to_value(routes)?)
+}
+
 /// Client side: sends one request and returns the reply's data.
 pub fn request(path: &Path, cmd: &str) -> Result<Value> {
+    request_with(path, cmd, None)
+}
+
+/// Client side with a command argument.
+pub fn request_with(path: &Path, cmd: &str, arg: Option<&str>) -> Result<Value> {
     let mut stream = UnixStream::connect(path).with_context(|| {
         format!(
             "cannot reach the nva daemon at {} (is `nva run` running?)",
@@ -120,6 +156,7 @@ pub fn request(path: &Path, cmd: &str) -> Result<Value> {
     stream.set_read_timeout(Some(Duration::from_secs(10)))?;
     let mut line = serde_json::to_string(&Request {
         cmd: cmd.to_string(),
+        arg: arg.map(str::to_string),
     })?;
     line.push('\n');
     stream.write_all(line.as_bytes())?;

@@ -1,6 +1,7 @@
 //! `nva run`: wires config, netlink, the data plane, the FIB programmer and the control
 //! socket together, then follows link and neighbour changes until SIGINT/SIGTERM.
 use std::{
+    collections::HashMap,
     net::IpAddr,
     path::PathBuf,
     sync::{Arc, Mutex},
@@ -9,7 +10,7 @@ use std::{
 
 use anyhow::{Context, Result, bail};
 use ipnet::IpNet;
-use nva_common::{SET_DROP_NO_ROUTE, SET_SYMMETRIC_HASH, Settings};
+use nva_common::{MAX_IF_SLOTS, SET_DROP_NO_ROUTE, SET_SYMMETRIC_HASH, Settings};
 use tokio::{
     signal::unix::{SignalKind, signal},
     sync::mpsc,
@@ -21,6 +22,7 @@ use crate::{
     control,
     dataplane::Dataplane,
     fib::{Fib, KernelOp, NhKey, Port, Source, Target},
+    metrics,
     netlink::{self, AddrInfo, LinkInfo, Neighbour, NetEvent, Netlink},
 };
 
@@ -37,6 +39,13 @@ pub struct Iface {
 /// Everything the control socket can look at, behind one lock.
 pub struct State {
     pub config: Config,
+    /// Where the config came from (re-read on SIGHUP).
+    pub config_path: PathBuf,
+    /// What the data plane's SETTINGS map holds.
+    pub settings: Settings,
+    /// Packets per second per (counter slot, reason) over the last second.
+    pub rates: HashMap<(u32, u32), f64>,
+    last_sample: Option<(Instant, HashMap<(u32, u32), u64>)>,
     pub fib: Fib,
     pub ifaces: Vec<Iface>,
     /// Addresses of the box, for connected subnets.
@@ -47,6 +56,125 @@ pub struct State {
 }
 
 impl State {
+    /// Samples the counters and updates `rates` (called once a second).
+    fn sample_rates(&mut self) {
+        let now = Instant::now();
+        let mut sample = HashMap::new();
+        for iface in &self.ifaces {
+            if let Ok(cells) = self.fib.dataplane().counters(iface.slot) {
+                for (reason, c) in cells.iter().enumerate() {
+                    sample.insert((iface.slot, reason as u32), c.packets);
+                }
+            }
+        }
+        if let Some((then, prev)) = &self.last_sample {
+            let secs = now.duration_since(*then).as_secs_f64().max(1e-3);
+            self.rates = sample
+                .iter()
+                .map(|(k, v)| {
+                    (
+                        *k,
+                        v.saturating_sub(*prev.get(k).unwrap_or(v)) as f64 / secs,
+                    )
+                })
+                .collect();
+        }
+        self.last_sample = Some((now, sample));
+    }
+
+    /// Turns planned static routes into routes of the FIB, and withdraws static routes
+    /// that are no longer configured. Unchanged routes are not touched; changed ones are
+    /// replaced make-before-break.
+    fn apply_static_routes(&mut self, planned: &[PlannedRoute]) -> Result<()> {
+        let mut wanted = std::collections::HashSet::new();
+        for route in planned {
+            let target = match route.action {
+                RouteAction::Forward => {
+                    let mut ids = Vec::new();
+                    for (key, ifindex) in &route.target {
+                        let port = &self
+                            .ifaces
+                            .iter()
+                            .find(|f| f.ifindex == *ifindex)
+                            .context("next hop on an unknown interface")?
+                            .port;
+                        ids.push(self.fib.nexthop(*key, port)?);
+                    }
+                    Target::Forward(ids)
+                }
+                RouteAction::Blackhole => Target::Blackhole,
+                RouteAction::Kernel => Target::Kernel,
+            };
+            self.fib.set_route(route.prefix, Source::Static, target)?;
+            wanted.insert(route.prefix);
+        }
+        for prefix in self.fib.prefixes_of(Source::Static) {
+            if !wanted.contains(&prefix) {
+                self.fib.remove_route(prefix, Source::Static)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Applies a new configuration (SIGHUP): interfaces added or removed, settings,
+    /// static routes. Only differences touch the data plane; unchanged routes keep
+    /// forwarding throughout. On error the running state stays as it was as far as it
+    /// got, and the error names what failed.
+    fn reload(&mut self, config: Config, links: &[LinkInfo], addrs: &[AddrInfo]) -> Result<()> {
+        let (new_ifaces, planned) = plan(&config, links, addrs)?;
+        if config.control != self.config.control {
+            warn!("control.socket changes take effect at the next start");
+        }
+        let generic = config.dataplane.xdp_mode == XdpMode::Generic;
+        let mode_changed = config.dataplane.xdp_mode != self.config.dataplane.xdp_mode;
+        // New interfaces first, so routes can use them.
+        for mut iface in new_ifaces.clone() {
+            if self.ifaces.iter().any(|f| f.ifindex == iface.ifindex) {
+                continue;
+            }
+            iface.slot = free_slot(&self.ifaces)?;
+            let dp = self.fib.dataplane_mut();
+            dp.add_port(iface.ifindex, iface.slot)?;
+            dp.attach(iface.ifindex, &iface.name, generic)?;
+            info!(interface = %iface.name, "XDP attached (reload)");
+            self.ifaces.push(iface);
+        }
+        let settings = Settings {
+            hash_seed: config
+                .dataplane
+                .hash_seed
+                .unwrap_or(self.settings.hash_seed),
+            flags: settings_of(&config).flags,
+        };
+        self.fib.dataplane_mut().set_settings(settings)?;
+        self.settings = settings;
+        self.apply_static_routes(&planned)?;
+        // Interfaces no longer configured: nothing routes through them now.
+        let removed: Vec<Iface> = self
+            .ifaces
+            .iter()
+            .filter(|f| !new_ifaces.iter().any(|n| n.ifindex == f.ifindex))
+            .cloned()
+            .collect();
+        for iface in removed {
+            let dp = self.fib.dataplane_mut();
+            dp.detach(iface.ifindex)?;
+            dp.remove_port(iface.ifindex)?;
+            self.ifaces.retain(|f| f.ifindex != iface.ifindex);
+            info!(interface = %iface.name, "XDP detached (reload)");
+        }
+        if mode_changed {
+            for iface in self.ifaces.clone() {
+                let dp = self.fib.dataplane_mut();
+                dp.detach(iface.ifindex)?;
+                dp.attach(iface.ifindex, &iface.name, generic)?;
+            }
+            info!(mode = ?config.dataplane.xdp_mode, "XDP re-attached in the new mode");
+        }
+        self.config = config;
+        Ok(())
+    }
+
     /// Keeps the host route of a neighbour on a connected subnet of one of our ports in
     /// step with the neighbour entry: present while usable, gone otherwise (the kernel
     /// then resolves it again, and the route comes back with the entry).
@@ -100,7 +228,8 @@ fn port_of(link: &LinkInfo) -> Port {
 /// A static route's next hops resolved to egress interfaces.
 struct PlannedRoute {
     prefix: IpNet,
-    target: Vec<(NhKey, usize)>,
+    /// Next hops with their egress ifindex.
+    target: Vec<(NhKey, u32)>,
     action: RouteAction,
 }
 
@@ -122,7 +251,7 @@ fn plan(
         ifaces.push(Iface {
             name: iface.name.clone(),
             ifindex: link.ifindex,
-            slot: i as u32 + 1,
+            slot: 0,
             port: port_of(link),
         });
     }
@@ -155,13 +284,14 @@ fn plan(
                         )
                     })?,
             };
+            let ifindex = ifaces[iface_idx].ifindex;
             target.push((
                 NhKey {
-                    ifindex: ifaces[iface_idx].ifindex,
+                    ifindex,
                     via: nh.via,
                     vlan: nh.vlan.unwrap_or(0),
                 },
-                iface_idx,
+                ifindex,
             ));
         }
         routes.push(PlannedRoute {
@@ -220,16 +350,27 @@ fn random_seed() -> u32 {
     u32::from_ne_bytes(seed)
 }
 
-pub async fn run(config: Config, socket: PathBuf) -> Result<()> {
+/// The first free counter slot.
+fn free_slot(ifaces: &[Iface]) -> Result<u32> {
+    (1..MAX_IF_SLOTS)
+        .find(|s| !ifaces.iter().any(|f| f.slot == *s))
+        .context("too many interfaces")
+}
+
+pub async fn run(config: Config, config_path: PathBuf, socket: PathBuf) -> Result<()> {
     let nl = Netlink::connect()?;
     // Subscribe before dumping so no change between the dump and the watch is lost.
     let mut events = netlink::watch()?;
     let links = nl.links().await?;
     let addrs = nl.addresses().await?;
-    let (ifaces, planned) = plan(&config, &links, &addrs)?;
+    let (mut ifaces, planned) = plan(&config, &links, &addrs)?;
+    for i in 0..ifaces.len() {
+        ifaces[i].slot = free_slot(&ifaces[..i])?;
+    }
 
+    let settings = settings_of(&config);
     let mut dp = Dataplane::load()?;
-    dp.set_settings(settings_of(&config))?;
+    dp.set_settings(settings)?;
     for iface in &ifaces {
         dp.add_port(iface.ifindex, iface.slot)?;
     }
@@ -252,28 +393,20 @@ pub async fn run(config: Config, socket: PathBuf) -> Result<()> {
             fib.set_route(prefix, source, target)?;
         }
     }
-    for route in &planned {
-        let target = match route.action {
-            RouteAction::Forward => {
-                let mut ids = Vec::new();
-                for (key, iface_idx) in &route.target {
-                    ids.push(fib.nexthop(*key, &ifaces[*iface_idx].port)?);
-                }
-                Target::Forward(ids)
-            }
-            RouteAction::Blackhole => Target::Blackhole,
-            RouteAction::Kernel => Target::Kernel,
-        };
-        fib.set_route(route.prefix, Source::Static, target)?;
-    }
+    let metrics_listen = config.metrics.listen;
     let mut state = State {
         config,
+        config_path,
+        settings,
+        rates: HashMap::new(),
+        last_sample: None,
         fib,
         ifaces,
         addrs,
         resolve_now: Vec::new(),
         started: Instant::now(),
     };
+    state.apply_static_routes(&planned)?;
     for n in nl.neighbours().await? {
         state
             .fib
@@ -288,14 +421,33 @@ pub async fn run(config: Config, socket: PathBuf) -> Result<()> {
     let state: Shared = Arc::new(Mutex::new(state));
     let control = control::serve(&socket, state.clone())
         .with_context(|| format!("control socket {}", socket.display()))?;
+    let metrics = match metrics_listen {
+        Some(addr) => Some(
+            metrics::serve(addr, state.clone())
+                .await
+                .with_context(|| format!("metrics.listen {addr}"))?,
+        ),
+        None => None,
+    };
 
     let mut sigint = signal(SignalKind::interrupt())?;
     let mut sigterm = signal(SignalKind::terminate())?;
+    let mut sighup = signal(SignalKind::hangup())?;
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     loop {
         tokio::select! {
             _ = sigint.recv() => { info!("SIGINT: shutting down"); break; }
             _ = sigterm.recv() => { info!("SIGTERM: shutting down"); break; }
+            _ = sighup.recv() => {
+                match reload(&nl, &state).await {
+                    Ok(()) => info!("SIGHUP: configuration reloaded"),
+                    Err(e) => warn!("SIGHUP: configuration not reloaded: {e:#}"),
+                }
+                let mut st = state.lock().expect("state lock");
+                for op in st.fib.take_kernel_ops() {
+                    let _ = kernel.send(op);
+                }
+            }
             event = events.recv() => match event {
                 Some(event) => {
                     let resolve: Vec<_> = {
@@ -317,6 +469,7 @@ pub async fn run(config: Config, socket: PathBuf) -> Result<()> {
                 None => bail!("netlink event stream ended"),
             },
             _ = tick.tick() => {
+                state.lock().expect("state lock").sample_rates();
                 // Ask the kernel to resolve next hops we have no MAC for yet; packets
                 // meanwhile go to the kernel (counted as passed-neigh), which also resolves.
                 let unresolved = state.lock().expect("state lock").fib.unresolved();
@@ -329,6 +482,9 @@ pub async fn run(config: Config, socket: PathBuf) -> Result<()> {
         }
     }
     control.abort();
+    if let Some(m) = metrics {
+        m.abort();
+    }
     let _ = std::fs::remove_file(&socket);
     state
         .lock()
@@ -343,6 +499,20 @@ pub async fn run(config: Config, socket: PathBuf) -> Result<()> {
         Err(e) => warn!("removing kernel routes: {e:#}"),
     }
     Ok(())
+}
+
+/// Re-reads the config file and applies it; a bad file changes nothing.
+async fn reload(nl: &Netlink, state: &Shared) -> Result<()> {
+    let path = state.lock().expect("state lock").config_path.clone();
+    let config = Config::from_file(&path)?;
+    let links = nl.links().await?;
+    let addrs = nl.addresses().await?;
+    // Check against the machine before touching anything.
+    plan(&config, &links, &addrs)?;
+    state
+        .lock()
+        .expect("state lock")
+        .reload(config, &links, &addrs)
 }
 
 /// Applies kernel route changes in order, off the lock, on their own task.

@@ -100,6 +100,17 @@ impl Dataplane {
         Ok(())
     }
 
+    /// Detaches from one interface.
+    pub fn detach(&mut self, ifindex: u32) -> Result<()> {
+        let Some(pos) = self.attached.iter().position(|(i, _)| *i == ifindex) else {
+            return Ok(());
+        };
+        let (_, link) = self.attached.remove(pos);
+        self.program_mut()?
+            .detach(link)
+            .with_context(|| format!("detaching XDP from ifindex {ifindex}"))
+    }
+
     /// Detaches from every interface (also happens when the Dataplane is dropped).
     pub fn detach_all(&mut self) {
         let links: Vec<_> = self.attached.drain(..).collect();
@@ -130,6 +141,17 @@ impl Dataplane {
             .insert(ifindex, ifindex, None, 0)
             .with_context(|| format!("adding ifindex {ifindex} to TX_PORTS"))?;
         Ok(())
+    }
+
+    /// Undoes `add_port` (after no next hop uses the port any more).
+    pub fn remove_port(&mut self, ifindex: u32) -> Result<()> {
+        if ifindex < MAX_IFINDEX {
+            self.if_slots.set(ifindex, 0, 0)?;
+        }
+        match self.tx_ports.remove(ifindex) {
+            Ok(()) | Err(aya::maps::MapError::KeyNotFound) => Ok(()),
+            Err(e) => Err(e.into()),
+        }
     }
 
     pub fn write_nexthop(&mut self, id: u16, nh: &NextHop) -> Result<()> {

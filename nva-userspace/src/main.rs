@@ -40,8 +40,13 @@ enum Command {
     Status(ClientArgs),
     /// Per-interface packet counters by reason.
     Stats(ClientArgs),
-    /// Installed routes.
-    Routes(ClientArgs),
+    /// Installed routes; with an address, the route it matches (like `ip route get`).
+    Routes {
+        /// An address (longest match) or a prefix (exact).
+        target: Option<String>,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
     /// Next hops with their neighbour and link state.
     Nexthops(ClientArgs),
     /// Configuration file tools.
@@ -76,13 +81,14 @@ fn real_main() -> Result<()> {
                 .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
                 .with_writer(std::io::stderr)
                 .init();
-            let config = Config::from_file(&config)?;
+            let config_path = config;
+            let config = Config::from_file(&config_path)?;
             let socket = socket.unwrap_or_else(|| PathBuf::from(&config.control.socket));
             tokio::runtime::Builder::new_multi_thread()
                 .worker_threads(2)
                 .enable_all()
                 .build()?
-                .block_on(daemon::run(config, socket))
+                .block_on(daemon::run(config, config_path, socket))
         }
         Command::Config {
             command: ConfigCommand::Check { file },
@@ -93,7 +99,20 @@ fn real_main() -> Result<()> {
         }
         Command::Status(args) => client(&args, "status", print_status),
         Command::Stats(args) => client(&args, "stats", print_stats),
-        Command::Routes(args) => client(&args, "routes", print_routes),
+        Command::Routes {
+            target,
+            client: args,
+        } => {
+            let data = control::request_with(&args.socket, "routes", target.as_deref())?;
+            if args.json {
+                println!("{}", serde_json::to_string_pretty(&data)?);
+            } else if data.get("address").is_some() {
+                print_lookup(&data);
+            } else {
+                print_routes(&data);
+            }
+            Ok(())
+        }
         Command::Nexthops(args) => client(&args, "nexthops", print_nexthops),
     }
 }
@@ -153,18 +172,19 @@ fn print_status(d: &Value) {
 
 fn print_stats(d: &Value) {
     println!(
-        "{:<16} {:<20} {:>14} {:>16}",
-        "INTERFACE", "REASON", "PACKETS", "BYTES"
+        "{:<16} {:<20} {:>14} {:>16} {:>12}",
+        "INTERFACE", "REASON", "PACKETS", "BYTES", "PPS"
     );
     for i in d["interfaces"].as_array().into_iter().flatten() {
         for (reason, c) in i["counters"].as_object().into_iter().flatten() {
             if c["packets"].as_u64().unwrap_or(0) > 0 {
                 println!(
-                    "{:<16} {:<20} {:>14} {:>16}",
+                    "{:<16} {:<20} {:>14} {:>16} {:>12.0}",
                     s(&i["name"]),
                     reason,
                     s(&c["packets"]),
-                    s(&c["bytes"])
+                    s(&c["bytes"]),
+                    c["pps"].as_f64().unwrap_or(0.0)
                 );
             }
         }
@@ -194,6 +214,31 @@ fn print_routes(d: &Value) {
             list(&r["live_nexthops"])
         );
     }
+}
+
+fn print_lookup(d: &Value) {
+    let r = &d["route"];
+    if r.is_null() {
+        println!("{}: no route", s(&d["address"]));
+        return;
+    }
+    let list = |v: &Value| {
+        v.as_array()
+            .into_iter()
+            .flatten()
+            .map(s)
+            .collect::<Vec<_>>()
+            .join(",")
+    };
+    println!(
+        "{} via {} ({}, {} {}, live: {})",
+        s(&d["address"]),
+        s(&r["prefix"]),
+        s(&r["source"]),
+        s(&r["action"]),
+        list(&r["nexthops"]),
+        list(&r["live_nexthops"])
+    );
 }
 
 fn print_nexthops(d: &Value) {

@@ -164,6 +164,18 @@ pub struct Fib {
     installed: BTreeMap<IpNet, Installed>,
     /// Kernel route changes not yet taken by the daemon (see `take_kernel_ops`).
     kernel_ops: Vec<KernelOp>,
+    stats: FibStats,
+}
+
+/// How much work route changes cost (for metrics).
+#[derive(Clone, Copy, Debug, Default, Serialize)]
+pub struct FibStats {
+    /// Route changes written to the data plane.
+    pub updates: u64,
+    /// Total time spent writing them.
+    pub seconds: f64,
+    /// Longest single change.
+    pub max_seconds: f64,
 }
 
 impl Fib {
@@ -177,7 +189,12 @@ impl Fib {
             rib: BTreeMap::new(),
             installed: BTreeMap::new(),
             kernel_ops: Vec::new(),
+            stats: FibStats::default(),
         }
+    }
+
+    pub fn stats(&self) -> FibStats {
+        self.stats
     }
 
     /// Kernel route changes since the last call, in order. Routes from configured
@@ -281,6 +298,21 @@ impl Fib {
     }
 
     fn reinstall(&mut self, prefix: IpNet) -> Result<()> {
+        let started = std::time::Instant::now();
+        let before = self.installed.get(&prefix).cloned();
+        let result = self.reinstall_inner(prefix);
+        let after = self.installed.get(&prefix);
+        if before.as_ref().map(|i| (&i.source, &i.target)) != after.map(|i| (&i.source, &i.target))
+        {
+            let secs = started.elapsed().as_secs_f64();
+            self.stats.updates += 1;
+            self.stats.seconds += secs;
+            self.stats.max_seconds = self.stats.max_seconds.max(secs);
+        }
+        result
+    }
+
+    fn reinstall_inner(&mut self, prefix: IpNet) -> Result<()> {
         let best = self
             .rib
             .get(&prefix)
@@ -437,6 +469,13 @@ impl Fib {
         if was_live == now_live {
             return Ok(());
         }
+        tracing::info!(
+            via = %nh.key.via,
+            dev = %nh.port.name,
+            live = now_live,
+            "next hop {}",
+            if now_live { "up" } else { "down" }
+        );
         let affected: Vec<u32> = self
             .groups
             .iter()
@@ -540,27 +579,39 @@ impl Fib {
             .collect()
     }
 
+    /// The installed route a packet to `addr` matches (longest prefix).
+    pub fn longest_match(&self, addr: IpAddr) -> Option<RouteView> {
+        let max = if addr.is_ipv4() { 32 } else { 128 };
+        (0..=max).rev().find_map(|len| {
+            let prefix = IpNet::new(addr, len).ok()?.trunc();
+            let inst = self.installed.get(&prefix)?;
+            Some(self.route_view(&prefix, inst))
+        })
+    }
+
+    fn route_view(&self, prefix: &IpNet, inst: &Installed) -> RouteView {
+        let (action, members) = match &inst.target {
+            Target::Forward(m) => ("forward", m.clone()),
+            Target::Local => ("local", vec![]),
+            Target::Connected => ("connected", vec![]),
+            Target::Kernel => ("kernel", vec![]),
+            Target::Blackhole => ("blackhole", vec![]),
+        };
+        let via = |ids: &[NhId]| ids.iter().map(|id| self.nexthops[id].key.via).collect();
+        RouteView {
+            prefix: *prefix,
+            source: inst.source,
+            action,
+            nexthops: via(&members),
+            live_nexthops: via(&self.live(&members)),
+            group: inst.group,
+        }
+    }
+
     pub fn route_views(&self) -> Vec<RouteView> {
         self.installed
             .iter()
-            .map(|(prefix, inst)| {
-                let (action, members) = match &inst.target {
-                    Target::Forward(m) => ("forward", m.clone()),
-                    Target::Local => ("local", vec![]),
-                    Target::Connected => ("connected", vec![]),
-                    Target::Kernel => ("kernel", vec![]),
-                    Target::Blackhole => ("blackhole", vec![]),
-                };
-                let via = |ids: &[NhId]| ids.iter().map(|id| self.nexthops[id].key.via).collect();
-                RouteView {
-                    prefix: *prefix,
-                    source: inst.source,
-                    action,
-                    nexthops: via(&members),
-                    live_nexthops: via(&self.live(&members)),
-                    group: inst.group,
-                }
-            })
+            .map(|(prefix, inst)| self.route_view(prefix, inst))
             .collect()
     }
 

@@ -1,0 +1,201 @@
+//! Prometheus metrics in the text exposition format on `GET /metrics`.
+//!
+//! Counters are read from the data plane's per-CPU maps at scrape time, so a scrape
+//! always sees current values and nva keeps no second copy of them.
+use std::{fmt::Write as _, net::SocketAddr};
+
+use anyhow::Result;
+use nva_common::reason;
+use tokio::{
+    io::{AsyncReadExt, AsyncWriteExt},
+    net::TcpListener,
+    task::JoinHandle,
+};
+
+use crate::daemon::{Shared, State};
+
+pub async fn serve(addr: SocketAddr, state: Shared) -> Result<JoinHandle<()>> {
+    let listener = TcpListener::bind(addr).await?;
+    Ok(tokio::spawn(async move {
+        loop {
+            let Ok((mut stream, _)) = listener.accept().await else {
+                continue;
+            };
+            let state = state.clone();
+            tokio::spawn(async move {
+                // Read the request head (bounded); only the request line matters.
+                let mut buf = vec![0u8; 4096];
+                let mut len = 0;
+                while len < buf.len() {
+                    match stream.read(&mut buf[len..]).await {
+                        Ok(0) | Err(_) => break,
+                        Ok(n) => len += n,
+                    }
+                    if buf[..len].windows(4).any(|w| w == b"\r\n\r\n") {
+                        break;
+                    }
+                }
+                let head = String::from_utf8_lossy(&buf[..len]);
+                let path_ok = head.starts_with("GET /metrics ") || head.starts_with("GET / ");
+                let response = if path_ok {
+                    let body = match state.lock() {
+                        Ok(st) => render(&st),
+                        Err(_) => String::from("# state unavailable\n"),
+                    };
+                    format!(
+                        "HTTP/1.1 200 OK\r\nContent-Type: text/plain; version=0.0.4\r\n\
+                         Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                        body.len()
+                    )
+                } else {
+                    "HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+                        .to_string()
+                };
+                let _ = stream.write_all(response.as_bytes()).await;
+            });
+        }
+    }))
+}
+
+fn escape(value: &str) -> String {
+    value
+        .replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
+}
+
+fn header(out: &mut String, name: &str, kind: &str, help: &str) {
+    let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+}
+
+/// Renders every metric.
+pub fn render(st: &State) -> String {
+    let mut out = String::new();
+    header(
+        &mut out,
+        "nva_packets_total",
+        "counter",
+        "Packets seen by XDP, by ingress interface and what was done with them.",
+    );
+    let mut bytes = String::new();
+    header(
+        &mut bytes,
+        "nva_bytes_total",
+        "counter",
+        "Bytes seen by XDP, by ingress interface and reason.",
+    );
+    for iface in &st.ifaces {
+        let Ok(cells) = st.fib.dataplane().counters(iface.slot) else {
+            continue;
+        };
+        for (i, c) in cells
+            .iter()
+            .enumerate()
+            .take(reason::PASS_EXCEPTION as usize + 1)
+        {
+            let labels = format!(
+                "interface=\"{}\",reason=\"{}\"",
+                escape(&iface.name),
+                reason::NAMES[i]
+            );
+            let _ = writeln!(out, "nva_packets_total{{{labels}}} {}", c.packets);
+            let _ = writeln!(bytes, "nva_bytes_total{{{labels}}} {}", c.bytes);
+        }
+    }
+    out.push_str(&bytes);
+
+    header(
+        &mut out,
+        "nva_interface_up",
+        "gauge",
+        "1 when the interface is up with carrier.",
+    );
+    for iface in &st.ifaces {
+        let _ = writeln!(
+            out,
+            "nva_interface_up{{interface=\"{}\"}} {}",
+            escape(&iface.name),
+            u8::from(iface.port.up)
+        );
+    }
+
+    header(
+        &mut out,
+        "nva_routes",
+        "gauge",
+        "Routes installed in the data plane, by family and source.",
+    );
+    let mut routes = std::collections::BTreeMap::new();
+    for r in st.fib.route_views() {
+        let family = if r.prefix.addr().is_ipv4() {
+            "ipv4"
+        } else {
+            "ipv6"
+        };
+        *routes
+            .entry((family, format!("{:?}", r.source).to_lowercase()))
+            .or_insert(0u64) += 1;
+    }
+    for ((family, source), n) in routes {
+        let _ = writeln!(
+            out,
+            "nva_routes{{family=\"{family}\",source=\"{source}\"}} {n}"
+        );
+    }
+
+    header(
+        &mut out,
+        "nva_nexthop_live",
+        "gauge",
+        "1 when the next hop receives traffic (link up, neighbour not failed).",
+    );
+    let mut resolved = String::new();
+    header(
+        &mut resolved,
+        "nva_nexthop_resolved",
+        "gauge",
+        "1 when the next hop's MAC address is known.",
+    );
+    for nh in st.fib.nexthop_views() {
+        let labels = format!("via=\"{}\",interface=\"{}\"", nh.via, escape(&nh.dev));
+        let _ = writeln!(out, "nva_nexthop_live{{{labels}}} {}", u8::from(nh.live));
+        let _ = writeln!(
+            resolved,
+            "nva_nexthop_resolved{{{labels}}} {}",
+            u8::from(nh.resolved)
+        );
+    }
+    out.push_str(&resolved);
+
+    let fs = st.fib.stats();
+    header(
+        &mut out,
+        "nva_fib_updates_total",
+        "counter",
+        "Route changes written to the data plane.",
+    );
+    let _ = writeln!(out, "nva_fib_updates_total {}", fs.updates);
+    header(
+        &mut out,
+        "nva_fib_update_seconds_total",
+        "counter",
+        "Time spent writing route changes to the data plane maps.",
+    );
+    let _ = writeln!(out, "nva_fib_update_seconds_total {:.9}", fs.seconds);
+    header(
+        &mut out,
+        "nva_fib_update_seconds_max",
+        "gauge",
+        "Longest single route change write.",
+    );
+    let _ = writeln!(out, "nva_fib_update_seconds_max {:.9}", fs.max_seconds);
+
+    header(
+        &mut out,
+        "nva_uptime_seconds",
+        "gauge",
+        "Seconds since nva started.",
+    );
+    let _ = writeln!(out, "nva_uptime_seconds {}", st.started.elapsed().as_secs());
+    out
+}
