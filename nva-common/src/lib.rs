@@ -7,7 +7,11 @@
 //! Lookup chain for a forwarded packet:
 //!
 //! ```text
-//! FIB_V4 / FIB_V6 (LPM trie: prefix -> Route)
+//! PORTS[ingress ifindex]              (counter slot, class override)
+//! CLASS_V4 / CLASS_V6 (LPM trie)      (destination -> east-west; no match = north-south)
+//! FIB_V4_EW / FIB_V4_NS / FIB_V6_EW / FIB_V6_NS (LPM trie: prefix -> Route), one per class
+//! SEGMENT_V4 / SEGMENT_V6 + SEGMENT_POLICY (east-west only: source and destination
+//!   segment -> allow/deny)
 //!   -> GROUPS[route.group]            (resilient ECMP group: 256 buckets of next-hop ids)
 //!   -> NEXTHOPS[group.buckets[hash]]  (egress ifindex, MACs, VLAN, MTU)
 //!   -> TX_PORTS[nexthop.ifindex]      (DEVMAP_HASH used by bpf_redirect_map)
@@ -19,15 +23,40 @@
 
 /// Map names, as the eBPF object declares them.
 pub mod map_names {
-    pub const FIB_V4: &str = "FIB_V4";
-    pub const FIB_V6: &str = "FIB_V6";
+    pub const FIB_V4_EW: &str = "FIB_V4_EW";
+    pub const FIB_V4_NS: &str = "FIB_V4_NS";
+    pub const FIB_V6_EW: &str = "FIB_V6_EW";
+    pub const FIB_V6_NS: &str = "FIB_V6_NS";
+    pub const CLASS_V4: &str = "CLASS_V4";
+    pub const CLASS_V6: &str = "CLASS_V6";
+    pub const SEGMENT_V4: &str = "SEGMENT_V4";
+    pub const SEGMENT_V6: &str = "SEGMENT_V6";
+    pub const SEGMENT_POLICY: &str = "SEGMENT_POLICY";
+    pub const SEGMENT_DROPS: &str = "SEGMENT_DROPS";
     pub const GROUPS: &str = "GROUPS";
     pub const NEXTHOPS: &str = "NEXTHOPS";
     pub const TX_PORTS: &str = "TX_PORTS";
-    pub const IF_SLOTS: &str = "IF_SLOTS";
+    pub const PORTS: &str = "PORTS";
     pub const COUNTERS: &str = "COUNTERS";
+    pub const CLASS_COUNTERS: &str = "CLASS_COUNTERS";
     pub const SETTINGS: &str = "SETTINGS";
 }
+
+/// Traffic classes; each has its own FIB, no-route policy and counters.
+pub const CLASS_EAST_WEST: u32 = 0;
+pub const CLASS_NORTH_SOUTH: u32 = 1;
+pub const NUM_CLASSES: u32 = 2;
+pub const CLASS_NAMES: [&str; NUM_CLASSES as usize] = ["east-west", "north-south"];
+
+/// Segments: ids 1..MAX_SEGMENTS-1 (0 = the address is in no segment).
+pub const MAX_SEGMENTS: u32 = 16;
+/// Capacity of the classification and segment tries.
+pub const MAX_CLASS_PREFIXES: u32 = 4096;
+pub const MAX_SEGMENT_PREFIXES: u32 = 16384;
+
+/// `SEGMENT_POLICY[from * MAX_SEGMENTS + to]`: deny east-west traffic from segment
+/// `from` to segment `to` (0 = allow).
+pub const SEGMENT_DENY: u32 = 1;
 
 /// Name of the XDP program in the object.
 pub const XDP_PROGRAM: &str = "nva_forward";
@@ -41,7 +70,7 @@ pub const MAX_NEXTHOPS: u32 = 4096;
 pub const MAX_GROUPS: u32 = 4096;
 /// Buckets per ECMP group. A power of two so the bucket is `hash & (ECMP_BUCKETS - 1)`.
 pub const ECMP_BUCKETS: usize = 256;
-/// `IF_SLOTS` is indexed by ifindex directly (an array lookup is inlined by the verifier);
+/// `PORTS` is indexed by ifindex directly (an array lookup is inlined by the verifier);
 /// interfaces with a larger ifindex count in slot 0.
 pub const MAX_IFINDEX: u32 = 4096;
 /// Counter slots: slot 0 collects interfaces without a slot of their own.
@@ -99,6 +128,21 @@ pub const NH_VALID: u32 = 1;
 /// `dmac` holds a resolved neighbour address.
 pub const NH_RESOLVED: u32 = 2;
 
+/// Per ingress interface facts (`PORTS[ifindex]`).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PortInfo {
+    /// Counter slot (0 = not one of ours).
+    pub slot: u32,
+    /// `PORT_*` flags.
+    pub flags: u32,
+}
+
+/// Everything entering this port is east-west (looked up in the east-west FIB).
+pub const PORT_FORCE_EAST_WEST: u32 = 1;
+/// Everything entering this port is north-south.
+pub const PORT_FORCE_NORTH_SOUTH: u32 = 2;
+
 /// Data-plane settings (single entry, index 0).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -111,8 +155,14 @@ pub struct Settings {
 
 /// Both directions of a flow get the same ECMP hash.
 pub const SET_SYMMETRIC_HASH: u32 = 1;
-/// Packets without a route are dropped (and counted) instead of passed to the kernel.
-pub const SET_DROP_NO_ROUTE: u32 = 2;
+/// East-west packets without a route are dropped (and counted) instead of passed.
+pub const SET_DROP_NO_ROUTE_EW: u32 = 2;
+/// North-south packets without a route are dropped (and counted) instead of passed.
+pub const SET_DROP_NO_ROUTE_NS: u32 = 4;
+/// Both classes drop packets without a route.
+pub const SET_DROP_NO_ROUTE: u32 = SET_DROP_NO_ROUTE_EW | SET_DROP_NO_ROUTE_NS;
+/// Segment policy is enforced (some segment pair is denied).
+pub const SET_SEGMENTS: u32 = 8;
 
 /// Per-CPU counter cell; `COUNTERS[slot * NUM_REASONS + reason]`.
 #[repr(C)]
@@ -153,6 +203,10 @@ pub mod reason {
     pub const PASS_NO_TXPORT: u32 = 12;
     /// Anything else the fast path does not handle (e.g. VLAN re-tagging failed).
     pub const PASS_EXCEPTION: u32 = 13;
+    /// East-west traffic between segments the policy denies.
+    pub const DROP_SEGMENT: u32 = 14;
+    /// The highest reason in use.
+    pub const LAST: u32 = DROP_SEGMENT;
 
     pub const NAMES: [&str; super::NUM_REASONS as usize] = [
         "forwarded",
@@ -169,7 +223,7 @@ pub mod reason {
         "dropped-blackhole",
         "passed-no-txport",
         "passed-exception",
-        "reserved-14",
+        "dropped-segment",
         "reserved-15",
     ];
 }
@@ -186,4 +240,5 @@ mod pod {
     unsafe impl aya::Pod for super::NextHop {}
     unsafe impl aya::Pod for super::Settings {}
     unsafe impl aya::Pod for super::Counter {}
+    unsafe impl aya::Pod for super::PortInfo {}
 }

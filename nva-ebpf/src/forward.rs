@@ -9,26 +9,37 @@ use aya_ebpf::{
     programs::XdpContext,
 };
 use nva_common::{
-    ECMP_BUCKETS, NH_RESOLVED, NH_VALID, NextHop, ROUTE_BLACKHOLE, ROUTE_CONNECTED, ROUTE_FORWARD,
-    ROUTE_LOCAL, Route, SET_DROP_NO_ROUTE, SET_SYMMETRIC_HASH, Settings, reason,
+    CLASS_EAST_WEST, CLASS_NORTH_SOUTH, ECMP_BUCKETS, MAX_SEGMENTS, NH_RESOLVED, NH_VALID, NextHop,
+    PORT_FORCE_EAST_WEST, PORT_FORCE_NORTH_SOUTH, PortInfo, ROUTE_BLACKHOLE, ROUTE_CONNECTED,
+    ROUTE_FORWARD, ROUTE_LOCAL, Route, SEGMENT_DENY, SET_DROP_NO_ROUTE_EW, SET_DROP_NO_ROUTE_NS,
+    SET_SEGMENTS, SET_SYMMETRIC_HASH, Settings, reason,
 };
 
 use crate::{
     flow,
-    maps::{FIB_V4, FIB_V6, GROUPS, NEXTHOPS, SETTINGS, TX_PORTS},
+    maps::{
+        CLASS_V4, CLASS_V6, FIB_V4_EW, FIB_V4_NS, FIB_V6_EW, FIB_V6_NS, GROUPS, NEXTHOPS,
+        SEGMENT_DROPS, SEGMENT_POLICY, SEGMENT_V4, SEGMENT_V6, SETTINGS, TX_PORTS,
+    },
     packet::*,
 };
 
 pub struct Verdict {
     pub action: u32,
     pub reason: u32,
+    /// Traffic class the packet was looked up in, or `NO_CLASS`.
+    pub class: u32,
 }
+
+/// Not classified (not IP, malformed, link-scoped).
+pub const NO_CLASS: u32 = u32::MAX;
 
 #[inline(always)]
 const fn pass(reason: u32) -> Verdict {
     Verdict {
         action: XDP_PASS,
         reason,
+        class: NO_CLASS,
     }
 }
 
@@ -37,13 +48,54 @@ const fn drop(reason: u32) -> Verdict {
     Verdict {
         action: XDP_DROP,
         reason,
+        class: NO_CLASS,
     }
+}
+
+#[inline(always)]
+fn in_class(mut verdict: Verdict, class: u32) -> Verdict {
+    verdict.class = class;
+    verdict
+}
+
+/// The class of a destination: the ingress port may force one; otherwise east-west
+/// when the destination is in the east-west prefixes, else north-south.
+#[inline(always)]
+fn classify(port: &PortInfo, east_west: bool) -> u32 {
+    if port.flags & PORT_FORCE_EAST_WEST != 0 {
+        CLASS_EAST_WEST
+    } else if port.flags & PORT_FORCE_NORTH_SOUTH != 0 || !east_west {
+        CLASS_NORTH_SOUTH
+    } else {
+        CLASS_EAST_WEST
+    }
+}
+
+/// Segment policy for east-west traffic: true (and counted) when the pair is denied.
+#[inline(always)]
+fn segment_denied(from: u32, to: u32, len: usize) -> bool {
+    if from >= MAX_SEGMENTS || to >= MAX_SEGMENTS {
+        return false;
+    }
+    let pair = from * MAX_SEGMENTS + to;
+    match SEGMENT_POLICY.get(pair) {
+        Some(&SEGMENT_DENY) => {}
+        _ => return false,
+    }
+    if let Some(cell) = SEGMENT_DROPS.get_ptr_mut(pair) {
+        // SAFETY: per-CPU cell.
+        unsafe {
+            (*cell).packets += 1;
+            (*cell).bytes += len as u64;
+        }
+    }
+    true
 }
 
 const MALFORMED: Verdict = drop(reason::DROP_MALFORMED);
 
 #[inline(always)]
-pub fn process(ctx: &XdpContext) -> Verdict {
+pub fn process(ctx: &XdpContext, port: &PortInfo) -> Verdict {
     let Some(eth) = ptr_at::<EthHdr>(ctx, 0) else {
         return MALFORMED;
     };
@@ -57,14 +109,14 @@ pub fn process(ctx: &XdpContext) -> Verdict {
         let inner = unsafe { (*vlan).proto };
         // Separate calls with constant offsets keep the verifier's job simple.
         return match inner {
-            ETH_P_IP => ipv4(ctx, ETH_LEN + VLAN_LEN, true),
-            ETH_P_IPV6 => ipv6(ctx, ETH_LEN + VLAN_LEN, true),
+            ETH_P_IP => ipv4(ctx, port, ETH_LEN + VLAN_LEN, true),
+            ETH_P_IPV6 => ipv6(ctx, port, ETH_LEN + VLAN_LEN, true),
             _ => pass(reason::PASS_NOT_IP),
         };
     }
     match proto {
-        ETH_P_IP => ipv4(ctx, ETH_LEN, false),
-        ETH_P_IPV6 => ipv6(ctx, ETH_LEN, false),
+        ETH_P_IP => ipv4(ctx, port, ETH_LEN, false),
+        ETH_P_IPV6 => ipv6(ctx, port, ETH_LEN, false),
         _ => pass(reason::PASS_NOT_IP),
     }
 }
@@ -78,8 +130,13 @@ fn settings() -> Settings {
 }
 
 #[inline(always)]
-fn no_route(settings: &Settings) -> Verdict {
-    if settings.flags & SET_DROP_NO_ROUTE != 0 {
+fn no_route(settings: &Settings, class: u32) -> Verdict {
+    let flag = if class == CLASS_NORTH_SOUTH {
+        SET_DROP_NO_ROUTE_NS
+    } else {
+        SET_DROP_NO_ROUTE_EW
+    };
+    if settings.flags & flag != 0 {
         drop(reason::DROP_NO_ROUTE)
     } else {
         pass(reason::PASS_NO_ROUTE)
@@ -88,20 +145,20 @@ fn no_route(settings: &Settings) -> Verdict {
 
 /// The ECMP group to forward through, or the verdict for a packet that is not forwarded.
 #[inline(always)]
-fn forward_group(route: Option<&Route>, settings: &Settings) -> Result<u32, Verdict> {
+fn forward_group(route: Option<&Route>, settings: &Settings, class: u32) -> Result<u32, Verdict> {
     let Some(route) = route else {
-        return Err(no_route(settings));
+        return Err(no_route(settings, class));
     };
     match route.action {
         ROUTE_FORWARD => Ok(route.group),
         ROUTE_LOCAL => Err(pass(reason::PASS_LOCAL)),
         ROUTE_CONNECTED => Err(pass(reason::PASS_CONNECTED)),
         ROUTE_BLACKHOLE => Err(drop(reason::DROP_BLACKHOLE)),
-        _ => Err(no_route(settings)),
+        _ => Err(no_route(settings, class)),
     }
 }
 
-fn ipv4(ctx: &XdpContext, l3: usize, in_vlan: bool) -> Verdict {
+fn ipv4(ctx: &XdpContext, port: &PortInfo, l3: usize, in_vlan: bool) -> Verdict {
     let Some(ip) = ptr_at::<Ipv4Hdr>(ctx, l3) else {
         return MALFORMED;
     };
@@ -124,16 +181,30 @@ fn ipv4(ctx: &XdpContext, l3: usize, in_vlan: bool) -> Verdict {
         return pass(reason::PASS_LOCAL);
     }
     let settings = settings();
-    let group = match forward_group(FIB_V4.get(Key::new(32, dst)), &settings) {
+    let key = Key::new(32, dst);
+    let class = classify(port, CLASS_V4.get(&key).is_some());
+    let route = if class == CLASS_NORTH_SOUTH {
+        FIB_V4_NS.get(&key)
+    } else {
+        FIB_V4_EW.get(&key)
+    };
+    let group = match forward_group(route, &settings, class) {
         Ok(group) => group,
-        Err(verdict) => return verdict,
+        Err(verdict) => return in_class(verdict, class),
     };
     if unsafe { (*ip).ttl } <= 1 {
-        return pass(reason::PASS_TTL);
+        return in_class(pass(reason::PASS_TTL), class);
+    }
+    let src = unsafe { (*ip).src };
+    if class == CLASS_EAST_WEST && settings.flags & SET_SEGMENTS != 0 {
+        let from = SEGMENT_V4.get(Key::new(32, src)).copied().unwrap_or(0);
+        let to = SEGMENT_V4.get(&key).copied().unwrap_or(0);
+        if segment_denied(from, to, frame_len(ctx)) {
+            return in_class(drop(reason::DROP_SEGMENT), class);
+        }
     }
 
     let proto = unsafe { (*ip).proto };
-    let src = unsafe { (*ip).src };
     // Fragments (more-fragments set or non-zero offset) carry no reliable ports:
     // hash on L3 only so every fragment of a datagram takes the same path.
     let fragment = u16::from_be(unsafe { (*ip).frag_off }) & 0x3fff != 0;
@@ -152,13 +223,13 @@ fn ipv4(ctx: &XdpContext, l3: usize, in_vlan: bool) -> Verdict {
         dport,
     );
     let Some(nh) = select_nexthop(group, hash) else {
-        return no_route(&settings);
+        return in_class(no_route(&settings, class), class);
     };
     if nh.flags & NH_RESOLVED == 0 {
-        return pass(reason::PASS_NEIGH);
+        return in_class(pass(reason::PASS_NEIGH), class);
     }
     if tot_len > nh.mtu as usize {
-        return pass(reason::PASS_MTU);
+        return in_class(pass(reason::PASS_MTU), class);
     }
 
     // TTL decrement with incremental checksum update (RFC 1624), as xdp_fwd does.
@@ -168,7 +239,7 @@ fn ipv4(ctx: &XdpContext, l3: usize, in_vlan: bool) -> Verdict {
         (*ip).check = (check + (check >= 0xffff) as u32) as u16;
         (*ip).ttl -= 1;
     }
-    emit(ctx, &nh, in_vlan, ETH_P_IP)
+    in_class(emit(ctx, &nh, in_vlan, ETH_P_IP), class)
 }
 
 /// Verifies the IPv4 header checksum (the kernel would drop a bad one; so do we).
@@ -192,7 +263,7 @@ fn ipv4_checksum_ok(ctx: &XdpContext, l3: usize, hdr_len: usize) -> bool {
     sum == 0xffff
 }
 
-fn ipv6(ctx: &XdpContext, l3: usize, in_vlan: bool) -> Verdict {
+fn ipv6(ctx: &XdpContext, port: &PortInfo, l3: usize, in_vlan: bool) -> Verdict {
     let Some(ip) = ptr_at::<Ipv6Hdr>(ctx, l3) else {
         return MALFORMED;
     };
@@ -212,12 +283,26 @@ fn ipv6(ctx: &XdpContext, l3: usize, in_vlan: bool) -> Verdict {
         return pass(reason::PASS_LOCAL);
     }
     let settings = settings();
-    let group = match forward_group(FIB_V6.get(Key::new(128, dst)), &settings) {
+    let key = Key::new(128, dst);
+    let class = classify(port, CLASS_V6.get(&key).is_some());
+    let route = if class == CLASS_NORTH_SOUTH {
+        FIB_V6_NS.get(&key)
+    } else {
+        FIB_V6_EW.get(&key)
+    };
+    let group = match forward_group(route, &settings, class) {
         Ok(group) => group,
-        Err(verdict) => return verdict,
+        Err(verdict) => return in_class(verdict, class),
     };
     if unsafe { (*ip).hop_limit } <= 1 {
-        return pass(reason::PASS_TTL);
+        return in_class(pass(reason::PASS_TTL), class);
+    }
+    if class == CLASS_EAST_WEST && settings.flags & SET_SEGMENTS != 0 {
+        let from = SEGMENT_V6.get(Key::new(128, src)).copied().unwrap_or(0);
+        let to = SEGMENT_V6.get(&key).copied().unwrap_or(0);
+        if segment_denied(from, to, frame_len(ctx)) {
+            return in_class(drop(reason::DROP_SEGMENT), class);
+        }
     }
 
     let (proto, sport, dport) = ipv6_l4(ctx, l3, unsafe { (*ip).next_hdr });
@@ -231,16 +316,16 @@ fn ipv6(ctx: &XdpContext, l3: usize, in_vlan: bool) -> Verdict {
         dport,
     );
     let Some(nh) = select_nexthop(group, hash) else {
-        return no_route(&settings);
+        return in_class(no_route(&settings, class), class);
     };
     if nh.flags & NH_RESOLVED == 0 {
-        return pass(reason::PASS_NEIGH);
+        return in_class(pass(reason::PASS_NEIGH), class);
     }
     if IPV6_LEN + payload_len > nh.mtu as usize {
-        return pass(reason::PASS_MTU);
+        return in_class(pass(reason::PASS_MTU), class);
     }
     unsafe { (*ip).hop_limit -= 1 };
-    emit(ctx, &nh, in_vlan, ETH_P_IPV6)
+    in_class(emit(ctx, &nh, in_vlan, ETH_P_IPV6), class)
 }
 
 #[inline(always)]
@@ -357,12 +442,14 @@ fn emit(ctx: &XdpContext, nh: &NextHop, in_vlan: bool, ethertype: u16) -> Verdic
         return Verdict {
             action: XDP_TX,
             reason: reason::TX,
+            class: NO_CLASS,
         };
     }
     match TX_PORTS.redirect(nh.ifindex, XDP_PASS as u64) {
         Ok(action) => Verdict {
             action,
             reason: reason::FORWARDED,
+            class: NO_CLASS,
         },
         Err(_) => pass(reason::PASS_NO_TXPORT),
     }

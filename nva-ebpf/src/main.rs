@@ -16,7 +16,7 @@ mod packet;
 #[cfg(target_arch = "bpf")]
 mod program {
     use aya_ebpf::{macros::xdp, programs::XdpContext};
-    use nva_common::{MAX_IF_SLOTS, MAX_IFINDEX, NUM_REASONS};
+    use nva_common::{MAX_IF_SLOTS, MAX_IFINDEX, NUM_CLASSES, NUM_REASONS, PortInfo};
 
     use crate::{forward, maps};
 
@@ -24,27 +24,47 @@ mod program {
     #[xdp]
     pub fn nva_forward(ctx: XdpContext) -> u32 {
         let len = (ctx.data_end() - ctx.data()) as u64;
-        let verdict = forward::process(&ctx);
-        count(&ctx, verdict.reason, len);
+        let port = port_info(&ctx);
+        let verdict = forward::process(&ctx, &port);
+        count(&port, &verdict, len);
         verdict.action
     }
 
-    /// Every packet is counted exactly once: on its ingress interface's slot, under
-    /// the reason for what was done with it.
+    /// What nva knows about the ingress port (slot 0 and no flags if nothing).
     #[inline(always)]
-    fn count(ctx: &XdpContext, reason: u32, len: u64) {
+    fn port_info(ctx: &XdpContext) -> PortInfo {
         let ifindex = ctx.ingress_ifindex() as u32;
-        let mut slot = 0;
         if ifindex < MAX_IFINDEX {
-            if let Some(s) = maps::IF_SLOTS.get(ifindex) {
-                slot = *s;
+            if let Some(p) = maps::PORTS.get(ifindex) {
+                return *p;
             }
         }
-        if slot >= MAX_IF_SLOTS {
-            slot = 0;
+        PortInfo::default()
+    }
+
+    /// Every packet is counted exactly once on its ingress interface's slot, under the
+    /// reason for what was done with it, and once more under its traffic class when it
+    /// was classified.
+    #[inline(always)]
+    fn count(port: &PortInfo, verdict: &forward::Verdict, len: u64) {
+        let slot = if port.slot < MAX_IF_SLOTS {
+            port.slot
+        } else {
+            0
+        };
+        let reason = verdict.reason & (NUM_REASONS - 1);
+        add(maps::COUNTERS.get_ptr_mut(slot * NUM_REASONS + reason), len);
+        if verdict.class < NUM_CLASSES {
+            add(
+                maps::CLASS_COUNTERS.get_ptr_mut(verdict.class * NUM_REASONS + reason),
+                len,
+            );
         }
-        let index = slot * NUM_REASONS + (reason & (NUM_REASONS - 1));
-        if let Some(cell) = maps::COUNTERS.get_ptr_mut(index) {
+    }
+
+    #[inline(always)]
+    fn add(cell: Option<*mut nva_common::Counter>, len: u64) {
+        if let Some(cell) = cell {
             // SAFETY: per-CPU cell, no concurrent writer on this CPU.
             unsafe {
                 (*cell).packets += 1;

@@ -4,17 +4,43 @@ use aya_ebpf::{
     maps::{Array, DevMapHash, LpmTrie, PerCpuArray},
 };
 use nva_common::{
-    Counter, EcmpGroup, MAX_GROUPS, MAX_IF_SLOTS, MAX_IFINDEX, MAX_NEXTHOPS, MAX_ROUTES_V4,
-    MAX_ROUTES_V6, NUM_REASONS, NextHop, Route, Settings,
+    Counter, EcmpGroup, MAX_CLASS_PREFIXES, MAX_GROUPS, MAX_IF_SLOTS, MAX_IFINDEX, MAX_NEXTHOPS,
+    MAX_ROUTES_V4, MAX_ROUTES_V6, MAX_SEGMENT_PREFIXES, MAX_SEGMENTS, NUM_CLASSES, NUM_REASONS,
+    NextHop, PortInfo, Route, Settings,
 };
 
-/// IPv4 FIB: destination prefix (network byte order) -> route.
+/// IPv4 FIBs, one per traffic class: destination prefix (network byte order) -> route.
 #[map]
-pub static FIB_V4: LpmTrie<[u8; 4], Route> = LpmTrie::with_max_entries(MAX_ROUTES_V4, 0);
+pub static FIB_V4_EW: LpmTrie<[u8; 4], Route> = LpmTrie::with_max_entries(MAX_ROUTES_V4, 0);
+#[map]
+pub static FIB_V4_NS: LpmTrie<[u8; 4], Route> = LpmTrie::with_max_entries(MAX_ROUTES_V4, 0);
 
-/// IPv6 FIB: destination prefix (network byte order) -> route.
+/// IPv6 FIBs, one per traffic class.
 #[map]
-pub static FIB_V6: LpmTrie<[u8; 16], Route> = LpmTrie::with_max_entries(MAX_ROUTES_V6, 0);
+pub static FIB_V6_EW: LpmTrie<[u8; 16], Route> = LpmTrie::with_max_entries(MAX_ROUTES_V6, 0);
+#[map]
+pub static FIB_V6_NS: LpmTrie<[u8; 16], Route> = LpmTrie::with_max_entries(MAX_ROUTES_V6, 0);
+
+/// Destination prefixes of east-west traffic (value: class); no match = north-south.
+#[map]
+pub static CLASS_V4: LpmTrie<[u8; 4], u32> = LpmTrie::with_max_entries(MAX_CLASS_PREFIXES, 0);
+#[map]
+pub static CLASS_V6: LpmTrie<[u8; 16], u32> = LpmTrie::with_max_entries(MAX_CLASS_PREFIXES, 0);
+
+/// Prefix -> segment id, for east-west segmentation.
+#[map]
+pub static SEGMENT_V4: LpmTrie<[u8; 4], u32> = LpmTrie::with_max_entries(MAX_SEGMENT_PREFIXES, 0);
+#[map]
+pub static SEGMENT_V6: LpmTrie<[u8; 16], u32> = LpmTrie::with_max_entries(MAX_SEGMENT_PREFIXES, 0);
+
+/// `[from * MAX_SEGMENTS + to]` -> SEGMENT_DENY or 0.
+#[map]
+pub static SEGMENT_POLICY: Array<u32> = Array::with_max_entries(MAX_SEGMENTS * MAX_SEGMENTS, 0);
+
+/// Denied packets per segment pair, `[from * MAX_SEGMENTS + to]`.
+#[map]
+pub static SEGMENT_DROPS: PerCpuArray<Counter> =
+    PerCpuArray::with_max_entries(MAX_SEGMENTS * MAX_SEGMENTS, 0);
 
 /// ECMP groups by id.
 #[map]
@@ -28,14 +54,19 @@ pub static NEXTHOPS: Array<NextHop> = Array::with_max_entries(MAX_NEXTHOPS, 0);
 #[map]
 pub static TX_PORTS: DevMapHash = DevMapHash::with_max_entries(MAX_IF_SLOTS, 0);
 
-/// ifindex -> counter slot.
+/// ifindex -> counter slot and class override.
 #[map]
-pub static IF_SLOTS: Array<u32> = Array::with_max_entries(MAX_IFINDEX, 0);
+pub static PORTS: Array<PortInfo> = Array::with_max_entries(MAX_IFINDEX, 0);
 
 /// Per-CPU packet/byte counters: `slot * NUM_REASONS + reason`.
 #[map]
 pub static COUNTERS: PerCpuArray<Counter> =
     PerCpuArray::with_max_entries(MAX_IF_SLOTS * NUM_REASONS, 0);
+
+/// Per-CPU packet/byte counters per traffic class: `class * NUM_REASONS + reason`.
+#[map]
+pub static CLASS_COUNTERS: PerCpuArray<Counter> =
+    PerCpuArray::with_max_entries(NUM_CLASSES * NUM_REASONS, 0);
 
 /// Settings (one entry).
 #[map]

@@ -25,6 +25,78 @@ pub struct Config {
     pub routes: Vec<StaticRoute>,
     #[serde(default)]
     pub metrics: Metrics,
+    #[serde(default)]
+    pub separation: Separation,
+    /// Named sets of east-west prefixes (e.g. dev, prod, shared).
+    #[serde(default)]
+    pub segments: Vec<Segment>,
+    /// Allow/deny between segments for east-west traffic; pairs not listed are allowed.
+    #[serde(default)]
+    pub segment_rules: Vec<SegmentRule>,
+}
+
+/// East-west (private) versus north-south (internet) traffic.
+#[derive(Clone, Copy, Debug, Deserialize, Serialize, PartialEq, Eq, Hash)]
+#[serde(rename_all = "kebab-case")]
+pub enum TrafficClass {
+    EastWest,
+    NorthSouth,
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Separation {
+    /// Destination prefixes that are east-west besides the defaults.
+    #[serde(default)]
+    pub east_west: Vec<IpNet>,
+    /// Include the defaults (RFC 1918, 100.64.0.0/10, fc00::/7) in the east-west set.
+    #[serde(default = "yes")]
+    pub default_east_west: bool,
+    /// No-route policy for east-west traffic (default: `dataplane.no_route`).
+    #[serde(default)]
+    pub no_route_east_west: Option<NoRoute>,
+    /// No-route policy for north-south traffic (default: `dataplane.no_route`).
+    #[serde(default)]
+    pub no_route_north_south: Option<NoRoute>,
+}
+
+fn yes() -> bool {
+    true
+}
+
+impl Default for Separation {
+    fn default() -> Self {
+        Self {
+            east_west: Vec::new(),
+            default_east_west: true,
+            no_route_east_west: None,
+            no_route_north_south: None,
+        }
+    }
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Segment {
+    pub name: String,
+    pub prefixes: Vec<IpNet>,
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct SegmentRule {
+    /// Source segment.
+    pub from: String,
+    /// Destination segment.
+    pub to: String,
+    pub action: SegmentAction,
+}
+
+#[derive(Clone, Copy, Debug, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum SegmentAction {
+    Allow,
+    Deny,
 }
 
 #[derive(Clone, Debug, Default, Deserialize, Serialize, PartialEq)]
@@ -107,6 +179,10 @@ impl Default for Control {
 #[serde(deny_unknown_fields)]
 pub struct Interface {
     pub name: String,
+    /// Look up everything entering here in this class's table, whatever the
+    /// destination (default: classify by destination).
+    #[serde(default)]
+    pub class: Option<TrafficClass>,
 }
 
 #[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
@@ -119,6 +195,9 @@ pub struct StaticRoute {
     /// ECMP next hops; traffic is spread over all of them by flow hash.
     #[serde(default)]
     pub nexthops: Vec<NextHopSpec>,
+    /// Table the route goes into (default: the class of its prefix).
+    #[serde(default)]
+    pub table: Option<TrafficClass>,
 }
 
 #[derive(Clone, Copy, Debug, Default, Deserialize, Serialize, PartialEq, Eq)]
@@ -175,6 +254,12 @@ impl Config {
         if self.control.socket.is_empty() {
             bail!("control.socket: must not be empty");
         }
+        for (i, p) in self.separation.east_west.iter().enumerate() {
+            if p.trunc() != *p {
+                bail!("separation.east_west[{i}]: {p} has host bits set");
+            }
+        }
+        self.validate_segments()?;
         let mut prefixes = HashSet::new();
         for (i, route) in self.routes.iter().enumerate() {
             let field = format!("routes[{i}]");
@@ -185,7 +270,7 @@ impl Config {
                     route.prefix.trunc()
                 );
             }
-            if !prefixes.insert(route.prefix) {
+            if !prefixes.insert((route.prefix, route.table)) {
                 bail!("{field}.prefix: {} is configured twice", route.prefix);
             }
             match route.action {
@@ -229,6 +314,49 @@ impl Config {
             }
         }
         Ok(())
+    }
+}
+
+impl Config {
+    fn validate_segments(&self) -> Result<()> {
+        let max = nva_common::MAX_SEGMENTS as usize - 1;
+        if self.segments.len() > max {
+            bail!("segments: at most {max} segments");
+        }
+        let mut names = HashSet::new();
+        let mut seen = HashSet::new();
+        for (i, seg) in self.segments.iter().enumerate() {
+            if seg.name.is_empty() {
+                bail!("segments[{i}].name: must not be empty");
+            }
+            if !names.insert(seg.name.as_str()) {
+                bail!("segments[{i}].name: {:?} is defined twice", seg.name);
+            }
+            for (j, p) in seg.prefixes.iter().enumerate() {
+                if p.trunc() != *p {
+                    bail!("segments[{i}].prefixes[{j}]: {p} has host bits set");
+                }
+                if !seen.insert(*p) {
+                    bail!("segments[{i}].prefixes[{j}]: {p} is in two segments");
+                }
+            }
+        }
+        for (i, rule) in self.segment_rules.iter().enumerate() {
+            for (field, name) in [("from", &rule.from), ("to", &rule.to)] {
+                if !names.contains(name.as_str()) {
+                    bail!("segment_rules[{i}].{field}: no segment named {name:?}");
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Segment id (1-based, in config order) of a segment name.
+    pub fn segment_id(&self, name: &str) -> Option<u32> {
+        self.segments
+            .iter()
+            .position(|s| s.name == name)
+            .map(|i| i as u32 + 1)
     }
 }
 
@@ -330,6 +458,24 @@ mod tests {
         let c = Config::parse(include_str!("../../dist/nva.toml")).unwrap();
         assert_eq!(c.interfaces.len(), 2);
         assert!(c.metrics.listen.is_some());
+    }
+
+    #[test]
+    fn segments_and_separation() {
+        let text = format!(
+            "{GOOD}\n[separation]\neast_west = [\"203.0.113.0/24\"]\nno_route_north_south = \"drop\"\n\
+             [[segments]]\nname = \"dev\"\nprefixes = [\"10.1.0.0/16\"]\n\
+             [[segments]]\nname = \"prod\"\nprefixes = [\"10.2.0.0/16\"]\n\
+             [[segment_rules]]\nfrom = \"dev\"\nto = \"prod\"\naction = \"deny\"\n"
+        );
+        let c = Config::parse(&text).unwrap();
+        assert_eq!(c.segment_id("prod"), Some(2));
+        assert_eq!(c.separation.no_route_north_south, Some(NoRoute::Drop));
+        assert!(c.separation.default_east_west);
+        let bad = text.replace("to = \"prod\"", "to = \"qa\"");
+        assert!(error_of(&bad).contains("segment_rules[0].to"));
+        let bad = text.replace("10.2.0.0/16", "10.1.0.0/16");
+        assert!(error_of(&bad).contains("segments[1].prefixes[0]"));
     }
 
     #[test]

@@ -14,7 +14,7 @@ use std::{
 use crate::{daemon::Shared, fib::Fib};
 use anyhow::{Context, Result, anyhow};
 use ipnet::IpNet;
-use nva_common::{NUM_REASONS, reason};
+use nva_common::{CLASS_NAMES, NUM_CLASSES, NUM_REASONS, reason};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use tokio::{
@@ -88,15 +88,12 @@ fn handle(state: &Shared, cmd: &str, arg: Option<&str>) -> Result<Value> {
             }))
         }
         "stats" => {
+            let dp = st.fib.dataplane();
             let mut interfaces = Vec::new();
             for f in &st.ifaces {
-                let cells = st.fib.dataplane().counters(f.slot)?;
+                let cells = dp.counters(f.slot)?;
                 let mut counters = serde_json::Map::new();
-                for (i, c) in cells
-                    .iter()
-                    .enumerate()
-                    .take(reason::PASS_EXCEPTION as usize + 1)
-                {
+                for (i, c) in cells.iter().enumerate().take(reason::LAST as usize + 1) {
                     let pps = st.rates.get(&(f.slot, i as u32)).copied().unwrap_or(0.0);
                     counters.insert(
                         reason::NAMES[i].to_string(),
@@ -106,8 +103,32 @@ fn handle(state: &Shared, cmd: &str, arg: Option<&str>) -> Result<Value> {
                 interfaces
                     .push(json!({"name": f.name, "ifindex": f.ifindex, "counters": counters}));
             }
+            let mut classes = serde_json::Map::new();
+            for class in 0..NUM_CLASSES {
+                let cells = dp.class_counters(class)?;
+                let mut counters = serde_json::Map::new();
+                for (i, c) in cells.iter().enumerate().take(reason::LAST as usize + 1) {
+                    counters.insert(
+                        reason::NAMES[i].to_string(),
+                        json!({"packets": c.packets, "bytes": c.bytes}),
+                    );
+                }
+                classes.insert(CLASS_NAMES[class as usize].to_string(), counters.into());
+            }
+            let mut segments = Vec::new();
+            for from in &st.config.segments {
+                for to in &st.config.segments {
+                    let (f, t) = (
+                        st.config.segment_id(&from.name).unwrap_or(0),
+                        st.config.segment_id(&to.name).unwrap_or(0),
+                    );
+                    let c = dp.segment_drops(f, t)?;
+                    segments.push(json!({"from": from.name, "to": to.name,
+                        "dropped_packets": c.packets, "dropped_bytes": c.bytes}));
+                }
+            }
             debug_assert!(NUM_REASONS as usize >= reason::NAMES.len());
-            Ok(json!({ "interfaces": interfaces }))
+            Ok(json!({ "interfaces": interfaces, "classes": classes, "segments": segments }))
         }
         "routes" => match arg {
             None => Ok(serde_json::to_value(st.fib.route_views())?),
@@ -123,11 +144,17 @@ fn handle(state: &Shared, cmd: &str, arg: Option<&str>) -> Result<Value> {
 fn route_lookup(fib: &Fib, arg: &str) -> Result<Value> {
     if let Ok(addr) = arg.parse::<IpAddr>() {
         let route = fib.longest_match(addr);
+        let class = fib.dataplane().classify(addr);
         let dataplane = fib
             .dataplane()
-            .lookup(addr)
+            .lookup(class, addr)
             .map(|r| json!({"action": r.action, "group": r.group}));
-        return Ok(json!({ "address": addr, "route": route, "dataplane": dataplane }));
+        return Ok(json!({
+            "address": addr,
+            "table": CLASS_NAMES.get(class as usize),
+            "route": route,
+            "dataplane": dataplane,
+        }));
     }
     let prefix: IpNet = arg
         .parse()

@@ -10,7 +10,10 @@ use std::{
 
 use anyhow::{Context, Result, bail};
 use ipnet::IpNet;
-use nva_common::{MAX_IF_SLOTS, SET_DROP_NO_ROUTE, SET_SYMMETRIC_HASH, Settings};
+use nva_common::{
+    MAX_IF_SLOTS, MAX_SEGMENTS, PORT_FORCE_EAST_WEST, PORT_FORCE_NORTH_SOUTH, SET_DROP_NO_ROUTE_EW,
+    SET_DROP_NO_ROUTE_NS, SET_SEGMENTS, SET_SYMMETRIC_HASH, Settings,
+};
 use tokio::{
     signal::unix::{SignalKind, signal},
     sync::mpsc,
@@ -18,10 +21,10 @@ use tokio::{
 use tracing::{info, warn};
 
 use crate::{
-    config::{Config, NoRoute, RouteAction, XdpMode},
+    config::{Config, NoRoute, RouteAction, SegmentAction, TrafficClass, XdpMode},
     control,
     dataplane::Dataplane,
-    fib::{Fib, KernelOp, NhKey, Port, Source, Target},
+    fib::{DEFAULT_EAST_WEST, Fib, KernelOp, NhKey, Port, Source, Table, Target},
     metrics,
     netlink::{self, AddrInfo, LinkInfo, Neighbour, NetEvent, Netlink},
 };
@@ -33,6 +36,8 @@ pub struct Iface {
     pub ifindex: u32,
     /// Counter slot in the data plane.
     pub slot: u32,
+    /// `PORT_*` flags (class override).
+    pub flags: u32,
     pub port: Port,
 }
 
@@ -52,6 +57,8 @@ pub struct State {
     pub addrs: Vec<AddrInfo>,
     /// Next hops to ask the kernel to resolve right away.
     pub resolve_now: Vec<(u32, IpAddr)>,
+    /// Prefixes currently programmed into segments.
+    segment_prefixes: Vec<IpNet>,
     pub started: Instant,
 }
 
@@ -105,13 +112,58 @@ impl State {
                 RouteAction::Blackhole => Target::Blackhole,
                 RouteAction::Kernel => Target::Kernel,
             };
-            self.fib.set_route(route.prefix, Source::Static, target)?;
-            wanted.insert(route.prefix);
+            let table = route
+                .table
+                .unwrap_or_else(|| self.fib.classify(route.prefix));
+            self.fib
+                .set_route_in(table, route.prefix, Source::Static, target)?;
+            wanted.insert((table, route.prefix.trunc()));
         }
-        for prefix in self.fib.prefixes_of(Source::Static) {
-            if !wanted.contains(&prefix) {
-                self.fib.remove_route(prefix, Source::Static)?;
+        for (table, prefix) in self.fib.prefixes_of(Source::Static) {
+            if !wanted.contains(&(table, prefix)) {
+                self.fib.remove_route_in(table, prefix, Source::Static)?;
             }
+        }
+        Ok(())
+    }
+
+    /// Programs the east-west prefix set and the segments with their policy.
+    fn apply_separation(&mut self, config: &Config) -> Result<()> {
+        let mut east_west: Vec<IpNet> = Vec::new();
+        if config.separation.default_east_west {
+            east_west.extend(
+                DEFAULT_EAST_WEST
+                    .iter()
+                    .map(|p| p.parse::<IpNet>().expect("valid")),
+            );
+        }
+        east_west.extend(config.separation.east_west.iter().copied());
+        self.fib.set_east_west(&east_west)?;
+
+        let dp = self.fib.dataplane_mut();
+        let mut programmed = Vec::new();
+        for seg in &config.segments {
+            let id = config.segment_id(&seg.name).expect("validated");
+            for p in &seg.prefixes {
+                dp.set_segment_prefix(p, Some(id))?;
+                programmed.push(*p);
+            }
+        }
+        for p in &self.segment_prefixes {
+            if !programmed.contains(p) {
+                dp.set_segment_prefix(p, None)?;
+            }
+        }
+        self.segment_prefixes = programmed;
+        for from in 0..MAX_SEGMENTS {
+            for to in 0..MAX_SEGMENTS {
+                dp.set_segment_policy(from, to, false)?;
+            }
+        }
+        for rule in &config.segment_rules {
+            let from = config.segment_id(&rule.from).expect("validated");
+            let to = config.segment_id(&rule.to).expect("validated");
+            dp.set_segment_policy(from, to, rule.action == SegmentAction::Deny)?;
         }
         Ok(())
     }
@@ -134,7 +186,7 @@ impl State {
             }
             iface.slot = free_slot(&self.ifaces)?;
             let dp = self.fib.dataplane_mut();
-            dp.add_port(iface.ifindex, iface.slot)?;
+            dp.add_port(iface.ifindex, iface.slot, iface.flags)?;
             dp.attach(iface.ifindex, &iface.name, generic)?;
             info!(interface = %iface.name, "XDP attached (reload)");
             self.ifaces.push(iface);
@@ -148,6 +200,17 @@ impl State {
         };
         self.fib.dataplane_mut().set_settings(settings)?;
         self.settings = settings;
+        // Class overrides of interfaces that stay.
+        for iface in &new_ifaces {
+            if let Some(cur) = self.ifaces.iter_mut().find(|f| f.ifindex == iface.ifindex)
+                && cur.flags != iface.flags
+            {
+                cur.flags = iface.flags;
+                let (ifindex, slot, flags) = (cur.ifindex, cur.slot, cur.flags);
+                self.fib.dataplane_mut().add_port(ifindex, slot, flags)?;
+            }
+        }
+        self.apply_separation(&config)?;
         self.apply_static_routes(&planned)?;
         // Interfaces no longer configured: nothing routes through them now.
         let removed: Vec<Iface> = self
@@ -228,6 +291,8 @@ fn port_of(link: &LinkInfo) -> Port {
 /// A static route's next hops resolved to egress interfaces.
 struct PlannedRoute {
     prefix: IpNet,
+    /// Explicit table; by the prefix's class when None.
+    table: Option<Table>,
     /// Next hops with their egress ifindex.
     target: Vec<(NhKey, u32)>,
     action: RouteAction,
@@ -252,6 +317,11 @@ fn plan(
             name: iface.name.clone(),
             ifindex: link.ifindex,
             slot: 0,
+            flags: match iface.class {
+                None => 0,
+                Some(TrafficClass::EastWest) => PORT_FORCE_EAST_WEST,
+                Some(TrafficClass::NorthSouth) => PORT_FORCE_NORTH_SOUTH,
+            },
             port: port_of(link),
         });
     }
@@ -296,6 +366,7 @@ fn plan(
         }
         routes.push(PlannedRoute {
             prefix: route.prefix,
+            table: route.table.map(table_of),
             target,
             action: route.action,
         });
@@ -329,8 +400,23 @@ fn settings_of(config: &Config) -> Settings {
     if config.dataplane.symmetric_hash {
         flags |= SET_SYMMETRIC_HASH;
     }
-    if config.dataplane.no_route == NoRoute::Drop {
-        flags |= SET_DROP_NO_ROUTE;
+    let sep = &config.separation;
+    if sep.no_route_east_west.unwrap_or(config.dataplane.no_route) == NoRoute::Drop {
+        flags |= SET_DROP_NO_ROUTE_EW;
+    }
+    if sep
+        .no_route_north_south
+        .unwrap_or(config.dataplane.no_route)
+        == NoRoute::Drop
+    {
+        flags |= SET_DROP_NO_ROUTE_NS;
+    }
+    if config
+        .segment_rules
+        .iter()
+        .any(|r| r.action == SegmentAction::Deny)
+    {
+        flags |= SET_SEGMENTS;
     }
     let hash_seed = config.dataplane.hash_seed.unwrap_or_else(random_seed);
     Settings { hash_seed, flags }
@@ -348,6 +434,13 @@ fn random_seed() -> u32 {
         return t.subsec_nanos() ^ t.as_secs() as u32;
     }
     u32::from_ne_bytes(seed)
+}
+
+fn table_of(class: TrafficClass) -> Table {
+    match class {
+        TrafficClass::EastWest => Table::EastWest,
+        TrafficClass::NorthSouth => Table::NorthSouth,
+    }
 }
 
 /// The first free counter slot.
@@ -372,7 +465,7 @@ pub async fn run(config: Config, config_path: PathBuf, socket: PathBuf) -> Resul
     let mut dp = Dataplane::load()?;
     dp.set_settings(settings)?;
     for iface in &ifaces {
-        dp.add_port(iface.ifindex, iface.slot)?;
+        dp.add_port(iface.ifindex, iface.slot, iface.flags)?;
     }
     let generic = config.dataplane.xdp_mode == XdpMode::Generic;
     for iface in &ifaces {
@@ -404,8 +497,11 @@ pub async fn run(config: Config, config_path: PathBuf, socket: PathBuf) -> Resul
         ifaces,
         addrs,
         resolve_now: Vec::new(),
+        segment_prefixes: Vec::new(),
         started: Instant::now(),
     };
+    let config = state.config.clone();
+    state.apply_separation(&config)?;
     state.apply_static_routes(&planned)?;
     for n in nl.neighbours().await? {
         state

@@ -7,13 +7,13 @@ use std::net::IpAddr;
 use anyhow::{Context, Result, anyhow, bail};
 use aya::{
     Ebpf, include_bytes_aligned,
-    maps::{Array, DevMapHash, LpmTrie, MapData, PerCpuArray, lpm_trie::Key},
+    maps::{Array, DevMapHash, LpmTrie, MapData, MapError, PerCpuArray, lpm_trie::Key},
     programs::{Xdp, XdpMode, xdp::XdpLinkId},
 };
-use ipnet::IpNet;
+use ipnet::{IpNet, Ipv4Net, Ipv6Net};
 use nva_common::{
-    Counter, EcmpGroup, MAX_IF_SLOTS, MAX_IFINDEX, NUM_REASONS, NextHop, Route, Settings,
-    XDP_PROGRAM, map_names,
+    CLASS_NORTH_SOUTH, Counter, EcmpGroup, MAX_IF_SLOTS, MAX_IFINDEX, MAX_SEGMENTS, NUM_REASONS,
+    NextHop, PortInfo, Route, SEGMENT_DENY, Settings, XDP_PROGRAM, map_names,
 };
 
 /// The eBPF object built from `nva-ebpf` by build.rs.
@@ -21,21 +21,26 @@ pub static EBPF_OBJECT: &[u8] = include_bytes_aligned!(concat!(env!("OUT_DIR"), 
 
 pub struct Dataplane {
     ebpf: Ebpf,
-    fib_v4: LpmTrie<MapData, [u8; 4], Route>,
-    fib_v6: LpmTrie<MapData, [u8; 16], Route>,
+    /// Per class (index: 0 east-west, 1 north-south): IPv4 and IPv6 FIBs.
+    fib_v4: [LpmTrie<MapData, [u8; 4], Route>; 2],
+    fib_v6: [LpmTrie<MapData, [u8; 16], Route>; 2],
+    class_v4: LpmTrie<MapData, [u8; 4], u32>,
+    class_v6: LpmTrie<MapData, [u8; 16], u32>,
+    segment_v4: LpmTrie<MapData, [u8; 4], u32>,
+    segment_v6: LpmTrie<MapData, [u8; 16], u32>,
+    segment_policy: Array<MapData, u32>,
+    segment_drops: PerCpuArray<MapData, Counter>,
     groups: Array<MapData, EcmpGroup>,
     nexthops: Array<MapData, NextHop>,
     tx_ports: DevMapHash<MapData>,
-    if_slots: Array<MapData, u32>,
+    ports: Array<MapData, PortInfo>,
     counters: PerCpuArray<MapData, Counter>,
+    class_counters: PerCpuArray<MapData, Counter>,
     settings: Array<MapData, Settings>,
     attached: Vec<(u32, XdpLinkId)>,
 }
 
-fn take<T: TryFrom<aya::maps::Map, Error = aya::maps::MapError>>(
-    ebpf: &mut Ebpf,
-    name: &str,
-) -> Result<T> {
+fn take<T: TryFrom<aya::maps::Map, Error = MapError>>(ebpf: &mut Ebpf, name: &str) -> Result<T> {
     let map = ebpf
         .take_map(name)
         .ok_or_else(|| anyhow!("map {name} missing from the eBPF object"))?;
@@ -55,13 +60,26 @@ impl Dataplane {
             .load()
             .context("loading the XDP program (verifier)")?;
         Ok(Self {
-            fib_v4: take(&mut ebpf, map_names::FIB_V4)?,
-            fib_v6: take(&mut ebpf, map_names::FIB_V6)?,
+            fib_v4: [
+                take(&mut ebpf, map_names::FIB_V4_EW)?,
+                take(&mut ebpf, map_names::FIB_V4_NS)?,
+            ],
+            fib_v6: [
+                take(&mut ebpf, map_names::FIB_V6_EW)?,
+                take(&mut ebpf, map_names::FIB_V6_NS)?,
+            ],
+            class_v4: take(&mut ebpf, map_names::CLASS_V4)?,
+            class_v6: take(&mut ebpf, map_names::CLASS_V6)?,
+            segment_v4: take(&mut ebpf, map_names::SEGMENT_V4)?,
+            segment_v6: take(&mut ebpf, map_names::SEGMENT_V6)?,
+            segment_policy: take(&mut ebpf, map_names::SEGMENT_POLICY)?,
+            segment_drops: take(&mut ebpf, map_names::SEGMENT_DROPS)?,
             groups: take(&mut ebpf, map_names::GROUPS)?,
             nexthops: take(&mut ebpf, map_names::NEXTHOPS)?,
             tx_ports: take(&mut ebpf, map_names::TX_PORTS)?,
-            if_slots: take(&mut ebpf, map_names::IF_SLOTS)?,
+            ports: take(&mut ebpf, map_names::PORTS)?,
             counters: take(&mut ebpf, map_names::COUNTERS)?,
+            class_counters: take(&mut ebpf, map_names::CLASS_COUNTERS)?,
             settings: take(&mut ebpf, map_names::SETTINGS)?,
             ebpf,
             attached: Vec::new(),
@@ -129,13 +147,14 @@ impl Dataplane {
         Ok(self.settings.set(0, settings, 0)?)
     }
 
-    /// Gives an interface its counter slot and makes it a redirect target.
-    pub fn add_port(&mut self, ifindex: u32, slot: u32) -> Result<()> {
+    /// Gives an interface its counter slot and class override (`PORT_*` flags) and
+    /// makes it a redirect target.
+    pub fn add_port(&mut self, ifindex: u32, slot: u32, flags: u32) -> Result<()> {
         if slot == 0 || slot >= MAX_IF_SLOTS {
             bail!("counter slot {slot} out of range");
         }
         if ifindex < MAX_IFINDEX {
-            self.if_slots.set(ifindex, slot, 0)?;
+            self.ports.set(ifindex, PortInfo { slot, flags }, 0)?;
         }
         self.tx_ports
             .insert(ifindex, ifindex, None, 0)
@@ -146,12 +165,9 @@ impl Dataplane {
     /// Undoes `add_port` (after no next hop uses the port any more).
     pub fn remove_port(&mut self, ifindex: u32) -> Result<()> {
         if ifindex < MAX_IFINDEX {
-            self.if_slots.set(ifindex, 0, 0)?;
+            self.ports.set(ifindex, PortInfo::default(), 0)?;
         }
-        match self.tx_ports.remove(ifindex) {
-            Ok(()) | Err(aya::maps::MapError::KeyNotFound) => Ok(()),
-            Err(e) => Err(e.into()),
-        }
+        ignore_missing(self.tx_ports.remove(ifindex))
     }
 
     pub fn write_nexthop(&mut self, id: u16, nh: &NextHop) -> Result<()> {
@@ -162,40 +178,80 @@ impl Dataplane {
         Ok(self.groups.set(id, group, 0)?)
     }
 
-    pub fn insert_route(&mut self, prefix: &IpNet, route: Route) -> Result<()> {
+    /// Inserts or replaces a route in the FIB of traffic class `class`.
+    pub fn insert_route(&mut self, class: u32, prefix: &IpNet, route: Route) -> Result<()> {
+        let c = class_index(class);
         match prefix {
-            IpNet::V4(p) => self.fib_v4.insert(
-                &Key::new(p.prefix_len() as u32, p.network().octets()),
-                route,
-                0,
-            )?,
-            IpNet::V6(p) => self.fib_v6.insert(
-                &Key::new(p.prefix_len() as u32, p.network().octets()),
-                route,
-                0,
-            )?,
+            IpNet::V4(p) => self.fib_v4[c].insert(&key4(p), route, 0)?,
+            IpNet::V6(p) => self.fib_v6[c].insert(&key6(p), route, 0)?,
         }
         Ok(())
     }
 
-    pub fn remove_route(&mut self, prefix: &IpNet) -> Result<()> {
+    pub fn remove_route(&mut self, class: u32, prefix: &IpNet) -> Result<()> {
+        let c = class_index(class);
         match prefix {
-            IpNet::V4(p) => self
-                .fib_v4
-                .remove(&Key::new(p.prefix_len() as u32, p.network().octets()))?,
-            IpNet::V6(p) => self
-                .fib_v6
-                .remove(&Key::new(p.prefix_len() as u32, p.network().octets()))?,
+            IpNet::V4(p) => self.fib_v4[c].remove(&key4(p))?,
+            IpNet::V6(p) => self.fib_v6[c].remove(&key6(p))?,
         }
         Ok(())
     }
 
-    /// Longest-prefix match in the data plane's own FIB (what a packet would hit).
-    pub fn lookup(&self, addr: IpAddr) -> Option<Route> {
+    /// Longest-prefix match in the FIB of `class` (what a packet would hit).
+    pub fn lookup(&self, class: u32, addr: IpAddr) -> Option<Route> {
+        let c = class_index(class);
         match addr {
-            IpAddr::V4(a) => self.fib_v4.get(&Key::new(32, a.octets()), 0).ok(),
-            IpAddr::V6(a) => self.fib_v6.get(&Key::new(128, a.octets()), 0).ok(),
+            IpAddr::V4(a) => self.fib_v4[c].get(&Key::new(32, a.octets()), 0).ok(),
+            IpAddr::V6(a) => self.fib_v6[c].get(&Key::new(128, a.octets()), 0).ok(),
         }
+    }
+
+    /// The class the data plane gives a destination (without port overrides).
+    pub fn classify(&self, addr: IpAddr) -> u32 {
+        let hit = match addr {
+            IpAddr::V4(a) => self.class_v4.get(&Key::new(32, a.octets()), 0).ok(),
+            IpAddr::V6(a) => self.class_v6.get(&Key::new(128, a.octets()), 0).ok(),
+        };
+        hit.unwrap_or(CLASS_NORTH_SOUTH)
+    }
+
+    /// Marks destinations in `prefix` as `class` (None removes the entry).
+    pub fn set_class_prefix(&mut self, prefix: &IpNet, class: Option<u32>) -> Result<()> {
+        match (prefix, class) {
+            (IpNet::V4(p), Some(c)) => self.class_v4.insert(&key4(p), c, 0)?,
+            (IpNet::V6(p), Some(c)) => self.class_v6.insert(&key6(p), c, 0)?,
+            (IpNet::V4(p), None) => ignore_missing(self.class_v4.remove(&key4(p)))?,
+            (IpNet::V6(p), None) => ignore_missing(self.class_v6.remove(&key6(p)))?,
+        }
+        Ok(())
+    }
+
+    /// Puts `prefix` into segment `id` (None removes it).
+    pub fn set_segment_prefix(&mut self, prefix: &IpNet, id: Option<u32>) -> Result<()> {
+        match (prefix, id) {
+            (IpNet::V4(p), Some(s)) => self.segment_v4.insert(&key4(p), s, 0)?,
+            (IpNet::V6(p), Some(s)) => self.segment_v6.insert(&key6(p), s, 0)?,
+            (IpNet::V4(p), None) => ignore_missing(self.segment_v4.remove(&key4(p)))?,
+            (IpNet::V6(p), None) => ignore_missing(self.segment_v6.remove(&key6(p)))?,
+        }
+        Ok(())
+    }
+
+    /// Denies (or allows) east-west traffic from segment `from` to segment `to`.
+    pub fn set_segment_policy(&mut self, from: u32, to: u32, deny: bool) -> Result<()> {
+        if from >= MAX_SEGMENTS || to >= MAX_SEGMENTS {
+            bail!("segment id out of range");
+        }
+        let value = if deny { SEGMENT_DENY } else { 0 };
+        Ok(self
+            .segment_policy
+            .set(from * MAX_SEGMENTS + to, value, 0)?)
+    }
+
+    /// Packets denied from segment `from` to `to`, summed over CPUs.
+    pub fn segment_drops(&self, from: u32, to: u32) -> Result<Counter> {
+        let cells = self.segment_drops.get(&(from * MAX_SEGMENTS + to), 0)?;
+        Ok(sum(cells.iter()))
     }
 
     pub fn read_nexthop(&self, id: u16) -> Result<NextHop> {
@@ -206,17 +262,24 @@ impl Dataplane {
         Ok(self.groups.get(&id, 0)?)
     }
 
-    /// Counters of one slot, summed over CPUs, indexed by reason.
+    /// Counters of one interface slot, summed over CPUs, indexed by reason.
     pub fn counters(&self, slot: u32) -> Result<[Counter; NUM_REASONS as usize]> {
         let mut out = [Counter::default(); NUM_REASONS as usize];
         for (reason, cell) in out.iter_mut().enumerate() {
-            let per_cpu = self
+            let cells = self
                 .counters
                 .get(&(slot * NUM_REASONS + reason as u32), 0)?;
-            for c in per_cpu.iter() {
-                cell.packets += c.packets;
-                cell.bytes += c.bytes;
-            }
+            *cell = sum(cells.iter());
+        }
+        Ok(out)
+    }
+
+    /// Counters of one traffic class, summed over CPUs, indexed by reason.
+    pub fn class_counters(&self, class: u32) -> Result<[Counter; NUM_REASONS as usize]> {
+        let mut out = [Counter::default(); NUM_REASONS as usize];
+        for (reason, cell) in out.iter_mut().enumerate() {
+            let index = class_index(class) as u32 * NUM_REASONS + reason as u32;
+            *cell = sum(self.class_counters.get(&index, 0)?.iter());
         }
         Ok(out)
     }
@@ -225,5 +288,34 @@ impl Dataplane {
 impl Drop for Dataplane {
     fn drop(&mut self) {
         self.detach_all();
+    }
+}
+
+fn sum<'a>(cells: impl Iterator<Item = &'a Counter>) -> Counter {
+    let mut total = Counter::default();
+    for c in cells {
+        total.packets += c.packets;
+        total.bytes += c.bytes;
+    }
+    total
+}
+
+/// Index into the per-class map arrays (anything but north-south is east-west).
+fn class_index(class: u32) -> usize {
+    usize::from(class == CLASS_NORTH_SOUTH)
+}
+
+fn key4(p: &Ipv4Net) -> Key<[u8; 4]> {
+    Key::new(p.prefix_len() as u32, p.network().octets())
+}
+
+fn key6(p: &Ipv6Net) -> Key<[u8; 16]> {
+    Key::new(p.prefix_len() as u32, p.network().octets())
+}
+
+fn ignore_missing(r: Result<(), MapError>) -> Result<()> {
+    match r {
+        Ok(()) | Err(MapError::KeyNotFound) => Ok(()),
+        Err(e) => Err(e.into()),
     }
 }

@@ -88,11 +88,7 @@ pub fn render(st: &State) -> String {
         let Ok(cells) = st.fib.dataplane().counters(iface.slot) else {
             continue;
         };
-        for (i, c) in cells
-            .iter()
-            .enumerate()
-            .take(reason::PASS_EXCEPTION as usize + 1)
-        {
+        for (i, c) in cells.iter().enumerate().take(reason::LAST as usize + 1) {
             let labels = format!(
                 "interface=\"{}\",reason=\"{}\"",
                 escape(&iface.name),
@@ -104,6 +100,51 @@ pub fn render(st: &State) -> String {
     }
     out.push_str(&bytes);
 
+    header(
+        &mut out,
+        "nva_class_packets_total",
+        "counter",
+        "Packets by traffic class (east-west, north-south) and reason.",
+    );
+    for class in 0..nva_common::NUM_CLASSES {
+        let Ok(cells) = st.fib.dataplane().class_counters(class) else {
+            continue;
+        };
+        for (i, c) in cells.iter().enumerate().take(reason::LAST as usize + 1) {
+            let _ = writeln!(
+                out,
+                "nva_class_packets_total{{class=\"{}\",reason=\"{}\"}} {}",
+                nva_common::CLASS_NAMES[class as usize],
+                reason::NAMES[i],
+                c.packets
+            );
+        }
+    }
+    header(
+        &mut out,
+        "nva_segment_dropped_packets_total",
+        "counter",
+        "East-west packets denied by the segment policy, by segment pair.",
+    );
+    for from in &st.config.segments {
+        for to in &st.config.segments {
+            let ids = (
+                st.config.segment_id(&from.name),
+                st.config.segment_id(&to.name),
+            );
+            if let (Some(f), Some(t)) = ids
+                && let Ok(c) = st.fib.dataplane().segment_drops(f, t)
+            {
+                let _ = writeln!(
+                    out,
+                    "nva_segment_dropped_packets_total{{from=\"{}\",to=\"{}\"}} {}",
+                    escape(&from.name),
+                    escape(&to.name),
+                    c.packets
+                );
+            }
+        }
+    }
     header(
         &mut out,
         "nva_interface_up",

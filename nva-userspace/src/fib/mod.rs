@@ -20,8 +20,9 @@ use std::{
 use anyhow::{Context, Result, bail};
 use ipnet::IpNet;
 use nva_common::{
-    ECMP_BUCKETS, EcmpGroup, MAX_GROUPS, MAX_NEXTHOPS, NH_RESOLVED, NH_VALID, NextHop,
-    ROUTE_BLACKHOLE, ROUTE_CONNECTED, ROUTE_FORWARD, ROUTE_LOCAL, Route,
+    CLASS_EAST_WEST, CLASS_NAMES, CLASS_NORTH_SOUTH, ECMP_BUCKETS, EcmpGroup, MAX_GROUPS,
+    MAX_NEXTHOPS, NH_RESOLVED, NH_VALID, NextHop, ROUTE_BLACKHOLE, ROUTE_CONNECTED, ROUTE_FORWARD,
+    ROUTE_LOCAL, Route,
 };
 use serde::Serialize;
 
@@ -136,6 +137,7 @@ pub struct NextHopView {
 /// What `nva routes` shows.
 #[derive(Clone, Debug, Serialize)]
 pub struct RouteView {
+    pub table: Table,
     pub prefix: IpNet,
     pub source: Source,
     pub action: &'static str,
@@ -152,16 +154,53 @@ pub fn format_mac(mac: &[u8; 6]) -> String {
         .join(":")
 }
 
+/// The data plane's route tables: east-west (private destinations) and north-south
+/// (everything else). A packet is looked up only in its own class's table.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Table {
+    EastWest,
+    NorthSouth,
+}
+
+impl Table {
+    pub const ALL: [Table; 2] = [Table::EastWest, Table::NorthSouth];
+
+    /// The class id the data plane uses for this table.
+    pub fn class(self) -> u32 {
+        match self {
+            Table::EastWest => CLASS_EAST_WEST,
+            Table::NorthSouth => CLASS_NORTH_SOUTH,
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        CLASS_NAMES[self.class() as usize]
+    }
+}
+
+/// East-west unless configured otherwise: RFC 1918, shared address space (RFC 6598)
+/// and unique local IPv6 (RFC 4193).
+pub const DEFAULT_EAST_WEST: [&str; 5] = [
+    "10.0.0.0/8",
+    "172.16.0.0/12",
+    "192.168.0.0/16",
+    "100.64.0.0/10",
+    "fc00::/7",
+];
+
 pub struct Fib {
     dp: Dataplane,
+    /// Prefixes whose destinations are east-west.
+    east_west: Vec<IpNet>,
     nexthops: BTreeMap<NhId, NhEntry>,
     nh_ids: HashMap<NhKey, NhId>,
     groups: BTreeMap<u32, Group>,
     group_ids: HashMap<Vec<NhId>, u32>,
-    /// Every source's route per prefix.
-    rib: BTreeMap<IpNet, BTreeMap<Source, Target>>,
-    /// What is in the data plane per prefix.
-    installed: BTreeMap<IpNet, Installed>,
+    /// Every source's route per table and prefix.
+    rib: BTreeMap<(Table, IpNet), BTreeMap<Source, Target>>,
+    /// What is in the data plane per table and prefix.
+    installed: BTreeMap<(Table, IpNet), Installed>,
     /// Kernel route changes not yet taken by the daemon (see `take_kernel_ops`).
     kernel_ops: Vec<KernelOp>,
     stats: FibStats,
@@ -182,6 +221,7 @@ impl Fib {
     pub fn new(dp: Dataplane) -> Self {
         Self {
             dp,
+            east_west: Vec::new(),
             nexthops: BTreeMap::new(),
             nh_ids: HashMap::new(),
             groups: BTreeMap::new(),
@@ -220,14 +260,42 @@ impl Fib {
         }
     }
 
-    fn note_kernel_change(&mut self, prefix: IpNet, old: Option<&Installed>) {
-        let before = old.and_then(|o| self.kernel_route(o.source, &o.target));
-        let after = self
-            .installed
-            .get(&prefix)
-            .and_then(|i| self.kernel_route(i.source, &i.target));
-        if before != after {
-            self.kernel_ops.push((prefix, after));
+    /// What the kernel should have for a prefix: east-west's route if it has one to
+    /// mirror, else north-south's (the kernel has one table).
+    fn kernel_view(&self, prefix: IpNet) -> Option<KernelRoute> {
+        Table::ALL.iter().find_map(|t| {
+            self.installed
+                .get(&(*t, prefix))
+                .and_then(|i| self.kernel_route(i.source, &i.target))
+        })
+    }
+
+    /// Sets the east-west destination prefixes (everything else is north-south) and
+    /// programs the data plane's classifier with them.
+    pub fn set_east_west(&mut self, prefixes: &[IpNet]) -> Result<()> {
+        let wanted: Vec<IpNet> = prefixes.iter().map(IpNet::trunc).collect();
+        for p in &wanted {
+            self.dp.set_class_prefix(p, Some(CLASS_EAST_WEST))?;
+        }
+        for p in self.east_west.clone() {
+            if !wanted.contains(&p) {
+                self.dp.set_class_prefix(&p, None)?;
+            }
+        }
+        self.east_west = wanted;
+        Ok(())
+    }
+
+    /// The table a destination (or a route's prefix) belongs to.
+    pub fn classify(&self, prefix: IpNet) -> Table {
+        let ew = self
+            .east_west
+            .iter()
+            .any(|e| e.prefix_len() <= prefix.prefix_len() && e.contains(&prefix.network()));
+        if ew {
+            Table::EastWest
+        } else {
+            Table::NorthSouth
         }
     }
 
@@ -260,8 +328,31 @@ impl Fib {
         Ok(id)
     }
 
-    /// Sets (or replaces) the route of `source` for `prefix` and reprograms the prefix.
+    /// Sets (or replaces) the route of `source` for `prefix` in the table the prefix
+    /// belongs to; routes that describe the box itself (local, connected, neighbour)
+    /// go into both tables.
     pub fn set_route(&mut self, prefix: IpNet, source: Source, target: Target) -> Result<()> {
+        for table in self.tables_for(prefix, source) {
+            self.set_route_in(table, prefix, source, target.clone())?;
+        }
+        Ok(())
+    }
+
+    fn tables_for(&self, prefix: IpNet, source: Source) -> Vec<Table> {
+        match source {
+            Source::Local | Source::Connected | Source::Neighbour => Table::ALL.to_vec(),
+            Source::Static => vec![self.classify(prefix)],
+        }
+    }
+
+    /// Sets (or replaces) the route of `source` for `prefix` in `table`.
+    pub fn set_route_in(
+        &mut self,
+        table: Table,
+        prefix: IpNet,
+        source: Source,
+        target: Target,
+    ) -> Result<()> {
         let prefix = prefix.trunc();
         if let Target::Forward(members) = &target {
             if members.is_empty() {
@@ -271,37 +362,53 @@ impl Fib {
                 bail!("route {prefix}: unknown next hop id {m}");
             }
         }
-        self.rib.entry(prefix).or_default().insert(source, target);
-        self.reinstall(prefix)
+        self.rib
+            .entry((table, prefix))
+            .or_default()
+            .insert(source, target);
+        self.reinstall(table, prefix)
     }
 
-    /// Withdraws the route of `source` for `prefix`; another source's route, if any,
-    /// takes its place.
+    /// Withdraws the routes of `source` for `prefix` from every table; another
+    /// source's route, if any, takes its place.
     pub fn remove_route(&mut self, prefix: IpNet, source: Source) -> Result<()> {
-        let prefix = prefix.trunc();
-        if let Some(sources) = self.rib.get_mut(&prefix) {
-            sources.remove(&source);
-            if sources.is_empty() {
-                self.rib.remove(&prefix);
-            }
+        for table in Table::ALL {
+            self.remove_route_in(table, prefix, source)?;
         }
-        self.reinstall(prefix)
+        Ok(())
     }
 
-    /// Prefixes a source currently has routes for.
-    pub fn prefixes_of(&self, source: Source) -> Vec<IpNet> {
+    pub fn remove_route_in(&mut self, table: Table, prefix: IpNet, source: Source) -> Result<()> {
+        let prefix = prefix.trunc();
+        let key = (table, prefix);
+        let Some(sources) = self.rib.get_mut(&key) else {
+            return Ok(());
+        };
+        if sources.remove(&source).is_none() {
+            return Ok(());
+        }
+        if sources.is_empty() {
+            self.rib.remove(&key);
+        }
+        self.reinstall(table, prefix)
+    }
+
+    /// (table, prefix) pairs a source currently has routes for.
+    pub fn prefixes_of(&self, source: Source) -> Vec<(Table, IpNet)> {
         self.rib
             .iter()
             .filter(|(_, s)| s.contains_key(&source))
-            .map(|(p, _)| *p)
+            .map(|(k, _)| *k)
             .collect()
     }
 
-    fn reinstall(&mut self, prefix: IpNet) -> Result<()> {
+    fn reinstall(&mut self, table: Table, prefix: IpNet) -> Result<()> {
         let started = std::time::Instant::now();
-        let before = self.installed.get(&prefix).cloned();
-        let result = self.reinstall_inner(prefix);
-        let after = self.installed.get(&prefix);
+        let key = (table, prefix);
+        let before = self.installed.get(&key).cloned();
+        let kernel_before = self.kernel_view(prefix);
+        let result = self.reinstall_inner(table, prefix);
+        let after = self.installed.get(&key);
         if before.as_ref().map(|i| (&i.source, &i.target)) != after.map(|i| (&i.source, &i.target))
         {
             let secs = started.elapsed().as_secs_f64();
@@ -309,21 +416,26 @@ impl Fib {
             self.stats.seconds += secs;
             self.stats.max_seconds = self.stats.max_seconds.max(secs);
         }
+        let kernel_after = self.kernel_view(prefix);
+        if kernel_before != kernel_after {
+            self.kernel_ops.push((prefix, kernel_after));
+        }
         result
     }
 
-    fn reinstall_inner(&mut self, prefix: IpNet) -> Result<()> {
+    fn reinstall_inner(&mut self, table: Table, prefix: IpNet) -> Result<()> {
+        let key = (table, prefix);
+        let class = table.class();
         let best = self
             .rib
-            .get(&prefix)
+            .get(&key)
             .and_then(|s| s.iter().next_back())
             .map(|(s, t)| (*s, t.clone()));
-        let old = self.installed.get(&prefix).cloned();
+        let old = self.installed.get(&key).cloned();
         let Some((source, target)) = best else {
             if let Some(old) = old {
-                self.dp.remove_route(&prefix)?;
-                self.installed.remove(&prefix);
-                self.note_kernel_change(prefix, Some(&old));
+                self.dp.remove_route(class, &prefix)?;
+                self.installed.remove(&key);
                 if let Some(g) = old.group {
                     self.release_group(g)?;
                 }
@@ -352,21 +464,20 @@ impl Fib {
             Target::Connected | Target::Kernel => (route_of(ROUTE_CONNECTED), None),
             Target::Blackhole => (route_of(ROUTE_BLACKHOLE), None),
         };
-        if let Err(e) = self.dp.insert_route(&prefix, route) {
+        if let Err(e) = self.dp.insert_route(class, &prefix, route) {
             if let Some(g) = group {
                 self.release_group(g)?;
             }
-            return Err(e.context(format!("installing route {prefix}")));
+            return Err(e.context(format!("installing route {prefix} ({})", table.name())));
         }
         self.installed.insert(
-            prefix,
+            key,
             Installed {
                 source,
                 target,
                 group,
             },
         );
-        self.note_kernel_change(prefix, old.as_ref());
         if let Some(g) = old.and_then(|o| o.group) {
             self.release_group(g)?;
         }
@@ -579,17 +690,19 @@ impl Fib {
             .collect()
     }
 
-    /// The installed route a packet to `addr` matches (longest prefix).
+    /// The installed route a packet to `addr` matches: longest prefix in the table of
+    /// the address's class (as the data plane classifies it without port overrides).
     pub fn longest_match(&self, addr: IpAddr) -> Option<RouteView> {
+        let table = self.classify(IpNet::from(addr));
         let max = if addr.is_ipv4() { 32 } else { 128 };
         (0..=max).rev().find_map(|len| {
             let prefix = IpNet::new(addr, len).ok()?.trunc();
-            let inst = self.installed.get(&prefix)?;
-            Some(self.route_view(&prefix, inst))
+            let inst = self.installed.get(&(table, prefix))?;
+            Some(self.route_view(table, &prefix, inst))
         })
     }
 
-    fn route_view(&self, prefix: &IpNet, inst: &Installed) -> RouteView {
+    fn route_view(&self, table: Table, prefix: &IpNet, inst: &Installed) -> RouteView {
         let (action, members) = match &inst.target {
             Target::Forward(m) => ("forward", m.clone()),
             Target::Local => ("local", vec![]),
@@ -599,6 +712,7 @@ impl Fib {
         };
         let via = |ids: &[NhId]| ids.iter().map(|id| self.nexthops[id].key.via).collect();
         RouteView {
+            table,
             prefix: *prefix,
             source: inst.source,
             action,
@@ -611,12 +725,17 @@ impl Fib {
     pub fn route_views(&self) -> Vec<RouteView> {
         self.installed
             .iter()
-            .map(|(prefix, inst)| self.route_view(prefix, inst))
+            .map(|((table, prefix), inst)| self.route_view(*table, prefix, inst))
             .collect()
     }
 
+    /// Installed (IPv4, IPv6) routes, over both tables.
     pub fn route_count(&self) -> (usize, usize) {
-        let v4 = self.installed.keys().filter(|p| p.addr().is_ipv4()).count();
+        let v4 = self
+            .installed
+            .keys()
+            .filter(|(_, p)| p.addr().is_ipv4())
+            .count();
         (v4, self.installed.len() - v4)
     }
 }
