@@ -39,6 +39,10 @@ pub mod map_names {
     pub const PORTS: &str = "PORTS";
     pub const COUNTERS: &str = "COUNTERS";
     pub const CLASS_COUNTERS: &str = "CLASS_COUNTERS";
+    pub const DIR24_EW: &str = "DIR24_EW";
+    pub const DIR24_NS: &str = "DIR24_NS";
+    pub const DIR8_EW: &str = "DIR8_EW";
+    pub const DIR8_NS: &str = "DIR8_NS";
     pub const SETTINGS: &str = "SETTINGS";
 }
 
@@ -128,6 +132,35 @@ pub const NH_VALID: u32 = 1;
 /// `dmac` holds a resolved neighbour address.
 pub const NH_RESOLVED: u32 = 2;
 
+/// DIR-24-8, the constant-time IPv4 FIB (per class, chosen in the config instead of the
+/// LPM trie): `DIR24[dst >> 8]` is a route entry or points to a 256-entry block of
+/// `DIR8` for destinations under a prefix longer than /24. One u32 per entry, so every
+/// entry update is a single atomic store and a lookup never sees half a route.
+pub const DIR24_ENTRIES: u32 = 1 << 24;
+/// Number of 256-entry blocks for prefixes longer than /24.
+pub const DIR8_BLOCKS: u32 = 1 << 14;
+/// Entry bit: the low 24 bits are a DIR8 block index.
+pub const DIR_EXT: u32 = 1 << 31;
+/// Route entries: action in bits 28..30, ECMP group in bits 0..27; 0 = no route.
+pub const DIR_ACTION_SHIFT: u32 = 28;
+pub const DIR_GROUP_MASK: u32 = (1 << 28) - 1;
+
+/// Encodes a route as a DIR-24-8 entry.
+pub const fn dir_entry(route: Route) -> u32 {
+    (route.action << DIR_ACTION_SHIFT) | (route.group & DIR_GROUP_MASK)
+}
+
+/// Decodes a (non-extended) DIR-24-8 entry; None for "no route".
+pub const fn dir_route(entry: u32) -> Option<Route> {
+    if entry == 0 {
+        return None;
+    }
+    Some(Route {
+        action: (entry >> DIR_ACTION_SHIFT) & 7,
+        group: entry & DIR_GROUP_MASK,
+    })
+}
+
 /// Per ingress interface facts (`PORTS[ifindex]`).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -163,6 +196,10 @@ pub const SET_DROP_NO_ROUTE_NS: u32 = 4;
 pub const SET_DROP_NO_ROUTE: u32 = SET_DROP_NO_ROUTE_EW | SET_DROP_NO_ROUTE_NS;
 /// Segment policy is enforced (some segment pair is denied).
 pub const SET_SEGMENTS: u32 = 8;
+/// East-west IPv4 lookups use DIR-24-8 instead of the LPM trie.
+pub const SET_DIR24_EW: u32 = 16;
+/// North-south IPv4 lookups use DIR-24-8 instead of the LPM trie.
+pub const SET_DIR24_NS: u32 = 32;
 
 /// Per-CPU counter cell; `COUNTERS[slot * NUM_REASONS + reason]`.
 #[repr(C)]

@@ -5,21 +5,23 @@
 use aya_ebpf::{
     bindings::xdp_action::{XDP_DROP, XDP_PASS, XDP_TX},
     helpers::bpf_xdp_adjust_head,
-    maps::lpm_trie::Key,
+    maps::{Array, lpm_trie::Key},
     programs::XdpContext,
 };
 use nva_common::{
-    CLASS_EAST_WEST, CLASS_NORTH_SOUTH, ECMP_BUCKETS, MAX_SEGMENTS, NH_RESOLVED, NH_VALID, NextHop,
-    PORT_FORCE_EAST_WEST, PORT_FORCE_NORTH_SOUTH, PortInfo, ROUTE_BLACKHOLE, ROUTE_CONNECTED,
-    ROUTE_FORWARD, ROUTE_LOCAL, Route, SEGMENT_DENY, SET_DROP_NO_ROUTE_EW, SET_DROP_NO_ROUTE_NS,
-    SET_SEGMENTS, SET_SYMMETRIC_HASH, Settings, reason,
+    CLASS_EAST_WEST, CLASS_NORTH_SOUTH, DIR_EXT, ECMP_BUCKETS, MAX_SEGMENTS, NH_RESOLVED, NH_VALID,
+    NextHop, PORT_FORCE_EAST_WEST, PORT_FORCE_NORTH_SOUTH, PortInfo, ROUTE_BLACKHOLE,
+    ROUTE_CONNECTED, ROUTE_FORWARD, ROUTE_LOCAL, Route, SEGMENT_DENY, SET_DIR24_EW, SET_DIR24_NS,
+    SET_DROP_NO_ROUTE_EW, SET_DROP_NO_ROUTE_NS, SET_SEGMENTS, SET_SYMMETRIC_HASH, Settings,
+    dir_route, reason,
 };
 
 use crate::{
     flow,
     maps::{
-        CLASS_V4, CLASS_V6, FIB_V4_EW, FIB_V4_NS, FIB_V6_EW, FIB_V6_NS, GROUPS, NEXTHOPS,
-        SEGMENT_DROPS, SEGMENT_POLICY, SEGMENT_V4, SEGMENT_V6, SETTINGS, TX_PORTS,
+        CLASS_V4, CLASS_V6, DIR8_EW, DIR8_NS, DIR24_EW, DIR24_NS, FIB_V4_EW, FIB_V4_NS, FIB_V6_EW,
+        FIB_V6_NS, GROUPS, NEXTHOPS, SEGMENT_DROPS, SEGMENT_POLICY, SEGMENT_V4, SEGMENT_V6,
+        SETTINGS, TX_PORTS,
     },
     packet::*,
 };
@@ -143,6 +145,28 @@ fn no_route(settings: &Settings, class: u32) -> Verdict {
     }
 }
 
+/// DIR-24-8 lookup: one array read, two for destinations under a prefix longer than /24.
+#[inline(always)]
+fn dir24_lookup(tbl24: &Array<u64>, tbl8: &Array<u64>, dst: [u8; 4]) -> Option<Route> {
+    let addr = u32::from_be_bytes(dst);
+    let mut entry = dir_cell(tbl24, addr >> 8)?;
+    if entry & DIR_EXT != 0 {
+        entry = dir_cell(tbl8, ((entry & 0x00ff_ffff) << 8) | (addr & 0xff))?;
+    }
+    dir_route(entry)
+}
+
+/// u32 cell `i` of a table stored two cells per u64 element.
+#[inline(always)]
+fn dir_cell(table: &Array<u64>, i: u32) -> Option<u32> {
+    let pair = *table.get(i >> 1)?;
+    Some(if i & 1 == 0 {
+        pair as u32
+    } else {
+        (pair >> 32) as u32
+    })
+}
+
 /// The ECMP group to forward through, or the verdict for a packet that is not forwarded.
 #[inline(always)]
 fn forward_group(route: Option<&Route>, settings: &Settings, class: u32) -> Result<u32, Verdict> {
@@ -184,11 +208,17 @@ fn ipv4(ctx: &XdpContext, port: &PortInfo, l3: usize, in_vlan: bool) -> Verdict 
     let key = Key::new(32, dst);
     let class = classify(port, CLASS_V4.get(&key).is_some());
     let route = if class == CLASS_NORTH_SOUTH {
-        FIB_V4_NS.get(&key)
+        if settings.flags & SET_DIR24_NS != 0 {
+            dir24_lookup(&DIR24_NS, &DIR8_NS, dst)
+        } else {
+            FIB_V4_NS.get(&key).copied()
+        }
+    } else if settings.flags & SET_DIR24_EW != 0 {
+        dir24_lookup(&DIR24_EW, &DIR8_EW, dst)
     } else {
-        FIB_V4_EW.get(&key)
+        FIB_V4_EW.get(&key).copied()
     };
-    let group = match forward_group(route, &settings, class) {
+    let group = match forward_group(route.as_ref(), &settings, class) {
         Ok(group) => group,
         Err(verdict) => return in_class(verdict, class),
     };

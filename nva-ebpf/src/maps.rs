@@ -1,5 +1,6 @@
 //! Map definitions. Key/value layouts and sizes come from `nva-common`.
 use aya_ebpf::{
+    bindings::BPF_F_MMAPABLE,
     macros::map,
     maps::{Array, DevMapHash, LpmTrie, PerCpuArray},
 };
@@ -67,6 +68,19 @@ pub static COUNTERS: PerCpuArray<Counter> =
 #[map]
 pub static CLASS_COUNTERS: PerCpuArray<Counter> =
     PerCpuArray::with_max_entries(NUM_CLASSES * NUM_REASONS, 0);
+
+/// DIR-24-8 IPv4 FIBs per class (see nva-common). Userspace writes them through mmap.
+/// Array elements are padded to 8 bytes, so each u64 element holds two consecutive
+/// u32 entries (the low half first): the mmap then shows a dense u32 array.
+/// Sized to one element in the object; the loader sizes them when a table uses them.
+#[map]
+pub static DIR24_EW: Array<u64> = Array::with_max_entries(1, BPF_F_MMAPABLE);
+#[map]
+pub static DIR24_NS: Array<u64> = Array::with_max_entries(1, BPF_F_MMAPABLE);
+#[map]
+pub static DIR8_EW: Array<u64> = Array::with_max_entries(1, BPF_F_MMAPABLE);
+#[map]
+pub static DIR8_NS: Array<u64> = Array::with_max_entries(1, BPF_F_MMAPABLE);
 
 /// Settings (one entry).
 #[map]

@@ -124,6 +124,22 @@ pub struct Dataplane {
     /// ECMP hash seed; random per start when absent.
     #[serde(default)]
     pub hash_seed: Option<u32>,
+    /// IPv4 FIB structure of the east-west table: `lpm-trie` (default) or `dir-24-8`
+    /// (constant lookup cost; about 100 MB per table). Takes effect at start.
+    #[serde(default)]
+    pub ipv4_fib_east_west: FibKind,
+    /// IPv4 FIB structure of the north-south table (where a full table lives).
+    #[serde(default)]
+    pub ipv4_fib_north_south: FibKind,
+}
+
+#[derive(Clone, Copy, Debug, Default, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum FibKind {
+    #[default]
+    LpmTrie,
+    #[serde(rename = "dir-24-8")]
+    Dir24_8,
 }
 
 impl Default for Dataplane {
@@ -133,6 +149,8 @@ impl Default for Dataplane {
             no_route: NoRoute::Pass,
             symmetric_hash: false,
             hash_seed: None,
+            ipv4_fib_east_west: FibKind::LpmTrie,
+            ipv4_fib_north_south: FibKind::LpmTrie,
         }
     }
 }

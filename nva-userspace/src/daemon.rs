@@ -21,9 +21,9 @@ use tokio::{
 use tracing::{info, warn};
 
 use crate::{
-    config::{Config, NoRoute, RouteAction, SegmentAction, TrafficClass, XdpMode},
+    config::{Config, FibKind, NoRoute, RouteAction, SegmentAction, TrafficClass, XdpMode},
     control,
-    dataplane::Dataplane,
+    dataplane::{Dataplane, LoadOptions},
     fib::{DEFAULT_EAST_WEST, Fib, KernelOp, NhKey, Port, Source, Table, Target},
     metrics,
     netlink::{self, AddrInfo, LinkInfo, Neighbour, NetEvent, Netlink},
@@ -50,7 +50,7 @@ pub struct State {
     pub settings: Settings,
     /// Packets per second per (counter slot, reason) over the last second.
     pub rates: HashMap<(u32, u32), f64>,
-    last_sample: Option<(Instant, HashMap<(u32, u32), u64>)>,
+    last_sample: Option<(Instant, PacketCounts)>,
     pub fib: Fib,
     pub ifaces: Vec<Iface>,
     /// Addresses of the box, for connected subnets.
@@ -177,6 +177,9 @@ impl State {
         if config.control != self.config.control {
             warn!("control.socket changes take effect at the next start");
         }
+        if load_options(&config) != self.fib.dataplane().options() {
+            warn!("dataplane.ipv4_fib_* changes take effect at the next start");
+        }
         let generic = config.dataplane.xdp_mode == XdpMode::Generic;
         let mode_changed = config.dataplane.xdp_mode != self.config.dataplane.xdp_mode;
         // New interfaces first, so routes can use them.
@@ -278,6 +281,9 @@ impl State {
 }
 
 pub type Shared = Arc<Mutex<State>>;
+
+/// Packets per (counter slot, reason).
+type PacketCounts = HashMap<(u32, u32), u64>;
 
 fn port_of(link: &LinkInfo) -> Port {
     Port {
@@ -443,6 +449,15 @@ fn table_of(class: TrafficClass) -> Table {
     }
 }
 
+fn load_options(config: &Config) -> LoadOptions {
+    LoadOptions {
+        dir24_ipv4: [
+            config.dataplane.ipv4_fib_east_west == FibKind::Dir24_8,
+            config.dataplane.ipv4_fib_north_south == FibKind::Dir24_8,
+        ],
+    }
+}
+
 /// The first free counter slot.
 fn free_slot(ifaces: &[Iface]) -> Result<u32> {
     (1..MAX_IF_SLOTS)
@@ -462,7 +477,7 @@ pub async fn run(config: Config, config_path: PathBuf, socket: PathBuf) -> Resul
     }
 
     let settings = settings_of(&config);
-    let mut dp = Dataplane::load()?;
+    let mut dp = Dataplane::load_with(load_options(&config))?;
     dp.set_settings(settings)?;
     for iface in &ifaces {
         dp.add_port(iface.ifindex, iface.slot, iface.flags)?;

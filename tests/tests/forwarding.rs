@@ -491,3 +491,31 @@ fn generic_xdp_mode_forwards_when_asked_for() {
     })
     .unwrap();
 }
+
+#[test]
+fn dir24_ipv4_fib_forwards_through_the_daemon() {
+    if !require_root("dir24_ipv4_fib_forwards_through_the_daemon") {
+        return;
+    }
+    let _g = serial();
+    let hub = Hub::build(2).unwrap();
+    let config = format!(
+        "[dataplane]\nipv4_fib_east_west = \"dir-24-8\"\nipv4_fib_north_south = \"dir-24-8\"\n{}",
+        hub_config(2)
+    );
+    let nva = NvaProcess::start(&hub.nva, &config).unwrap();
+    let service = SocketAddr::new(SERVICE_V4.into(), 7000);
+    let sinks: Vec<UdpSink> = hub
+        .servers
+        .iter()
+        .map(|s| UdpSink::start(s, &[service]).unwrap())
+        .collect();
+    let owners = flow_owners(&hub, &sinks, service, 100);
+    assert!(owners.values().any(|k| *k == 1) && owners.values().any(|k| *k == 2));
+    let lookup = nva.cli(&["routes", "10.100.9.9"]).unwrap();
+    assert_eq!(
+        lookup["dataplane"]["action"], 1,
+        "the DIR-24-8 entry says forward"
+    );
+    assert!(nva.counters().unwrap().get(NVA_CLIENT_PORT, "forwarded") >= 300);
+}

@@ -8,7 +8,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use aya::programs::{TestRun, TestRunOptions};
 use ipnet::IpNet;
 use nva::{
-    dataplane::Dataplane,
+    dataplane::{Dataplane, LoadOptions},
     fib::{Fib, NhKey, Port, Source, Target},
 };
 use nva_common::{SET_DROP_NO_ROUTE, SET_SYMMETRIC_HASH, Settings, reason};
@@ -44,10 +44,10 @@ struct Rig {
 }
 
 impl Rig {
-    fn new(settings: Settings) -> Rig {
+    fn with_options(settings: Settings, options: LoadOptions) -> Rig {
         let a = nva_tests::netns::if_nametoindex("in0").expect("in0");
         let b = nva_tests::netns::if_nametoindex("out0").expect("out0");
-        let mut dp = Dataplane::load().expect("load");
+        let mut dp = Dataplane::load_with(options).expect("load");
         dp.set_settings(settings).unwrap();
         dp.add_port(a, 1, 0).unwrap();
         dp.add_port(b, 2, 0).unwrap();
@@ -127,6 +127,15 @@ impl Rig {
 
 /// Runs `f` with a fresh rig inside a new namespace holding the veth pair in0/out0.
 fn with_rig(name: &str, settings: Settings, f: impl FnOnce(&mut Rig) + Send) {
+    with_rig_options(name, settings, LoadOptions::default(), f)
+}
+
+fn with_rig_options(
+    name: &str,
+    settings: Settings,
+    options: LoadOptions,
+    f: impl FnOnce(&mut Rig) + Send,
+) {
     if !require_root(name) {
         return;
     }
@@ -134,7 +143,7 @@ fn with_rig(name: &str, settings: Settings, f: impl FnOnce(&mut Rig) + Send) {
     let ns = Netns::new("xdp").unwrap();
     veth(&ns, "in0", &ns, "out0").unwrap();
     ns.run(|| {
-        let mut rig = Rig::new(settings);
+        let mut rig = Rig::with_options(settings, options);
         f(&mut rig)
     });
 }
@@ -530,5 +539,74 @@ fn ipv6_extension_headers_are_skipped_to_find_ports() {
             seen.insert(with_ext);
         }
         assert_eq!(seen.len(), 4, "ports behind extension headers spread flows");
+    });
+}
+
+/// DIR-24-8 and the LPM trie give the same answer, in the real XDP program, for random
+/// nested tables and random destinations, and while routes are removed.
+#[test]
+fn dir24_fib_answers_like_the_lpm_trie() {
+    let options = LoadOptions {
+        dir24_ipv4: [true, true],
+    };
+    with_rig_options("dir24", default_settings(), options, |rig| {
+        // Fib has no east-west prefixes configured here: everything is north-south.
+        let forward = rig.route("203.0.113.0/24", 1, 0)[0];
+        let mut seed = 0x2545_f491_4f6c_dd1du64;
+        let mut next = move || {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed
+        };
+        let mut routes: Vec<(IpNet, bool)> = Vec::new();
+        for _ in 0..400 {
+            let addr = Ipv4Addr::from(0x0a00_0000 | (next() as u32 & 0x00ff_ffff));
+            let len = [8u8, 14, 16, 20, 24, 24, 25, 27, 30, 32][(next() % 10) as usize];
+            let prefix = IpNet::new(IpAddr::V4(addr), len).unwrap().trunc();
+            let blackhole = next() % 2 == 0;
+            let target = if blackhole {
+                Target::Blackhole
+            } else {
+                Target::Forward(vec![forward])
+            };
+            rig.fib.set_route(prefix, Source::Static, target).unwrap();
+            routes.retain(|(p, _)| *p != prefix);
+            routes.push((prefix, blackhole));
+        }
+        let expect = |routes: &[(IpNet, bool)], a: Ipv4Addr| {
+            routes
+                .iter()
+                .filter(|(p, _)| p.contains(&IpAddr::V4(a)))
+                .max_by_key(|(p, _)| p.prefix_len())
+                .map(|(_, b)| if *b { XDP_DROP } else { XDP_REDIRECT })
+                .unwrap_or(XDP_PASS)
+        };
+        for round in 0..2 {
+            let mut probes: Vec<Ipv4Addr> = (0..300)
+                .map(|_| Ipv4Addr::from(0x0a00_0000 | (next() as u32 & 0x00ff_ffff)))
+                .collect();
+            for (p, _) in &routes {
+                if let IpNet::V4(p) = p {
+                    probes.push(p.network());
+                    probes.push(p.broadcast());
+                }
+            }
+            for a in probes {
+                let (action, _) = rig.run(&udp4(a, 1, 64));
+                let userspace = rig.fib.dataplane().lookup(1, IpAddr::V4(a));
+                assert_eq!(
+                    action,
+                    expect(&routes, a),
+                    "round {round}: {a} (userspace view of the table: {userspace:?})"
+                );
+            }
+            // Remove half of the routes and check again.
+            let removed: Vec<_> = routes.iter().step_by(2).cloned().collect();
+            for (p, _) in &removed {
+                rig.fib.remove_route(*p, Source::Static).unwrap();
+            }
+            routes.retain(|r| !removed.contains(r));
+        }
     });
 }

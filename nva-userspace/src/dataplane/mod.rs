@@ -2,19 +2,31 @@
 //!
 //! This is the only place that touches BPF maps; the FIB programmer decides what to
 //! write and in which order.
-use std::net::IpAddr;
+pub mod dir24;
+
+use std::{net::IpAddr, os::fd::AsFd};
 
 use anyhow::{Context, Result, anyhow, bail};
 use aya::{
-    Ebpf, include_bytes_aligned,
+    Ebpf, EbpfLoader, include_bytes_aligned,
     maps::{Array, DevMapHash, LpmTrie, MapData, MapError, PerCpuArray, lpm_trie::Key},
     programs::{Xdp, XdpMode, xdp::XdpLinkId},
 };
 use ipnet::{IpNet, Ipv4Net, Ipv6Net};
 use nva_common::{
-    CLASS_NORTH_SOUTH, Counter, EcmpGroup, MAX_IF_SLOTS, MAX_IFINDEX, MAX_SEGMENTS, NUM_REASONS,
-    NextHop, PortInfo, Route, SEGMENT_DENY, Settings, XDP_PROGRAM, map_names,
+    CLASS_NORTH_SOUTH, Counter, DIR8_BLOCKS, DIR24_ENTRIES, EcmpGroup, MAX_IF_SLOTS, MAX_IFINDEX,
+    MAX_SEGMENTS, NUM_REASONS, NextHop, PortInfo, Route, SEGMENT_DENY, SET_DIR24_EW, SET_DIR24_NS,
+    Settings, XDP_PROGRAM, dir_entry, dir_route, map_names,
 };
+
+use dir24::{Dir24, MmapCells};
+
+/// How to build the data plane's tables (fixed for the life of the loaded program).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct LoadOptions {
+    /// Per class (0 east-west, 1 north-south): IPv4 FIB as DIR-24-8 instead of the trie.
+    pub dir24_ipv4: [bool; 2],
+}
 
 /// The eBPF object built from `nva-ebpf` by build.rs.
 pub static EBPF_OBJECT: &[u8] = include_bytes_aligned!(concat!(env!("OUT_DIR"), "/nva"));
@@ -37,6 +49,11 @@ pub struct Dataplane {
     counters: PerCpuArray<MapData, Counter>,
     class_counters: PerCpuArray<MapData, Counter>,
     settings: Array<MapData, Settings>,
+    /// DIR-24-8 IPv4 FIBs per class, when configured (replacing that class's v4 trie).
+    dir24: [Option<Dir24<MmapCells>>; 2],
+    /// Keeps the DIR-24-8 maps open while they are mapped.
+    _dir_maps: Vec<MapData>,
+    options: LoadOptions,
     attached: Vec<(u32, XdpLinkId)>,
 }
 
@@ -51,7 +68,25 @@ impl Dataplane {
     /// Loads the program into the kernel (running the verifier) and creates its maps.
     /// Nothing is attached yet.
     pub fn load() -> Result<Self> {
-        let mut ebpf = Ebpf::load(EBPF_OBJECT).context("loading the eBPF object")?;
+        Self::load_with(LoadOptions::default())
+    }
+
+    pub fn load_with(options: LoadOptions) -> Result<Self> {
+        let mut loader = EbpfLoader::new();
+        let names = [
+            (map_names::DIR24_EW, map_names::DIR8_EW),
+            (map_names::DIR24_NS, map_names::DIR8_NS),
+        ];
+        for (c, (tbl24, tbl8)) in names.iter().enumerate() {
+            if options.dir24_ipv4[c] {
+                // Two u32 cells per (8-byte) array element.
+                loader.map_max_entries(tbl24, DIR24_ENTRIES / 2);
+                loader.map_max_entries(tbl8, DIR8_BLOCKS * 256 / 2);
+            }
+        }
+        let mut ebpf = loader
+            .load(EBPF_OBJECT)
+            .context("loading the eBPF object")?;
         let program: &mut Xdp = ebpf
             .program_mut(XDP_PROGRAM)
             .ok_or_else(|| anyhow!("program {XDP_PROGRAM} missing from the eBPF object"))?
@@ -59,7 +94,27 @@ impl Dataplane {
         program
             .load()
             .context("loading the XDP program (verifier)")?;
+        let mut dir24 = [None, None];
+        let mut dir_maps = Vec::new();
+        for (c, (tbl24, tbl8)) in names.iter().enumerate() {
+            let mut cells = Vec::new();
+            for (name, len) in [(*tbl24, DIR24_ENTRIES), (*tbl8, DIR8_BLOCKS * 256)] {
+                let Some(aya::maps::Map::Array(data)) = ebpf.take_map(name) else {
+                    bail!("map {name} missing from the eBPF object");
+                };
+                if options.dir24_ipv4[c] {
+                    cells.push(MmapCells::map(data.fd().as_fd(), len as usize)?);
+                }
+                dir_maps.push(data);
+            }
+            if let (Some(t8), Some(t24)) = (cells.pop(), cells.pop()) {
+                dir24[c] = Some(Dir24::new(t24, t8));
+            }
+        }
         Ok(Self {
+            dir24,
+            _dir_maps: dir_maps,
+            options,
             fib_v4: [
                 take(&mut ebpf, map_names::FIB_V4_EW)?,
                 take(&mut ebpf, map_names::FIB_V4_NS)?,
@@ -143,8 +198,27 @@ impl Dataplane {
         self.attached.iter().map(|(i, _)| *i)
     }
 
-    pub fn set_settings(&mut self, settings: Settings) -> Result<()> {
+    /// Writes the settings; the flags that select DIR-24-8 follow the load options.
+    pub fn set_settings(&mut self, mut settings: Settings) -> Result<()> {
+        settings.flags &= !(SET_DIR24_EW | SET_DIR24_NS);
+        if self.options.dir24_ipv4[0] {
+            settings.flags |= SET_DIR24_EW;
+        }
+        if self.options.dir24_ipv4[1] {
+            settings.flags |= SET_DIR24_NS;
+        }
         Ok(self.settings.set(0, settings, 0)?)
+    }
+
+    pub fn options(&self) -> LoadOptions {
+        self.options
+    }
+
+    /// DIR-24-8 blocks in use per class (for metrics), None where the trie is used.
+    pub fn dir24_blocks(&self, class: u32) -> Option<usize> {
+        self.dir24[class_index(class)]
+            .as_ref()
+            .map(Dir24::blocks_used)
     }
 
     /// Gives an interface its counter slot and class override (`PORT_*` flags) and
@@ -182,7 +256,10 @@ impl Dataplane {
     pub fn insert_route(&mut self, class: u32, prefix: &IpNet, route: Route) -> Result<()> {
         let c = class_index(class);
         match prefix {
-            IpNet::V4(p) => self.fib_v4[c].insert(&key4(p), route, 0)?,
+            IpNet::V4(p) => match &mut self.dir24[c] {
+                Some(dir) => dir.insert(*p, dir_entry(route))?,
+                None => self.fib_v4[c].insert(&key4(p), route, 0)?,
+            },
             IpNet::V6(p) => self.fib_v6[c].insert(&key6(p), route, 0)?,
         }
         Ok(())
@@ -191,7 +268,10 @@ impl Dataplane {
     pub fn remove_route(&mut self, class: u32, prefix: &IpNet) -> Result<()> {
         let c = class_index(class);
         match prefix {
-            IpNet::V4(p) => self.fib_v4[c].remove(&key4(p))?,
+            IpNet::V4(p) => match &mut self.dir24[c] {
+                Some(dir) => dir.remove(*p),
+                None => self.fib_v4[c].remove(&key4(p))?,
+            },
             IpNet::V6(p) => self.fib_v6[c].remove(&key6(p))?,
         }
         Ok(())
@@ -201,7 +281,10 @@ impl Dataplane {
     pub fn lookup(&self, class: u32, addr: IpAddr) -> Option<Route> {
         let c = class_index(class);
         match addr {
-            IpAddr::V4(a) => self.fib_v4[c].get(&Key::new(32, a.octets()), 0).ok(),
+            IpAddr::V4(a) => match &self.dir24[c] {
+                Some(dir) => dir_route(dir.lookup(a)),
+                None => self.fib_v4[c].get(&Key::new(32, a.octets()), 0).ok(),
+            },
             IpAddr::V6(a) => self.fib_v6[c].get(&Key::new(128, a.octets()), 0).ok(),
         }
     }

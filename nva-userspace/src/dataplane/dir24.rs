@@ -1,0 +1,383 @@
+//! DIR-24-8 IPv4 FIB writer (the layout is in nva-common).
+//!
+//! `Dir24` keeps, beside the two tables, the prefix length that set every entry
+//! ("depth"), so inserting a prefix only overwrites entries owned by shorter prefixes
+//! and removing one hands its entries back to the covering prefix — the classic DPDK
+//! scheme. Entries are written one u32 at a time (a single atomic store), and a /24
+//! is only switched to its 256-entry block after the block is filled, so the data
+//! plane never sees a half-written or missing route while a route changes.
+use std::{
+    collections::HashMap,
+    sync::atomic::{AtomicU32, Ordering},
+};
+
+use anyhow::{Result, bail};
+use ipnet::Ipv4Net;
+use nva_common::{DIR_EXT, DIR8_BLOCKS, DIR24_ENTRIES};
+
+/// Table storage: the BPF arrays through mmap, or plain memory in unit tests.
+pub trait Cells {
+    fn get(&self, i: usize) -> u32;
+    fn set(&mut self, i: usize, value: u32);
+}
+
+impl Cells for Vec<u32> {
+    fn get(&self, i: usize) -> u32 {
+        self[i]
+    }
+    fn set(&mut self, i: usize, value: u32) {
+        self[i] = value;
+    }
+}
+
+/// A BPF array map (BPF_F_MMAPABLE, u32 values) mapped into this process.
+pub struct MmapCells {
+    ptr: *mut AtomicU32,
+    len: usize,
+}
+
+// SAFETY: the mapping is owned by this value and only written through atomics.
+unsafe impl Send for MmapCells {}
+
+impl MmapCells {
+    /// Maps `len` u32 cells of the array map behind `fd`.
+    pub fn map(fd: std::os::fd::BorrowedFd<'_>, len: usize) -> Result<Self> {
+        use std::os::fd::AsRawFd;
+        let bytes = len * 4;
+        // SAFETY: plain mmap of a BPF array map fd; checked for failure below.
+        let ptr = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                bytes,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_SHARED,
+                fd.as_raw_fd(),
+                0,
+            )
+        };
+        if ptr == libc::MAP_FAILED {
+            bail!(
+                "mmap of a DIR-24-8 table: {}",
+                std::io::Error::last_os_error()
+            );
+        }
+        Ok(Self {
+            ptr: ptr.cast(),
+            len,
+        })
+    }
+}
+
+impl Cells for MmapCells {
+    fn get(&self, i: usize) -> u32 {
+        assert!(i < self.len);
+        // SAFETY: in bounds of the mapping.
+        unsafe { (*self.ptr.add(i)).load(Ordering::Acquire) }
+    }
+    fn set(&mut self, i: usize, value: u32) {
+        assert!(i < self.len);
+        // SAFETY: in bounds of the mapping. Release: a block's contents are visible
+        // before the entry that points to it.
+        unsafe { (*self.ptr.add(i)).store(value, Ordering::Release) }
+    }
+}
+
+impl Drop for MmapCells {
+    fn drop(&mut self) {
+        // SAFETY: unmapping exactly what `map` mapped.
+        unsafe { libc::munmap(self.ptr.cast(), self.len * 4) };
+    }
+}
+
+pub struct Dir24<C: Cells> {
+    tbl24: C,
+    tbl8: C,
+    /// Prefix length + 1 that set each entry (0 = no route). For an entry pointing to a
+    /// block: the depth of the route covering the whole /24.
+    depth24: Vec<u8>,
+    depth8: Vec<u8>,
+    /// Prefixes longer than /24 per block; a block is freed when it has none.
+    block_routes: Vec<u32>,
+    free_blocks: Vec<u32>,
+    routes: HashMap<Ipv4Net, u32>,
+}
+
+impl<C: Cells> Dir24<C> {
+    /// `tbl24` must hold DIR24_ENTRIES cells and `tbl8` DIR8_BLOCKS * 256, all zero.
+    pub fn new(tbl24: C, tbl8: C) -> Self {
+        Self {
+            tbl24,
+            tbl8,
+            depth24: vec![0; DIR24_ENTRIES as usize],
+            depth8: vec![0; DIR8_BLOCKS as usize * 256],
+            block_routes: vec![0; DIR8_BLOCKS as usize],
+            free_blocks: (0..DIR8_BLOCKS).rev().collect(),
+            routes: HashMap::new(),
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.routes.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.routes.is_empty()
+    }
+
+    /// Blocks in use for prefixes longer than /24.
+    pub fn blocks_used(&self) -> usize {
+        DIR8_BLOCKS as usize - self.free_blocks.len()
+    }
+
+    /// Inserts or replaces `prefix` with the (non-zero, non-extended) entry `value`.
+    pub fn insert(&mut self, prefix: Ipv4Net, value: u32) -> Result<()> {
+        let prefix = prefix.trunc();
+        if value == 0 || value & DIR_EXT != 0 {
+            bail!("invalid DIR-24-8 entry {value:#x}");
+        }
+        let len = prefix.prefix_len();
+        let addr = u32::from(prefix.network());
+        let depth = len + 1;
+        if len <= 24 {
+            let first = (addr >> 8) as usize;
+            for i in first..first + (1usize << (24 - len)) {
+                self.set_covering_24(i, value, depth, |d| d <= depth);
+            }
+            self.routes.insert(prefix, value);
+            return Ok(());
+        }
+        let i = (addr >> 8) as usize;
+        let block = self.block_of(i)?;
+        let first = block * 256 + (addr & 0xff) as usize;
+        for j in first..first + (1usize << (32 - len)) {
+            if self.depth8[j] <= depth {
+                self.tbl8.set(j, value);
+                self.depth8[j] = depth;
+            }
+        }
+        if self.routes.insert(prefix, value).is_none() {
+            self.block_routes[block] += 1;
+        }
+        Ok(())
+    }
+
+    /// Removes `prefix`; its destinations fall back to the longest covering prefix.
+    pub fn remove(&mut self, prefix: Ipv4Net) {
+        let prefix = prefix.trunc();
+        if self.routes.remove(&prefix).is_none() {
+            return;
+        }
+        let len = prefix.prefix_len();
+        let addr = u32::from(prefix.network());
+        let depth = len + 1;
+        let (value, cover_depth) = self.covering(prefix, len);
+        if len <= 24 {
+            let first = (addr >> 8) as usize;
+            for i in first..first + (1usize << (24 - len)) {
+                self.set_covering_24(i, value, cover_depth, |d| d == depth);
+            }
+            return;
+        }
+        let i = (addr >> 8) as usize;
+        let block = (self.tbl24.get(i) & !DIR_EXT) as usize;
+        let first = block * 256 + (addr & 0xff) as usize;
+        for j in first..first + (1usize << (32 - len)) {
+            if self.depth8[j] == depth {
+                self.tbl8.set(j, value);
+                self.depth8[j] = cover_depth;
+            }
+        }
+        self.block_routes[block] -= 1;
+        if self.block_routes[block] == 0 {
+            // Collapse: the /24 entry takes the route covering the whole /24 again,
+            // then the block is free.
+            let (base, base_depth) =
+                self.covering(Ipv4Net::new(prefix.network(), 24).expect("24").trunc(), 25);
+            self.tbl24.set(i, base);
+            self.depth24[i] = base_depth;
+            for j in block * 256..block * 256 + 256 {
+                self.tbl8.set(j, 0);
+                self.depth8[j] = 0;
+            }
+            self.free_blocks.push(block as u32);
+        }
+    }
+
+    /// Sets /24 entry `i` (or, when it points to a block, every block entry) to
+    /// `value`/`depth` where the entry's current depth satisfies `owned`.
+    fn set_covering_24(&mut self, i: usize, value: u32, depth: u8, owned: impl Fn(u8) -> bool) {
+        let entry = self.tbl24.get(i);
+        if entry & DIR_EXT != 0 {
+            let block = (entry & !DIR_EXT) as usize;
+            for j in block * 256..block * 256 + 256 {
+                if owned(self.depth8[j]) {
+                    self.tbl8.set(j, value);
+                    self.depth8[j] = depth;
+                }
+            }
+            if owned(self.depth24[i]) {
+                self.depth24[i] = depth;
+            }
+        } else if owned(self.depth24[i]) {
+            self.tbl24.set(i, value);
+            self.depth24[i] = depth;
+        }
+    }
+
+    /// The block of /24 entry `i`, allocating and filling it first if needed.
+    fn block_of(&mut self, i: usize) -> Result<usize> {
+        let entry = self.tbl24.get(i);
+        if entry & DIR_EXT != 0 {
+            return Ok((entry & !DIR_EXT) as usize);
+        }
+        let Some(block) = self.free_blocks.pop() else {
+            bail!("DIR-24-8: all {DIR8_BLOCKS} blocks for prefixes longer than /24 are in use");
+        };
+        let block = block as usize;
+        for j in block * 256..block * 256 + 256 {
+            self.tbl8.set(j, entry);
+            self.depth8[j] = self.depth24[i];
+        }
+        // Only now does the data plane follow the pointer.
+        self.tbl24.set(i, DIR_EXT | block as u32);
+        Ok(block)
+    }
+
+    /// Entry and depth of the longest prefix shorter than `len` that covers `prefix`.
+    fn covering(&self, prefix: Ipv4Net, len: u8) -> (u32, u8) {
+        for l in (0..len).rev() {
+            let candidate = Ipv4Net::new(prefix.network(), l)
+                .expect("valid length")
+                .trunc();
+            if let Some(&v) = self.routes.get(&candidate) {
+                return (v, l + 1);
+            }
+        }
+        (0, 0)
+    }
+
+    /// The entry the data plane finds for `addr` (0 = no route).
+    pub fn lookup(&self, addr: std::net::Ipv4Addr) -> u32 {
+        let a = u32::from(addr);
+        let entry = self.tbl24.get((a >> 8) as usize);
+        if entry & DIR_EXT != 0 {
+            self.tbl8
+                .get((((entry & !DIR_EXT) << 8) | (a & 0xff)) as usize)
+        } else {
+            entry
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::net::Ipv4Addr;
+
+    use super::*;
+
+    fn table() -> Dir24<Vec<u32>> {
+        Dir24::new(
+            vec![0; DIR24_ENTRIES as usize],
+            vec![0; DIR8_BLOCKS as usize * 256],
+        )
+    }
+
+    /// The reference: longest prefix match over a plain list.
+    fn reference(routes: &HashMap<Ipv4Net, u32>, addr: Ipv4Addr) -> u32 {
+        routes
+            .iter()
+            .filter(|(p, _)| p.contains(&addr))
+            .max_by_key(|(p, _)| p.prefix_len())
+            .map(|(_, v)| *v)
+            .unwrap_or(0)
+    }
+
+    struct Rng(u64);
+    impl Rng {
+        fn next(&mut self) -> u64 {
+            self.0 ^= self.0 << 13;
+            self.0 ^= self.0 >> 7;
+            self.0 ^= self.0 << 17;
+            self.0
+        }
+    }
+
+    #[test]
+    fn nested_prefixes_and_removal() {
+        let mut t = table();
+        let p = |s: &str| s.parse::<Ipv4Net>().unwrap();
+        let a = |s: &str| s.parse::<Ipv4Addr>().unwrap();
+        t.insert(p("0.0.0.0/0"), 1).unwrap();
+        t.insert(p("10.0.0.0/8"), 2).unwrap();
+        t.insert(p("10.1.2.0/24"), 3).unwrap();
+        t.insert(p("10.1.2.128/25"), 4).unwrap();
+        t.insert(p("10.1.2.200/32"), 5).unwrap();
+        assert_eq!(t.lookup(a("8.8.8.8")), 1);
+        assert_eq!(t.lookup(a("10.9.9.9")), 2);
+        assert_eq!(t.lookup(a("10.1.2.1")), 3);
+        assert_eq!(t.lookup(a("10.1.2.129")), 4);
+        assert_eq!(t.lookup(a("10.1.2.200")), 5);
+        // A shorter prefix inserted later does not override the longer ones.
+        t.insert(p("10.1.0.0/16"), 6).unwrap();
+        assert_eq!(t.lookup(a("10.1.2.129")), 4);
+        assert_eq!(t.lookup(a("10.1.3.1")), 6);
+        t.remove(p("10.1.2.128/25"));
+        assert_eq!(t.lookup(a("10.1.2.129")), 3);
+        assert_eq!(t.lookup(a("10.1.2.200")), 5);
+        t.remove(p("10.1.2.200/32"));
+        assert_eq!(
+            t.blocks_used(),
+            0,
+            "block freed when its last long prefix goes"
+        );
+        assert_eq!(t.lookup(a("10.1.2.200")), 3);
+        t.remove(p("10.1.2.0/24"));
+        assert_eq!(t.lookup(a("10.1.2.200")), 6);
+        t.remove(p("0.0.0.0/0"));
+        assert_eq!(t.lookup(a("8.8.8.8")), 0);
+        // Replacing a route's value.
+        t.insert(p("10.0.0.0/8"), 7).unwrap();
+        assert_eq!(t.lookup(a("10.200.0.1")), 7);
+    }
+
+    #[test]
+    fn differential_against_a_reference_lpm() {
+        let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
+        for round in 0..3 {
+            let mut t = table();
+            let mut routes = HashMap::new();
+            // Prefixes clustered in a few /8s so they nest and overlap a lot.
+            for n in 0..3000 {
+                let first = [10u32, 172, 192][(rng.next() % 3) as usize];
+                let addr = (first << 24) | (rng.next() as u32 & 0x00ff_ffff);
+                let len =
+                    [8, 12, 16, 20, 22, 24, 24, 24, 25, 26, 28, 30, 32][(rng.next() % 13) as usize];
+                let prefix = Ipv4Net::new(Ipv4Addr::from(addr), len).unwrap().trunc();
+                let value = 1 + (n as u32 % 1000);
+                t.insert(prefix, value).unwrap();
+                routes.insert(prefix, value);
+                // Remove some along the way.
+                if rng.next().is_multiple_of(4) {
+                    let victim = *routes.keys().next().unwrap();
+                    routes.remove(&victim);
+                    t.remove(victim);
+                }
+            }
+            for _ in 0..20_000 {
+                let first = [10u32, 172, 192, 8][(rng.next() % 4) as usize];
+                let addr = Ipv4Addr::from((first << 24) | (rng.next() as u32 & 0x00ff_ffff));
+                assert_eq!(
+                    t.lookup(addr),
+                    reference(&routes, addr),
+                    "round {round}, {addr}"
+                );
+            }
+            // Under every remaining route: its first and last address.
+            for p in routes.keys() {
+                for addr in [p.network(), p.broadcast()] {
+                    assert_eq!(t.lookup(addr), reference(&routes, addr), "{p} at {addr}");
+                }
+            }
+        }
+    }
+}
