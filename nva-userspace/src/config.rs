@@ -33,6 +33,86 @@ pub struct Config {
     /// Allow/deny between segments for east-west traffic; pairs not listed are allowed.
     #[serde(default)]
     pub segment_rules: Vec<SegmentRule>,
+    #[serde(default)]
+    pub health: Health,
+}
+
+/// Next-hop health checking.
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Health {
+    /// Default probe for every next hop: "none" (link and neighbour state only), "icmp",
+    /// "tcp:PORT" or "udp-echo:PORT". A next hop's own `probe` overrides it.
+    #[serde(default = "no_probe")]
+    pub probe: String,
+    /// Probe interval; a next hop is down after `multiplier` intervals without answer.
+    #[serde(default = "default_interval")]
+    pub interval_ms: u64,
+    #[serde(default = "default_multiplier")]
+    pub multiplier: u32,
+    /// A next hop that was down must answer this long before it carries traffic again.
+    #[serde(default = "default_hold_down")]
+    pub hold_down_ms: u64,
+    /// When every next hop of a route is down: withdraw it from the data plane (its
+    /// traffic falls through to a backup route or a less specific prefix; default), or
+    /// keep it (its traffic meets the no-route policy).
+    #[serde(default)]
+    pub keep_dead_routes: bool,
+}
+
+fn no_probe() -> String {
+    "none".into()
+}
+fn default_interval() -> u64 {
+    100
+}
+fn default_multiplier() -> u32 {
+    3
+}
+fn default_hold_down() -> u64 {
+    1000
+}
+
+impl Default for Health {
+    fn default() -> Self {
+        Self {
+            probe: no_probe(),
+            interval_ms: default_interval(),
+            multiplier: default_multiplier(),
+            hold_down_ms: default_hold_down(),
+            keep_dead_routes: false,
+        }
+    }
+}
+
+/// A parsed probe setting.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ProbeSetting {
+    None,
+    Icmp,
+    Tcp(u16),
+    UdpEcho(u16),
+}
+
+impl std::str::FromStr for ProbeSetting {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        let port = |p: &str| {
+            p.parse::<u16>()
+                .ok()
+                .filter(|p| *p != 0)
+                .ok_or_else(|| format!("{p:?} is not a port"))
+        };
+        match s.split_once(':') {
+            None if s == "none" => Ok(Self::None),
+            None if s == "icmp" => Ok(Self::Icmp),
+            Some(("tcp", p)) => Ok(Self::Tcp(port(p)?)),
+            Some(("udp-echo", p)) => Ok(Self::UdpEcho(port(p)?)),
+            _ => Err(format!(
+                "{s:?} is not a probe (none, icmp, tcp:PORT, udp-echo:PORT)"
+            )),
+        }
+    }
 }
 
 /// East-west (private) versus north-south (internet) traffic.
@@ -216,6 +296,9 @@ pub struct StaticRoute {
     /// Table the route goes into (default: the class of its prefix).
     #[serde(default)]
     pub table: Option<TrafficClass>,
+    /// Next hops used only while every one of `nexthops` is down.
+    #[serde(default)]
+    pub backup_nexthops: Vec<NextHopSpec>,
 }
 
 #[derive(Clone, Copy, Debug, Default, Deserialize, Serialize, PartialEq, Eq)]
@@ -238,6 +321,9 @@ pub struct NextHopSpec {
     /// 802.1Q VLAN id to tag frames to this next hop with (1-4094); untagged when absent.
     #[serde(default)]
     pub vlan: Option<u16>,
+    /// Health probe for this next hop (overrides `health.probe`).
+    #[serde(default)]
+    pub probe: Option<String>,
 }
 
 impl Config {
@@ -278,6 +364,13 @@ impl Config {
             }
         }
         self.validate_segments()?;
+        self.health
+            .probe
+            .parse::<ProbeSetting>()
+            .map_err(|e| anyhow::anyhow!("health.probe: {e}"))?;
+        if self.health.interval_ms < 10 || self.health.multiplier == 0 {
+            bail!("health: interval_ms must be >= 10 and multiplier >= 1");
+        }
         let mut prefixes = HashSet::new();
         for (i, route) in self.routes.iter().enumerate() {
             let field = format!("routes[{i}]");
@@ -303,9 +396,23 @@ impl Config {
                 }
                 _ => {}
             }
+            if !route.backup_nexthops.is_empty() && route.action != RouteAction::Forward {
+                bail!("{field}.backup_nexthops: only forward routes have backups");
+            }
             let mut seen = HashSet::new();
-            for (j, nh) in route.nexthops.iter().enumerate() {
-                let field = format!("{field}.nexthops[{j}]");
+            let all = route
+                .nexthops
+                .iter()
+                .enumerate()
+                .map(|(j, nh)| (format!("{field}.nexthops[{j}]"), nh))
+                .chain(
+                    route
+                        .backup_nexthops
+                        .iter()
+                        .enumerate()
+                        .map(|(j, nh)| (format!("{field}.backup_nexthops[{j}]"), nh)),
+                );
+            for (field, nh) in all {
                 if nh.via.is_ipv4() != route.prefix.addr().is_ipv4() {
                     bail!(
                         "{field}.via: {} is not of the same address family as the prefix {}",
@@ -328,6 +435,10 @@ impl Config {
                 }
                 if !seen.insert(nh) {
                     bail!("{field}: next hop {} is listed twice", nh.via);
+                }
+                if let Some(p) = &nh.probe {
+                    p.parse::<ProbeSetting>()
+                        .map_err(|e| anyhow::anyhow!("{field}.probe: {e}"))?;
                 }
             }
         }

@@ -96,19 +96,7 @@ impl State {
         let mut wanted = std::collections::HashSet::new();
         for route in planned {
             let target = match route.action {
-                RouteAction::Forward => {
-                    let mut ids = Vec::new();
-                    for (key, ifindex) in &route.target {
-                        let port = &self
-                            .ifaces
-                            .iter()
-                            .find(|f| f.ifindex == *ifindex)
-                            .context("next hop on an unknown interface")?
-                            .port;
-                        ids.push(self.fib.nexthop(*key, port)?);
-                    }
-                    Target::Forward(ids)
-                }
+                RouteAction::Forward => Target::Forward(self.nexthop_ids(&route.target)?),
                 RouteAction::Blackhole => Target::Blackhole,
                 RouteAction::Kernel => Target::Kernel,
             };
@@ -117,14 +105,36 @@ impl State {
                 .unwrap_or_else(|| self.fib.classify(route.prefix));
             self.fib
                 .set_route_in(table, route.prefix, Source::Static, target)?;
-            wanted.insert((table, route.prefix.trunc()));
+            wanted.insert((table, route.prefix.trunc(), Source::Static));
+            if !route.backup.is_empty() {
+                let backup = Target::Forward(self.nexthop_ids(&route.backup)?);
+                self.fib
+                    .set_route_in(table, route.prefix, Source::StaticBackup, backup)?;
+                wanted.insert((table, route.prefix.trunc(), Source::StaticBackup));
+            }
         }
-        for (table, prefix) in self.fib.prefixes_of(Source::Static) {
-            if !wanted.contains(&(table, prefix)) {
-                self.fib.remove_route_in(table, prefix, Source::Static)?;
+        for source in [Source::Static, Source::StaticBackup] {
+            for (table, prefix) in self.fib.prefixes_of(source) {
+                if !wanted.contains(&(table, prefix, source)) {
+                    self.fib.remove_route_in(table, prefix, source)?;
+                }
             }
         }
         Ok(())
+    }
+
+    fn nexthop_ids(&mut self, hops: &[(NhKey, u32)]) -> Result<Vec<u16>> {
+        let mut ids = Vec::new();
+        for (key, ifindex) in hops {
+            let port = &self
+                .ifaces
+                .iter()
+                .find(|f| f.ifindex == *ifindex)
+                .context("next hop on an unknown interface")?
+                .port;
+            ids.push(self.fib.nexthop(*key, port)?);
+        }
+        Ok(ids)
     }
 
     /// Programs the east-west prefix set and the segments with their policy.
@@ -213,6 +223,8 @@ impl State {
                 self.fib.dataplane_mut().add_port(ifindex, slot, flags)?;
             }
         }
+        self.fib
+            .set_keep_dead_routes(config.health.keep_dead_routes);
         self.apply_separation(&config)?;
         self.apply_static_routes(&planned)?;
         // Interfaces no longer configured: nothing routes through them now.
@@ -301,6 +313,8 @@ struct PlannedRoute {
     table: Option<Table>,
     /// Next hops with their egress ifindex.
     target: Vec<(NhKey, u32)>,
+    /// Backup next hops (used while all of `target` are down).
+    backup: Vec<(NhKey, u32)>,
     action: RouteAction,
 }
 
@@ -333,46 +347,50 @@ fn plan(
     }
     let mut routes = Vec::new();
     for (i, route) in config.routes.iter().enumerate() {
-        let mut target = Vec::new();
-        for (j, nh) in route.nexthops.iter().enumerate() {
-            let field = format!("routes[{i}].nexthops[{j}]");
-            let iface_idx = match &nh.dev {
-                Some(dev) => ifaces
-                    .iter()
-                    .position(|f| &f.name == dev)
-                    .with_context(|| {
+        let plan_hops =
+            |list: &[crate::config::NextHopSpec], name: &str| -> Result<Vec<(NhKey, u32)>> {
+                let mut out = Vec::new();
+                for (j, nh) in list.iter().enumerate() {
+                    let field = format!("routes[{i}].{name}[{j}]");
+                    let iface_idx = match &nh.dev {
+                    Some(dev) => ifaces.iter().position(|f| &f.name == dev).with_context(|| {
                         format!("{field}.dev: {dev:?} is not a configured interface")
                     })?,
-                None => ifaces
-                    .iter()
-                    .position(|f| {
-                        addrs.iter().any(|a| {
-                            a.ifindex == f.ifindex
-                                && IpNet::new(a.addr, a.prefix_len)
-                                    .is_ok_and(|n| n.contains(&nh.via))
+                    None => ifaces
+                        .iter()
+                        .position(|f| {
+                            addrs.iter().any(|a| {
+                                a.ifindex == f.ifindex
+                                    && IpNet::new(a.addr, a.prefix_len)
+                                        .is_ok_and(|n| n.contains(&nh.via))
+                            })
                         })
-                    })
-                    .with_context(|| {
-                        format!(
-                            "{field}.via: {} is not on a connected subnet of any configured \
-                             interface (set `dev` or add an address)",
-                            nh.via
-                        )
-                    })?,
+                        .with_context(|| {
+                            format!(
+                                "{field}.via: {} is not on a connected subnet of any configured \
+                                 interface (set `dev` or add an address)",
+                                nh.via
+                            )
+                        })?,
+                };
+                    let ifindex = ifaces[iface_idx].ifindex;
+                    out.push((
+                        NhKey {
+                            ifindex,
+                            via: nh.via,
+                            vlan: nh.vlan.unwrap_or(0),
+                        },
+                        ifindex,
+                    ));
+                }
+                Ok(out)
             };
-            let ifindex = ifaces[iface_idx].ifindex;
-            target.push((
-                NhKey {
-                    ifindex,
-                    via: nh.via,
-                    vlan: nh.vlan.unwrap_or(0),
-                },
-                ifindex,
-            ));
-        }
+        let target = plan_hops(&route.nexthops, "nexthops")?;
+        let backup = plan_hops(&route.backup_nexthops, "backup_nexthops")?;
         routes.push(PlannedRoute {
             prefix: route.prefix,
             table: route.table.map(table_of),
+            backup,
             target,
             action: route.action,
         });
@@ -516,6 +534,9 @@ pub async fn run(config: Config, config_path: PathBuf, socket: PathBuf) -> Resul
         started: Instant::now(),
     };
     let config = state.config.clone();
+    state
+        .fib
+        .set_keep_dead_routes(config.health.keep_dead_routes);
     state.apply_separation(&config)?;
     state.apply_static_routes(&planned)?;
     for n in nl.neighbours().await? {

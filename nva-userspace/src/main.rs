@@ -244,7 +244,7 @@ fn print_lookup(d: &Value) {
 fn print_nexthops(d: &Value) {
     println!(
         "{:>4} {:<26} {:<12} {:>5} {:<18} {:>5} {:>5} {:>6}",
-        "ID", "VIA", "DEV", "VLAN", "MAC", "LINK", "LIVE", "GROUPS"
+        "ID", "VIA", "DEV", "VLAN", "MAC", "LINK", "LIVE", "ROUTES"
     );
     for n in d.as_array().into_iter().flatten() {
         println!(
@@ -256,7 +256,7 @@ fn print_nexthops(d: &Value) {
             s(&n["mac"]),
             s(&n["link_up"]),
             s(&n["live"]),
-            s(&n["groups"])
+            s(&n["routes"])
         );
     }
 }

@@ -519,3 +519,56 @@ fn dir24_ipv4_fib_forwards_through_the_daemon() {
     );
     assert!(nva.counters().unwrap().get(NVA_CLIENT_PORT, "forwarded") >= 300);
 }
+
+/// Waits until every next hop on `dev` has `live` == `up`.
+fn wait_live(nva: &NvaProcess, dev: &str, up: bool) {
+    wait_until(Duration::from_secs(5), Duration::from_millis(20), || {
+        let nhs = nva.cli(&["nexthops"])?;
+        Ok(nhs
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|n| n["dev"] == dev)
+            .all(|n| n["live"] == up))
+    })
+    .unwrap();
+}
+
+#[test]
+fn backup_next_hops_take_over_while_all_primaries_are_down() {
+    if !require_root("backup_next_hops_take_over_while_all_primaries_are_down") {
+        return;
+    }
+    let _g = serial();
+    let hub = Hub::build(2).unwrap();
+    let config = format!(
+        "[[interfaces]]\nname = \"c0\"\n[[interfaces]]\nname = \"s1\"\n[[interfaces]]\nname = \"s2\"\n\
+         [[routes]]\nprefix = \"10.100.0.0/16\"\nnexthops = [{{ via = \"{}\" }}]\nbackup_nexthops = [{{ via = \"{}\" }}]\n",
+        server_v4(1),
+        server_v4(2)
+    );
+    let nva = NvaProcess::start(&hub.nva, &config).unwrap();
+    let service = SocketAddr::new(SERVICE_V4.into(), 7000);
+    let sinks: Vec<UdpSink> = hub
+        .servers
+        .iter()
+        .map(|s| UdpSink::start(s, &[service]).unwrap())
+        .collect();
+    let owners = flow_owners(&hub, &sinks, service, 20);
+    assert!(
+        owners.values().all(|k| *k == 1),
+        "primary carries everything"
+    );
+
+    hub.server(1).set_link(HOST_IF, false).unwrap();
+    wait_live(&nva, "s1", false);
+    let owners = flow_owners(&hub, &sinks, service, 20);
+    assert!(owners.values().all(|k| *k == 2), "backup takes over");
+    let r = nva.cli(&["routes", "10.100.0.1"]).unwrap();
+    assert_eq!(r["route"]["source"], "static-backup");
+
+    hub.server(1).set_link(HOST_IF, true).unwrap();
+    wait_live(&nva, "s1", true);
+    let owners = flow_owners(&hub, &sinks, service, 20);
+    assert!(owners.values().all(|k| *k == 1), "primary back");
+}

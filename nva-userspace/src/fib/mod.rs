@@ -41,6 +41,8 @@ pub enum Source {
     /// Host routes to resolved neighbours on connected subnets, so traffic to directly
     /// attached hosts is forwarded in XDP too, not only by the kernel.
     Neighbour,
+    /// Static backup next hops, used while every primary next hop is down.
+    StaticBackup,
     Static,
     Local,
 }
@@ -84,13 +86,15 @@ struct NhEntry {
     port: Port,
     dmac: Option<[u8; 6]>,
     neigh_failed: bool,
-    /// Groups naming this next hop.
+    /// A health probe declared it down.
+    probe_down: bool,
+    /// Routes (of any source, installed or not) naming this next hop; it is freed at 0.
     refs: usize,
 }
 
 impl NhEntry {
     fn live(&self) -> bool {
-        self.port.up && !self.neigh_failed
+        self.port.up && !self.neigh_failed && !self.probe_down
     }
 
     fn to_map(&self) -> NextHop {
@@ -130,8 +134,11 @@ pub struct NextHopView {
     pub resolved: bool,
     pub link_up: bool,
     pub neighbour_failed: bool,
+    /// A health probe declared it down.
+    pub probe_down: bool,
     pub live: bool,
-    pub groups: usize,
+    /// Routes naming it.
+    pub routes: usize,
 }
 
 /// What `nva routes` shows.
@@ -204,6 +211,7 @@ pub struct Fib {
     /// Kernel route changes not yet taken by the daemon (see `take_kernel_ops`).
     kernel_ops: Vec<KernelOp>,
     stats: FibStats,
+    keep_dead_routes: bool,
 }
 
 /// How much work route changes cost (for metrics).
@@ -230,6 +238,7 @@ impl Fib {
             installed: BTreeMap::new(),
             kernel_ops: Vec::new(),
             stats: FibStats::default(),
+            keep_dead_routes: false,
         }
     }
 
@@ -245,7 +254,7 @@ impl Fib {
     }
 
     fn kernel_route(&self, source: Source, target: &Target) -> Option<KernelRoute> {
-        if source != Source::Static {
+        if !matches!(source, Source::Static | Source::StaticBackup) {
             return None;
         }
         match target {
@@ -320,6 +329,7 @@ impl Fib {
             port: port.clone(),
             dmac: None,
             neigh_failed: false,
+            probe_down: false,
             refs: 0,
         };
         self.dp.write_nexthop(id, &entry.to_map())?;
@@ -341,7 +351,7 @@ impl Fib {
     fn tables_for(&self, prefix: IpNet, source: Source) -> Vec<Table> {
         match source {
             Source::Local | Source::Connected | Source::Neighbour => Table::ALL.to_vec(),
-            Source::Static => vec![self.classify(prefix)],
+            Source::Static | Source::StaticBackup => vec![self.classify(prefix)],
         }
     }
 
@@ -362,11 +372,15 @@ impl Fib {
                 bail!("route {prefix}: unknown next hop id {m}");
             }
         }
-        self.rib
+        self.retain_target(&target);
+        let old = self
+            .rib
             .entry((table, prefix))
             .or_default()
             .insert(source, target);
-        self.reinstall(table, prefix)
+        let result = self.reinstall(table, prefix);
+        self.release_target(old)?;
+        result
     }
 
     /// Withdraws the routes of `source` for `prefix` from every table; another
@@ -384,13 +398,15 @@ impl Fib {
         let Some(sources) = self.rib.get_mut(&key) else {
             return Ok(());
         };
-        if sources.remove(&source).is_none() {
+        let Some(removed) = sources.remove(&source) else {
             return Ok(());
-        }
+        };
         if sources.is_empty() {
             self.rib.remove(&key);
         }
-        self.reinstall(table, prefix)
+        let result = self.reinstall(table, prefix);
+        self.release_target(Some(removed))?;
+        result
     }
 
     /// (table, prefix) pairs a source currently has routes for.
@@ -426,11 +442,23 @@ impl Fib {
     fn reinstall_inner(&mut self, table: Table, prefix: IpNet) -> Result<()> {
         let key = (table, prefix);
         let class = table.class();
-        let best = self
-            .rib
-            .get(&key)
-            .and_then(|s| s.iter().next_back())
-            .map(|(s, t)| (*s, t.clone()));
+        // The most preferred source whose route can carry traffic; a forward route
+        // whose next hops are all down is skipped (its destinations fall through to a
+        // backup route or a less specific prefix) unless configured to stay.
+        let best = self.rib.get(&key).and_then(|sources| {
+            sources
+                .iter()
+                .rev()
+                .find(|(_, t)| self.usable(t))
+                .or_else(|| {
+                    if self.keep_dead_routes {
+                        sources.iter().next_back()
+                    } else {
+                        None
+                    }
+                })
+                .map(|(s, t)| (*s, t.clone()))
+        });
         let old = self.installed.get(&key).cloned();
         let Some((source, target)) = best else {
             if let Some(old) = old {
@@ -507,11 +535,6 @@ impl Fib {
                 buckets: group.buckets,
             },
         )?;
-        for m in &members {
-            if let Some(nh) = self.nexthops.get_mut(m) {
-                nh.refs += 1;
-            }
-        }
         self.groups.insert(id, group);
         self.group_ids.insert(members, id);
         Ok(id)
@@ -534,8 +557,26 @@ impl Fib {
                 buckets: [0; ECMP_BUCKETS],
             },
         )?;
-        for m in &group.members {
-            self.unref_nexthop(*m)?;
+        Ok(())
+    }
+
+    /// Counts a route's references to its next hops.
+    fn retain_target(&mut self, target: &Target) {
+        if let Target::Forward(members) = target {
+            for m in members {
+                if let Some(nh) = self.nexthops.get_mut(m) {
+                    nh.refs += 1;
+                }
+            }
+        }
+    }
+
+    /// Drops a route's references to its next hops (after the route is gone).
+    fn release_target(&mut self, target: Option<Target>) -> Result<()> {
+        if let Some(Target::Forward(members)) = target {
+            for m in members {
+                self.unref_nexthop(m)?;
+            }
         }
         Ok(())
     }
@@ -561,6 +602,21 @@ impl Fib {
             )?;
         }
         Ok(())
+    }
+
+    fn usable(&self, target: &Target) -> bool {
+        match target {
+            Target::Forward(members) => members
+                .iter()
+                .any(|m| self.nexthops.get(m).is_some_and(NhEntry::live)),
+            _ => true,
+        }
+    }
+
+    /// Keep routes whose next hops are all down in the data plane (their traffic then
+    /// meets the no-route policy) instead of falling through.
+    pub fn set_keep_dead_routes(&mut self, keep: bool) {
+        self.keep_dead_routes = keep;
     }
 
     fn live(&self, members: &[NhId]) -> Vec<NhId> {
@@ -599,6 +655,37 @@ impl Fib {
             buckets::rebalance(&mut group.buckets, &live);
             let buckets = group.buckets;
             self.dp.write_group(gid, &EcmpGroup { buckets })?;
+        }
+        // Routes may switch between their own next hops and a fallback.
+        let keys: Vec<(Table, IpNet)> = self
+            .rib
+            .iter()
+            .filter(|(_, sources)| {
+                sources
+                    .values()
+                    .any(|t| matches!(t, Target::Forward(m) if m.contains(&id)))
+            })
+            .map(|(k, _)| *k)
+            .collect();
+        for (table, prefix) in keys {
+            self.reinstall(table, prefix)?;
+        }
+        Ok(())
+    }
+
+    /// A health probe's verdict on the next hops with address `via`.
+    pub fn update_health(&mut self, via: IpAddr, healthy: bool) -> Result<()> {
+        let ids: Vec<NhId> = self
+            .nexthops
+            .iter()
+            .filter(|(_, nh)| nh.key.via == via && nh.probe_down == healthy)
+            .map(|(id, _)| *id)
+            .collect();
+        for id in ids {
+            let nh = self.nexthops.get_mut(&id).expect("present");
+            let was_live = nh.live();
+            nh.probe_down = !healthy;
+            self.apply_nexthop(id, was_live)?;
         }
         Ok(())
     }
@@ -684,8 +771,9 @@ impl Fib {
                 resolved: nh.dmac.is_some(),
                 link_up: nh.port.up,
                 neighbour_failed: nh.neigh_failed,
+                probe_down: nh.probe_down,
                 live: nh.live(),
-                groups: nh.refs,
+                routes: nh.refs,
             })
             .collect()
     }
