@@ -211,6 +211,11 @@ pub struct Dataplane {
     /// IPv4 FIB structure of the north-south table (where a full table lives).
     #[serde(default)]
     pub ipv4_fib_north_south: FibKind,
+    /// bpffs directory (e.g. "/sys/fs/bpf/nva") where the XDP attachments, counters and
+    /// settings are pinned so that a restarted nva takes over without a forwarding gap
+    /// (exit with SIGQUIT to leave forwarding running). Off when absent.
+    #[serde(default)]
+    pub pin_path: Option<String>,
 }
 
 #[derive(Clone, Copy, Debug, Default, Deserialize, Serialize, PartialEq, Eq)]
@@ -231,6 +236,7 @@ impl Default for Dataplane {
             hash_seed: None,
             ipv4_fib_east_west: FibKind::LpmTrie,
             ipv4_fib_north_south: FibKind::LpmTrie,
+            pin_path: None,
         }
     }
 }

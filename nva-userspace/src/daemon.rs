@@ -1,5 +1,7 @@
 //! `nva run`: wires config, netlink, the data plane, the FIB programmer and the control
-//! socket together, then follows link and neighbour changes until SIGINT/SIGTERM.
+//! socket together, then follows link and neighbour changes until SIGINT/SIGTERM
+//! (graceful: detach, remove kernel routes) or SIGQUIT (exit for a restart: with a pin
+//! directory the XDP program keeps forwarding until the next nva replaces it).
 use std::{
     collections::HashMap,
     net::IpAddr,
@@ -59,6 +61,9 @@ pub struct State {
     pub resolve_now: Vec<(u32, IpAddr)>,
     /// Prefixes currently programmed into segments.
     segment_prefixes: Vec<IpNet>,
+    /// Neighbour MACs seen at start, so new next hops are resolved before any route
+    /// points at them.
+    known_macs: HashMap<(u32, IpAddr), [u8; 6]>,
     pub started: Instant,
 }
 
@@ -132,7 +137,12 @@ impl State {
                 .find(|f| f.ifindex == *ifindex)
                 .context("next hop on an unknown interface")?
                 .port;
-            ids.push(self.fib.nexthop(*key, port)?);
+            let id = self.fib.nexthop(*key, port)?;
+            if let Some(mac) = self.known_macs.get(&(key.ifindex, key.via)) {
+                self.fib
+                    .update_neighbour(key.ifindex, key.via, Some(*mac), false)?;
+            }
+            ids.push(id);
         }
         Ok(ids)
     }
@@ -187,7 +197,7 @@ impl State {
         if config.control != self.config.control {
             warn!("control.socket changes take effect at the next start");
         }
-        if load_options(&config) != self.fib.dataplane().options() {
+        if load_options(&config) != *self.fib.dataplane().options() {
             warn!("dataplane.ipv4_fib_* changes take effect at the next start");
         }
         let generic = config.dataplane.xdp_mode == XdpMode::Generic;
@@ -236,7 +246,7 @@ impl State {
             .collect();
         for iface in removed {
             let dp = self.fib.dataplane_mut();
-            dp.detach(iface.ifindex)?;
+            dp.detach(iface.ifindex, &iface.name)?;
             dp.remove_port(iface.ifindex)?;
             self.ifaces.retain(|f| f.ifindex != iface.ifindex);
             info!(interface = %iface.name, "XDP detached (reload)");
@@ -244,7 +254,7 @@ impl State {
         if mode_changed {
             for iface in self.ifaces.clone() {
                 let dp = self.fib.dataplane_mut();
-                dp.detach(iface.ifindex)?;
+                dp.detach(iface.ifindex, &iface.name)?;
                 dp.attach(iface.ifindex, &iface.name, generic)?;
             }
             info!(mode = ?config.dataplane.xdp_mode, "XDP re-attached in the new mode");
@@ -473,6 +483,7 @@ fn load_options(config: &Config) -> LoadOptions {
             config.dataplane.ipv4_fib_east_west == FibKind::Dir24_8,
             config.dataplane.ipv4_fib_north_south == FibKind::Dir24_8,
         ],
+        pin_dir: config.dataplane.pin_path.as_ref().map(PathBuf::from),
     }
 }
 
@@ -494,25 +505,24 @@ pub async fn run(config: Config, config_path: PathBuf, socket: PathBuf) -> Resul
         ifaces[i].slot = free_slot(&ifaces[..i])?;
     }
 
-    let settings = settings_of(&config);
+    let neighbours = nl.neighbours().await?;
+
     let mut dp = Dataplane::load_with(load_options(&config))?;
+    let mut settings = settings_of(&config);
+    if config.dataplane.hash_seed.is_none()
+        && let Some(seed) = dp.previous_hash_seed()
+    {
+        // A restart keeps flows on their paths.
+        settings.hash_seed = seed;
+    }
     dp.set_settings(settings)?;
     for iface in &ifaces {
         dp.add_port(iface.ifindex, iface.slot, iface.flags)?;
     }
-    let generic = config.dataplane.xdp_mode == XdpMode::Generic;
-    for iface in &ifaces {
-        // On error `dp` is dropped, which detaches whatever was attached already.
-        dp.attach(iface.ifindex, &iface.name, generic)?;
-        info!(interface = %iface.name, ifindex = iface.ifindex, mode = ?config.dataplane.xdp_mode, "XDP attached");
-    }
-
-    let removed = nl.flush_own_routes().await?;
-    if removed > 0 {
-        info!(removed, "removed kernel routes left by an earlier run");
-    }
     let kernel = spawn_kernel_sync(nl.clone());
 
+    // Program everything before attaching: after a restart the new program replaces
+    // the running one atomically, so its tables must be complete first.
     let mut fib = Fib::new(dp);
     for addr in &addrs {
         for (prefix, source, target) in address_routes(addr) {
@@ -531,6 +541,11 @@ pub async fn run(config: Config, config_path: PathBuf, socket: PathBuf) -> Resul
         addrs,
         resolve_now: Vec::new(),
         segment_prefixes: Vec::new(),
+        known_macs: neighbours
+            .iter()
+            .filter(|n| n.usable)
+            .filter_map(|n| Some(((n.ifindex, n.ip), n.mac?)))
+            .collect(),
         started: Instant::now(),
     };
     let config = state.config.clone();
@@ -539,14 +554,33 @@ pub async fn run(config: Config, config_path: PathBuf, socket: PathBuf) -> Resul
         .set_keep_dead_routes(config.health.keep_dead_routes);
     state.apply_separation(&config)?;
     state.apply_static_routes(&planned)?;
-    for n in nl.neighbours().await? {
+    for n in &neighbours {
         state
             .fib
             .update_neighbour(n.ifindex, n.ip, n.mac.filter(|_| n.usable), n.failed)?;
-        state.neighbour_route(&n)?;
+        state.neighbour_route(n)?;
     }
+    let mut kernel_prefixes = std::collections::HashSet::new();
     for op in state.fib.take_kernel_ops() {
+        if op.1.is_some() {
+            kernel_prefixes.insert(op.0);
+        }
         let _ = kernel.send(op);
+    }
+    // Kernel routes of an earlier run that this configuration no longer has.
+    let removed = nl.flush_own_routes_except(&kernel_prefixes).await?;
+    if removed > 0 {
+        info!(removed, "removed stale kernel routes of an earlier run");
+    }
+
+    let generic = config.dataplane.xdp_mode == XdpMode::Generic;
+    for iface in state.ifaces.clone() {
+        // On error the data plane is dropped, which detaches what was attached.
+        state
+            .fib
+            .dataplane_mut()
+            .attach(iface.ifindex, &iface.name, generic)?;
+        info!(interface = %iface.name, ifindex = iface.ifindex, mode = ?config.dataplane.xdp_mode, "XDP attached");
     }
     let (v4, v6) = state.fib.route_count();
     info!(routes_v4 = v4, routes_v6 = v6, "FIB programmed");
@@ -564,12 +598,21 @@ pub async fn run(config: Config, config_path: PathBuf, socket: PathBuf) -> Resul
 
     let mut sigint = signal(SignalKind::interrupt())?;
     let mut sigterm = signal(SignalKind::terminate())?;
+    let mut sigquit = signal(SignalKind::quit())?;
     let mut sighup = signal(SignalKind::hangup())?;
     let mut tick = tokio::time::interval(Duration::from_secs(1));
+    // SIGQUIT: exit for a restart or upgrade; with a pin directory, forwarding goes on
+    // with the current tables until the next nva takes over.
+    let mut keep_forwarding = false;
     loop {
         tokio::select! {
             _ = sigint.recv() => { info!("SIGINT: shutting down"); break; }
             _ = sigterm.recv() => { info!("SIGTERM: shutting down"); break; }
+            _ = sigquit.recv() => {
+                info!("SIGQUIT: exiting for a restart");
+                keep_forwarding = true;
+                break;
+            }
             _ = sighup.recv() => {
                 match reload(&nl, &state).await {
                     Ok(()) => info!("SIGHUP: configuration reloaded"),
@@ -618,12 +661,26 @@ pub async fn run(config: Config, config_path: PathBuf, socket: PathBuf) -> Resul
         m.abort();
     }
     let _ = std::fs::remove_file(&socket);
+    let pinned = state
+        .lock()
+        .expect("state lock")
+        .fib
+        .dataplane()
+        .options()
+        .pin_dir
+        .is_some();
+    if keep_forwarding && pinned {
+        // Pinned links keep the XDP program attached; kernel routes stay for what it
+        // passes up. The next nva replaces both.
+        info!("XDP left attached for the next nva");
+        return Ok(());
+    }
     state
         .lock()
         .expect("state lock")
         .fib
         .dataplane_mut()
-        .detach_all();
+        .unpin_and_detach();
     info!("XDP detached");
     drop(kernel);
     match nl.flush_own_routes().await {

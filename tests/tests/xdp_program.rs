@@ -143,7 +143,7 @@ fn with_rig_options(
     let ns = Netns::new("xdp").unwrap();
     veth(&ns, "in0", &ns, "out0").unwrap();
     ns.run(|| {
-        let mut rig = Rig::with_options(settings, options);
+        let mut rig = Rig::with_options(settings, options.clone());
         f(&mut rig)
     });
 }
@@ -548,6 +548,7 @@ fn ipv6_extension_headers_are_skipped_to_find_ports() {
 fn dir24_fib_answers_like_the_lpm_trie() {
     let options = LoadOptions {
         dir24_ipv4: [true, true],
+        ..Default::default()
     };
     with_rig_options("dir24", default_settings(), options, |rig| {
         // Fib has no east-west prefixes configured here: everything is north-south.

@@ -4,13 +4,21 @@
 //! write and in which order.
 pub mod dir24;
 
-use std::{net::IpAddr, os::fd::AsFd};
+use std::{
+    net::IpAddr,
+    os::fd::AsFd,
+    path::{Path, PathBuf},
+};
 
 use anyhow::{Context, Result, anyhow, bail};
 use aya::{
     Ebpf, EbpfLoader, include_bytes_aligned,
     maps::{Array, DevMapHash, LpmTrie, MapData, MapError, PerCpuArray, lpm_trie::Key},
-    programs::{Xdp, XdpMode, xdp::XdpLinkId},
+    programs::{
+        Xdp, XdpMode,
+        links::{FdLink, PinnedLink},
+        xdp::{XdpLink, XdpLinkId},
+    },
 };
 use ipnet::{IpNet, Ipv4Net, Ipv6Net};
 use nva_common::{
@@ -22,11 +30,22 @@ use nva_common::{
 use dir24::{Dir24, MmapCells};
 
 /// How to build the data plane's tables (fixed for the life of the loaded program).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct LoadOptions {
     /// Per class (0 east-west, 1 north-south): IPv4 FIB as DIR-24-8 instead of the trie.
     pub dir24_ipv4: [bool; 2],
+    /// bpffs directory for the state that outlives the process: the XDP links (so
+    /// forwarding goes on while nva restarts), the counters, and the settings (so a
+    /// restart keeps the ECMP hash seed). None: nothing outlives the process.
+    pub pin_dir: Option<PathBuf>,
 }
+
+/// Maps shared by a running program and its successor after a restart.
+const PINNED_MAPS: [&str; 3] = [
+    map_names::COUNTERS,
+    map_names::CLASS_COUNTERS,
+    map_names::SEGMENT_DROPS,
+];
 
 /// The eBPF object built from `nva-ebpf` by build.rs.
 pub static EBPF_OBJECT: &[u8] = include_bytes_aligned!(concat!(env!("OUT_DIR"), "/nva"));
@@ -54,6 +73,8 @@ pub struct Dataplane {
     /// Keeps the DIR-24-8 maps open while they are mapped.
     _dir_maps: Vec<MapData>,
     options: LoadOptions,
+    /// Settings of the program this one replaces (from the pin directory).
+    previous_settings: Option<Settings>,
     attached: Vec<(u32, XdpLinkId)>,
 }
 
@@ -73,6 +94,23 @@ impl Dataplane {
 
     pub fn load_with(options: LoadOptions) -> Result<Self> {
         let mut loader = EbpfLoader::new();
+        let mut previous_settings = None;
+        if let Some(dir) = &options.pin_dir {
+            std::fs::create_dir_all(dir)
+                .with_context(|| format!("creating the pin directory {}", dir.display()))?;
+            let settings_pin = dir.join(map_names::SETTINGS);
+            if settings_pin.exists() {
+                let old: Array<MapData, Settings> = Array::try_from(aya::maps::Map::Array(
+                    MapData::from_pin(&settings_pin).context("opening the pinned settings")?,
+                ))?;
+                previous_settings = old.get(&0, 0).ok();
+                // The new program gets its own settings (it may use other tables).
+                std::fs::remove_file(&settings_pin)?;
+            }
+            for name in PINNED_MAPS.iter().chain([&map_names::SETTINGS]) {
+                loader.map_pin_path(name, dir.join(name));
+            }
+        }
         let names = [
             (map_names::DIR24_EW, map_names::DIR8_EW),
             (map_names::DIR24_NS, map_names::DIR8_NS),
@@ -115,6 +153,7 @@ impl Dataplane {
             dir24,
             _dir_maps: dir_maps,
             options,
+            previous_settings,
             fib_v4: [
                 take(&mut ebpf, map_names::FIB_V4_EW)?,
                 take(&mut ebpf, map_names::FIB_V4_NS)?,
@@ -159,25 +198,77 @@ impl Dataplane {
 
     /// Attaches the program to an interface. Native (driver) mode fails rather than
     /// silently falling back; generic mode must be asked for.
+    ///
+    /// With a pin directory, the attachment is a pinned bpf_link: if one is left by an
+    /// earlier run, this program atomically replaces the old one on it (no packet sees
+    /// an interface without XDP); otherwise the new link is pinned so that it survives
+    /// this process.
     pub fn attach(&mut self, ifindex: u32, name: &str, generic: bool) -> Result<()> {
         let mode = if generic {
             XdpMode::Skb
         } else {
             XdpMode::Driver
         };
-        let link = self
-            .program_mut()?
+        let pin = self.link_pin(name);
+        if let Some(pin) = pin.as_ref().filter(|p| p.exists()) {
+            let link = PinnedLink::from_pin(pin)
+                .with_context(|| format!("opening the pinned XDP link of {name}"))?;
+            let link = XdpLink::try_from(FdLink::from(link))?;
+            let id = self
+                .program_mut()?
+                .attach_to_link(link)
+                .with_context(|| format!("replacing the XDP program on {name}"))?;
+            self.attached.push((ifindex, id));
+            return Ok(());
+        }
+        let program = self.program_mut()?;
+        let id = program
             .attach_to_if_index(ifindex, mode)
             .with_context(|| format!("attaching XDP ({mode:?} mode) to {name}"))?;
-        self.attached.push((ifindex, link));
+        if let Some(pin) = pin {
+            let link: FdLink = program.take_link(id)?.try_into().with_context(|| {
+                format!("{name}: pinning needs a bpf_link attachment (kernel >= 5.9)")
+            })?;
+            let pinned = link
+                .pin(&pin)
+                .with_context(|| format!("pinning the XDP link of {name}"))?;
+            let id = program.attach_to_link(XdpLink::try_from(FdLink::from(pinned))?)?;
+            self.attached.push((ifindex, id));
+        } else {
+            self.attached.push((ifindex, id));
+        }
         Ok(())
     }
 
-    /// Detaches from one interface.
-    pub fn detach(&mut self, ifindex: u32) -> Result<()> {
+    fn link_pin(&self, name: &str) -> Option<PathBuf> {
+        self.options
+            .pin_dir
+            .as_ref()
+            .map(|d| d.join(format!("link-{name}")))
+    }
+
+    /// The ECMP hash seed of the program this one replaced, if any.
+    pub fn previous_hash_seed(&self) -> Option<u32> {
+        self.previous_settings.map(|s| s.hash_seed)
+    }
+
+    /// Graceful end: removes the pins (links and maps), then detaches. Without this,
+    /// pinned links keep forwarding after the process exits.
+    pub fn unpin_and_detach(&mut self) {
+        if let Some(dir) = self.options.pin_dir.clone() {
+            let _ = remove_pins(&dir);
+        }
+        self.detach_all();
+    }
+
+    /// Detaches from one interface (and drops its pin).
+    pub fn detach(&mut self, ifindex: u32, name: &str) -> Result<()> {
         let Some(pos) = self.attached.iter().position(|(i, _)| *i == ifindex) else {
             return Ok(());
         };
+        if let Some(pin) = self.link_pin(name) {
+            let _ = std::fs::remove_file(pin);
+        }
         let (_, link) = self.attached.remove(pos);
         self.program_mut()?
             .detach(link)
@@ -210,8 +301,8 @@ impl Dataplane {
         Ok(self.settings.set(0, settings, 0)?)
     }
 
-    pub fn options(&self) -> LoadOptions {
-        self.options
+    pub fn options(&self) -> &LoadOptions {
+        &self.options
     }
 
     /// DIR-24-8 blocks in use per class (for metrics), None where the trie is used.
@@ -372,6 +463,18 @@ impl Drop for Dataplane {
     fn drop(&mut self) {
         self.detach_all();
     }
+}
+
+/// Removes everything nva pinned under `dir`.
+fn remove_pins(dir: &Path) -> std::io::Result<()> {
+    for entry in std::fs::read_dir(dir)? {
+        let path = entry?.path();
+        let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
+        if name.starts_with("link-") || PINNED_MAPS.contains(&name) || name == map_names::SETTINGS {
+            std::fs::remove_file(&path)?;
+        }
+    }
+    Ok(())
 }
 
 fn sum<'a>(cells: impl Iterator<Item = &'a Counter>) -> Counter {

@@ -76,8 +76,17 @@ impl Netlink {
         }
     }
 
-    /// Removes every kernel route with nva's protocol (left over from an earlier run).
+    /// Removes every kernel route with nva's protocol.
     pub async fn flush_own_routes(&self) -> Result<usize> {
+        self.flush_own_routes_except(&std::collections::HashSet::new())
+            .await
+    }
+
+    /// Removes kernel routes with nva's protocol whose prefix is not in `keep`.
+    pub async fn flush_own_routes_except(
+        &self,
+        keep: &std::collections::HashSet<IpNet>,
+    ) -> Result<usize> {
         let mut removed = 0;
         for version in [IpVersion::V4, IpVersion::V6] {
             let query = match version {
@@ -93,7 +102,9 @@ impl Netlink {
                 .await
                 .context("dumping kernel routes")?;
             for route in routes {
-                if route.header.protocol == RouteProtocol::Other(RTPROT_NVA) {
+                if route.header.protocol == RouteProtocol::Other(RTPROT_NVA)
+                    && !keep.contains(&prefix_of(&route))
+                {
                     self.handle()
                         .route()
                         .del(route)
@@ -106,4 +117,22 @@ impl Netlink {
         }
         Ok(removed)
     }
+}
+
+/// The destination prefix of a route message.
+fn prefix_of(route: &rtnetlink::packet_route::route::RouteMessage) -> IpNet {
+    use rtnetlink::packet_route::route::{RouteAddress, RouteAttribute};
+    let len = route.header.destination_prefix_length;
+    let addr = route.attributes.iter().find_map(|a| match a {
+        RouteAttribute::Destination(RouteAddress::Inet(a)) => Some(IpAddr::V4(*a)),
+        RouteAttribute::Destination(RouteAddress::Inet6(a)) => Some(IpAddr::V6(*a)),
+        _ => None,
+    });
+    let addr = addr.unwrap_or(match route.header.address_family {
+        rtnetlink::packet_route::AddressFamily::Inet6 => {
+            IpAddr::V6(std::net::Ipv6Addr::UNSPECIFIED)
+        }
+        _ => IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED),
+    });
+    IpNet::new(addr, len).unwrap_or_else(|_| IpNet::from(addr))
 }
