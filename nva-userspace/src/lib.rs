@@ -2,6 +2,7 @@
 //! sources of routes (config, local addresses, BGP later) -> `fib` (next hops, ECMP
 //! groups, make-before-break writes) -> `dataplane` (the BPF maps).
 pub mod bench_object;
+pub mod bgp;
 pub mod config;
 pub mod control;
 pub mod daemon;

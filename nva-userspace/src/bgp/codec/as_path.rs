@@ -18,7 +18,11 @@ pub(super) fn decode(buf: &[u8], four_octet: bool) -> Option<AsPath> {
         }
         let mut asns = Vec::with_capacity(count);
         for _ in 0..count {
-            let asn = if four_octet { r.u32()? } else { r.u16()? as u32 };
+            let asn = if four_octet {
+                r.u32()?
+            } else {
+                r.u16()? as u32
+            };
             asns.push(asn);
         }
         segments.push(match kind {
@@ -53,13 +57,23 @@ pub(super) fn encode(path: &AsPath, four_octet: bool, out: &mut Vec<u8>) {
 
 /// True when a 2-octet encoding of `path` loses information, so AS4_PATH must be sent.
 pub(super) fn needs_as4_path(path: &AsPath) -> bool {
-    path.segments.iter().filter(|s| !s.is_confed()).any(|s| s.asns().iter().any(|&a| a > 0xffff))
+    path.segments
+        .iter()
+        .filter(|s| !s.is_confed())
+        .any(|s| s.asns().iter().any(|&a| a > 0xffff))
 }
 
 /// The AS4_PATH to send along a 2-octet AS_PATH: the path without confederation
 /// segments (RFC 6793 §4.2.2).
 pub(super) fn as4_path_of(path: &AsPath) -> AsPath {
-    AsPath { segments: path.segments.iter().filter(|s| !s.is_confed()).cloned().collect() }
+    AsPath {
+        segments: path
+            .segments
+            .iter()
+            .filter(|s| !s.is_confed())
+            .cloned()
+            .collect(),
+    }
 }
 
 /// RFC 6793 §4.2.3: rebuilds the real path from a 2-octet AS_PATH and an AS4_PATH.
@@ -94,7 +108,20 @@ pub(super) fn merge_as4(as_path: AsPath, as4_path: AsPath) -> AsPath {
             }
         }
     }
-    segments.extend(as4_path.segments);
+    let mut rest = as4_path.segments.into_iter();
+    // Join the two halves of a sequence cut at the boundary ("65010" + "4200000077"),
+    // so the path compares equal to the same path received from a 4-octet speaker.
+    if let Some(first) = rest.next() {
+        match (segments.last_mut(), first) {
+            (Some(AsSegment::Sequence(head)), AsSegment::Sequence(tail))
+                if head.len() + tail.len() <= 255 =>
+            {
+                head.extend(tail)
+            }
+            (_, first) => segments.push(first),
+        }
+    }
+    segments.extend(rest);
     AsPath { segments }
 }
 
@@ -107,7 +134,10 @@ mod tests {
         let two = AsPath::from_sequence([65001, 23456, 23456, 65003]);
         let four = AsPath::from_sequence([4200000001, 4200000002, 65003]);
         let merged = merge_as4(two, four);
-        assert_eq!(merged.iter().collect::<Vec<_>>(), vec![65001, 4200000001, 4200000002, 65003]);
+        assert_eq!(
+            merged.iter().collect::<Vec<_>>(),
+            vec![65001, 4200000001, 4200000002, 65003]
+        );
         assert_eq!(merged.path_len(), 4);
     }
 

@@ -5,6 +5,7 @@ use std::net::{Ipv4Addr, Ipv6Addr};
 
 use ipnet::IpNet;
 
+use super::CodecCtx;
 use super::as_path;
 use super::attrs::{
     Aggregator, AsPath, Community, LargeCommunity, NextHop, Origin, PathAttrs, RawAttribute, flags,
@@ -15,7 +16,6 @@ use super::notification::{code, update_sub};
 use super::open::AS_TRANS;
 use super::reader::Reader;
 use super::update::{MpReach, MpUnreach};
-use super::CodecCtx;
 
 /// Attribute type codes.
 pub mod attr_type {
@@ -132,7 +132,11 @@ pub(super) fn decode(buf: &[u8], ctx: &CodecCtx) -> Result<AttrList, DecodeError
             list.broken = true;
             break;
         };
-        let len = if fl & flags::EXTENDED_LENGTH != 0 { r.u16() } else { r.u8().map(u16::from) };
+        let len = if fl & flags::EXTENDED_LENGTH != 0 {
+            r.u16()
+        } else {
+            r.u8().map(u16::from)
+        };
         let Some(value) = len.and_then(|l| r.take(l as usize)) else {
             list.withdraw(t, "attribute length overruns the attribute list");
             list.broken = true;
@@ -174,6 +178,11 @@ fn decode_one(
             _ => list.withdraw(t, "bad ORIGIN flags or length"),
         },
         AS_PATH => match as_path::decode(value, ctx.four_octet_as) {
+            // nva is never a confederation member, so every peer is outside ours and
+            // confederation segments from it are malformed (RFC 5065 §5, RFC 7606 §7.2).
+            Some(p) if p.segments.iter().any(|s| s.is_confed()) => {
+                list.withdraw(t, "AS_PATH with confederation segments")
+            }
             Some(p) if category == WELL_KNOWN => list.as_path = Some(p),
             _ => list.withdraw(t, "malformed AS_PATH"),
         },
@@ -203,20 +212,24 @@ fn decode_one(
             _ => list.discard(t, "bad AGGREGATOR flags or length"),
         },
         COMMUNITIES => {
-            if category == OPT_TRANSITIVE && !value.is_empty() && value.len() % 4 == 0 {
-                let v = value.chunks_exact(4).map(|c| {
-                    Community(u32::from_be_bytes([c[0], c[1], c[2], c[3]]))
-                });
+            if category == OPT_TRANSITIVE && !value.is_empty() && value.len().is_multiple_of(4) {
+                let v = value
+                    .chunks_exact(4)
+                    .map(|c| Community(u32::from_be_bytes([c[0], c[1], c[2], c[3]])));
                 list.communities = Some(v.collect());
             } else {
                 list.withdraw(t, "bad COMMUNITIES flags or length");
             }
         }
         LARGE_COMMUNITY => {
-            if category == OPT_TRANSITIVE && !value.is_empty() && value.len() % 12 == 0 {
+            if category == OPT_TRANSITIVE && !value.is_empty() && value.len().is_multiple_of(12) {
                 let v = value.chunks_exact(12).map(|c| {
                     let w = |i: usize| u32::from_be_bytes([c[i], c[i + 1], c[i + 2], c[i + 3]]);
-                    LargeCommunity { global: w(0), local1: w(4), local2: w(8) }
+                    LargeCommunity {
+                        global: w(0),
+                        local1: w(4),
+                        local2: w(8),
+                    }
                 });
                 list.large_communities = Some(v.collect());
             } else {
@@ -224,9 +237,7 @@ fn decode_one(
             }
         }
         AS4_PATH if !ctx.four_octet_as => match as_path::decode(value, true) {
-            Some(p)
-                if category == OPT_TRANSITIVE && !p.segments.iter().any(|s| s.is_confed()) =>
-            {
+            Some(p) if category == OPT_TRANSITIVE && !p.segments.iter().any(|s| s.is_confed()) => {
                 list.as4_path = Some(p)
             }
             // RFC 6793 §6 / RFC 7606 §7.7: a malformed AS4_PATH is discarded.
@@ -272,7 +283,11 @@ fn decode_one(
 
 fn decode_aggregator(value: &[u8], four_octet: bool) -> Option<Aggregator> {
     let mut r = Reader::new(value);
-    let asn = if four_octet { r.u32()? } else { r.u16()? as u32 };
+    let asn = if four_octet {
+        r.u32()?
+    } else {
+        r.u16()? as u32
+    };
     let address = Ipv4Addr::from(r.u32()?);
     r.is_empty().then_some(Aggregator { asn, address })
 }
@@ -295,14 +310,22 @@ fn decode_mp_reach(list: &mut AttrList, value: &[u8], raw: &[u8]) -> Result<(), 
     let nh = r.take(nh_len as usize).ok_or_else(|| mp_error(raw))?;
     let _reserved = r.u8().ok_or_else(|| mp_error(raw))?;
     // A family we did not negotiate: not ours to interpret.
-    let Some(family) = Family::from_afi_safi(afi, safi) else { return Ok(()) };
+    let Some(family) = Family::from_afi_safi(afi, safi) else {
+        return Ok(());
+    };
     let nlri = decode_prefixes(r.rest(), family).ok_or_else(nlri_error)?;
     let v6 = |b: &[u8]| <[u8; 16]>::try_from(b).ok().map(Ipv6Addr::from);
     let next_hop = match (family, nh.len()) {
         (Family::Ipv4Unicast, 4) => <[u8; 4]>::try_from(nh).ok().map(|a| NextHop::V4(a.into())),
-        (_, 16) => v6(nh).map(|global| NextHop::V6 { global, link_local: None }),
+        (_, 16) => v6(nh).map(|global| NextHop::V6 {
+            global,
+            link_local: None,
+        }),
         (_, 32) => match (v6(&nh[..16]), v6(&nh[16..])) {
-            (Some(global), Some(ll)) => Some(NextHop::V6 { global, link_local: Some(ll) }),
+            (Some(global), Some(ll)) => Some(NextHop::V6 {
+                global,
+                link_local: Some(ll),
+            }),
             _ => None,
         },
         _ => None,
@@ -318,7 +341,9 @@ fn decode_mp_unreach(list: &mut AttrList, value: &[u8], raw: &[u8]) -> Result<()
     let mut r = Reader::new(value);
     let afi = r.u16().ok_or_else(|| mp_error(raw))?;
     let safi = r.u8().ok_or_else(|| mp_error(raw))?;
-    let Some(family) = Family::from_afi_safi(afi, safi) else { return Ok(()) };
+    let Some(family) = Family::from_afi_safi(afi, safi) else {
+        return Ok(());
+    };
     let withdrawn = decode_prefixes(r.rest(), family).ok_or_else(nlri_error)?;
     list.mp_unreach = Some(MpUnreach { family, withdrawn });
     Ok(())
@@ -376,11 +401,17 @@ pub(super) fn encode(
                 v.push(4);
                 v.extend_from_slice(&a.octets());
             }
-            NextHop::V6 { global, link_local: None } => {
+            NextHop::V6 {
+                global,
+                link_local: None,
+            } => {
                 v.push(16);
                 v.extend_from_slice(&global.octets());
             }
-            NextHop::V6 { global, link_local: Some(ll) } => {
+            NextHop::V6 {
+                global,
+                link_local: Some(ll),
+            } => {
                 v.push(32);
                 v.extend_from_slice(&global.octets());
                 v.extend_from_slice(&ll.octets());
@@ -412,7 +443,9 @@ pub(super) fn encode(
     // To an OLD speaker, an AGGREGATOR next to an AS4_PATH must say AS_TRANS, or the
     // receiver ignores the AS4_PATH (RFC 6793 §4.2.3); the real AS goes in AS4_AGGREGATOR.
     let as4_path = !ctx.four_octet_as && as_path::needs_as4_path(&a.as_path);
-    let as4_aggregator = a.aggregator.filter(|g| !ctx.four_octet_as && (as4_path || g.asn > 0xffff));
+    let as4_aggregator = a
+        .aggregator
+        .filter(|g| !ctx.four_octet_as && (as4_path || g.asn > 0xffff));
     if let Some(agg) = &a.aggregator {
         let mut v = aggregator_bytes(agg, ctx.four_octet_as);
         if as4_aggregator.is_some() {
@@ -421,7 +454,11 @@ pub(super) fn encode(
         write_attr(out, OPT_TRANSITIVE, AGGREGATOR, &v)?;
     }
     if !a.communities.is_empty() {
-        let v: Vec<u8> = a.communities.iter().flat_map(|c| c.0.to_be_bytes()).collect();
+        let v: Vec<u8> = a
+            .communities
+            .iter()
+            .flat_map(|c| c.0.to_be_bytes())
+            .collect();
         write_attr(out, OPT_TRANSITIVE, COMMUNITIES, &v)?;
     }
     // RFC 6793 §4.2.2: to an OLD speaker, carry what AS_TRANS replaced.
@@ -431,7 +468,12 @@ pub(super) fn encode(
         write_attr(out, OPT_TRANSITIVE, AS4_PATH, &v)?;
     }
     if let Some(agg) = as4_aggregator {
-        write_attr(out, OPT_TRANSITIVE, AS4_AGGREGATOR, &aggregator_bytes(&agg, true))?;
+        write_attr(
+            out,
+            OPT_TRANSITIVE,
+            AS4_AGGREGATOR,
+            &aggregator_bytes(&agg, true),
+        )?;
     }
     if !a.large_communities.is_empty() {
         let v: Vec<u8> = a

@@ -77,7 +77,9 @@ impl AsPath {
         if v.is_empty() {
             AsPath::default()
         } else {
-            AsPath { segments: vec![AsSegment::Sequence(v)] }
+            AsPath {
+                segments: vec![AsSegment::Sequence(v)],
+            }
         }
     }
 
@@ -125,7 +127,9 @@ impl AsPath {
             Some(AsSegment::Sequence(v)) if v.len() + count <= 255 => {
                 v.splice(0..0, std::iter::repeat_n(asn, count));
             }
-            _ => self.segments.insert(0, AsSegment::Sequence(vec![asn; count])),
+            _ => self
+                .segments
+                .insert(0, AsSegment::Sequence(vec![asn; count])),
         }
     }
 }
@@ -200,7 +204,10 @@ pub struct LargeCommunity {
 pub enum NextHop {
     V4(Ipv4Addr),
     /// RFC 2545: a global address, optionally followed by a link-local one (32 bytes).
-    V6 { global: Ipv6Addr, link_local: Option<Ipv6Addr> },
+    V6 {
+        global: Ipv6Addr,
+        link_local: Option<Ipv6Addr>,
+    },
 }
 
 impl NextHop {
@@ -217,7 +224,10 @@ impl From<IpAddr> for NextHop {
     fn from(a: IpAddr) -> NextHop {
         match a {
             IpAddr::V4(a) => NextHop::V4(a),
-            IpAddr::V6(global) => NextHop::V6 { global, link_local: None },
+            IpAddr::V6(global) => NextHop::V6 {
+                global,
+                link_local: None,
+            },
         }
     }
 }
@@ -226,8 +236,14 @@ impl fmt::Display for NextHop {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             NextHop::V4(a) => write!(f, "{a}"),
-            NextHop::V6 { global, link_local: None } => write!(f, "{global}"),
-            NextHop::V6 { global, link_local: Some(ll) } => write!(f, "{global} ({ll})"),
+            NextHop::V6 {
+                global,
+                link_local: None,
+            } => write!(f, "{global}"),
+            NextHop::V6 {
+                global,
+                link_local: Some(ll),
+            } => write!(f, "{global} ({ll})"),
         }
     }
 }

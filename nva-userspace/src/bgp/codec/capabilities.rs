@@ -79,7 +79,7 @@ impl Capability {
             cap_code::FOUR_OCTET_AS => Capability::FourOctetAs(r.u32()?),
             cap_code::GRACEFUL_RESTART => {
                 let word = r.u16()?;
-                if r.remaining() % 4 != 0 {
+                if !r.remaining().is_multiple_of(4) {
                     return None;
                 }
                 let mut families = Vec::with_capacity(r.remaining() / 4);
@@ -87,7 +87,11 @@ impl Capability {
                     let afi = r.u16()?;
                     let safi = r.u8()?;
                     let flags = r.u8()?;
-                    families.push(GrFamily { afi, safi, forwarding_preserved: flags & 0x80 != 0 });
+                    families.push(GrFamily {
+                        afi,
+                        safi,
+                        forwarding_preserved: flags & 0x80 != 0,
+                    });
                 }
                 Capability::GracefulRestart(GracefulRestart {
                     restarting: word & 0x8000 != 0,
@@ -97,7 +101,10 @@ impl Capability {
                 })
             }
             _ => {
-                return Some(Capability::Unknown { code, value: value.to_vec() });
+                return Some(Capability::Unknown {
+                    code,
+                    value: value.to_vec(),
+                });
             }
         };
         // Trailing bytes after a fixed-size capability: malformed.

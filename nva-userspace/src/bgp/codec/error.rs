@@ -51,7 +51,11 @@ impl fmt::Display for DecodeError {
         match self {
             DecodeError::SessionReset(n) => write!(f, "session reset: {n}"),
             DecodeError::TreatAsWithdraw { withdrawn, error } => {
-                write!(f, "treat-as-withdraw of {} prefixes: {error}", withdrawn.len())
+                write!(
+                    f,
+                    "treat-as-withdraw of {} prefixes: {error}",
+                    withdrawn.len()
+                )
             }
             DecodeError::AttributeDiscard { discarded, .. } => {
                 write!(f, "attributes discarded:")?;

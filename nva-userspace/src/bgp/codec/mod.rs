@@ -10,13 +10,13 @@
 mod as_path;
 mod attributes;
 mod attrs;
-mod pack;
 mod capabilities;
 mod error;
 mod header;
 mod nlri;
 mod notification;
 mod open;
+mod pack;
 mod reader;
 mod route_refresh;
 mod update;
@@ -29,7 +29,6 @@ pub use attrs::{
     Aggregator, AsPath, AsSegment, Community, LargeCommunity, NextHop, Origin, PathAttrs,
     RawAttribute, flags as attr_flags,
 };
-pub use pack::{announce_messages, withdraw_messages, end_of_rib_message};
 pub use capabilities::{
     AFI_IPV4, AFI_IPV6, Capability, GrFamily, GracefulRestart, SAFI_UNICAST, cap_code,
 };
@@ -42,6 +41,7 @@ pub use notification::{
     Notification, cease_sub, code, fsm_sub, header_sub, open_sub, route_refresh_sub, update_sub,
 };
 pub use open::{AS_TRANS, BGP_VERSION, Open};
+pub use pack::{announce_messages, end_of_rib_message, withdraw_messages};
 pub use route_refresh::RouteRefresh;
 pub use update::{MpReach, MpUnreach, Update};
 
@@ -58,10 +58,17 @@ pub struct CodecCtx {
 
 impl CodecCtx {
     pub fn max_message_len(&self) -> usize {
-        if self.extended_message { MAX_EXTENDED_MESSAGE_LEN } else { MAX_MESSAGE_LEN }
+        if self.extended_message {
+            MAX_EXTENDED_MESSAGE_LEN
+        } else {
+            MAX_MESSAGE_LEN
+        }
     }
 }
 
+// Messages are decoded one at a time and consumed at once: boxing UPDATE would cost an
+// allocation per message for no memory saved.
+#[allow(clippy::large_enum_variant)]
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Message {
     Open(Open),
@@ -108,11 +115,19 @@ pub fn decode_message(msg: &[u8], ctx: &CodecCtx) -> Result<Message, DecodeError
 
 fn bad_length(len: usize) -> DecodeError {
     let len = u16::try_from(len).unwrap_or(u16::MAX);
-    DecodeError::reset(code::MESSAGE_HEADER, header_sub::BAD_MESSAGE_LENGTH, len.to_be_bytes().to_vec())
+    DecodeError::reset(
+        code::MESSAGE_HEADER,
+        header_sub::BAD_MESSAGE_LENGTH,
+        len.to_be_bytes().to_vec(),
+    )
 }
 
 /// Encodes one message, appending it to `out`. On error `out` is left as it was.
-pub fn encode_message_into(msg: &Message, ctx: &CodecCtx, out: &mut Vec<u8>) -> Result<(), EncodeError> {
+pub fn encode_message_into(
+    msg: &Message,
+    ctx: &CodecCtx,
+    out: &mut Vec<u8>,
+) -> Result<(), EncodeError> {
     let start = out.len();
     header::write_header(out, msg.kind());
     let res = match msg {
@@ -133,7 +148,10 @@ pub fn encode_message_into(msg: &Message, ctx: &CodecCtx, out: &mut Vec<u8>) -> 
         _ => ctx.max_message_len(),
     };
     let len = out.len() - start;
-    let res = res.and_then(|()| if len > max { Err(EncodeError::TooLong { len, max }) } else { Ok(()) });
+    let res = match res {
+        Ok(()) if len > max => Err(EncodeError::TooLong { len, max }),
+        other => other,
+    };
     match res {
         Ok(()) => {
             header::finish_message(out, start);

@@ -81,7 +81,11 @@ pub struct Notification {
 
 impl Notification {
     pub fn new(code: u8, subcode: u8, data: Vec<u8>) -> Self {
-        Notification { code, subcode, data }
+        Notification {
+            code,
+            subcode,
+            data,
+        }
     }
 
     pub fn cease(subcode: u8) -> Self {
@@ -108,7 +112,10 @@ impl Notification {
     /// The RFC 8203 shutdown communication of a Cease 2 or 4, if present and valid UTF-8.
     pub fn shutdown_message(&self) -> Option<String> {
         if self.code != code::CEASE
-            || !matches!(self.subcode, cease_sub::ADMIN_SHUTDOWN | cease_sub::ADMIN_RESET)
+            || !matches!(
+                self.subcode,
+                cease_sub::ADMIN_SHUTDOWN | cease_sub::ADMIN_RESET
+            )
         {
             return None;
         }

@@ -83,8 +83,14 @@ impl Open {
         let mut p = Reader::new(params);
         while !p.is_empty() {
             let ptype = p.u8().ok_or_else(malformed)?;
-            let plen = if extended { p.u16() } else { p.u8().map(u16::from) };
-            let value = p.take(plen.ok_or_else(malformed)? as usize).ok_or_else(malformed)?;
+            let plen = if extended {
+                p.u16()
+            } else {
+                p.u8().map(u16::from)
+            };
+            let value = p
+                .take(plen.ok_or_else(malformed)? as usize)
+                .ok_or_else(malformed)?;
             if ptype != PARAM_CAPABILITIES {
                 return Err(DecodeError::reset(
                     code::OPEN,
@@ -100,7 +106,12 @@ impl Open {
                 capabilities.push(Capability::decode(ccode, cval).ok_or_else(malformed)?);
             }
         }
-        Ok(Open { asn, hold_time, router_id, capabilities })
+        Ok(Open {
+            asn,
+            hold_time,
+            router_id,
+            capabilities,
+        })
     }
 
     pub(super) fn encode_body(&self, out: &mut Vec<u8>) -> Result<(), EncodeError> {

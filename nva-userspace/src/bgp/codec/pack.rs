@@ -9,7 +9,9 @@ use super::update::{MpReach, MpUnreach, Update};
 use super::{CodecCtx, Message, encode_message};
 
 fn v4(nets: &[IpNet]) -> Vec<Ipv4Net> {
-    nets.iter().filter_map(|n| if let IpNet::V4(n) = n { Some(*n) } else { None }).collect()
+    nets.iter()
+        .filter_map(|n| if let IpNet::V4(n) = n { Some(*n) } else { None })
+        .collect()
 }
 
 /// Splits `prefixes` into chunks whose wire size fits in `room` bytes each.
@@ -42,7 +44,10 @@ fn pack(
     let empty_len = encode_message(&Message::Update(make(&[])), ctx)?.len();
     let room = ctx.max_message_len().saturating_sub(empty_len + 2);
     if room < 17 {
-        return Err(EncodeError::TooLong { len: empty_len + 17, max: ctx.max_message_len() });
+        return Err(EncodeError::TooLong {
+            len: empty_len + 17,
+            max: ctx.max_message_len(),
+        });
     }
     chunks(prefixes, room)
         .into_iter()
@@ -79,7 +84,11 @@ pub fn announce_messages(
         a.next_hop = None;
         out.extend(pack(&p6, ctx, |c| Update {
             attrs: Some(a.clone()),
-            mp_reach: Some(MpReach { family: Family::Ipv6Unicast, next_hop, nlri: c.to_vec() }),
+            mp_reach: Some(MpReach {
+                family: Family::Ipv6Unicast,
+                next_hop,
+                nlri: c.to_vec(),
+            }),
             ..Update::default()
         })?);
     }
@@ -92,11 +101,17 @@ pub fn withdraw_messages(prefixes: &[IpNet], ctx: &CodecCtx) -> Result<Vec<Vec<u
     let (p4, p6): (Vec<IpNet>, Vec<IpNet>) = prefixes.iter().partition(|p| p.addr().is_ipv4());
     let mut out = Vec::new();
     if !p4.is_empty() {
-        out.extend(pack(&p4, ctx, |c| Update { withdrawn: v4(c), ..Update::default() })?);
+        out.extend(pack(&p4, ctx, |c| Update {
+            withdrawn: v4(c),
+            ..Update::default()
+        })?);
     }
     if !p6.is_empty() {
         out.extend(pack(&p6, ctx, |c| Update {
-            mp_unreach: Some(MpUnreach { family: Family::Ipv6Unicast, withdrawn: c.to_vec() }),
+            mp_unreach: Some(MpUnreach {
+                family: Family::Ipv6Unicast,
+                withdrawn: c.to_vec(),
+            }),
             ..Update::default()
         })?);
     }
@@ -108,7 +123,10 @@ pub fn end_of_rib_message(family: Family, ctx: &CodecCtx) -> Vec<u8> {
     let update = match family {
         Family::Ipv4Unicast => Update::default(),
         Family::Ipv6Unicast => Update {
-            mp_unreach: Some(MpUnreach { family, withdrawn: Vec::new() }),
+            mp_unreach: Some(MpUnreach {
+                family,
+                withdrawn: Vec::new(),
+            }),
             ..Update::default()
         },
     };

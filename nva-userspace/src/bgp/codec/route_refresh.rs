@@ -15,7 +15,11 @@ impl RouteRefresh {
     /// `message` is the whole message: RFC 7313 returns it as the NOTIFICATION data.
     pub(super) fn decode(body: &[u8], message: &[u8]) -> Result<RouteRefresh, DecodeError> {
         match *body {
-            [a, b, subtype, safi] => Ok(RouteRefresh { afi: u16::from_be_bytes([a, b]), subtype, safi }),
+            [a, b, subtype, safi] => Ok(RouteRefresh {
+                afi: u16::from_be_bytes([a, b]),
+                subtype,
+                safi,
+            }),
             _ => Err(DecodeError::reset(
                 code::ROUTE_REFRESH,
                 route_refresh_sub::INVALID_LENGTH,

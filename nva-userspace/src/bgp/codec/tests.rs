@@ -9,15 +9,26 @@ use super::*;
 
 fn hex(s: &str) -> Vec<u8> {
     let s: String = s.chars().filter(|c| !c.is_whitespace()).collect();
-    (0..s.len()).step_by(2).map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap()).collect()
+    (0..s.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap())
+        .collect()
 }
 
 fn net(s: &str) -> IpNet {
     s.parse().unwrap()
 }
 
-const FOUR: CodecCtx = CodecCtx { four_octet_as: true, extended_message: false, ibgp: false };
-const TWO: CodecCtx = CodecCtx { four_octet_as: false, extended_message: false, ibgp: false };
+const FOUR: CodecCtx = CodecCtx {
+    four_octet_as: true,
+    extended_message: false,
+    ibgp: false,
+};
+const TWO: CodecCtx = CodecCtx {
+    four_octet_as: false,
+    extended_message: false,
+    ibgp: false,
+};
 
 fn update(bytes: &[u8], ctx: &CodecCtx) -> Update {
     match decode_message(bytes, ctx) {
@@ -71,7 +82,9 @@ const BIRD_OPEN: &str = "ffffffffffffffffffffffffffffffff004301045ba000f00a00000
 #[test]
 fn bird_open() {
     let bytes = hex(BIRD_OPEN);
-    let Ok(Message::Open(open)) = decode_message(&bytes, &CodecCtx::default()) else { panic!() };
+    let Ok(Message::Open(open)) = decode_message(&bytes, &CodecCtx::default()) else {
+        panic!()
+    };
     assert_eq!(open.asn, AS_TRANS);
     assert_eq!(open.effective_asn(), 4200000002);
     assert_eq!(open.hold_time, 240);
@@ -87,17 +100,34 @@ fn bird_open() {
                 notification: false,
                 restart_time: 120,
                 families: vec![
-                    GrFamily { afi: 1, safi: 1, forwarding_preserved: false },
-                    GrFamily { afi: 2, safi: 1, forwarding_preserved: false },
+                    GrFamily {
+                        afi: 1,
+                        safi: 1,
+                        forwarding_preserved: false
+                    },
+                    GrFamily {
+                        afi: 2,
+                        safi: 1,
+                        forwarding_preserved: false
+                    },
                 ],
             }),
             Capability::FourOctetAs(4200000002),
-            Capability::Unknown { code: 70, value: vec![] },
-            Capability::Unknown { code: 71, value: vec![] },
+            Capability::Unknown {
+                code: 70,
+                value: vec![]
+            },
+            Capability::Unknown {
+                code: 71,
+                value: vec![]
+            },
         ]
     );
     // Byte-exact re-encoding (one capabilities parameter, same order).
-    assert_eq!(encode_message(&Message::Open(open), &CodecCtx::default()).unwrap(), bytes);
+    assert_eq!(
+        encode_message(&Message::Open(open), &CodecCtx::default()).unwrap(),
+        bytes
+    );
 }
 
 #[test]
@@ -113,7 +143,14 @@ fn bird_ipv4_update_with_communities() {
     assert_eq!(a.as_path, AsPath::from_sequence([4200000002]));
     assert_eq!(a.next_hop, Some(NextHop::V4(Ipv4Addr::new(10, 0, 0, 2))));
     assert_eq!(a.communities, vec![Community::new(65002, 100)]);
-    assert_eq!(a.large_communities, vec![LargeCommunity { global: 65002, local1: 1, local2: 2 }]);
+    assert_eq!(
+        a.large_communities,
+        vec![LargeCommunity {
+            global: 65002,
+            local1: 1,
+            local2: 2
+        }]
+    );
     assert_eq!(encode_message(&Message::Update(u), &FOUR).unwrap(), bytes);
 }
 
@@ -128,7 +165,13 @@ fn bird_ipv6_update_and_end_of_rib() {
     assert_eq!(mp.family, Family::Ipv6Unicast);
     assert_eq!(mp.nlri, vec![net("2001:db8:1::/48")]);
     let global: Ipv6Addr = "2001:db8::2".parse().unwrap();
-    assert_eq!(mp.next_hop, NextHop::V6 { global, link_local: None });
+    assert_eq!(
+        mp.next_hop,
+        NextHop::V6 {
+            global,
+            link_local: None
+        }
+    );
     assert_eq!(u.all_announced().count(), 1);
     // BIRD sets the extended-length flag on every MP_REACH_NLRI; we only when needed.
     let ours = encode_message(&Message::Update(u.clone()), &FOUR).unwrap();
@@ -150,10 +193,19 @@ fn gobgp_messages() {
         "ffffffffffffffffffffffffffffffff00410104fdeb005a0a0000022402220200490402766d0001040001\
          000101040002000141040000fdeb0506000100010002",
     );
-    let Ok(Message::Open(o)) = decode_message(&open, &CodecCtx::default()) else { panic!() };
+    let Ok(Message::Open(o)) = decode_message(&open, &CodecCtx::default()) else {
+        panic!()
+    };
     assert_eq!(o.effective_asn(), 65003);
-    assert!(o.capabilities.iter().any(|c| matches!(c, Capability::Unknown { code: 73, .. })));
-    assert_eq!(encode_message(&Message::Open(o), &CodecCtx::default()).unwrap(), open);
+    assert!(
+        o.capabilities
+            .iter()
+            .any(|c| matches!(c, Capability::Unknown { code: 73, .. }))
+    );
+    assert_eq!(
+        encode_message(&Message::Open(o), &CodecCtx::default()).unwrap(),
+        open
+    );
 
     let u = update(
         &hex(
@@ -183,13 +235,17 @@ fn gobgp_messages() {
     else {
         panic!()
     };
-    assert_eq!((n.code, n.subcode), (code::CEASE, cease_sub::PEER_DECONFIGURED));
+    assert_eq!(
+        (n.code, n.subcode),
+        (code::CEASE, cease_sub::PEER_DECONFIGURED)
+    );
 }
 
 #[test]
 fn ipv6_next_hop_with_link_local() {
     // RFC 2545: 32-byte next hop, global then link-local, as BIRD sends on a shared link.
-    let mut mp = hex("0002012020010db8000000000000000000000001fe80000000000000000000fffe000001002020010db8");
+    let mut mp =
+        hex("0002012020010db8000000000000000000000001fe80000000000000000000fffe000001002020010db8");
     let mut attr = vec![0x90, 14];
     attr.extend_from_slice(&(mp.len() as u16).to_be_bytes());
     attr.append(&mut mp);
@@ -216,19 +272,40 @@ fn header_errors() {
     assert_eq!(reset(&ka, &FOUR), (1, 1));
     let long_ka = hex("ffffffffffffffffffffffffffffffff00140400");
     assert_eq!(reset(&long_ka, &FOUR), (1, 2));
-    let Err(DecodeError::SessionReset(n)) = decode_message(&long_ka, &FOUR) else { panic!() };
+    let Err(DecodeError::SessionReset(n)) = decode_message(&long_ka, &FOUR) else {
+        panic!()
+    };
     assert_eq!(n.data, vec![0, 0x14]);
-    assert_eq!(reset(&hex("ffffffffffffffffffffffffffffffff001309"), &FOUR), (1, 3));
-    assert_eq!(reset(&hex("ffffffffffffffffffffffffffffffff001202"), &FOUR), (1, 2));
+    assert_eq!(
+        reset(&hex("ffffffffffffffffffffffffffffffff001309"), &FOUR),
+        (1, 3)
+    );
+    assert_eq!(
+        reset(&hex("ffffffffffffffffffffffffffffffff001202"), &FOUR),
+        (1, 2)
+    );
     // 5000 bytes: too long without extended messages, fine with them.
     let mut big = raw_update(&[], &[], &[]);
     big.resize(5000, 0);
     big[16..18].copy_from_slice(&5000u16.to_be_bytes());
-    assert_eq!(parse_header(&big, MAX_MESSAGE_LEN), Some(Err(Notification::new(1, 2, vec![0x13, 0x88]))));
-    assert!(parse_header(&big, MAX_EXTENDED_MESSAGE_LEN).unwrap().is_ok());
+    assert_eq!(
+        parse_header(&big, MAX_MESSAGE_LEN),
+        Some(Err(Notification::new(1, 2, vec![0x13, 0x88])))
+    );
+    assert!(
+        parse_header(&big, MAX_EXTENDED_MESSAGE_LEN)
+            .unwrap()
+            .is_ok()
+    );
     assert_eq!(parse_header(&big[..10], MAX_MESSAGE_LEN), None);
     // ROUTE-REFRESH with a wrong length: 7/1 (RFC 7313).
-    assert_eq!(reset(&hex("ffffffffffffffffffffffffffffffff0016050001000000"[..44].as_ref()), &FOUR), (7, 1));
+    assert_eq!(
+        reset(
+            &hex("ffffffffffffffffffffffffffffffff0016050001000000"[..44].as_ref()),
+            &FOUR
+        ),
+        (7, 1)
+    );
 }
 
 #[test]
@@ -260,7 +337,12 @@ fn open_with_many_capabilities_uses_extended_parameters() {
         asn: 65001,
         hold_time: 90,
         router_id: Ipv4Addr::new(192, 0, 2, 1),
-        capabilities: (0..60).map(|i| Capability::Unknown { code: 200, value: vec![i; 3] }).collect(),
+        capabilities: (0..60)
+            .map(|i| Capability::Unknown {
+                code: 200,
+                value: vec![i; 3],
+            })
+            .collect(),
     };
     let bytes = encode_message(&Message::Open(open.clone()), &FOUR).unwrap();
     assert_eq!(bytes[28], 255);
@@ -292,15 +374,60 @@ fn treat_as_withdraw_cases() {
         ("missing NEXT_HOP", attrs_with(&[ORIGIN_IGP, PATH_65002])),
         ("missing ORIGIN", attrs_with(&[PATH_65002, NH_10_0_0_2])),
         ("missing AS_PATH", attrs_with(&[ORIGIN_IGP, NH_10_0_0_2])),
-        ("bad AS_PATH segment", attrs_with(&[ORIGIN_IGP, &[0x40, 2, 2, 2, 0], NH_10_0_0_2])),
-        ("NEXT_HOP length", attrs_with(&[ORIGIN_IGP, PATH_65002, &[0x40, 3, 3, 10, 0, 0]])),
-        ("NEXT_HOP 0.0.0.0", attrs_with(&[ORIGIN_IGP, PATH_65002, &[0x40, 3, 4, 0, 0, 0, 0]])),
-        ("MED length", attrs_with(&[ORIGIN_IGP, PATH_65002, NH_10_0_0_2, &[0x80, 4, 2, 0, 1]])),
-        ("MED flags", attrs_with(&[ORIGIN_IGP, PATH_65002, NH_10_0_0_2, &[0x40, 4, 4, 0, 0, 0, 1]])),
-        ("COMMUNITIES length", attrs_with(&[ORIGIN_IGP, PATH_65002, NH_10_0_0_2, &[0xc0, 8, 3, 1, 2, 3]])),
-        ("LARGE_COMMUNITY length", attrs_with(&[ORIGIN_IGP, PATH_65002, NH_10_0_0_2, &[0xc0, 32, 4, 1, 2, 3, 4]])),
-        ("ORIGIN flags", attrs_with(&[&[0xc0, 1, 1, 0], PATH_65002, NH_10_0_0_2])),
-        ("attribute overrun", attrs_with(&[ORIGIN_IGP, PATH_65002, NH_10_0_0_2, &[0xc0, 8, 9, 1, 2]])),
+        (
+            "bad AS_PATH segment",
+            attrs_with(&[ORIGIN_IGP, &[0x40, 2, 2, 2, 0], NH_10_0_0_2]),
+        ),
+        (
+            "AS_CONFED_SEQUENCE",
+            attrs_with(&[
+                ORIGIN_IGP,
+                &[0x40, 2, 6, 3, 1, 0, 0, 0xfd, 0xe9],
+                NH_10_0_0_2,
+            ]),
+        ),
+        (
+            "NEXT_HOP length",
+            attrs_with(&[ORIGIN_IGP, PATH_65002, &[0x40, 3, 3, 10, 0, 0]]),
+        ),
+        (
+            "NEXT_HOP 0.0.0.0",
+            attrs_with(&[ORIGIN_IGP, PATH_65002, &[0x40, 3, 4, 0, 0, 0, 0]]),
+        ),
+        (
+            "MED length",
+            attrs_with(&[ORIGIN_IGP, PATH_65002, NH_10_0_0_2, &[0x80, 4, 2, 0, 1]]),
+        ),
+        (
+            "MED flags",
+            attrs_with(&[
+                ORIGIN_IGP,
+                PATH_65002,
+                NH_10_0_0_2,
+                &[0x40, 4, 4, 0, 0, 0, 1],
+            ]),
+        ),
+        (
+            "COMMUNITIES length",
+            attrs_with(&[ORIGIN_IGP, PATH_65002, NH_10_0_0_2, &[0xc0, 8, 3, 1, 2, 3]]),
+        ),
+        (
+            "LARGE_COMMUNITY length",
+            attrs_with(&[
+                ORIGIN_IGP,
+                PATH_65002,
+                NH_10_0_0_2,
+                &[0xc0, 32, 4, 1, 2, 3, 4],
+            ]),
+        ),
+        (
+            "ORIGIN flags",
+            attrs_with(&[&[0xc0, 1, 1, 0], PATH_65002, NH_10_0_0_2]),
+        ),
+        (
+            "attribute overrun",
+            attrs_with(&[ORIGIN_IGP, PATH_65002, NH_10_0_0_2, &[0xc0, 8, 9, 1, 2]]),
+        ),
         ("no attributes at all", vec![]),
     ];
     for (what, attrs) in cases {
@@ -317,10 +444,21 @@ fn treat_as_withdraw_cases() {
 #[test]
 fn ibgp_requires_local_pref_and_ebgp_ignores_it() {
     let ibgp = CodecCtx { ibgp: true, ..FOUR };
-    let msg = raw_update(&[], &attrs_with(&[ORIGIN_IGP, PATH_65002, NH_10_0_0_2]), NLRI_192_0_2);
-    assert!(matches!(decode_message(&msg, &ibgp), Err(DecodeError::TreatAsWithdraw { .. })));
+    let msg = raw_update(
+        &[],
+        &attrs_with(&[ORIGIN_IGP, PATH_65002, NH_10_0_0_2]),
+        NLRI_192_0_2,
+    );
+    assert!(matches!(
+        decode_message(&msg, &ibgp),
+        Err(DecodeError::TreatAsWithdraw { .. })
+    ));
     let lp: &[u8] = &[0x40, 5, 4, 0, 0, 0, 200];
-    let msg = raw_update(&[], &attrs_with(&[ORIGIN_IGP, PATH_65002, NH_10_0_0_2, lp]), NLRI_192_0_2);
+    let msg = raw_update(
+        &[],
+        &attrs_with(&[ORIGIN_IGP, PATH_65002, NH_10_0_0_2, lp]),
+        NLRI_192_0_2,
+    );
     assert_eq!(update(&msg, &ibgp).attrs.unwrap().local_pref, Some(200));
     assert_eq!(update(&msg, &FOUR).attrs.unwrap().local_pref, None);
 }
@@ -366,23 +504,71 @@ fn attribute_discard_cases() {
 fn update_session_reset_cases() {
     let mp = hex("900e001c0002011020010db8000000000000000000000002003020010db80001");
     let cases: Vec<(&str, Vec<u8>, (u8, u8))> = vec![
-        ("duplicate MP_REACH", raw_update(&[], &attrs_with(&[&mp, &mp, ORIGIN_IGP, PATH_65002]), &[]), (3, 1)),
-        ("withdrawn length overrun", {
-            let mut m = raw_update(&[], &[], &[]);
-            m[19..21].copy_from_slice(&[0, 9]);
-            m
-        }, (3, 1)),
-        ("attribute length overrun", {
-            let mut m = raw_update(&[], &[], &[]);
-            m[21..23].copy_from_slice(&[0, 1]);
-            m
-        }, (3, 1)),
-        ("NLRI prefix length 33", raw_update(&[], &attrs_with(&[ORIGIN_IGP, PATH_65002, NH_10_0_0_2]), &[33, 1, 2, 3, 4, 5]), (3, 10)),
-        ("NLRI truncated", raw_update(&[], &attrs_with(&[ORIGIN_IGP, PATH_65002, NH_10_0_0_2]), &[24, 1, 2]), (3, 10)),
-        ("unknown well-known attribute", raw_update(&[], &attrs_with(&[ORIGIN_IGP, PATH_65002, NH_10_0_0_2, &[0x40, 99, 0]]), NLRI_192_0_2), (3, 2)),
-        ("MP_REACH flags", raw_update(&[], &attrs_with(&[&[0xc0, 14, 0]]), &[]), (3, 4)),
-        ("MP_REACH truncated", raw_update(&[], &attrs_with(&[&[0x80, 14, 2, 0, 2]]), &[]), (3, 9)),
-        ("broken list, nothing located", raw_update(&[], &[0x40, 1, 5, 0], &[]), (3, 1)),
+        (
+            "duplicate MP_REACH",
+            raw_update(&[], &attrs_with(&[&mp, &mp, ORIGIN_IGP, PATH_65002]), &[]),
+            (3, 1),
+        ),
+        (
+            "withdrawn length overrun",
+            {
+                let mut m = raw_update(&[], &[], &[]);
+                m[19..21].copy_from_slice(&[0, 9]);
+                m
+            },
+            (3, 1),
+        ),
+        (
+            "attribute length overrun",
+            {
+                let mut m = raw_update(&[], &[], &[]);
+                m[21..23].copy_from_slice(&[0, 1]);
+                m
+            },
+            (3, 1),
+        ),
+        (
+            "NLRI prefix length 33",
+            raw_update(
+                &[],
+                &attrs_with(&[ORIGIN_IGP, PATH_65002, NH_10_0_0_2]),
+                &[33, 1, 2, 3, 4, 5],
+            ),
+            (3, 10),
+        ),
+        (
+            "NLRI truncated",
+            raw_update(
+                &[],
+                &attrs_with(&[ORIGIN_IGP, PATH_65002, NH_10_0_0_2]),
+                &[24, 1, 2],
+            ),
+            (3, 10),
+        ),
+        (
+            "unknown well-known attribute",
+            raw_update(
+                &[],
+                &attrs_with(&[ORIGIN_IGP, PATH_65002, NH_10_0_0_2, &[0x40, 99, 0]]),
+                NLRI_192_0_2,
+            ),
+            (3, 2),
+        ),
+        (
+            "MP_REACH flags",
+            raw_update(&[], &attrs_with(&[&[0xc0, 14, 0]]), &[]),
+            (3, 4),
+        ),
+        (
+            "MP_REACH truncated",
+            raw_update(&[], &attrs_with(&[&[0x80, 14, 2, 0, 2]]), &[]),
+            (3, 9),
+        ),
+        (
+            "broken list, nothing located",
+            raw_update(&[], &[0x40, 1, 5, 0], &[]),
+            (3, 1),
+        ),
     ];
     for (what, msg, want) in cases {
         assert_eq!(reset(&msg, &FOUR), want, "{what}");
@@ -393,10 +579,27 @@ fn update_session_reset_cases() {
 fn unknown_attributes() {
     let transitive: &[u8] = &[0xc0, 99, 2, 0xab, 0xcd];
     let non_transitive: &[u8] = &[0x80, 98, 1, 0xef];
-    let msg = raw_update(&[], &attrs_with(&[ORIGIN_IGP, PATH_65002, NH_10_0_0_2, transitive, non_transitive]), NLRI_192_0_2);
+    let msg = raw_update(
+        &[],
+        &attrs_with(&[
+            ORIGIN_IGP,
+            PATH_65002,
+            NH_10_0_0_2,
+            transitive,
+            non_transitive,
+        ]),
+        NLRI_192_0_2,
+    );
     let u = update(&msg, &FOUR);
     let other = &u.attrs.as_ref().unwrap().other;
-    assert_eq!(other, &vec![RawAttribute { flags: 0xe0, type_code: 99, value: vec![0xab, 0xcd] }]);
+    assert_eq!(
+        other,
+        &vec![RawAttribute {
+            flags: 0xe0,
+            type_code: 99,
+            value: vec![0xab, 0xcd]
+        }]
+    );
     // Re-advertised with the partial bit.
     let bytes = encode_message(&Message::Update(u), &FOUR).unwrap();
     assert!(bytes.windows(5).any(|w| w == [0xe0, 99, 2, 0xab, 0xcd]));
@@ -410,18 +613,32 @@ fn two_octet_session_carries_as4_path() {
     let attrs = PathAttrs {
         as_path: AsPath::from_sequence([65001, 4200000001, 65003]),
         next_hop: Some(NextHop::V4(Ipv4Addr::new(10, 0, 0, 1))),
-        aggregator: Some(Aggregator { asn: 4200000001, address: Ipv4Addr::new(1, 2, 3, 4) }),
+        aggregator: Some(Aggregator {
+            asn: 4200000001,
+            address: Ipv4Addr::new(1, 2, 3, 4),
+        }),
         ..PathAttrs::default()
     };
-    let u = Update { attrs: Some(attrs), nlri: vec!["192.0.2.0/24".parse().unwrap()], ..Update::default() };
+    let u = Update {
+        attrs: Some(attrs),
+        nlri: vec!["192.0.2.0/24".parse().unwrap()],
+        ..Update::default()
+    };
     let bytes = encode_message(&Message::Update(u.clone()), &TWO).unwrap();
     // AS_PATH with AS_TRANS (0x5ba0), AS4_PATH (17) and AS4_AGGREGATOR (18) present.
-    assert!(bytes.windows(10).any(|w| w == [0x40, 2, 8, 2, 3, 0xfd, 0xe9, 0x5b, 0xa0, 0xfd]));
+    assert!(
+        bytes
+            .windows(10)
+            .any(|w| w == [0x40, 2, 8, 2, 3, 0xfd, 0xe9, 0x5b, 0xa0, 0xfd])
+    );
     assert!(bytes.windows(2).any(|w| w == [0xc0, 17]));
     assert!(bytes.windows(2).any(|w| w == [0xc0, 18]));
     assert_eq!(update(&bytes, &TWO), u);
     // Read as a 4-octet session, the 2-octet AS_PATH is malformed.
-    assert!(matches!(decode_message(&bytes, &FOUR), Err(DecodeError::TreatAsWithdraw { .. })));
+    assert!(matches!(
+        decode_message(&bytes, &FOUR),
+        Err(DecodeError::TreatAsWithdraw { .. })
+    ));
 }
 
 #[test]
@@ -441,7 +658,6 @@ fn full_attrs() -> PathAttrs {
         origin: Origin::Egp,
         as_path: AsPath {
             segments: vec![
-                AsSegment::ConfedSequence(vec![64512]),
                 AsSegment::Sequence(vec![65001, 65002]),
                 AsSegment::Set(vec![65010, 65011]),
             ],
@@ -450,10 +666,21 @@ fn full_attrs() -> PathAttrs {
         med: Some(10),
         local_pref: Some(300),
         atomic_aggregate: true,
-        aggregator: Some(Aggregator { asn: 65010, address: Ipv4Addr::new(192, 0, 2, 9) }),
+        aggregator: Some(Aggregator {
+            asn: 65010,
+            address: Ipv4Addr::new(192, 0, 2, 9),
+        }),
         communities: vec![Community::NO_EXPORT, Community::new(65001, 1)],
-        large_communities: vec![LargeCommunity { global: 4200000001, local1: 0, local2: 7 }],
-        other: vec![RawAttribute { flags: 0xe0, type_code: 16, value: vec![0, 2, 0xfd, 0xe9, 0, 0, 0, 1] }],
+        large_communities: vec![LargeCommunity {
+            global: 4200000001,
+            local1: 0,
+            local2: 7,
+        }],
+        other: vec![RawAttribute {
+            flags: 0xe0,
+            type_code: 16,
+            value: vec![0, 2, 0xfd, 0xe9, 0, 0, 0, 1],
+        }],
     }
 }
 
@@ -461,11 +688,18 @@ fn full_attrs() -> PathAttrs {
 fn round_trips() {
     let ibgp = CodecCtx { ibgp: true, ..FOUR };
     let two_ibgp = CodecCtx { ibgp: true, ..TWO };
-    let v6nh = NextHop::V6 { global: "2001:db8::1".parse().unwrap(), link_local: Some("fe80::1".parse().unwrap()) };
+    let v6nh = NextHop::V6 {
+        global: "2001:db8::1".parse().unwrap(),
+        link_local: Some("fe80::1".parse().unwrap()),
+    };
     let msgs = vec![
         Message::Keepalive,
         Message::Notification(Notification::admin_shutdown("maintenance")),
-        Message::RouteRefresh(RouteRefresh { afi: 2, subtype: 0, safi: 1 }),
+        Message::RouteRefresh(RouteRefresh {
+            afi: 2,
+            subtype: 0,
+            safi: 1,
+        }),
         Message::Open(Open {
             asn: 65001,
             hold_time: 180,
@@ -477,7 +711,11 @@ fn round_trips() {
                     restarting: true,
                     notification: true,
                     restart_time: 4095,
-                    families: vec![GrFamily { afi: 2, safi: 1, forwarding_preserved: true }],
+                    families: vec![GrFamily {
+                        afi: 2,
+                        safi: 1,
+                        forwarding_preserved: true,
+                    }],
                 }),
                 Capability::FourOctetAs(65001),
             ],
@@ -485,11 +723,24 @@ fn round_trips() {
         Message::Update(Update {
             withdrawn: vec!["10.0.0.0/8".parse().unwrap(), "0.0.0.0/0".parse().unwrap()],
             attrs: Some(full_attrs()),
-            mp_reach: Some(MpReach { family: Family::Ipv6Unicast, next_hop: v6nh, nlri: vec![net("2001:db8::/32"), net("::/0")] }),
-            mp_unreach: Some(MpUnreach { family: Family::Ipv6Unicast, withdrawn: vec![net("2001:db8:ffff::/48")] }),
-            nlri: vec!["198.51.100.128/25".parse().unwrap(), "203.0.113.7/32".parse().unwrap()],
+            mp_reach: Some(MpReach {
+                family: Family::Ipv6Unicast,
+                next_hop: v6nh,
+                nlri: vec![net("2001:db8::/32"), net("::/0")],
+            }),
+            mp_unreach: Some(MpUnreach {
+                family: Family::Ipv6Unicast,
+                withdrawn: vec![net("2001:db8:ffff::/48")],
+            }),
+            nlri: vec![
+                "198.51.100.128/25".parse().unwrap(),
+                "203.0.113.7/32".parse().unwrap(),
+            ],
         }),
-        Message::Update(Update { withdrawn: vec!["10.0.0.0/8".parse().unwrap()], ..Update::default() }),
+        Message::Update(Update {
+            withdrawn: vec!["10.0.0.0/8".parse().unwrap()],
+            ..Update::default()
+        }),
     ];
     for ctx in [ibgp, two_ibgp] {
         for m in &msgs {
@@ -497,7 +748,11 @@ fn round_trips() {
             assert_eq!(decode_message(&bytes, &ctx).as_ref(), Ok(m), "{ctx:?}");
         }
     }
-    assert!(Notification::admin_shutdown("maintenance").to_string().contains("\"maintenance\""));
+    assert!(
+        Notification::admin_shutdown("maintenance")
+            .to_string()
+            .contains("\"maintenance\"")
+    );
 }
 
 #[test]
@@ -508,12 +763,23 @@ fn packing_splits_large_announcements() {
         ..PathAttrs::default()
     };
     let mut prefixes: Vec<IpNet> = (0..3000u32)
-        .map(|i| IpNet::V4(ipnet::Ipv4Net::new(Ipv4Addr::from(0x0a00_0000 + (i << 8)), 24).unwrap()))
+        .map(|i| {
+            IpNet::V4(ipnet::Ipv4Net::new(Ipv4Addr::from(0x0a00_0000 + (i << 8)), 24).unwrap())
+        })
         .collect();
     prefixes.extend((0..1000u32).map(|i| {
-        IpNet::V6(ipnet::Ipv6Net::new(Ipv6Addr::from((0x2001_0db8u128 << 96) + ((i as u128) << 64)), 64).unwrap())
+        IpNet::V6(
+            ipnet::Ipv6Net::new(
+                Ipv6Addr::from((0x2001_0db8u128 << 96) + ((i as u128) << 64)),
+                64,
+            )
+            .unwrap(),
+        )
     }));
-    let v6nh = Some(NextHop::V6 { global: "2001:db8::1".parse().unwrap(), link_local: None });
+    let v6nh = Some(NextHop::V6 {
+        global: "2001:db8::1".parse().unwrap(),
+        link_local: None,
+    });
     let msgs = announce_messages(&attrs, &prefixes, v6nh, &FOUR).unwrap();
     assert!(msgs.len() > 4);
     let mut seen = Vec::new();
@@ -537,29 +803,113 @@ fn packing_splits_large_announcements() {
 #[test]
 #[ignore]
 fn write_fuzz_seeds() {
-    let Ok(dir) = std::env::var("NVA_FUZZ_SEEDS") else { return };
-    let v6nh = NextHop::V6 { global: "2001:db8::1".parse().unwrap(), link_local: Some("fe80::1".parse().unwrap()) };
+    let Ok(dir) = std::env::var("NVA_FUZZ_SEEDS") else {
+        return;
+    };
+    let v6nh = NextHop::V6 {
+        global: "2001:db8::1".parse().unwrap(),
+        link_local: Some("fe80::1".parse().unwrap()),
+    };
     let mut a2 = full_attrs();
     a2.as_path = AsPath::from_sequence([65001, 4200000001, 23456]);
-    a2.aggregator = Some(Aggregator { asn: 4200000009, address: Ipv4Addr::new(1, 2, 3, 4) });
+    a2.aggregator = Some(Aggregator {
+        asn: 4200000009,
+        address: Ipv4Addr::new(1, 2, 3, 4),
+    });
     let msgs = [
         Message::Update(Update {
             withdrawn: vec!["10.0.0.0/8".parse().unwrap()],
             attrs: Some(full_attrs()),
-            mp_reach: Some(MpReach { family: Family::Ipv6Unicast, next_hop: v6nh, nlri: vec![net("2001:db8::/32")] }),
-            mp_unreach: Some(MpUnreach { family: Family::Ipv6Unicast, withdrawn: vec![net("2001:db8:ffff::/48")] }),
+            mp_reach: Some(MpReach {
+                family: Family::Ipv6Unicast,
+                next_hop: v6nh,
+                nlri: vec![net("2001:db8::/32")],
+            }),
+            mp_unreach: Some(MpUnreach {
+                family: Family::Ipv6Unicast,
+                withdrawn: vec![net("2001:db8:ffff::/48")],
+            }),
             nlri: vec!["198.51.100.128/25".parse().unwrap()],
         }),
-        Message::Update(Update { attrs: Some(a2), nlri: vec!["192.0.2.0/24".parse().unwrap()], ..Update::default() }),
-        Message::RouteRefresh(RouteRefresh { afi: 2, subtype: 0, safi: 1 }),
+        Message::Update(Update {
+            attrs: Some(a2),
+            nlri: vec!["192.0.2.0/24".parse().unwrap()],
+            ..Update::default()
+        }),
+        Message::RouteRefresh(RouteRefresh {
+            afi: 2,
+            subtype: 0,
+            safi: 1,
+        }),
         Message::Notification(Notification::admin_shutdown("bye")),
     ];
+    // Large: extended messages, a 300-AS path (split segments), extended-length
+    // attributes.
+    let mut big = full_attrs();
+    big.as_path = AsPath::from_sequence((0..300).map(|i| 4200000000 + i));
+    big.communities = (0..100).map(Community).collect();
+    let big = Message::Update(Update {
+        attrs: Some(big),
+        nlri: (0..2000u32)
+            .map(|i| ipnet::Ipv4Net::new(Ipv4Addr::from(0x0a00_0000 + (i << 8)), 24).unwrap())
+            .collect(),
+        ..Update::default()
+    });
+    for sel in [1u8, 2, 3, 7] {
+        let ctx = CodecCtx {
+            four_octet_as: sel & 1 != 0,
+            extended_message: true,
+            ibgp: sel & 4 != 0,
+        };
+        let mut bytes = vec![sel | 2];
+        bytes.extend(encode_message(&big, &ctx).unwrap());
+        std::fs::write(format!("{dir}/built_big_ctx{sel}"), bytes).unwrap();
+    }
     for (i, m) in msgs.iter().enumerate() {
         for sel in [0u8, 1, 5, 7] {
-            let ctx = CodecCtx { four_octet_as: sel & 1 != 0, extended_message: sel & 2 != 0, ibgp: sel & 4 != 0 };
+            let ctx = CodecCtx {
+                four_octet_as: sel & 1 != 0,
+                extended_message: sel & 2 != 0,
+                ibgp: sel & 4 != 0,
+            };
             let mut bytes = vec![sel];
             bytes.extend(encode_message(m, &ctx).unwrap());
             std::fs::write(format!("{dir}/built_{i:02}_ctx{sel}"), bytes).unwrap();
         }
     }
+}
+
+/// Rough codec speed for a full-table-sized feed (run in release:
+/// `cargo test --release throughput -- --ignored --nocapture`).
+#[test]
+#[ignore]
+fn throughput() {
+    let attrs = PathAttrs {
+        as_path: AsPath::from_sequence([65515, 65010, 4200000001]),
+        next_hop: Some(NextHop::V4(Ipv4Addr::new(10, 0, 0, 2))),
+        communities: vec![Community::new(65515, 1)],
+        ..PathAttrs::default()
+    };
+    let prefixes: Vec<IpNet> = (0..1_000_000u32)
+        .map(|i| IpNet::V4(ipnet::Ipv4Net::new(Ipv4Addr::from(i << 8), 24).unwrap()))
+        .collect();
+    let t = std::time::Instant::now();
+    let msgs = announce_messages(&attrs, &prefixes, None, &FOUR).unwrap();
+    let enc = t.elapsed();
+    let t = std::time::Instant::now();
+    let mut n = 0;
+    for m in &msgs {
+        n += update(m, &FOUR).nlri.len();
+    }
+    let dec = t.elapsed();
+    assert_eq!(n, prefixes.len());
+    eprintln!(
+        "{} prefixes in {} UPDATEs: encode {:?} ({:.0} prefixes/s), decode {:?} ({:.0} prefixes/s)",
+        n,
+        msgs.len(),
+        enc,
+        n as f64 / enc.as_secs_f64(),
+        dec,
+        n as f64 / dec.as_secs_f64()
+    );
 }

@@ -3,13 +3,13 @@
 
 use ipnet::{IpNet, Ipv4Net};
 
+use super::CodecCtx;
 use super::attributes::{self, attr_type};
 use super::attrs::{NextHop, PathAttrs};
 use super::error::{AttrError, DecodeError, EncodeError};
 use super::nlri::{Family, decode_v4_prefixes, write_prefix};
 use super::notification::{code, update_sub};
 use super::reader::Reader;
-use super::CodecCtx;
 
 /// MP_REACH_NLRI for IPv4/IPv6 unicast.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -59,7 +59,10 @@ impl Update {
 
     /// Every prefix this UPDATE withdraws, both encodings.
     pub fn all_withdrawn(&self) -> impl Iterator<Item = IpNet> + '_ {
-        let mp = self.mp_unreach.iter().flat_map(|u| u.withdrawn.iter().copied());
+        let mp = self
+            .mp_unreach
+            .iter()
+            .flat_map(|u| u.withdrawn.iter().copied());
         self.withdrawn.iter().map(|&n| IpNet::V4(n)).chain(mp)
     }
 
@@ -75,8 +78,13 @@ impl Update {
     }
 
     pub(super) fn decode(body: &[u8], ctx: &CodecCtx) -> Result<Update, DecodeError> {
-        let list_error =
-            || DecodeError::reset(code::UPDATE, update_sub::MALFORMED_ATTRIBUTE_LIST, Vec::new());
+        let list_error = || {
+            DecodeError::reset(
+                code::UPDATE,
+                update_sub::MALFORMED_ATTRIBUTE_LIST,
+                Vec::new(),
+            )
+        };
         let mut r = Reader::new(body);
         let wlen = r.u16().ok_or_else(list_error)?;
         let wbuf = r.take(wlen as usize).ok_or_else(list_error)?;
@@ -89,7 +97,10 @@ impl Update {
 
         let mut list = attributes::decode(abuf, ctx)?;
         let mp_nlri = list.mp_reach.as_ref().is_some_and(|m| !m.2.is_empty());
-        if list.broken && withdrawn.is_empty() && nlri.is_empty() && list.mp_reach.is_none()
+        if list.broken
+            && withdrawn.is_empty()
+            && nlri.is_empty()
+            && list.mp_reach.is_none()
             && list.mp_unreach.is_none()
         {
             // The attribute list cannot be walked and nothing to withdraw was located:
@@ -111,40 +122,63 @@ impl Update {
             };
             if let Some(t) = missing {
                 // RFC 7606 §3.d: treat-as-withdraw rather than RFC 4271's reset.
-                list.withdraw = Some(AttrError { type_code: t, reason: "missing well-known attribute" });
+                list.withdraw = Some(AttrError {
+                    type_code: t,
+                    reason: "missing well-known attribute",
+                });
             }
         }
         if list.withdraw.is_none() && !nlri.is_empty() {
             // RFC 4271 §6.3: a semantically wrong NEXT_HOP means the routes are ignored.
-            if let Some(nh) = list.next_hop {
-                if nh.is_unspecified() || nh.is_broadcast() || nh.is_multicast() {
-                    list.withdraw = Some(AttrError {
-                        type_code: attr_type::NEXT_HOP,
-                        reason: "invalid NEXT_HOP address",
-                    });
-                }
+            if let Some(nh) = list.next_hop
+                && (nh.is_unspecified() || nh.is_broadcast() || nh.is_multicast())
+            {
+                list.withdraw = Some(AttrError {
+                    type_code: attr_type::NEXT_HOP,
+                    reason: "invalid NEXT_HOP address",
+                });
             }
         }
         if let Some(error) = list.withdraw.take() {
-            let mut all: Vec<IpNet> = withdrawn.iter().chain(&nlri).map(|&n| IpNet::V4(n)).collect();
+            let mut all: Vec<IpNet> = withdrawn
+                .iter()
+                .chain(&nlri)
+                .map(|&n| IpNet::V4(n))
+                .collect();
             if let Some((_, _, p)) = &list.mp_reach {
                 all.extend_from_slice(p);
             }
             if let Some(u) = &list.mp_unreach {
                 all.extend_from_slice(&u.withdrawn);
             }
-            return Err(DecodeError::TreatAsWithdraw { withdrawn: all, error });
+            return Err(DecodeError::TreatAsWithdraw {
+                withdrawn: all,
+                error,
+            });
         }
         let discarded = std::mem::take(&mut list.discarded);
         let mp_unreach = list.mp_unreach.take();
         let mp_reach = list.mp_reach.take().and_then(|(family, nh, nlri)| {
-            nh.map(|next_hop| MpReach { family, next_hop, nlri })
+            nh.map(|next_hop| MpReach {
+                family,
+                next_hop,
+                nlri,
+            })
         });
-        let update = Update { withdrawn, attrs: list.into_path_attrs(ctx), mp_reach, mp_unreach, nlri };
+        let update = Update {
+            withdrawn,
+            attrs: list.into_path_attrs(ctx),
+            mp_reach,
+            mp_unreach,
+            nlri,
+        };
         if discarded.is_empty() {
             Ok(update)
         } else {
-            Err(DecodeError::AttributeDiscard { update: Box::new(update), discarded })
+            Err(DecodeError::AttributeDiscard {
+                update: Box::new(update),
+                discarded,
+            })
         }
     }
 
@@ -155,7 +189,8 @@ impl Update {
             write_prefix(out, &IpNet::V4(*p));
         }
         let wlen = out.len() - start - 2;
-        let wlen = u16::try_from(wlen).map_err(|_| EncodeError::FieldTooLong("withdrawn routes"))?;
+        let wlen =
+            u16::try_from(wlen).map_err(|_| EncodeError::FieldTooLong("withdrawn routes"))?;
         out[start..start + 2].copy_from_slice(&wlen.to_be_bytes());
         let astart = out.len();
         out.extend_from_slice(&[0, 0]);
