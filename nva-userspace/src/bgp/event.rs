@@ -109,4 +109,7 @@ pub enum Command {
     RouteRefresh,
     /// Send Cease / administrative shutdown and stop the session task for good.
     Shutdown,
+    /// Send this NOTIFICATION (e.g. Cease / maximum number of prefixes reached) and
+    /// stop the session task for good.
+    Stop(Notification),
 }

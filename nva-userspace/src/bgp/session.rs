@@ -729,6 +729,14 @@ impl Session {
                     )))
                 }
             }
+            Command::Stop(notification) => {
+                if self.fsm.state() == State::Idle {
+                    self.stopped = true;
+                    None
+                } else {
+                    Some(FsmEvent::Stop(notification))
+                }
+            }
         };
         if let Some(ev) = follow {
             self.dispatch(ev).await;

@@ -41,8 +41,11 @@ pub enum Source {
     /// Host routes to resolved neighbours on connected subnets, so traffic to directly
     /// attached hosts is forwarded in XDP too, not only by the kernel.
     Neighbour,
-    /// Static backup next hops, used while every primary next hop is down.
+    /// Static backup next hops, used while every primary next hop is down (and, being
+    /// "floating", only when BGP has no usable route either).
     StaticBackup,
+    /// Learned over BGP.
+    Bgp,
     Static,
     Local,
 }
@@ -212,6 +215,8 @@ pub struct Fib {
     kernel_ops: Vec<KernelOp>,
     stats: FibStats,
     keep_dead_routes: bool,
+    /// Mirror BGP routes into the kernel.
+    mirror_bgp: bool,
 }
 
 /// How much work route changes cost (for metrics).
@@ -239,6 +244,7 @@ impl Fib {
             kernel_ops: Vec::new(),
             stats: FibStats::default(),
             keep_dead_routes: false,
+            mirror_bgp: true,
         }
     }
 
@@ -254,7 +260,12 @@ impl Fib {
     }
 
     fn kernel_route(&self, source: Source, target: &Target) -> Option<KernelRoute> {
-        if !matches!(source, Source::Static | Source::StaticBackup) {
+        let mirrored = match source {
+            Source::Static | Source::StaticBackup => true,
+            Source::Bgp => self.mirror_bgp,
+            _ => false,
+        };
+        if !mirrored {
             return None;
         }
         match target {
@@ -351,7 +362,7 @@ impl Fib {
     fn tables_for(&self, prefix: IpNet, source: Source) -> Vec<Table> {
         match source {
             Source::Local | Source::Connected | Source::Neighbour => Table::ALL.to_vec(),
-            Source::Static | Source::StaticBackup => vec![self.classify(prefix)],
+            Source::Static | Source::StaticBackup | Source::Bgp => vec![self.classify(prefix)],
         }
     }
 
@@ -611,6 +622,10 @@ impl Fib {
                 .any(|m| self.nexthops.get(m).is_some_and(NhEntry::live)),
             _ => true,
         }
+    }
+
+    pub fn set_mirror_bgp(&mut self, mirror: bool) {
+        self.mirror_bgp = mirror;
     }
 
     /// Keep routes whose next hops are all down in the data plane (their traffic then
