@@ -8,6 +8,7 @@
 #![warn(missing_docs)]
 
 pub mod checksum;
+pub mod daemons;
 pub mod frames;
 pub mod netns;
 pub mod nva;

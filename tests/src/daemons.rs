@@ -1,0 +1,206 @@
+//! Real BGP daemons for interop tests: BIRD 2 and GoBGP, each running in a test
+//! namespace, killed and cleaned up on drop.
+use std::{
+    fs,
+    path::PathBuf,
+    process::{Child, Command, Stdio},
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context, Result, bail};
+
+use crate::{Netns, unique_suffix};
+
+/// A BIRD 2 instance (`bird -f`) with its own control socket.
+pub struct Bird {
+    child: Child,
+    dir: PathBuf,
+    sock: PathBuf,
+}
+
+impl Bird {
+    /// Starts BIRD in `ns` with `config` and waits for its control socket.
+    pub fn start(ns: &Netns, config: &str) -> Result<Bird> {
+        let dir = std::env::temp_dir().join(format!("nva-bird-{}", unique_suffix()));
+        fs::create_dir_all(&dir)?;
+        let conf = dir.join("bird.conf");
+        fs::write(&conf, config)?;
+        let sock = dir.join("bird.ctl");
+        let log = fs::File::create(dir.join("bird.log"))?;
+        let child = ns.spawn_with(
+            &[
+                "bird",
+                "-f",
+                "-c",
+                &conf.to_string_lossy(),
+                "-s",
+                &sock.to_string_lossy(),
+                "-P",
+                &dir.join("bird.pid").to_string_lossy(),
+            ],
+            Stdio::from(log.try_clone()?),
+            Stdio::from(log),
+        )?;
+        let mut bird = Bird { child, dir, sock };
+        let t = Instant::now();
+        while !bird.sock.exists() {
+            if let Ok(Some(status)) = bird.child.try_wait() {
+                bail!("bird exited ({status}): {}", bird.log());
+            }
+            if t.elapsed() > Duration::from_secs(10) {
+                bail!("bird did not start: {}", bird.log());
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Ok(bird)
+    }
+
+    /// `birdc ARGS` output (stdout and stderr).
+    pub fn birdc(&self, args: &[&str]) -> String {
+        let out = Command::new("birdc")
+            .arg("-s")
+            .arg(&self.sock)
+            .args(args)
+            .output();
+        match out {
+            Ok(o) => {
+                let mut s = String::from_utf8_lossy(&o.stdout).into_owned();
+                s.push_str(&String::from_utf8_lossy(&o.stderr));
+                s
+            }
+            Err(e) => format!("birdc failed: {e}"),
+        }
+    }
+
+    /// Polls `birdc ARGS` until `pred` holds on its output.
+    pub fn wait_for(
+        &self,
+        args: &[&str],
+        within: Duration,
+        pred: impl Fn(&str) -> bool,
+    ) -> Result<String> {
+        let t = Instant::now();
+        loop {
+            let out = self.birdc(args);
+            if pred(&out) {
+                return Ok(out);
+            }
+            if t.elapsed() > within {
+                bail!("birdc {args:?} never matched; last output:\n{out}\nlog:\n{}", self.log());
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+
+    /// BIRD's log so far.
+    pub fn log(&self) -> String {
+        fs::read_to_string(self.dir.join("bird.log")).unwrap_or_default()
+    }
+}
+
+impl Drop for Bird {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// A gobgpd instance with its gRPC API on a loopback port of its namespace.
+pub struct Gobgp {
+    child: Child,
+    ns: String,
+    dir: PathBuf,
+}
+
+impl Gobgp {
+    /// Starts gobgpd in `ns` with a TOML `config` and waits until its API answers.
+    pub fn start(ns: &Netns, config: &str) -> Result<Gobgp> {
+        let dir = std::env::temp_dir().join(format!("nva-gobgp-{}", unique_suffix()));
+        fs::create_dir_all(&dir)?;
+        let conf = dir.join("gobgp.toml");
+        fs::write(&conf, config)?;
+        let log = fs::File::create(dir.join("gobgpd.log"))?;
+        let child = ns.spawn_with(
+            &[
+                "gobgpd",
+                "-t",
+                "toml",
+                "-f",
+                &conf.to_string_lossy(),
+                "--api-hosts",
+                "127.0.0.1:50051",
+            ],
+            Stdio::from(log.try_clone()?),
+            Stdio::from(log),
+        )?;
+        let g = Gobgp {
+            child,
+            ns: ns.name().to_string(),
+            dir,
+        };
+        let t = Instant::now();
+        while !g.gobgp(&["global"]).contains("AS:") {
+            if t.elapsed() > Duration::from_secs(15) {
+                bail!("gobgpd did not start: {}", g.log());
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        Ok(g)
+    }
+
+    /// `gobgp ARGS` against this daemon (stdout and stderr).
+    pub fn gobgp(&self, args: &[&str]) -> String {
+        let out = Command::new("ip")
+            .args(["netns", "exec", &self.ns, "gobgp", "-u", "127.0.0.1", "-p", "50051"])
+            .args(args)
+            .output();
+        match out {
+            Ok(o) => {
+                let mut s = String::from_utf8_lossy(&o.stdout).into_owned();
+                s.push_str(&String::from_utf8_lossy(&o.stderr));
+                s
+            }
+            Err(e) => format!("gobgp failed: {e}"),
+        }
+    }
+
+    /// Polls `gobgp ARGS` until `pred` holds on its output.
+    pub fn wait_for(
+        &self,
+        args: &[&str],
+        within: Duration,
+        pred: impl Fn(&str) -> bool,
+    ) -> Result<String> {
+        let t = Instant::now();
+        loop {
+            let out = self.gobgp(args);
+            if pred(&out) {
+                return Ok(out);
+            }
+            if t.elapsed() > within {
+                bail!("gobgp {args:?} never matched; last output:\n{out}");
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+
+    /// gobgpd's log so far.
+    pub fn log(&self) -> String {
+        fs::read_to_string(self.dir.join("gobgpd.log")).unwrap_or_default()
+    }
+}
+
+impl Drop for Gobgp {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// Runs `cmd` and returns its stdout, with context on failure.
+pub fn output(cmd: &mut Command) -> Result<String> {
+    let out = cmd.output().with_context(|| format!("running {cmd:?}"))?;
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
