@@ -53,6 +53,10 @@ pub struct Health {
     /// A next hop that was down must answer this long before it carries traffic again.
     #[serde(default = "default_hold_down")]
     pub hold_down_ms: u64,
+    /// Extra targets whose failure makes nva itself unhealthy (e.g. "the internet next
+    /// hop answers"); see `nva health`.
+    #[serde(default)]
+    pub track: Vec<TrackedTarget>,
     /// When every next hop of a route is down: withdraw it from the data plane (its
     /// traffic falls through to a backup route or a less specific prefix; default), or
     /// keep it (its traffic meets the no-route policy).
@@ -80,9 +84,18 @@ impl Default for Health {
             interval_ms: default_interval(),
             multiplier: default_multiplier(),
             hold_down_ms: default_hold_down(),
+            track: Vec::new(),
             keep_dead_routes: false,
         }
     }
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct TrackedTarget {
+    pub target: IpAddr,
+    /// "icmp", "tcp:PORT" or "udp-echo:PORT".
+    pub probe: String,
 }
 
 /// A parsed probe setting.
@@ -374,6 +387,13 @@ impl Config {
             .probe
             .parse::<ProbeSetting>()
             .map_err(|e| anyhow::anyhow!("health.probe: {e}"))?;
+        for (i, t) in self.health.track.iter().enumerate() {
+            match t.probe.parse::<ProbeSetting>() {
+                Ok(ProbeSetting::None) => bail!("health.track[{i}].probe: must probe something"),
+                Ok(_) => {}
+                Err(e) => bail!("health.track[{i}].probe: {e}"),
+            }
+        }
         if self.health.interval_ms < 10 || self.health.multiplier == 0 {
             bail!("health: interval_ms must be >= 10 and multiplier >= 1");
         }

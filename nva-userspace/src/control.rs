@@ -135,6 +135,14 @@ fn handle(state: &Shared, cmd: &str, arg: Option<&str>) -> Result<Value> {
             Some(arg) => route_lookup(&st.fib, arg),
         },
         "nexthops" => Ok(serde_json::to_value(st.fib.nexthop_views())?),
+        "health" => {
+            let problems = st.self_check();
+            Ok(json!({
+                "healthy": problems.is_empty(),
+                "problems": problems,
+                "probes": st.prober.status(),
+            }))
+        }
         other => Err(anyhow!("unknown command {other:?}")),
     }
 }

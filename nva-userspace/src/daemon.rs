@@ -23,7 +23,11 @@ use tokio::{
 use tracing::{info, warn};
 
 use crate::{
-    config::{Config, FibKind, NoRoute, RouteAction, SegmentAction, TrafficClass, XdpMode},
+    config::{
+        Config, FibKind, NoRoute, ProbeSetting, RouteAction, SegmentAction, TrafficClass,
+        XdpMode,
+    },
+    health::{ProbeKind, ProbeSpec, Prober},
     control,
     dataplane::{Dataplane, LoadOptions},
     fib::{DEFAULT_EAST_WEST, Fib, KernelOp, NhKey, Port, Source, Table, Target},
@@ -64,10 +68,89 @@ pub struct State {
     /// Neighbour MACs seen at start, so new next hops are resolved before any route
     /// points at them.
     known_macs: HashMap<(u32, IpAddr), [u8; 6]>,
+    /// Next-hop health probes.
+    pub prober: Prober,
     pub started: Instant,
 }
 
 impl State {
+    /// The probes the configuration asks for: every next hop of the static routes with
+    /// its own `probe` or `health.probe`, plus `health.track` targets.
+    fn wanted_probes(&self) -> Vec<ProbeSpec> {
+        let h = &self.config.health;
+        let default: ProbeSetting = h.probe.parse().unwrap_or(ProbeSetting::None);
+        let mut specs = Vec::new();
+        let mut add = |target: IpAddr, dev: Option<&str>, setting: ProbeSetting| {
+            let kind = match setting {
+                ProbeSetting::None => return,
+                ProbeSetting::Icmp => ProbeKind::Icmp,
+                ProbeSetting::Tcp(port) => ProbeKind::Tcp { port },
+                ProbeSetting::UdpEcho(port) => ProbeKind::UdpEcho { port },
+            };
+            let spec = ProbeSpec {
+                target,
+                interface: dev.map(str::to_string),
+                kind,
+                interval: Duration::from_millis(h.interval_ms),
+                multiplier: h.multiplier,
+                hold_down: Duration::from_millis(h.hold_down_ms),
+            };
+            if !specs.contains(&spec) {
+                specs.push(spec);
+            }
+        };
+        for route in &self.config.routes {
+            for nh in route.nexthops.iter().chain(&route.backup_nexthops) {
+                let setting = nh
+                    .probe
+                    .as_deref()
+                    .and_then(|p| p.parse().ok())
+                    .unwrap_or(default);
+                let dev = nh.dev.as_deref().or_else(|| {
+                    self.fib
+                        .nexthop_views()
+                        .into_iter()
+                        .find(|v| v.via == nh.via)
+                        .map(|v| self.ifaces.iter().find(|f| f.ifindex == v.ifindex))
+                        .flatten()
+                        .map(|f| f.name.as_str())
+                });
+                add(nh.via, dev, setting);
+            }
+        }
+        for t in &h.track {
+            if let Ok(setting) = t.probe.parse() {
+                add(t.target, None, setting);
+            }
+        }
+        specs
+    }
+
+    /// Self health: XDP attached to every interface, maps answering, every interface
+    /// up, every tracked target answering. Returns the problems (empty = healthy).
+    pub fn self_check(&self) -> Vec<String> {
+        let mut problems = Vec::new();
+        let dp = self.fib.dataplane();
+        for f in &self.ifaces {
+            if !dp.attached().any(|i| i == f.ifindex) {
+                problems.push(format!("XDP not attached to {}", f.name));
+            }
+            if !f.port.up {
+                problems.push(format!("interface {} is down", f.name));
+            }
+        }
+        if dp.counters(0).is_err() {
+            problems.push("data-plane maps do not answer".into());
+        }
+        let tracked: Vec<IpAddr> = self.config.health.track.iter().map(|t| t.target).collect();
+        for st in self.prober.status() {
+            if tracked.contains(&st.spec.target) && !st.healthy {
+                problems.push(format!("tracked target {} does not answer", st.spec.target));
+            }
+        }
+        problems
+    }
+
     /// Samples the counters and updates `rates` (called once a second).
     fn sample_rates(&mut self) {
         let now = Instant::now();
@@ -237,6 +320,9 @@ impl State {
             .set_keep_dead_routes(config.health.keep_dead_routes);
         self.apply_separation(&config)?;
         self.apply_static_routes(&planned)?;
+        self.config = config.clone();
+        let specs = self.wanted_probes();
+        self.prober.set(specs);
         // Interfaces no longer configured: nothing routes through them now.
         let removed: Vec<Iface> = self
             .ifaces
@@ -523,6 +609,7 @@ pub async fn run(config: Config, config_path: PathBuf, socket: PathBuf) -> Resul
 
     // Program everything before attaching: after a restart the new program replaces
     // the running one atomically, so its tables must be complete first.
+    let (prober, mut health_events) = Prober::start()?;
     let mut fib = Fib::new(dp);
     for addr in &addrs {
         for (prefix, source, target) in address_routes(addr) {
@@ -541,6 +628,7 @@ pub async fn run(config: Config, config_path: PathBuf, socket: PathBuf) -> Resul
         addrs,
         resolve_now: Vec::new(),
         segment_prefixes: Vec::new(),
+        prober,
         known_macs: neighbours
             .iter()
             .filter(|n| n.usable)
@@ -554,6 +642,8 @@ pub async fn run(config: Config, config_path: PathBuf, socket: PathBuf) -> Resul
         .set_keep_dead_routes(config.health.keep_dead_routes);
     state.apply_separation(&config)?;
     state.apply_static_routes(&planned)?;
+    let specs = state.wanted_probes();
+    state.prober.set(specs);
     for n in &neighbours {
         state
             .fib
@@ -621,6 +711,18 @@ pub async fn run(config: Config, config_path: PathBuf, socket: PathBuf) -> Resul
                 let mut st = state.lock().expect("state lock");
                 for op in st.fib.take_kernel_ops() {
                     let _ = kernel.send(op);
+                }
+            }
+            Some(event) = health_events.recv() => {
+                let mut st = state.lock().expect("state lock");
+                if st.wanted_probes().contains(&event.spec) {
+                    info!(target = %event.spec.target, healthy = event.healthy, "health probe");
+                    if let Err(e) = st.fib.update_health(event.spec.target, event.healthy) {
+                        warn!("applying a health change: {e:#}");
+                    }
+                    for op in st.fib.take_kernel_ops() {
+                        let _ = kernel.send(op);
+                    }
                 }
             }
             event = events.recv() => match event {

@@ -8,5 +8,8 @@ pub mod control;
 pub mod daemon;
 pub mod dataplane;
 pub mod fib;
+pub mod health;
 pub mod metrics;
 pub mod netlink;
+pub mod policy;
+pub mod rib;

@@ -49,6 +49,8 @@ enum Command {
     },
     /// Next hops with their neighbour and link state.
     Nexthops(ClientArgs),
+    /// Self health and next-hop health probes.
+    Health(ClientArgs),
     /// Configuration file tools.
     Config {
         #[command(subcommand)]
@@ -114,6 +116,7 @@ fn real_main() -> Result<()> {
             Ok(())
         }
         Command::Nexthops(args) => client(&args, "nexthops", print_nexthops),
+        Command::Health(args) => client(&args, "health", print_health),
     }
 }
 
@@ -212,6 +215,31 @@ fn print_routes(d: &Value) {
             s(&r["action"]),
             list(&r["nexthops"]),
             list(&r["live_nexthops"])
+        );
+    }
+}
+
+fn print_health(d: &Value) {
+    println!(
+        "nva: {}",
+        if d["healthy"] == true { "healthy" } else { "UNHEALTHY" }
+    );
+    for p in d["problems"].as_array().into_iter().flatten() {
+        println!("  - {}", s(p));
+    }
+    println!(
+        "{:<26} {:<16} {:>8} {:>10} {:>10} {:>10}",
+        "TARGET", "PROBE", "HEALTHY", "SENT", "RECEIVED", "RTT(us)"
+    );
+    for p in d["probes"].as_array().into_iter().flatten() {
+        println!(
+            "{:<26} {:<16} {:>8} {:>10} {:>10} {:>10}",
+            s(&p["spec"]["target"]),
+            s(&p["spec"]["kind"]),
+            s(&p["healthy"]),
+            s(&p["sent"]),
+            s(&p["received"]),
+            s(&p["last_rtt_us"])
         );
     }
 }
