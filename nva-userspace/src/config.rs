@@ -35,6 +35,106 @@ pub struct Config {
     pub segment_rules: Vec<SegmentRule>,
     #[serde(default)]
     pub health: Health,
+    /// The BGP speaker; off when absent.
+    #[serde(default)]
+    pub bgp: Option<Bgp>,
+    /// Route policies, referenced by name from BGP peers.
+    #[serde(default)]
+    pub policies: Vec<crate::policy::Policy>,
+    #[serde(default)]
+    pub prefix_lists: Vec<crate::policy::PrefixList>,
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Bgp {
+    pub local_as: u32,
+    pub router_id: std::net::Ipv4Addr,
+    /// Paths of equal preference from different peers become one ECMP group.
+    #[serde(default = "yes")]
+    pub multipath: bool,
+    #[serde(default = "default_max_paths")]
+    pub max_paths: usize,
+    /// Accept sessions on this address too (for passive peers), e.g. "0.0.0.0:179".
+    #[serde(default)]
+    pub listen: Option<std::net::SocketAddr>,
+    /// Prefixes nva originates (announced to every peer, subject to export policy).
+    #[serde(default)]
+    pub announce: Vec<IpNet>,
+    /// Also announce the static routes.
+    #[serde(default)]
+    pub announce_static: bool,
+    /// Mirror BGP routes into the kernel's table like static routes (what XDP passes
+    /// up, e.g. TTL expiry, then meets the same routes).
+    #[serde(default = "yes")]
+    pub kernel_routes: bool,
+    #[serde(default)]
+    pub peers: Vec<BgpPeer>,
+}
+
+fn default_max_paths() -> usize {
+    16
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct BgpPeer {
+    pub name: String,
+    pub address: IpAddr,
+    pub remote_as: u32,
+    /// Table its routes go into (default: by the class of each prefix).
+    #[serde(default)]
+    pub table: Option<TrafficClass>,
+    /// Import policy (default: accept everything).
+    #[serde(default)]
+    pub import: Option<String>,
+    /// Export policy over originated, static and learned routes (default: announce only
+    /// the originated prefixes).
+    #[serde(default)]
+    pub export: Option<String>,
+    /// Most prefixes accepted from this peer.
+    #[serde(default)]
+    pub max_prefix: Option<usize>,
+    #[serde(default)]
+    pub max_prefix_action: MaxPrefixAction,
+    /// Only accept the peer's connections (needs `bgp.listen`).
+    #[serde(default)]
+    pub passive: bool,
+    #[serde(default)]
+    pub port: Option<u16>,
+    /// Source address for the session (multihop over a loopback).
+    #[serde(default)]
+    pub local_addr: Option<IpAddr>,
+    /// Hold time proposed (s); route servers use 180 (keepalive 60).
+    #[serde(default)]
+    pub hold_time: Option<u16>,
+    #[serde(default)]
+    pub keepalive: Option<u16>,
+    #[serde(default)]
+    pub connect_retry: Option<u16>,
+    /// eBGP multihop TTL (route servers are not directly connected).
+    #[serde(default)]
+    pub multihop_ttl: Option<u8>,
+    /// RFC 5082 GTSM (exclusive with multihop).
+    #[serde(default)]
+    pub gtsm: bool,
+    #[serde(default)]
+    pub md5_password: Option<String>,
+    /// Graceful restart (receiving side): keep a restarting peer's routes this long (s).
+    #[serde(default)]
+    pub graceful_restart_time: Option<u16>,
+}
+
+#[derive(Clone, Copy, Debug, Default, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum MaxPrefixAction {
+    /// Log and keep accepting.
+    Warn,
+    /// Keep the session, accept no new prefixes.
+    Stop,
+    /// Send Cease (maximum number of prefixes reached) and keep the session down.
+    #[default]
+    Teardown,
 }
 
 /// Next-hop health checking.
@@ -57,6 +157,10 @@ pub struct Health {
     /// hop answers"); see `nva health`.
     #[serde(default)]
     pub track: Vec<TrackedTarget>,
+    /// On SIGTERM with BGP: withdraw nva's announcements, then wait this long for the
+    /// peers to move traffic away before detaching.
+    #[serde(default)]
+    pub drain_ms: u64,
     /// When every next hop of a route is down: withdraw it from the data plane (its
     /// traffic falls through to a backup route or a less specific prefix; default), or
     /// keep it (its traffic meets the no-route policy).
@@ -85,6 +189,7 @@ impl Default for Health {
             multiplier: default_multiplier(),
             hold_down_ms: default_hold_down(),
             track: Vec::new(),
+            drain_ms: 0,
             keep_dead_routes: false,
         }
     }
@@ -383,6 +488,7 @@ impl Config {
             }
         }
         self.validate_segments()?;
+        self.validate_bgp()?;
         self.health
             .probe
             .parse::<ProbeSetting>()
@@ -473,6 +579,68 @@ impl Config {
 }
 
 impl Config {
+    fn validate_bgp(&self) -> Result<()> {
+        let lists: std::collections::HashMap<String, crate::policy::PrefixList> = self
+            .prefix_lists
+            .iter()
+            .map(|l| (l.name.clone(), l.clone()))
+            .collect();
+        let mut names = HashSet::new();
+        for (i, l) in self.prefix_lists.iter().enumerate() {
+            if !names.insert(l.name.as_str()) {
+                bail!("prefix_lists[{i}].name: {:?} is defined twice", l.name);
+            }
+        }
+        let mut policies = HashSet::new();
+        for (i, p) in self.policies.iter().enumerate() {
+            if !policies.insert(p.name.as_str()) {
+                bail!("policies[{i}].name: {:?} is defined twice", p.name);
+            }
+            p.validate(&format!("policies[{i}]"), &lists)?;
+        }
+        let Some(bgp) = &self.bgp else {
+            return Ok(());
+        };
+        if bgp.local_as == 0 {
+            bail!("bgp.local_as: 0 is not an AS number");
+        }
+        if bgp.max_paths == 0 {
+            bail!("bgp.max_paths: must be at least 1");
+        }
+        for (i, p) in bgp.announce.iter().enumerate() {
+            if p.trunc() != *p {
+                bail!("bgp.announce[{i}]: {p} has host bits set");
+            }
+        }
+        let mut addrs = HashSet::new();
+        for (i, peer) in bgp.peers.iter().enumerate() {
+            let field = format!("bgp.peers[{i}]");
+            if !addrs.insert(peer.address) {
+                bail!("{field}.address: {} is configured twice", peer.address);
+            }
+            if peer.remote_as == 0 {
+                bail!("{field}.remote_as: 0 is not an AS number");
+            }
+            for (what, name) in [("import", &peer.import), ("export", &peer.export)] {
+                if let Some(name) = name
+                    && !policies.contains(name.as_str())
+                {
+                    bail!("{field}.{what}: no policy named {name:?}");
+                }
+            }
+            if peer.passive && bgp.listen.is_none() {
+                bail!("{field}.passive: a passive peer needs bgp.listen");
+            }
+            if peer.gtsm && peer.multihop_ttl.is_some() {
+                bail!("{field}.gtsm: GTSM and multihop_ttl exclude each other");
+            }
+            if peer.max_prefix == Some(0) {
+                bail!("{field}.max_prefix: must be at least 1");
+            }
+        }
+        Ok(())
+    }
+
     fn validate_segments(&self) -> Result<()> {
         let max = nva_common::MAX_SEGMENTS as usize - 1;
         if self.segments.len() > max {

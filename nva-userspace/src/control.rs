@@ -135,6 +135,16 @@ fn handle(state: &Shared, cmd: &str, arg: Option<&str>) -> Result<Value> {
             Some(arg) => route_lookup(&st.fib, arg),
         },
         "nexthops" => Ok(serde_json::to_value(st.fib.nexthop_views())?),
+        "bgp" => match (st.bgp.as_ref(), arg) {
+            (None, _) => Err(anyhow!("BGP is not configured")),
+            (Some(feed), None) => Ok(serde_json::to_value(feed.statuses())?),
+            (Some(feed), Some(prefix)) => {
+                let prefix: IpNet = prefix
+                    .parse()
+                    .map_err(|_| anyhow!("{prefix:?} is not a prefix"))?;
+                Ok(feed.paths(&prefix.trunc()))
+            }
+        },
         "health" => {
             let problems = st.self_check();
             Ok(json!({

@@ -23,16 +23,17 @@ use tokio::{
 use tracing::{info, warn};
 
 use crate::{
+    bgp::{Command as BgpCommand, Event as SessionEvent, PeerId, Speaker},
     config::{
-        Config, FibKind, NoRoute, ProbeSetting, RouteAction, SegmentAction, TrafficClass,
-        XdpMode,
+        Config, FibKind, NoRoute, ProbeSetting, RouteAction, SegmentAction, TrafficClass, XdpMode,
     },
-    health::{ProbeKind, ProbeSpec, Prober},
     control,
     dataplane::{Dataplane, LoadOptions},
     fib::{DEFAULT_EAST_WEST, Fib, KernelOp, NhKey, Port, Source, Table, Target},
+    health::{ProbeKind, ProbeSpec, Prober},
     metrics,
     netlink::{self, AddrInfo, LinkInfo, Neighbour, NetEvent, Netlink},
+    routing::{BgpFeed, NextHopResolver},
 };
 
 /// An interface nva forwards between.
@@ -70,7 +71,80 @@ pub struct State {
     known_macs: HashMap<(u32, IpAddr), [u8; 6]>,
     /// Next-hop health probes.
     pub prober: Prober,
+    /// The BGP feed, when BGP is configured.
+    pub bgp: Option<BgpFeed>,
     pub started: Instant,
+}
+
+/// BGP next hops are reached on a connected subnet of one of nva's ports.
+struct ConnectedResolver<'a> {
+    ifaces: &'a [Iface],
+    addrs: &'a [AddrInfo],
+}
+
+impl NextHopResolver for ConnectedResolver<'_> {
+    fn resolve(&self, via: IpAddr) -> Option<(NhKey, Port)> {
+        let iface = self.ifaces.iter().find(|f| {
+            self.addrs.iter().any(|a| {
+                a.ifindex == f.ifindex
+                    && a.addr != via
+                    && IpNet::new(a.addr, a.prefix_len).is_ok_and(|n| n.contains(&via))
+            })
+        })?;
+        Some((
+            NhKey {
+                ifindex: iface.ifindex,
+                via,
+                vlan: 0,
+            },
+            iface.port.clone(),
+        ))
+    }
+}
+
+impl State {
+    /// Runs a BGP event through the feed; returns the session commands to send.
+    fn bgp_event(&mut self, event: BgpEvent) -> Vec<(PeerId, BgpCommand)> {
+        let State {
+            bgp,
+            fib,
+            ifaces,
+            addrs,
+            known_macs,
+            ..
+        } = self;
+        let Some(feed) = bgp.as_mut() else {
+            return Vec::new();
+        };
+        let resolver = ConnectedResolver { ifaces, addrs };
+        let before: std::collections::HashSet<u16> =
+            fib.nexthop_views().iter().map(|n| n.id).collect();
+        let out = match event {
+            BgpEvent::Session(e) => feed.handle_event(e, fib, &resolver),
+            BgpEvent::SweepStale(peer) => feed.sweep_stale(peer, fib, &resolver),
+        };
+        // New next hops: use MACs already known from the neighbour table.
+        for nh in fib.nexthop_views() {
+            if !before.contains(&nh.id)
+                && let Some(mac) = known_macs.get(&(nh.ifindex, nh.via))
+            {
+                let _ = fib.update_neighbour(nh.ifindex, nh.via, Some(*mac), false);
+            }
+        }
+        match out {
+            Ok(commands) => commands,
+            Err(e) => {
+                warn!("BGP: programming the FIB failed: {e:#}");
+                Vec::new()
+            }
+        }
+    }
+}
+
+/// Inputs of the BGP feed: session events and graceful-restart timers.
+pub enum BgpEvent {
+    Session(crate::bgp::Event),
+    SweepStale(PeerId),
 }
 
 impl State {
@@ -111,8 +185,7 @@ impl State {
                         .nexthop_views()
                         .into_iter()
                         .find(|v| v.via == nh.via)
-                        .map(|v| self.ifaces.iter().find(|f| f.ifindex == v.ifindex))
-                        .flatten()
+                        .and_then(|v| self.ifaces.iter().find(|f| f.ifindex == v.ifindex))
                         .map(|f| f.name.as_str())
                 });
                 add(nh.via, dev, setting);
@@ -279,6 +352,12 @@ impl State {
         let (new_ifaces, planned) = plan(&config, links, addrs)?;
         if config.control != self.config.control {
             warn!("control.socket changes take effect at the next start");
+        }
+        if config.bgp != self.config.bgp
+            || config.policies != self.config.policies
+            || config.prefix_lists != self.config.prefix_lists
+        {
+            warn!("BGP, policy and prefix-list changes take effect at the next start");
         }
         if load_options(&config) != *self.fib.dataplane().options() {
             warn!("dataplane.ipv4_fib_* changes take effect at the next start");
@@ -629,6 +708,7 @@ pub async fn run(config: Config, config_path: PathBuf, socket: PathBuf) -> Resul
         resolve_now: Vec::new(),
         segment_prefixes: Vec::new(),
         prober,
+        bgp: None,
         known_macs: neighbours
             .iter()
             .filter(|n| n.usable)
@@ -649,6 +729,10 @@ pub async fn run(config: Config, config_path: PathBuf, socket: PathBuf) -> Resul
             .fib
             .update_neighbour(n.ifindex, n.ip, n.mac.filter(|_| n.usable), n.failed)?;
         state.neighbour_route(n)?;
+    }
+    state.bgp = BgpFeed::new(&config);
+    if let Some(bgp) = &config.bgp {
+        state.fib.set_mirror_bgp(bgp.kernel_routes);
     }
     let mut kernel_prefixes = std::collections::HashSet::new();
     for op in state.fib.take_kernel_ops() {
@@ -685,6 +769,31 @@ pub async fn run(config: Config, config_path: PathBuf, socket: PathBuf) -> Resul
         ),
         None => None,
     };
+
+    // BGP: sessions run on their own tasks; their events come back here.
+    let (session_tx, mut session_rx) = mpsc::channel::<SessionEvent>(1024);
+    let (sweep_tx, mut sweep_rx) = mpsc::unbounded_channel::<PeerId>();
+    let mut speaker = Speaker::new(session_tx);
+    let initial = {
+        let mut st = state.lock().expect("state lock");
+        match st.bgp.as_mut() {
+            Some(feed) => {
+                if let Some(listen) = feed.config.listen {
+                    speaker
+                        .listen(listen)
+                        .with_context(|| format!("bgp.listen {listen}"))?;
+                }
+                for peer in feed.session_configs() {
+                    speaker
+                        .add_peer(peer)
+                        .map_err(|e| anyhow::anyhow!("bgp.peers: {e}"))?;
+                }
+                feed.export_all()
+            }
+            None => Vec::new(),
+        }
+    };
+    send_commands(&speaker, initial).await;
 
     let mut sigint = signal(SignalKind::interrupt())?;
     let mut sigterm = signal(SignalKind::terminate())?;
@@ -725,6 +834,43 @@ pub async fn run(config: Config, config_path: PathBuf, socket: PathBuf) -> Resul
                     }
                 }
             }
+            Some(event) = session_rx.recv() => {
+                let stale = match &event {
+                    SessionEvent::Down { peer, stale_for: Some(t), .. } => Some((*peer, *t)),
+                    _ => None,
+                };
+                let (commands, unresolved) = {
+                    let mut st = state.lock().expect("state lock");
+                    let commands = st.bgp_event(BgpEvent::Session(event));
+                    for op in st.fib.take_kernel_ops() {
+                        let _ = kernel.send(op);
+                    }
+                    (commands, st.fib.unresolved())
+                };
+                send_commands(&speaker, commands).await;
+                // New BGP next hops: resolve now rather than at the next tick.
+                for (ifindex, ip) in unresolved {
+                    let _ = nl.resolve(ifindex, ip).await;
+                }
+                if let Some((peer, after)) = stale {
+                    let tx = sweep_tx.clone();
+                    tokio::spawn(async move {
+                        tokio::time::sleep(after).await;
+                        let _ = tx.send(peer);
+                    });
+                }
+            }
+            Some(peer) = sweep_rx.recv() => {
+                let commands = {
+                    let mut st = state.lock().expect("state lock");
+                    let commands = st.bgp_event(BgpEvent::SweepStale(peer));
+                    for op in st.fib.take_kernel_ops() {
+                        let _ = kernel.send(op);
+                    }
+                    commands
+                };
+                send_commands(&speaker, commands).await;
+            }
             event = events.recv() => match event {
                 Some(event) => {
                     let resolve: Vec<_> = {
@@ -762,6 +908,29 @@ pub async fn run(config: Config, config_path: PathBuf, socket: PathBuf) -> Resul
     if let Some(m) = metrics {
         m.abort();
     }
+    if !keep_forwarding {
+        // Withdraw what we announce and give the peers time to move traffic away
+        // before the data plane goes.
+        let (withdrawals, drain) = {
+            let st = state.lock().expect("state lock");
+            let drain = Duration::from_millis(st.config.health.drain_ms);
+            let w = st
+                .bgp
+                .as_ref()
+                .map(BgpFeed::withdraw_all)
+                .unwrap_or_default();
+            (w, drain)
+        };
+        if !withdrawals.is_empty() {
+            send_commands(&speaker, withdrawals).await;
+            info!(
+                drain_ms = drain.as_millis() as u64,
+                "announcements withdrawn, draining"
+            );
+            tokio::time::sleep(drain).await;
+        }
+    }
+    speaker.shutdown().await;
     let _ = std::fs::remove_file(&socket);
     let pinned = state
         .lock()
@@ -790,6 +959,15 @@ pub async fn run(config: Config, config_path: PathBuf, socket: PathBuf) -> Resul
         Err(e) => warn!("removing kernel routes: {e:#}"),
     }
     Ok(())
+}
+
+/// Sends session commands (outside the state lock).
+async fn send_commands(speaker: &Speaker, commands: Vec<(PeerId, BgpCommand)>) {
+    for (peer, command) in commands {
+        if let Some(tx) = speaker.commands(peer) {
+            let _ = tx.send(command).await;
+        }
+    }
 }
 
 /// Re-reads the config file and applies it; a bad file changes nothing.

@@ -13,3 +13,4 @@ pub mod metrics;
 pub mod netlink;
 pub mod policy;
 pub mod rib;
+pub mod routing;

@@ -51,6 +51,13 @@ enum Command {
     Nexthops(ClientArgs),
     /// Self health and next-hop health probes.
     Health(ClientArgs),
+    /// BGP peers: state, uptime, prefixes received/accepted/announced; with a prefix,
+    /// the paths the RIB holds for it.
+    Bgp {
+        prefix: Option<String>,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
     /// Configuration file tools.
     Config {
         #[command(subcommand)]
@@ -117,6 +124,20 @@ fn real_main() -> Result<()> {
         }
         Command::Nexthops(args) => client(&args, "nexthops", print_nexthops),
         Command::Health(args) => client(&args, "health", print_health),
+        Command::Bgp {
+            prefix,
+            client: args,
+        } => {
+            let data = control::request_with(&args.socket, "bgp", prefix.as_deref())?;
+            if args.json {
+                println!("{}", serde_json::to_string_pretty(&data)?);
+            } else if prefix.is_some() {
+                print_paths(&data);
+            } else {
+                print_bgp(&data);
+            }
+            Ok(())
+        }
     }
 }
 
@@ -219,10 +240,53 @@ fn print_routes(d: &Value) {
     }
 }
 
+fn print_bgp(d: &Value) {
+    println!(
+        "{:<12} {:<26} {:>8} {:<12} {:>9} {:>10} {:>9} {:>10}  LAST ERROR",
+        "PEER", "ADDRESS", "AS", "STATE", "UPTIME", "RECEIVED", "ACCEPTED", "ANNOUNCED"
+    );
+    for p in d.as_array().into_iter().flatten() {
+        println!(
+            "{:<12} {:<26} {:>8} {:<12} {:>8}s {:>10} {:>9} {:>10}  {}",
+            s(&p["name"]),
+            s(&p["address"]),
+            s(&p["remote_as"]),
+            s(&p["state"]),
+            s(&p["uptime_secs"]),
+            s(&p["received"]),
+            s(&p["accepted"]),
+            s(&p["announced"]),
+            s(&p["last_error"])
+        );
+    }
+}
+
+fn print_paths(d: &Value) {
+    println!(
+        "{:<12} {:<26} {:<24} {:>6} {:>6}  AS PATH",
+        "TABLE", "PEER", "NEXT HOP", "BEST", "ECMP"
+    );
+    for p in d.as_array().into_iter().flatten() {
+        println!(
+            "{:<12} {:<26} {:<24} {:>6} {:>6}  {}",
+            s(&p["table"]),
+            s(&p["peer"]),
+            s(&p["next_hop"]),
+            s(&p["best"]),
+            s(&p["multipath"]),
+            s(&p["as_path"])
+        );
+    }
+}
+
 fn print_health(d: &Value) {
     println!(
         "nva: {}",
-        if d["healthy"] == true { "healthy" } else { "UNHEALTHY" }
+        if d["healthy"] == true {
+            "healthy"
+        } else {
+            "UNHEALTHY"
+        }
     );
     for p in d["problems"].as_array().into_iter().flatten() {
         println!("  - {}", s(p));

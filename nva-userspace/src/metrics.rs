@@ -71,6 +71,58 @@ fn header(out: &mut String, name: &str, kind: &str, help: &str) {
 /// Renders every metric.
 pub fn render(st: &State) -> String {
     let mut out = String::new();
+    if let Some(feed) = &st.bgp {
+        header(
+            &mut out,
+            "nva_bgp_peer_up",
+            "gauge",
+            "1 while the BGP session is established.",
+        );
+        let mut rx = String::new();
+        header(
+            &mut rx,
+            "nva_bgp_prefixes_received_total",
+            "counter",
+            "Prefixes received from the peer.",
+        );
+        let mut acc = String::new();
+        header(
+            &mut acc,
+            "nva_bgp_prefixes_accepted",
+            "gauge",
+            "Prefixes from the peer in the RIB (after import policy).",
+        );
+        let mut ann = String::new();
+        header(
+            &mut ann,
+            "nva_bgp_prefixes_announced",
+            "gauge",
+            "Prefixes announced to the peer.",
+        );
+        for p in feed.statuses() {
+            let l = format!("peer=\"{}\",address=\"{}\"", escape(&p.name), p.address);
+            let _ = writeln!(
+                out,
+                "nva_bgp_peer_up{{{l}}} {}",
+                u8::from(p.state == "established")
+            );
+            let _ = writeln!(rx, "nva_bgp_prefixes_received_total{{{l}}} {}", p.received);
+            let _ = writeln!(acc, "nva_bgp_prefixes_accepted{{{l}}} {}", p.accepted);
+            let _ = writeln!(ann, "nva_bgp_prefixes_announced{{{l}}} {}", p.announced);
+        }
+        out.push_str(&rx);
+        out.push_str(&acc);
+        out.push_str(&ann);
+    }
+    let problems = st.self_check();
+    header(
+        &mut out,
+        "nva_healthy",
+        "gauge",
+        "1 when nva's self check passes (see nva health).",
+    );
+    let _ = writeln!(out, "nva_healthy {}", u8::from(problems.is_empty()));
+
     header(
         &mut out,
         "nva_packets_total",

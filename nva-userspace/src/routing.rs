@@ -1,0 +1,609 @@
+//! The BGP feed: peers -> import policy -> RIB (one per table) -> FIB, and what nva
+//! announces (originated prefixes, static and learned routes through export policy).
+//!
+//! Everything here runs under the daemon's state lock and returns the session
+//! commands to send; the daemon sends them without holding the lock.
+use std::{
+    collections::{BTreeMap, HashMap, HashSet},
+    net::IpAddr,
+    sync::Arc,
+    time::{Duration, Instant},
+};
+
+use anyhow::Result;
+use ipnet::IpNet;
+use serde::Serialize;
+use tracing::{info, warn};
+
+use crate::{
+    bgp::{
+        Command, Event, Origin, PathAttrs, PeerConfig, PeerId,
+        codec::{AsPath, Notification},
+    },
+    config::{self, MaxPrefixAction, TrafficClass},
+    fib::{Fib, NhKey, Port, Source, Table, Target},
+    policy::{Policy, PolicyContext, PrefixList},
+    rib::{PeerInfo, Rib, RibChange},
+};
+
+/// Routes announced and prefixes withdrawn by one UPDATE, for one table.
+type Batch = (Vec<(IpNet, Arc<PathAttrs>)>, Vec<IpNet>);
+
+/// What `nva bgp` shows per peer.
+#[derive(Clone, Debug, Serialize)]
+pub struct PeerStatus {
+    pub name: String,
+    pub address: IpAddr,
+    pub remote_as: u32,
+    pub state: &'static str,
+    /// Seconds in the current state.
+    pub uptime_secs: u64,
+    /// Prefixes received in UPDATEs (announcements, counted as they arrive).
+    pub received: u64,
+    /// Prefixes accepted by import policy, now in the RIB.
+    pub accepted: usize,
+    /// Prefixes we announce to it.
+    pub announced: usize,
+    pub last_error: Option<String>,
+    /// The max-prefix limit was hit.
+    pub max_prefix_reached: bool,
+    #[serde(skip)]
+    since: Instant,
+}
+
+/// How to reach a BGP next hop: on a connected subnet of one of our ports.
+pub trait NextHopResolver {
+    fn resolve(&self, via: IpAddr) -> Option<(NhKey, Port)>;
+}
+
+pub struct BgpFeed {
+    pub config: config::Bgp,
+    ribs: [Rib; 2],
+    pub peers: BTreeMap<PeerId, PeerStatus>,
+    peer_configs: HashMap<PeerId, config::BgpPeer>,
+    policies: HashMap<String, Policy>,
+    prefix_lists: HashMap<String, PrefixList>,
+    /// What we announce to each peer.
+    exported: HashMap<PeerId, HashMap<IpNet, Arc<PathAttrs>>>,
+    /// Static routes to announce when `announce_static`.
+    statics: Vec<IpNet>,
+    /// BGP prefixes in the FIB, with their table (to remove them when they go).
+    installed: HashMap<IpNet, Table>,
+}
+
+fn table_index(t: Table) -> usize {
+    match t {
+        Table::EastWest => 0,
+        Table::NorthSouth => 1,
+    }
+}
+
+impl BgpFeed {
+    pub fn new(config: &config::Config) -> Option<Self> {
+        let bgp = config.bgp.clone()?;
+        let peers = bgp
+            .peers
+            .iter()
+            .map(|p| {
+                (
+                    p.address,
+                    PeerStatus {
+                        name: p.name.clone(),
+                        address: p.address,
+                        remote_as: p.remote_as,
+                        state: "idle",
+                        uptime_secs: 0,
+                        received: 0,
+                        accepted: 0,
+                        announced: 0,
+                        last_error: None,
+                        max_prefix_reached: false,
+                        since: Instant::now(),
+                    },
+                )
+            })
+            .collect();
+        Some(Self {
+            ribs: [
+                Rib::new(bgp.multipath, bgp.max_paths),
+                Rib::new(bgp.multipath, bgp.max_paths),
+            ],
+            peer_configs: bgp.peers.iter().map(|p| (p.address, p.clone())).collect(),
+            policies: config
+                .policies
+                .iter()
+                .map(|p| (p.name.clone(), p.clone()))
+                .collect(),
+            prefix_lists: config
+                .prefix_lists
+                .iter()
+                .map(|l| (l.name.clone(), l.clone()))
+                .collect(),
+            exported: HashMap::new(),
+            statics: if bgp.announce_static {
+                config.routes.iter().map(|r| r.prefix).collect()
+            } else {
+                Vec::new()
+            },
+            installed: HashMap::new(),
+            peers,
+            config: bgp,
+        })
+    }
+
+    /// Session configurations for the speaker.
+    pub fn session_configs(&self) -> Vec<PeerConfig> {
+        self.config
+            .peers
+            .iter()
+            .map(|p| {
+                let mut c = PeerConfig::new(
+                    p.address,
+                    p.remote_as,
+                    self.config.local_as,
+                    self.config.router_id,
+                );
+                c.name = p.name.clone();
+                if let Some(port) = p.port {
+                    c.remote_port = port;
+                }
+                c.local_addr = p.local_addr;
+                if p.passive {
+                    c.mode = crate::bgp::ConnectMode::Passive;
+                }
+                if let Some(h) = p.hold_time {
+                    c.hold_time = h;
+                }
+                if let Some(k) = p.keepalive {
+                    c.keepalive = k;
+                }
+                if let Some(r) = p.connect_retry {
+                    c.connect_retry = r;
+                }
+                c.multihop_ttl = p.multihop_ttl;
+                c.gtsm = p.gtsm;
+                c.md5_password = p.md5_password.clone();
+                if p.graceful_restart_time.is_some() {
+                    c.graceful_restart_time = p.graceful_restart_time;
+                }
+                c
+            })
+            .collect()
+    }
+
+    fn table_for(&self, peer: PeerId, prefix: &IpNet, fib: &Fib) -> Table {
+        match self.peer_configs.get(&peer).and_then(|p| p.table) {
+            Some(TrafficClass::EastWest) => Table::EastWest,
+            Some(TrafficClass::NorthSouth) => Table::NorthSouth,
+            None => fib.classify(*prefix),
+        }
+    }
+
+    fn policy_ctx(&self) -> PolicyContext<'_> {
+        PolicyContext {
+            local_as: self.config.local_as,
+            local_next_hop_v4: None,
+            local_next_hop_v6: None,
+            prefix_lists: &self.prefix_lists,
+        }
+    }
+
+    /// Handles one session event; returns commands to send to peers.
+    pub fn handle_event(
+        &mut self,
+        event: Event,
+        fib: &mut Fib,
+        resolver: &dyn NextHopResolver,
+    ) -> Result<Vec<(PeerId, Command)>> {
+        let mut changes: Vec<(Table, RibChange)> = Vec::new();
+        let mut commands = Vec::new();
+        match event {
+            Event::Established { peer, caps } => {
+                info!(peer = %peer, asn = caps.peer_as, "BGP session established");
+                if let Some(st) = self.peers.get_mut(&peer) {
+                    st.state = "established";
+                    st.since = Instant::now();
+                    st.last_error = None;
+                }
+                for rib in &mut self.ribs {
+                    rib.peer_up(PeerInfo {
+                        id: peer,
+                        remote_as: caps.peer_as,
+                        local_as: self.config.local_as,
+                        router_id: caps.peer_router_id,
+                        address: peer,
+                    });
+                }
+            }
+            Event::Update {
+                peer,
+                announced,
+                withdrawn,
+            } => {
+                let import = self
+                    .peer_configs
+                    .get(&peer)
+                    .and_then(|p| p.import.clone())
+                    .and_then(|name| self.policies.get(&name).cloned());
+                let limit = self
+                    .peer_configs
+                    .get(&peer)
+                    .and_then(|p| p.max_prefix.map(|m| (m, p.max_prefix_action)));
+                if let Some(st) = self.peers.get_mut(&peer) {
+                    st.received += announced.len() as u64;
+                }
+                let mut per_table: [Batch; 2] = Default::default();
+                for prefix in withdrawn {
+                    let t = table_index(self.table_for(peer, &prefix, fib));
+                    per_table[t].1.push(prefix);
+                }
+                let ctx = self.policy_ctx();
+                for (prefix, attrs) in announced {
+                    let t = table_index(self.table_for(peer, &prefix, fib));
+                    let accepted = match &import {
+                        Some(policy) => policy.apply(&prefix, &attrs, &ctx).map(Arc::new),
+                        None => Some(attrs),
+                    };
+                    match accepted {
+                        Some(a) => per_table[t].0.push((prefix, a)),
+                        // Rejected: if an earlier version was accepted, it goes.
+                        None => per_table[t].1.push(prefix),
+                    }
+                }
+                let mut teardown = false;
+                for (t, (mut announced, withdrawn)) in per_table.into_iter().enumerate() {
+                    if let Some((max, action)) = limit {
+                        let count = self.prefix_count(peer);
+                        let rib = &self.ribs[t];
+                        let new: Vec<usize> = announced
+                            .iter()
+                            .enumerate()
+                            .filter(|(_, (p, _))| {
+                                !rib.paths(p).iter().any(|(from, ..)| *from == peer)
+                            })
+                            .map(|(i, _)| i)
+                            .collect();
+                        if count + new.len() > max {
+                            let status = self.peers.get_mut(&peer);
+                            let first = status.as_ref().is_some_and(|s| !s.max_prefix_reached);
+                            if let Some(s) = status {
+                                s.max_prefix_reached = true;
+                            }
+                            if first {
+                                warn!(peer = %peer, max, ?action, "maximum number of prefixes reached");
+                            }
+                            match action {
+                                MaxPrefixAction::Warn => {}
+                                MaxPrefixAction::Stop => {
+                                    // Keep updates of known prefixes, take in new ones only
+                                    // up to the limit.
+                                    let room = max.saturating_sub(count);
+                                    let drop: HashSet<usize> = new.into_iter().skip(room).collect();
+                                    let mut i = 0;
+                                    announced.retain(|_| {
+                                        let keep = !drop.contains(&i);
+                                        i += 1;
+                                        keep
+                                    });
+                                }
+                                MaxPrefixAction::Teardown => teardown = true,
+                            }
+                        }
+                    }
+                    if teardown {
+                        break;
+                    }
+                    let table = if t == 0 {
+                        Table::EastWest
+                    } else {
+                        Table::NorthSouth
+                    };
+                    for c in self.ribs[t].update(peer, announced, &withdrawn) {
+                        changes.push((table, c));
+                    }
+                }
+                if teardown {
+                    commands.push((peer, Command::Stop(Notification::cease(1))));
+                    changes.extend(self.drop_peer(peer, "maximum number of prefixes reached"));
+                }
+            }
+            Event::EndOfRib { peer, .. } => {
+                for (t, rib) in self.ribs.iter_mut().enumerate() {
+                    let table = if t == 0 {
+                        Table::EastWest
+                    } else {
+                        Table::NorthSouth
+                    };
+                    changes.extend(rib.sweep_stale(peer).into_iter().map(|c| (table, c)));
+                }
+            }
+            Event::Down {
+                peer,
+                reason,
+                stale_for,
+            } => {
+                warn!(peer = %peer, %reason, "BGP session down");
+                if stale_for.is_some() {
+                    // Graceful restart: keep forwarding on its routes; the daemon sweeps
+                    // them when the restart time is over (or at End-of-RIB).
+                    for rib in &mut self.ribs {
+                        rib.mark_stale(peer);
+                    }
+                    if let Some(st) = self.peers.get_mut(&peer) {
+                        st.state = "restarting";
+                        st.since = Instant::now();
+                        st.last_error = Some(reason.to_string());
+                    }
+                } else {
+                    changes.extend(self.drop_peer(peer, &reason.to_string()));
+                }
+            }
+        }
+        self.apply_changes(&changes, fib, resolver)?;
+        commands.extend(self.export_changes(&changes));
+        self.refresh_counts();
+        Ok(commands)
+    }
+
+    /// Graceful-restart timer expiry for `peer`.
+    pub fn sweep_stale(
+        &mut self,
+        peer: PeerId,
+        fib: &mut Fib,
+        resolver: &dyn NextHopResolver,
+    ) -> Result<Vec<(PeerId, Command)>> {
+        let mut changes = Vec::new();
+        for (t, rib) in self.ribs.iter_mut().enumerate() {
+            let table = if t == 0 {
+                Table::EastWest
+            } else {
+                Table::NorthSouth
+            };
+            changes.extend(rib.sweep_stale(peer).into_iter().map(|c| (table, c)));
+        }
+        self.apply_changes(&changes, fib, resolver)?;
+        let commands = self.export_changes(&changes);
+        self.refresh_counts();
+        Ok(commands)
+    }
+
+    fn drop_peer(&mut self, peer: PeerId, why: &str) -> Vec<(Table, RibChange)> {
+        if let Some(st) = self.peers.get_mut(&peer) {
+            st.state = "idle";
+            st.since = Instant::now();
+            st.last_error = Some(why.to_string());
+        }
+        let mut changes = Vec::new();
+        for (t, rib) in self.ribs.iter_mut().enumerate() {
+            let table = if t == 0 {
+                Table::EastWest
+            } else {
+                Table::NorthSouth
+            };
+            changes.extend(rib.peer_down(peer).into_iter().map(|c| (table, c)));
+        }
+        changes
+    }
+
+    fn prefix_count(&self, peer: PeerId) -> usize {
+        self.ribs.iter().map(|r| r.prefix_count(peer)).sum()
+    }
+
+    fn refresh_counts(&mut self) {
+        let counts: Vec<(PeerId, usize, usize)> = self
+            .peers
+            .keys()
+            .map(|p| {
+                (
+                    *p,
+                    self.prefix_count(*p),
+                    self.exported.get(p).map_or(0, HashMap::len),
+                )
+            })
+            .collect();
+        for (p, accepted, announced) in counts {
+            if let Some(st) = self.peers.get_mut(&p) {
+                st.accepted = accepted;
+                st.announced = announced;
+            }
+        }
+    }
+
+    /// Writes RIB changes into the FIB: each best path's ECMP next hops become one group.
+    fn apply_changes(
+        &mut self,
+        changes: &[(Table, RibChange)],
+        fib: &mut Fib,
+        resolver: &dyn NextHopResolver,
+    ) -> Result<()> {
+        for (table, change) in changes {
+            match change {
+                RibChange::Set {
+                    prefix, nexthops, ..
+                } => {
+                    let mut ids = Vec::new();
+                    for via in nexthops {
+                        if let Some((key, port)) = resolver.resolve(*via) {
+                            ids.push(fib.nexthop(key, &port)?);
+                        }
+                    }
+                    if ids.is_empty() {
+                        // No next hop we can reach: not in the data plane.
+                        fib.remove_route_in(*table, *prefix, Source::Bgp)?;
+                        self.installed.remove(prefix);
+                        continue;
+                    }
+                    fib.set_route_in(*table, *prefix, Source::Bgp, Target::Forward(ids))?;
+                    self.installed.insert(*prefix, *table);
+                }
+                RibChange::Removed { prefix } => {
+                    fib.remove_route_in(*table, *prefix, Source::Bgp)?;
+                    self.installed.remove(prefix);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// A peer's Established status for the self-health and CLI.
+    pub fn statuses(&self) -> Vec<PeerStatus> {
+        self.peers
+            .values()
+            .map(|s| {
+                let mut s = s.clone();
+                s.uptime_secs = s.since.elapsed().as_secs();
+                s
+            })
+            .collect()
+    }
+
+    /// Attributes of a route nva originates.
+    fn originated() -> Arc<PathAttrs> {
+        Arc::new(PathAttrs {
+            origin: Origin::Igp,
+            as_path: AsPath::default(),
+            ..Default::default()
+        })
+    }
+
+    /// What `peer` should get for `prefix`: originated, static or learned (with export
+    /// policy when one is configured; without one, only originated prefixes).
+    fn export_for(&self, peer: PeerId, prefix: &IpNet) -> Option<Arc<PathAttrs>> {
+        let cfg = self.peer_configs.get(&peer)?;
+        let policy = cfg.export.as_ref().and_then(|n| self.policies.get(n));
+        let candidate = if self.config.announce.contains(prefix) || self.statics.contains(prefix) {
+            Some(Self::originated())
+        } else if policy.is_some() {
+            // A learned route: not back to the peer it came from (split horizon), not
+            // from iBGP to iBGP.
+            let learned = self.ribs.iter().find_map(|rib| {
+                rib.paths(prefix)
+                    .into_iter()
+                    .find(|(_, _, best, _)| *best)
+                    .filter(|(from, ..)| *from != peer)
+                    .map(|(from, attrs, ..)| (from, attrs))
+            });
+            match learned {
+                Some((from, attrs)) => {
+                    let from_ibgp = self
+                        .peer_configs
+                        .get(&from)
+                        .is_some_and(|f| f.remote_as == self.config.local_as);
+                    if from_ibgp && cfg.remote_as == self.config.local_as {
+                        None
+                    } else {
+                        // nva forwards the traffic itself: next hop self.
+                        let mut a = (*attrs).clone();
+                        a.next_hop = None;
+                        Some(Arc::new(a))
+                    }
+                }
+                None => None,
+            }
+        } else {
+            None
+        };
+        let attrs = candidate?;
+        // Well-known communities, AS prepend and next-hop-self are applied by the
+        // session (bgp::export) when it sends.
+        match policy {
+            Some(p) => Some(Arc::new(p.apply(prefix, &attrs, &self.policy_ctx())?)),
+            None => Some(attrs),
+        }
+    }
+
+    /// Withdrawals of everything announced (graceful shutdown, sick NVA).
+    pub fn withdraw_all(&self) -> Vec<(PeerId, Command)> {
+        self.exported
+            .iter()
+            .filter(|(_, m)| !m.is_empty())
+            .map(|(p, m)| (*p, Command::Withdraw(m.keys().copied().collect())))
+            .collect()
+    }
+
+    /// Full announcement set for every peer (at start and after a reload).
+    pub fn export_all(&mut self) -> Vec<(PeerId, Command)> {
+        let mut prefixes: HashSet<IpNet> = self.config.announce.iter().copied().collect();
+        prefixes.extend(self.statics.iter().copied());
+        for rib in &self.ribs {
+            prefixes.extend(rib.best_routes().map(|(p, _, _)| p));
+        }
+        for peer in self.peers.keys() {
+            prefixes.extend(self.exported.get(peer).into_iter().flat_map(|m| m.keys()));
+        }
+        let prefixes: Vec<IpNet> = prefixes.into_iter().collect();
+        let out = self.export_prefixes(&prefixes);
+        self.refresh_counts();
+        out
+    }
+
+    fn export_changes(&mut self, changes: &[(Table, RibChange)]) -> Vec<(PeerId, Command)> {
+        let prefixes: Vec<IpNet> = changes
+            .iter()
+            .map(|(_, c)| match c {
+                RibChange::Set { prefix, .. } | RibChange::Removed { prefix } => *prefix,
+            })
+            .collect();
+        self.export_prefixes(&prefixes)
+    }
+
+    fn export_prefixes(&mut self, prefixes: &[IpNet]) -> Vec<(PeerId, Command)> {
+        let mut out = Vec::new();
+        let peers: Vec<PeerId> = self.peers.keys().copied().collect();
+        for peer in peers {
+            let mut announce = Vec::new();
+            let mut withdraw = Vec::new();
+            for prefix in prefixes {
+                let want = self.export_for(peer, prefix);
+                let have = self.exported.entry(peer).or_default();
+                match want {
+                    Some(a) if have.get(prefix) != Some(&a) => {
+                        have.insert(*prefix, a.clone());
+                        announce.push((*prefix, a));
+                    }
+                    None if have.remove(prefix).is_some() => withdraw.push(*prefix),
+                    _ => {}
+                }
+            }
+            if !announce.is_empty() {
+                out.push((peer, Command::Announce(announce)));
+            }
+            if !withdraw.is_empty() {
+                out.push((peer, Command::Withdraw(withdraw)));
+            }
+        }
+        out
+    }
+
+    /// Paths the RIBs hold for a prefix (for the CLI).
+    pub fn paths(&self, prefix: &IpNet) -> serde_json::Value {
+        let mut out = Vec::new();
+        for (t, rib) in self.ribs.iter().enumerate() {
+            for (peer, attrs, best, multipath) in rib.paths(prefix) {
+                out.push(serde_json::json!({
+                    "table": if t == 0 { "east-west" } else { "north-south" },
+                    "peer": peer,
+                    "as_path": attrs.as_path.to_string(),
+                    "next_hop": crate::bgp::import::next_hop_addr(&attrs.next_hop),
+                    "local_pref": attrs.local_pref,
+                    "med": attrs.med,
+                    "best": best,
+                    "multipath": multipath,
+                }));
+            }
+        }
+        serde_json::Value::Array(out)
+    }
+
+    /// Prefixes learned over BGP, per table (for metrics).
+    pub fn rib_sizes(&self) -> [usize; 2] {
+        [self.ribs[0].len(), self.ribs[1].len()]
+    }
+
+    pub fn stale_timer(&self, peer: PeerId) -> Option<Duration> {
+        self.peer_configs
+            .get(&peer)
+            .and_then(|p| p.graceful_restart_time)
+            .map(|s| Duration::from_secs(s as u64))
+    }
+}

@@ -1,0 +1,547 @@
+//! nva learning its routes over BGP from real daemons, as an NVA does from a route
+//! server: two BIRD 2 instances play the route server (ASN 65515, two endpoints on
+//! loopbacks, eBGP multihop reached through static /32 routes, like Azure Route
+//! Server); GoBGP is the second implementation.
+//!
+//! Topology: Hub(2) (client -> nva -> srv1, srv2) plus a route-server namespace `rs`
+//! behind nva's port `r0` (10.0.250.0/24), owning 10.0.255.4 and 10.0.255.5.
+use std::{
+    collections::BTreeMap,
+    io::{Read, Write},
+    net::{SocketAddr, TcpListener},
+    time::Duration,
+};
+
+use nva_tests::{
+    Hub, Netns, NvaProcess, UdpSink,
+    daemons::{Bird, Gobgp},
+    require_root, send_flows_from, serial,
+    topology::{server_unique_v4, server_unique_v6, server_v4, server_v6},
+    veth, wait_until,
+};
+
+const WAIT: Duration = Duration::from_secs(30);
+
+/// The hub plus the route-server namespace.
+struct Lab {
+    hub: Hub,
+    rs: Netns,
+}
+
+fn lab(servers: usize) -> Lab {
+    let hub = Hub::build(servers).unwrap();
+    let rs = Netns::new("rs").unwrap();
+    veth(&hub.nva, "r0", &rs, "eth0").unwrap();
+    hub.nva.ip("addr add 10.0.250.1/24 dev r0").unwrap();
+    hub.nva
+        .ip("-6 addr add fd00:250::1/64 dev r0 nodad")
+        .unwrap();
+    rs.ip("addr add 10.0.250.2/24 dev eth0").unwrap();
+    rs.ip("-6 addr add fd00:250::2/64 dev eth0 nodad").unwrap();
+    for a in ["10.0.255.4/32", "10.0.255.5/32", "10.0.255.6/32"] {
+        rs.ip(&format!("addr add {a} dev lo")).unwrap();
+    }
+    rs.ip("route add default via 10.0.250.1").unwrap();
+    // BIRD only originates static routes whose gateway is on a directly connected
+    // network: give the route servers an on-link view of the server subnets (a
+    // veth pair inside rs) so the routes carry the servers as third-party next hops.
+    veth(&rs, "d0", &rs, "d1").unwrap();
+    for k in 1..=servers {
+        rs.ip(&format!("addr add 10.0.{k}.254/24 dev d0")).unwrap();
+        rs.ip(&format!("-6 addr add fd00:{k}::fe/64 dev d0 nodad"))
+            .unwrap();
+    }
+    Lab { hub, rs }
+}
+
+/// A BIRD route-server endpoint: AS 65515, multihop, next hops of announced routes
+/// kept (third-party next hops: the servers).
+fn bird_rs(endpoint: &str, statics: &str, extra_bgp: &str) -> String {
+    format!(
+        r#"
+router id {endpoint};
+log stderr all;
+protocol device {{ scan time 1; }}
+{statics}
+protocol bgp nva {{
+    local {endpoint} as 65515;
+    neighbor 10.0.250.1 as 65001;
+    multihop 2;
+    strict bind yes;
+    hold time 9;
+    keepalive time 3;
+    connect delay time 1;
+    connect retry time 1;
+    error wait time 1, 2;
+    ipv4 {{ import all; export all; next hop keep; }};
+    ipv6 {{ import all; export all; next hop keep; }};
+    {extra_bgp}
+}}
+"#
+    )
+}
+
+fn nva_config(peers: &str, extra: &str) -> String {
+    format!(
+        r#"
+[[interfaces]]
+name = "c0"
+[[interfaces]]
+name = "s1"
+[[interfaces]]
+name = "s2"
+[[interfaces]]
+name = "r0"
+
+# The route server's endpoints are two hops away: /32 routes, like on Azure.
+[[routes]]
+prefix = "10.0.255.4/32"
+nexthops = [{{ via = "10.0.250.2" }}]
+[[routes]]
+prefix = "10.0.255.5/32"
+nexthops = [{{ via = "10.0.250.2" }}]
+[[routes]]
+prefix = "10.0.255.6/32"
+nexthops = [{{ via = "10.0.250.2" }}]
+
+[bgp]
+local_as = 65001
+router_id = "10.0.250.1"
+announce = ["10.99.0.0/16"]
+{peers}
+{extra}
+"#
+    )
+}
+
+fn peer(name: &str, address: &str, extra: &str) -> String {
+    format!(
+        "[[bgp.peers]]\nname = \"{name}\"\naddress = \"{address}\"\nremote_as = 65515\n\
+         multihop_ttl = 2\nhold_time = 9\nkeepalive = 3\nconnect_retry = 1\n{extra}\n"
+    )
+}
+
+fn established(nva: &NvaProcess, name: &str) -> bool {
+    nva.cli(&["bgp"])
+        .ok()
+        .and_then(|v| v.as_array().cloned())
+        .into_iter()
+        .flatten()
+        .any(|p| p["name"] == name && p["state"] == "established")
+}
+
+fn route(nva: &NvaProcess, addr: &str) -> serde_json::Value {
+    nva.cli(&["routes", addr]).unwrap()
+}
+
+fn wait_route(nva: &NvaProcess, addr: &str, pred: impl Fn(&serde_json::Value) -> bool) {
+    wait_until(WAIT, Duration::from_millis(100), || {
+        Ok(pred(&route(nva, addr)))
+    })
+    .unwrap_or_else(|e| {
+        panic!(
+            "route for {addr}: {e:#}: {}\n{}",
+            route(nva, addr),
+            nva.log()
+        )
+    });
+}
+
+/// Sends flows to `dst` and returns flow -> server.
+fn deliver(
+    hub: &Hub,
+    sinks: &[UdpSink],
+    dst: SocketAddr,
+    flows: u16,
+    base: u16,
+) -> BTreeMap<u16, usize> {
+    for s in sinks {
+        s.clear();
+    }
+    let ports: Vec<u16> = (0..flows).map(|i| base + i).collect();
+    send_flows_from(&hub.client, dst, &ports, 2, None).unwrap();
+    let _ = wait_until(Duration::from_secs(5), Duration::from_millis(50), || {
+        Ok(sinks.iter().map(UdpSink::count).sum::<usize>() >= flows as usize * 2)
+    });
+    let mut owners = BTreeMap::new();
+    for (k, s) in sinks.iter().enumerate() {
+        for d in s.received() {
+            owners.insert(d.flow_index().unwrap(), k + 1);
+        }
+    }
+    owners
+}
+
+#[test]
+fn bird_route_servers_feed_the_fib_and_get_our_announcements() {
+    if !require_root("bird_route_servers_feed_the_fib_and_get_our_announcements") {
+        return;
+    }
+    let _g = serial();
+    let lab = lab(2);
+    // Both endpoints announce the service prefix with a next hop each (ECMP), and the
+    // per-server prefixes; rs1 also a route we will see withdrawn, and two routes
+    // for the AS-path exclude check.
+    let rs1_statics = format!(
+        r#"
+protocol static s4 {{ ipv4;
+    route 10.100.0.0/16 via {s1} {{ bgp_next_hop = {s1}; }};
+    route 10.200.1.0/24 via {s1} {{ bgp_next_hop = {s1}; }};
+    route 10.210.0.0/16 via {s1} {{ bgp_next_hop = {s1}; }};
+    route 10.211.0.0/16 via {s1} {{ bgp_next_hop = {s1}; }};
+}}
+protocol static gone {{ ipv4; route 10.220.0.0/16 via {s2} {{ bgp_next_hop = {s2}; }}; }}
+protocol static s6 {{ ipv6; route fd00:200:1::/48 via {s1v6} {{ bgp_next_hop = {s1v6}; }}; }}
+"#,
+        s1 = server_v4(1),
+        s2 = server_v4(2),
+        s1v6 = server_v6(1)
+    );
+    let rs2_statics = format!(
+        r#"
+protocol static s4 {{ ipv4;
+    route 10.100.0.0/16 via {s2} {{ bgp_next_hop = {s2}; }};
+    route 10.200.2.0/24 via {s2} {{ bgp_next_hop = {s2}; }};
+}}
+protocol static s6 {{ ipv6; route fd00:200:2::/48 via {s2v6} {{ bgp_next_hop = {s2v6}; }}; }}
+"#,
+        s2 = server_v4(2),
+        s2v6 = server_v6(2)
+    );
+    let rs1 = Bird::start(&lab.rs, &bird_rs("10.0.255.4", &rs1_statics, "")).unwrap();
+    let rs2 = Bird::start(&lab.rs, &bird_rs("10.0.255.5", &rs2_statics, "")).unwrap();
+    // rs2 gets our routes prepended twice (passive), and the routes learned from rs1
+    // (which carry 65515) with 65515 excluded for 10.210.0.0/16 only.
+    let policies = r#"
+[[prefix_lists]]
+name = "excluded"
+entries = [{ prefix = "10.210.0.0/16" }]
+[[prefix_lists]]
+name = "transit"
+entries = [{ prefix = "10.210.0.0/15", le = 16 }]
+
+[[policies]]
+name = "to-rs2"
+default = "reject"
+[[policies.rules]]
+match = { prefix = ["10.99.0.0/16"] }
+set = { prepend = { count = 2 } }
+action = "accept"
+[[policies.rules]]
+match = { prefix_list = "excluded" }
+set = { as_path_exclude = [65515] }
+action = "accept"
+[[policies.rules]]
+match = { prefix_list = "transit" }
+action = "accept"
+"#;
+    let config = nva_config(
+        &(peer("rs1", "10.0.255.4", "") + &peer("rs2", "10.0.255.5", "export = \"to-rs2\"")),
+        policies,
+    );
+    let nva = NvaProcess::start(&lab.hub.nva, &config).unwrap();
+
+    wait_until(WAIT, Duration::from_millis(100), || {
+        Ok(established(&nva, "rs1") && established(&nva, "rs2"))
+    })
+    .unwrap_or_else(|e| panic!("{e:#}\n{}\n{}\n{}", nva.log(), rs1.log(), rs2.log()));
+    rs1.wait_for(&["show", "protocols", "nva"], WAIT, |o| {
+        o.contains("Established")
+    })
+    .unwrap();
+
+    // IPv4 and IPv6 routes from the route servers are in the FIB...
+    wait_route(&nva, &server_unique_v4(1).to_string(), |r| {
+        r["route"]["source"] == "bgp" && r["dataplane"]["action"] == 1
+    });
+    let r = route(&nva, &server_unique_v4(1).to_string());
+    assert_eq!(
+        r["route"]["nexthops"],
+        serde_json::json!([server_v4(1).to_string()])
+    );
+    wait_route(&nva, &server_unique_v6(2).to_string(), |r| {
+        r["route"]["source"] == "bgp"
+    });
+    // ... and equal routes from the two endpoints are one ECMP group.
+    wait_route(&nva, "10.100.0.1", |r| {
+        r["route"]["nexthops"].as_array().map(Vec::len) == Some(2)
+    });
+
+    // Packets follow them (once nva has the servers' MACs).
+    wait_until(WAIT, Duration::from_millis(100), || {
+        let nhs = nva.cli(&["nexthops"])?;
+        Ok(nhs
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|n| n["dev"] == "s1" || n["dev"] == "s2")
+            .all(|n| n["resolved"] == true))
+    })
+    .unwrap();
+    let targets = [
+        SocketAddr::new(server_unique_v4(1).into(), 7000),
+        SocketAddr::new(server_unique_v6(2).into(), 7000),
+        SocketAddr::new("10.100.0.1".parse().unwrap(), 7000),
+    ];
+    let sinks: Vec<UdpSink> = (1..=2)
+        .map(|k| {
+            let mine: Vec<SocketAddr> = match k {
+                1 => vec![targets[0], targets[2]],
+                _ => vec![targets[1], targets[2]],
+            };
+            UdpSink::start(lab.hub.server(k), &mine).unwrap()
+        })
+        .collect();
+    let to1 = deliver(&lab.hub, &sinks, targets[0], 5, 50000);
+    assert!(to1.len() == 5 && to1.values().all(|k| *k == 1), "{to1:?}");
+    let to2 = deliver(&lab.hub, &sinks, targets[1], 5, 50100);
+    assert!(to2.len() == 5 && to2.values().all(|k| *k == 2), "{to2:?}");
+    let spread = deliver(&lab.hub, &sinks, targets[2], 64, 50200);
+    assert_eq!(spread.len(), 64);
+    assert!(
+        spread.values().any(|k| *k == 1) && spread.values().any(|k| *k == 2),
+        "{spread:?}"
+    );
+
+    // A withdrawal removes the route.
+    wait_route(&nva, "10.220.0.1", |r| r["route"]["source"] == "bgp");
+    rs1.birdc(&["disable", "gone"]);
+    wait_route(&nva, "10.220.0.1", |r| r["route"].is_null());
+
+    // Our announcement arrives at both, prepended towards rs2.
+    let on1 = rs1
+        .wait_for(&["show", "route", "10.99.0.0/16", "all"], WAIT, |o| {
+            o.contains("BGP.as_path")
+        })
+        .unwrap();
+    assert!(
+        on1.contains("BGP.as_path: 65001") && !on1.contains("65001 65001"),
+        "{on1}"
+    );
+    let on2 = rs2
+        .wait_for(&["show", "route", "10.99.0.0/16", "all"], WAIT, |o| {
+            o.contains("BGP.as_path")
+        })
+        .unwrap();
+    assert!(on2.contains("65001 65001 65001"), "{on2}");
+    // AS-path exclude: rs2 (AS 65515) accepts the route learned from rs1 only where
+    // 65515 was excluded; the other one is dropped by its loop prevention.
+    let excluded = rs2
+        .wait_for(&["show", "route", "10.210.0.0/16", "all"], WAIT, |o| {
+            o.contains("BGP.as_path")
+        })
+        .unwrap();
+    assert!(!excluded.contains("65515"), "{excluded}");
+    std::thread::sleep(Duration::from_secs(1));
+    let looped = rs2.birdc(&["show", "route", "10.211.0.0/16"]);
+    assert!(
+        !looped.contains("10.211.0.0/16"),
+        "rs2 must drop a path with its own AS: {looped}"
+    );
+    // nva itself shows the sessions and counts.
+    let bgp = nva.cli(&["bgp"]).unwrap();
+    let rs1_status = bgp
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["name"] == "rs1")
+        .unwrap()
+        .clone();
+    assert!(
+        rs1_status["accepted"].as_u64().unwrap() >= 5,
+        "{rs1_status}"
+    );
+    assert!(
+        rs1_status["announced"].as_u64().unwrap() >= 1,
+        "{rs1_status}"
+    );
+}
+
+#[test]
+fn max_prefix_and_a_garbage_peer_never_disturb_the_other_session() {
+    if !require_root("max_prefix_and_a_garbage_peer_never_disturb_the_other_session") {
+        return;
+    }
+    let _g = serial();
+    let lab = lab(2);
+    let rs1 = Bird::start(
+        &lab.rs,
+        &bird_rs(
+            "10.0.255.4",
+            &format!(
+                "protocol static s4 {{ ipv4; route 10.200.1.0/24 via {0} {{ bgp_next_hop = {0}; }}; }}",
+                server_v4(1)
+            ),
+            "",
+        ),
+    )
+    .unwrap();
+    let many: String = (0..10)
+        .map(|i| {
+            format!(
+                "route 10.230.{i}.0/24 via {0} {{ bgp_next_hop = {0}; }};\n",
+                server_v4(2)
+            )
+        })
+        .collect();
+    let rs2 = Bird::start(
+        &lab.rs,
+        &bird_rs(
+            "10.0.255.5",
+            &format!("protocol static s4 {{ ipv4; {many} }}"),
+            "",
+        ),
+    )
+    .unwrap();
+    // A "peer" on 10.0.255.6 that answers with garbage.
+    let garbage = lab.rs.run(|| TcpListener::bind("10.0.255.6:179").unwrap());
+    let garbage_thread = std::thread::spawn(move || -> Vec<u8> {
+        let (mut conn, _) = garbage.accept().unwrap();
+        conn.set_read_timeout(Some(Duration::from_secs(10)))
+            .unwrap();
+        let mut open = [0u8; 4096];
+        let _ = conn.read(&mut open);
+        // A header with a broken marker.
+        conn.write_all(&[0x55; 19]).unwrap();
+        let mut reply = vec![0u8; 64];
+        let n = conn.read(&mut reply).unwrap_or(0);
+        reply.truncate(n);
+        reply
+    });
+    let config = nva_config(
+        &(peer("rs1", "10.0.255.4", "")
+            + &peer(
+                "rs2",
+                "10.0.255.5",
+                "max_prefix = 5\nmax_prefix_action = \"teardown\"",
+            )
+            + &peer("junk", "10.0.255.6", "")),
+        "",
+    );
+    let nva = NvaProcess::start(&lab.hub.nva, &config).unwrap();
+    wait_until(WAIT, Duration::from_millis(100), || {
+        Ok(established(&nva, "rs1"))
+    })
+    .unwrap_or_else(|e| panic!("{e:#}\n{}", nva.log()));
+    wait_route(&nva, &server_unique_v4(1).to_string(), |r| {
+        r["route"]["source"] == "bgp"
+    });
+
+    // The garbage peer got a NOTIFICATION: message header error (code 1).
+    let reply = garbage_thread.join().unwrap();
+    assert!(reply.len() >= 21, "no NOTIFICATION: {reply:?}");
+    assert_eq!(reply[18], 3, "message type NOTIFICATION");
+    assert_eq!(reply[19], 1, "error code: message header error");
+
+    // rs2 sent more than max_prefix: torn down with Cease / max prefixes...
+    rs2.wait_for(&["show", "protocols", "all", "nva"], WAIT, |o| {
+        o.contains("Maximum number of prefixes") || o.contains("maximum number of prefixes")
+    })
+    .unwrap();
+    let bgp = nva.cli(&["bgp"]).unwrap();
+    let rs2_status = bgp
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["name"] == "rs2")
+        .unwrap()
+        .clone();
+    assert_eq!(rs2_status["max_prefix_reached"], true, "{rs2_status}");
+    assert_ne!(rs2_status["state"], "established");
+    assert!(
+        route(&nva, "10.230.1.1")["route"].is_null(),
+        "none of its routes stay"
+    );
+    // ... while rs1 stays up with its routes in the FIB.
+    assert!(established(&nva, "rs1"));
+    assert_eq!(
+        route(&nva, &server_unique_v4(1).to_string())["route"]["source"],
+        "bgp"
+    );
+    rs1.wait_for(&["show", "protocols", "nva"], WAIT, |o| {
+        o.contains("Established")
+    })
+    .unwrap();
+}
+
+#[test]
+fn gobgp_peer_routes_reach_the_data_plane() {
+    if !require_root("gobgp_peer_routes_reach_the_data_plane") {
+        return;
+    }
+    let _g = serial();
+    let lab = lab(1);
+    let gobgp = Gobgp::start(
+        &lab.rs,
+        r#"
+[global.config]
+  as = 65520
+  router-id = "10.0.255.4"
+  port = 179
+  local-address-list = ["10.0.255.4"]
+[[neighbors]]
+  [neighbors.config]
+    neighbor-address = "10.0.250.1"
+    peer-as = 65001
+  [neighbors.ebgp-multihop.config]
+    enabled = true
+    multihop-ttl = 2
+  [neighbors.timers.config]
+    hold-time = 9
+    keepalive-interval = 3
+    connect-retry = 1
+  [neighbors.transport.config]
+    local-address = "10.0.255.4"
+  [[neighbors.afi-safis]]
+    [neighbors.afi-safis.config]
+      afi-safi-name = "ipv4-unicast"
+  [[neighbors.afi-safis]]
+    [neighbors.afi-safis.config]
+      afi-safi-name = "ipv6-unicast"
+"#,
+    )
+    .unwrap();
+    let peers = "[[bgp.peers]]\nname = \"vwan\"\naddress = \"10.0.255.4\"\nremote_as = 65520\n\
+                 multihop_ttl = 2\nhold_time = 9\nkeepalive = 3\nconnect_retry = 1\n";
+    let config = nva_config(peers, "").replace("[[interfaces]]\nname = \"s2\"\n", "");
+    let nva = NvaProcess::start(&lab.hub.nva, &config).unwrap();
+    wait_until(WAIT, Duration::from_millis(100), || {
+        Ok(established(&nva, "vwan"))
+    })
+    .unwrap_or_else(|e| panic!("{e:#}\n{}\n{}", nva.log(), gobgp.log()));
+    let add = gobgp.gobgp(&[
+        "global",
+        "rib",
+        "add",
+        "10.240.0.0/16",
+        "nexthop",
+        &server_v4(1).to_string(),
+        "community",
+        "65520:1",
+    ]);
+    assert!(!add.contains("rror"), "{add}");
+    let add6 = gobgp.gobgp(&[
+        "global",
+        "rib",
+        "-a",
+        "ipv6",
+        "add",
+        "fd00:240::/48",
+        "nexthop",
+        &server_v6(1).to_string(),
+    ]);
+    assert!(!add6.contains("rror"), "{add6}");
+    wait_route(&nva, "10.240.1.1", |r| {
+        r["route"]["source"] == "bgp" && r["route"]["nexthops"][0] == server_v4(1).to_string()
+    });
+    wait_route(&nva, "fd00:240::1", |r| r["route"]["source"] == "bgp");
+    // Our originated prefix arrives at GoBGP.
+    gobgp
+        .wait_for(&["global", "rib", "10.99.0.0/16"], WAIT, |o| {
+            o.contains("10.99.0.0/16")
+        })
+        .unwrap();
+    // Withdrawn at GoBGP: gone from the FIB.
+    gobgp.gobgp(&["global", "rib", "del", "10.240.0.0/16"]);
+    wait_route(&nva, "10.240.1.1", |r| r["route"].is_null());
+}
