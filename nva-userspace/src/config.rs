@@ -153,6 +153,11 @@ pub struct Health {
     /// A next hop that was down must answer this long before it carries traffic again.
     #[serde(default = "default_hold_down")]
     pub hold_down_ms: u64,
+    /// With BGP, what nva does while its self check fails: `withdraw` (default) or
+    /// `{ prepend = N }` (stay announced, N extra AS-path prepends: become passive).
+    /// It announces normally again after `hold_down_ms` of good health.
+    #[serde(default)]
+    pub when_sick: crate::routing::SickAction,
     /// Extra targets whose failure makes nva itself unhealthy (e.g. "the internet next
     /// hop answers"); see `nva health`.
     #[serde(default)]
@@ -189,6 +194,7 @@ impl Default for Health {
             multiplier: default_multiplier(),
             hold_down_ms: default_hold_down(),
             track: Vec::new(),
+            when_sick: crate::routing::SickAction::Withdraw,
             drain_ms: 0,
             keep_dead_routes: false,
         }

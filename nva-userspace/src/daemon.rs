@@ -71,6 +71,8 @@ pub struct State {
     known_macs: HashMap<(u32, IpAddr), [u8; 6]>,
     /// Next-hop health probes.
     pub prober: Prober,
+    /// Since when the self check passes (None while it fails).
+    healthy_since: Option<Instant>,
     /// The BGP feed, when BGP is configured.
     pub bgp: Option<BgpFeed>,
     pub started: Instant,
@@ -197,6 +199,42 @@ impl State {
             }
         }
         specs
+    }
+
+    /// Withdraws (or prepends) the BGP announcements while the self check fails, and
+    /// announces normally again after the hold-down of good health.
+    fn follow_self_health(&mut self) -> Vec<(PeerId, BgpCommand)> {
+        let problems = self.self_check();
+        let now = Instant::now();
+        if !problems.is_empty() {
+            self.healthy_since = None;
+        } else if self.healthy_since.is_none() {
+            self.healthy_since = Some(now);
+        }
+        let when_sick = self.config.health.when_sick;
+        let hold_down = Duration::from_millis(self.config.health.hold_down_ms);
+        let Some(feed) = self.bgp.as_mut() else {
+            return Vec::new();
+        };
+        match (feed.degraded(), problems.is_empty()) {
+            (None, false) => {
+                warn!(
+                    ?problems,
+                    ?when_sick,
+                    "nva is unhealthy: degrading its announcements"
+                );
+                feed.set_degraded(Some(when_sick))
+            }
+            (Some(_), true)
+                if self
+                    .healthy_since
+                    .is_some_and(|t| now.duration_since(t) >= hold_down) =>
+            {
+                info!("nva is healthy again: announcing normally");
+                feed.set_degraded(None)
+            }
+            _ => Vec::new(),
+        }
     }
 
     /// Self health: XDP attached to every interface, maps answering, every interface
@@ -708,6 +746,7 @@ pub async fn run(config: Config, config_path: PathBuf, socket: PathBuf) -> Resul
         resolve_now: Vec::new(),
         segment_prefixes: Vec::new(),
         prober,
+        healthy_since: None,
         bgp: None,
         known_macs: neighbours
             .iter()
@@ -893,6 +932,8 @@ pub async fn run(config: Config, config_path: PathBuf, socket: PathBuf) -> Resul
             },
             _ = tick.tick() => {
                 state.lock().expect("state lock").sample_rates();
+                let commands = state.lock().expect("state lock").follow_self_health();
+                send_commands(&speaker, commands).await;
                 // Ask the kernel to resolve next hops we have no MAC for yet; packets
                 // meanwhile go to the kernel (counted as passed-neigh), which also resolves.
                 let unresolved = state.lock().expect("state lock").fib.unresolved();

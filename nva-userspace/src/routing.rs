@@ -69,6 +69,20 @@ pub struct BgpFeed {
     statics: Vec<IpNet>,
     /// BGP prefixes in the FIB, with their table (to remove them when they go).
     installed: HashMap<IpNet, Table>,
+    /// While nva is unhealthy: what its announcements become.
+    degraded: Option<SickAction>,
+}
+
+/// What an unhealthy nva does with its announcements so that the route server moves
+/// traffic to the other NVAs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Deserialize, Serialize, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum SickAction {
+    /// Withdraw everything it announces.
+    #[default]
+    Withdraw,
+    /// Keep announcing with the local AS prepended this many extra times.
+    Prepend(u8),
 }
 
 fn table_index(t: Table) -> usize {
@@ -126,6 +140,7 @@ impl BgpFeed {
                 Vec::new()
             },
             installed: HashMap::new(),
+            degraded: None,
             peers,
             config: bgp,
         })
@@ -506,10 +521,33 @@ impl BgpFeed {
         let attrs = candidate?;
         // Well-known communities, AS prepend and next-hop-self are applied by the
         // session (bgp::export) when it sends.
-        match policy {
-            Some(p) => Some(Arc::new(p.apply(prefix, &attrs, &self.policy_ctx())?)),
+        let attrs = match policy {
+            Some(p) => Arc::new(p.apply(prefix, &attrs, &self.policy_ctx())?),
+            None => attrs,
+        };
+        match self.degraded {
             None => Some(attrs),
+            Some(SickAction::Withdraw) => None,
+            Some(SickAction::Prepend(n)) => {
+                let mut a = (*attrs).clone();
+                a.as_path.prepend(self.config.local_as, n as usize);
+                Some(Arc::new(a))
+            }
         }
+    }
+
+    /// nva became unhealthy (`Some`) or healthy again (`None`): re-exports everything
+    /// accordingly and returns the commands.
+    pub fn set_degraded(&mut self, action: Option<SickAction>) -> Vec<(PeerId, Command)> {
+        if self.degraded == action {
+            return Vec::new();
+        }
+        self.degraded = action;
+        self.export_all()
+    }
+
+    pub fn degraded(&self) -> Option<SickAction> {
+        self.degraded
     }
 
     /// Withdrawals of everything announced (graceful shutdown, sick NVA).
