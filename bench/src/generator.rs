@@ -154,11 +154,13 @@ pub fn run<R>(
             let mut left = max_frames;
             while !stop.load(Ordering::SeqCst) && left > 0 {
                 let repeat = left.min(u32::MAX as u64) as u32;
-                let mut opts = TestRunOptions::default();
-                opts.data_in = Some(frame);
-                opts.ctx_in = Some(&ctx);
-                opts.repeat = repeat;
-                opts.attrs = TestRunAttrs::new().xdp_live_frames(BATCH);
+                let opts = TestRunOptions {
+                    data_in: Some(frame),
+                    ctx_in: Some(&ctx),
+                    repeat,
+                    attrs: TestRunAttrs::new().xdp_live_frames(BATCH),
+                    ..Default::default()
+                };
                 match prog.test_run(opts) {
                     Ok(_) => left -= repeat as u64,
                     Err(e) if interrupted(&e) => {}

@@ -15,6 +15,15 @@ pub fn loadavg() -> String {
         .unwrap_or_default()
 }
 
+/// The 1-minute load average.
+pub fn load1() -> f64 {
+    loadavg()
+        .split_whitespace()
+        .next()
+        .and_then(|l| l.parse().ok())
+        .unwrap_or(0.0)
+}
+
 pub fn probe() -> Machine {
     let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
     let cpu = cpuinfo

@@ -44,9 +44,13 @@ const HELP: &str = "nva-bench [options]
   --prog-v6 A,B,..    (default 1,1000,100000,200000)
   --full-v4 N         full IPv4 table for live forwarding (default 1000000)
   --full-v6 N         full IPv6 table for live forwarding (default 200000)
+  --dsts N            destinations the generator spreads over (power of two, default 65536)
+  --hot-dsts N        destinations of the 'hot' full-table modes (default 256)
   --only prog|live    run one part only
   --no-churn          skip the route churn measurement
-  --out DIR           where results.md and the SVG plots go (default bench/results)
+  --no-dir24          skip nva with its IPv4 FIB as DIR-24-8 (LoadOptions::dir24_ipv4)
+  --out DIR           where results.md and the SVG plots go
+                      (default bench/results; /tmp/nva-bench-quick with --quick)
   --seed N            seed of tables and destinations (default 1)";
 
 struct Opts {
@@ -61,10 +65,15 @@ struct Opts {
     prog_v6: Vec<usize>,
     full_v4: usize,
     full_v6: usize,
+    dsts: usize,
+    hot_dsts: usize,
     prog: bool,
     live: bool,
     churn: bool,
-    out: PathBuf,
+    dir24: bool,
+    quick: bool,
+    /// None: bench/results (the temp dir's nva-bench-quick for --quick).
+    out: Option<PathBuf>,
     seed: u64,
     prog_params: progcost::Params,
 }
@@ -90,23 +99,30 @@ fn parse() -> Result<Opts> {
         prog_v6: vec![1, 1000, 100_000, 200_000],
         full_v4: 1_000_000,
         full_v6: 200_000,
+        dsts: 65536,
+        hot_dsts: 256,
         prog: true,
         live: true,
         churn: true,
-        out: PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("results"),
+        dir24: true,
+        quick: false,
+        out: None,
         seed: 1,
         prog_params: progcost::Params {
             frames: 64,
             calls: 40,
+            cycle: 4096,
             rounds: 3,
         },
     };
     let args: Vec<String> = std::env::args().skip(1).collect();
+    let mut quick = false;
     let mut it = args.iter();
     while let Some(a) = it.next() {
         let mut val = || it.next().with_context(|| format!("{a} needs a value"));
         match a.as_str() {
             "--quick" => {
+                quick = true;
                 o.runs = 1;
                 o.secs = 1.0;
                 o.warmup = 0.2;
@@ -117,6 +133,7 @@ fn parse() -> Result<Opts> {
                 o.prog_params = progcost::Params {
                     frames: 16,
                     calls: 10,
+                    cycle: 1024,
                     rounds: 1,
                 };
             }
@@ -130,13 +147,16 @@ fn parse() -> Result<Opts> {
             "--prog-v6" => o.prog_v6 = list(val()?)?,
             "--full-v4" => o.full_v4 = val()?.parse()?,
             "--full-v6" => o.full_v6 = val()?.parse()?,
+            "--dsts" => o.dsts = val()?.parse()?,
+            "--hot-dsts" => o.hot_dsts = val()?.parse()?,
             "--only" => match val()?.as_str() {
                 "prog" => o.live = false,
                 "live" => o.prog = false,
                 v => bail!("--only {v}: prog or live"),
             },
             "--no-churn" => o.churn = false,
-            "--out" => o.out = PathBuf::from(val()?),
+            "--no-dir24" => o.dir24 = false,
+            "--out" => o.out = Some(PathBuf::from(val()?)),
             "--seed" => o.seed = val()?.parse()?,
             "-h" | "--help" => {
                 println!("{HELP}");
@@ -145,8 +165,16 @@ fn parse() -> Result<Opts> {
             _ => bail!("unknown argument {a}\n{HELP}"),
         }
     }
+    o.quick = quick;
     if o.runs == 0 || o.nexthops == 0 || o.nexthops > 16 || o.cpu >= ncpu {
         bail!("bad --runs, --nexthops (1..16) or --cpu");
+    }
+    let pow2 = |n: usize| n.is_power_of_two() && n <= object::MAX_DSTS;
+    if !pow2(o.dsts) || !pow2(o.hot_dsts) || o.hot_dsts > o.dsts {
+        bail!(
+            "--dsts and --hot-dsts: powers of two, hot <= dsts <= {}",
+            object::MAX_DSTS
+        );
     }
     Ok(o)
 }
@@ -189,13 +217,7 @@ fn main() -> Result<()> {
         "nva-bench: {} x {}, kernel {}, load {load_before}",
         m.cores, m.cpu, m.kernel
     );
-    if load_before
-        .split_whitespace()
-        .next()
-        .and_then(|l| l.parse::<f64>().ok())
-        .unwrap_or(0.0)
-        > 0.7
-    {
+    if machine::load1() > 0.7 {
         eprintln!(
             "nva-bench: WARNING: the machine is busy (load {load_before}); figures will be low and noisy"
         );
@@ -212,23 +234,28 @@ fn main() -> Result<()> {
     let topo = Topology::build(o.nexthops).context("building the topology")?;
     let mut prog = Vec::new();
     if o.prog {
-        let sizes = o
-            .prog_v4
-            .iter()
-            .map(|n| (false, *n))
-            .chain(o.prog_v6.iter().map(|n| (true, *n)));
-        for (ipv6, n) in sizes {
+        let helpers = object::BenchObject::load()?;
+        let empty = helpers.program(object::PASS)?;
+        let mut sizes: Vec<(bool, bool, usize)> =
+            o.prog_v4.iter().map(|n| (false, false, *n)).collect();
+        if o.dir24 {
+            sizes.extend(o.prog_v4.iter().map(|n| (false, true, *n)));
+        }
+        sizes.extend(o.prog_v6.iter().map(|n| (true, false, *n)));
+        for (ipv6, dir24, n) in sizes {
             let table = if ipv6 {
                 v6(routes::table_v6(n, o.seed))
             } else {
                 v4(routes::table_v4(n, o.seed))
             };
-            let p = progcost::measure(&topo.duts[0], &table, &o.prog_params, o.seed)?;
+            let p = progcost::measure(&topo.duts[0], empty, &table, dir24, &o.prog_params, o.seed)?;
             eprintln!(
-                "nva-bench: program {} {} routes: {:.1} ns/packet (installed at {:.0} routes/s, {:.1}% forwarded)",
+                "nva-bench: program {}{} {} routes: {:.1} ns/packet repeated, {:.1} cycling (installed at {:.0} routes/s, {:.1}% forwarded)",
                 if ipv6 { "IPv6" } else { "IPv4" },
+                if dir24 { " DIR-24-8" } else { "" },
                 n,
                 report::stats(&p.ns).1,
+                report::stats(&p.cycling_ns).1,
                 p.install.rate(),
                 100.0 * p.forwarded
             );
@@ -236,7 +263,7 @@ fn main() -> Result<()> {
         }
     }
 
-    let (mut cells, mut installs, mut churn) = (Vec::new(), None, None);
+    let (mut cells, mut installs, mut churn, mut mix) = (Vec::new(), None, None, Vec::new());
     if o.live {
         let small = [
             IpNet::V4(routes::single_v4()),
@@ -244,7 +271,26 @@ fn main() -> Result<()> {
         ];
         let mut full = v4(routes::table_v4(o.full_v4, o.seed));
         full.extend(v6(routes::table_v6(o.full_v6, o.seed)));
-        let (mut live, inst) = live::Live::setup(&topo, [&small, &full], o.seed)?;
+        for ipv6 in [false, true] {
+            let t: Vec<IpNet> = full
+                .iter()
+                .copied()
+                .filter(|p| p.addr().is_ipv6() == ipv6)
+                .collect();
+            let h: Vec<String> = routes::histogram(&t)
+                .iter()
+                .filter(|(_, share)| *share >= 1.0)
+                .map(|(len, share)| format!("/{len} {share:.1}%"))
+                .collect();
+            mix.push(format!(
+                "full {} table ({} routes, seed {}): {} (lengths under 1% not listed)",
+                if ipv6 { "IPv6" } else { "IPv4" },
+                t.len(),
+                o.seed,
+                h.join(", ")
+            ));
+        }
+        let (mut live, inst) = live::Live::setup(&topo, [&small, &full], o.seed, o.dir24)?;
         drop(full);
         let p = live::Params {
             runs: o.runs,
@@ -253,6 +299,8 @@ fn main() -> Result<()> {
             sizes: o.sizes.clone(),
             flows: o.flows,
             cpu: o.cpu,
+            hot_dsts: o.hot_dsts,
+            dsts: o.dsts,
         };
         cells = live.run_all(&p, &[false, true])?;
         if o.churn {
@@ -274,13 +322,22 @@ fn main() -> Result<()> {
         nexthops: o.nexthops,
         full_v4: o.full_v4,
         full_v6: o.full_v6,
+        dsts: o.dsts,
+        hot_dsts: o.hot_dsts,
+        mix,
         prog: &prog,
         installs: installs.as_ref(),
         cells: &cells,
         churn: churn.as_ref(),
     };
     println!("{}", r.markdown());
-    for f in r.write(&o.out)? {
+    let results = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("results");
+    let out = o.out.clone().unwrap_or(if o.quick {
+        std::env::temp_dir().join("nva-bench-quick")
+    } else {
+        results
+    });
+    for f in r.write(&out)? {
         eprintln!("nva-bench: wrote {f}");
     }
     Ok(())

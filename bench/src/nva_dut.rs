@@ -6,7 +6,7 @@ use std::time::Instant;
 use anyhow::Result;
 use ipnet::IpNet;
 use nva::{
-    dataplane::Dataplane,
+    dataplane::{Dataplane, LoadOptions},
     fib::{Fib, NhKey, Port, Source, Target},
 };
 use nva_common::Settings;
@@ -33,11 +33,19 @@ impl Install {
 }
 
 impl NvaDut {
-    /// Loads the program, registers the DUT's ports (ingress slot 1, egress 2..) and one
-    /// resolved next hop per egress port and family. No routes yet.
-    pub fn load(dut: &Dut) -> Result<NvaDut> {
+    /// Loads the program (`dir24`: IPv4 FIBs as DIR-24-8 instead of the LPM trie),
+    /// registers the DUT's ports (ingress slot 1, egress 2..) and one resolved next hop
+    /// per egress port and family. No routes yet.
+    pub fn load(dut: &Dut, dir24: bool) -> Result<NvaDut> {
         dut.ns.run(|| {
-            let mut dp = Dataplane::load()?;
+            let mut dp = if dir24 {
+                Dataplane::load_with(LoadOptions {
+                    dir24_ipv4: [true, true],
+                    ..Default::default()
+                })?
+            } else {
+                Dataplane::load()?
+            };
             dp.set_settings(Settings {
                 hash_seed: 0x5eed_1234,
                 flags: 0,

@@ -1,21 +1,26 @@
-//! Program-only cost: ns per packet of nva's XDP program run by BPF_PROG_TEST_RUN with
-//! repeat, against table size, plus the route install rate through `Fib::set_route`.
+//! Program-only cost: ns per packet of nva's XDP program run by BPF_PROG_TEST_RUN,
+//! against table size, plus the route install rate through `Fib::set_route`.
 //!
-//! BPF_PROG_TEST_RUN repeats one frame and does not restore it between repetitions, so
-//! nva's TTL decrement accumulates: frames start with TTL (hop limit) 255 and each call
-//! repeats at most 250 times, so every repetition takes the full forwarding path (the
-//! forwarded counter is checked). Several frames (random destinations across the table)
-//! are run and averaged; each is cache-hot while it repeats, so this is the program's
-//! best case per destination, not a cache-cold figure.
-use std::net::IpAddr;
+//! Two figures per table:
+//! - same frame repeated: BPF_PROG_TEST_RUN with repeat does not restore the frame
+//!   between repetitions, so nva's TTL decrement accumulates: frames start with TTL (hop
+//!   limit) 255 and each call repeats at most 250 times, so every repetition takes the
+//!   full forwarding path (the forwarded counter is checked). Several frames (random
+//!   destinations across the table) are averaged. Each is cache-hot while it repeats:
+//!   the program's best case.
+//! - cycling destinations: one run per call over thousands of frames to random
+//!   destinations, so the trie walk is no longer cache-resident; the in-kernel timer's
+//!   own cost per call (measured the same way with an empty XDP program) is subtracted.
+use std::{net::IpAddr, sync::atomic::Ordering};
 
 use anyhow::{Result, ensure};
-use aya::programs::{TestRun, TestRunOptions};
+use aya::programs::{TestRun, TestRunOptions, Xdp};
 use ipnet::IpNet;
 use nva_common::reason;
 
 use crate::{
     frames::{self, Udp},
+    live::INTERRUPTED,
     nva_dut::{Install, NvaDut},
     routes,
     topology::{DUT_MAC, Dut, GEN_MAC, GEN_V4, GEN_V6},
@@ -23,37 +28,39 @@ use crate::{
 
 /// Repetitions per call (TTL 255 leaves 254 forwarding passes).
 const REPEAT: u32 = 250;
+const XDP_REDIRECT: u32 = 4;
 
 pub struct Params {
+    /// Frames of the repeated figure, and calls of REPEAT runs per frame.
     pub frames: usize,
     pub calls: usize,
+    /// Frames of the cycling figure.
+    pub cycle: usize,
     pub rounds: usize,
 }
 
 pub struct ProgCost {
     pub ipv6: bool,
+    /// IPv4 FIB as DIR-24-8 instead of the LPM trie.
+    pub dir24: bool,
     pub routes: usize,
     pub install: Install,
-    /// Mean ns per packet over all frames, one value per round.
+    /// Mean ns per packet, same frame repeated, one value per round.
     pub ns: Vec<f64>,
+    /// Mean ns per packet, cycling destinations, one value per round.
+    pub cycling_ns: Vec<f64>,
     /// Share of runs counted as forwarded (should be 1.0).
     pub forwarded: f64,
 }
 
-/// Builds a fresh nva data plane in `dut` with `table`, then times the program.
-pub fn measure(dut: &Dut, table: &[IpNet], p: &Params, seed: u64) -> Result<ProgCost> {
-    let ipv6 = table[0].addr().is_ipv6();
-    let mut nva = NvaDut::load(dut)?;
-    let install = nva.install(table)?;
-    let (dsts, _) = routes::destinations(table, p.frames, seed);
+fn frames_to(dsts: &[IpAddr], seed: u64) -> Vec<Vec<u8>> {
     let mut rng = crate::rng::Rng::new(seed ^ 0xf00d);
-    let frames: Vec<Vec<u8>> = dsts
-        .iter()
+    dsts.iter()
         .map(|d| {
             let u = Udp {
                 dmac: DUT_MAC,
                 smac: GEN_MAC,
-                src: if ipv6 {
+                src: if d.is_ipv6() {
                     IpAddr::V6(GEN_V6)
                 } else {
                     IpAddr::V4(GEN_V4)
@@ -65,46 +72,90 @@ pub fn measure(dut: &Dut, table: &[IpNet], p: &Params, seed: u64) -> Result<Prog
             };
             frames::udp(&u, 64)
         })
-        .collect();
+        .collect()
+}
+
+/// Runs `frame` `calls` times with `repeat`; returns the mean ns per run and the action.
+fn time(prog: &Xdp, frame: &[u8], ingress: u32, repeat: u32, calls: usize) -> Result<(f64, u32)> {
+    let mut ctx = Vec::new();
+    for v in [0u32, frame.len() as u32, 0, ingress, 0, 0] {
+        ctx.extend_from_slice(&v.to_ne_bytes());
+    }
+    let (mut sum, mut action) = (0u64, 0);
+    for _ in 0..calls {
+        let opts = TestRunOptions {
+            data_in: Some(frame),
+            ctx_in: Some(&ctx),
+            repeat,
+            ..Default::default()
+        };
+        let r = prog.test_run(opts)?;
+        sum += r.duration.as_nanos() as u64;
+        action = r.return_value;
+    }
+    Ok((sum as f64 / calls as f64, action))
+}
+
+/// Builds a fresh nva data plane in `dut` with `table`, then times the program;
+/// `empty` is an XDP program that does nothing (for the timer's own cost).
+pub fn measure(
+    dut: &Dut,
+    empty: &Xdp,
+    table: &[IpNet],
+    dir24: bool,
+    p: &Params,
+    seed: u64,
+) -> Result<ProgCost> {
+    let ipv6 = table[0].addr().is_ipv6();
+    let mut nva = NvaDut::load(dut, dir24)?;
+    let install = nva.install(table)?;
+    let hot = frames_to(&routes::destinations(table, p.frames, seed).0, seed);
+    let cold = frames_to(&routes::destinations(table, p.cycle, seed + 1).0, seed + 1);
+    // Attached (to the idle ingress), the program stays in the kernel's XDP dispatcher;
+    // otherwise every test run with repeat > 1 rebuilds the dispatcher (two
+    // synchronize_rcu calls: seconds per table on a busy machine, outside the timing).
+    nva.attach(dut)?;
     let dp = nva.fib.dataplane();
     let before = dp.counters(1)?[reason::FORWARDED as usize].packets;
     let prog = dp.program()?;
-    let ns = dut.ns.run(|| -> Result<Vec<f64>> {
-        let mut rounds = Vec::new();
+    let (ns, cycling_ns) = dut.ns.run(|| -> Result<(Vec<f64>, Vec<f64>)> {
+        let (mut ns, mut cycling) = (Vec::new(), Vec::new());
         for _ in 0..p.rounds {
             let mut total = 0.0;
-            for f in &frames {
-                let mut ctx = Vec::new();
-                for v in [0u32, f.len() as u32, 0, dut.ingress, 0, 0] {
-                    ctx.extend_from_slice(&v.to_ne_bytes());
-                }
-                let mut sum = 0u64;
-                for _ in 0..p.calls {
-                    let mut opts = TestRunOptions::default();
-                    opts.data_in = Some(f);
-                    opts.ctx_in = Some(&ctx);
-                    opts.repeat = REPEAT;
-                    let r = prog.test_run(opts)?;
-                    ensure!(
-                        r.return_value == 4,
-                        "XDP action {} (expected redirect)",
-                        r.return_value
-                    );
-                    sum += r.duration.as_nanos() as u64;
-                }
-                total += sum as f64 / p.calls as f64;
+            for f in &hot {
+                ensure!(!INTERRUPTED.load(Ordering::SeqCst), "interrupted");
+                let (t, action) = time(prog, f, dut.ingress, REPEAT, p.calls)?;
+                ensure!(
+                    action == XDP_REDIRECT,
+                    "XDP action {action} (expected redirect)"
+                );
+                total += t;
             }
-            rounds.push(total / frames.len() as f64);
+            ns.push(total / hot.len() as f64);
+            let (mut t_nva, mut t_empty) = (0.0, 0.0);
+            for f in &cold {
+                let (t, action) = time(prog, f, dut.ingress, 1, 1)?;
+                ensure!(
+                    action == XDP_REDIRECT,
+                    "XDP action {action} (expected redirect)"
+                );
+                t_nva += t;
+                t_empty += time(empty, f, dut.ingress, 1, 1)?.0;
+            }
+            cycling.push((t_nva - t_empty) / cold.len() as f64);
         }
-        Ok(rounds)
+        Ok((ns, cycling))
     })?;
     let after = dp.counters(1)?[reason::FORWARDED as usize].packets;
-    let runs = (p.rounds * frames.len() * p.calls) as f64 * REPEAT as f64;
+    nva.detach();
+    let runs = p.rounds * (hot.len() * p.calls * REPEAT as usize + cold.len());
     Ok(ProgCost {
         ipv6,
+        dir24,
         routes: table.len(),
         install,
         ns,
-        forwarded: (after - before) as f64 / runs,
+        cycling_ns,
+        forwarded: (after - before) as f64 / runs as f64,
     })
 }

@@ -9,10 +9,10 @@ pub struct Series {
     pub points: Vec<(f64, f64, f64, f64)>,
 }
 
-const W: f64 = 720.0;
+const W: f64 = 770.0;
 const H: f64 = 420.0;
 const L: f64 = 70.0;
-const R: f64 = 200.0;
+const R: f64 = 250.0;
 const T: f64 = 40.0;
 const B: f64 = 60.0;
 
@@ -70,12 +70,12 @@ pub fn chart(title: &str, xlabel: &str, ylabel: &str, series: &[Series]) -> Stri
         let py = sy(y);
         let _ = writeln!(
             o,
-            r##"<line x1="{L}" y1="{py}" x2="{}" y2="{py}" stroke="#ddd"/>"##,
+            r##"<line x1="{L}" y1="{py:.1}" x2="{:.1}" y2="{py:.1}" stroke="#ddd"/>"##,
             L + pw
         );
         let _ = writeln!(
             o,
-            r#"<text x="{}" y="{}" text-anchor="end">{}</text>"#,
+            r#"<text x="{:.1}" y="{:.1}" text-anchor="end">{}</text>"#,
             L - 6.0,
             py + 4.0,
             (y * 100.0).round() / 100.0
@@ -86,12 +86,12 @@ pub fn chart(title: &str, xlabel: &str, ylabel: &str, series: &[Series]) -> Stri
         let px = sx(x);
         let _ = writeln!(
             o,
-            r##"<line x1="{px}" y1="{T}" x2="{px}" y2="{}" stroke="#ddd"/>"##,
+            r##"<line x1="{px:.1}" y1="{T}" x2="{px:.1}" y2="{:.1}" stroke="#ddd"/>"##,
             T + ph
         );
         let _ = writeln!(
             o,
-            r#"<text x="{px}" y="{}" text-anchor="middle">{}</text>"#,
+            r#"<text x="{px:.1}" y="{:.1}" text-anchor="middle">{}</text>"#,
             T + ph + 16.0,
             label(x)
         );

@@ -31,6 +31,13 @@ enum Task {
     /// Set up, build, then run the demo: a hub topology in network namespaces with nva
     /// forwarding real traffic over ECMP next hops.
     Demo,
+    /// Set up, build, then run the throughput benchmarks (needs root; see BENCHMARKS.md).
+    #[command(disable_help_flag = true)]
+    Bench {
+        /// Arguments for the bench binary (`--quick`; `--help` lists them).
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
 }
 
 /// Debian packages the tests and the demo use.
@@ -53,6 +60,10 @@ fn main() -> Result<()> {
             build()?;
             run(Command::new(root().join("target/debug/nva-demo"))
                 .env("NVA_BIN", root().join("target/debug/nva")))
+        }
+        Task::Bench { args } => {
+            setup()?;
+            bench(&args)
         }
     }
 }
@@ -107,7 +118,10 @@ fn setup_rust_src() -> Result<()> {
 /// bpf-linker must use the same LLVM as the nightly rustc that emits the bitcode. Debian
 /// has no matching system LLVM, so link bpf-linker against the toolchain's own libLLVM.
 fn setup_bpf_linker() -> Result<()> {
-    if output(Command::new("bpf-linker").arg("--version")).is_some() {
+    // bpf-linker loads the toolchain's libLLVM, which rustup puts on the library path:
+    // ask through rustup, as rustc will run it.
+    if output(Command::new("rustup").args(["run", "nightly", "bpf-linker", "--version"])).is_some()
+    {
         return Ok(());
     }
     let sysroot = output(Command::new("rustc").args(["+nightly", "--print", "sysroot"]))
@@ -203,4 +217,20 @@ fn test(args: &[String]) -> Result<()> {
 unsafe extern "C" {
     #[link_name = "geteuid"]
     fn libc_geteuid() -> u32;
+}
+
+/// Builds the benchmarks in release mode and runs them.
+fn bench(args: &[String]) -> Result<()> {
+    run(Command::new("cargo").current_dir(root()).args([
+        "build",
+        "--release",
+        "--package",
+        "nva-bench",
+    ]))?;
+    let target = match std::env::var_os("CARGO_TARGET_DIR").map(PathBuf::from) {
+        Some(dir) if dir.is_absolute() => dir,
+        Some(dir) => root().join(dir),
+        None => root().join("target"),
+    };
+    run(Command::new(target.join("release/nva-bench")).args(args))
 }

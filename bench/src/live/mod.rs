@@ -7,8 +7,9 @@ use std::{
 
 use anyhow::{Result, bail};
 use ipnet::IpNet;
-use nva::fib::{Source, Target};
 use nva_common::reason;
+
+mod churn;
 
 use crate::{
     generator, linux_dut,
@@ -26,7 +27,15 @@ pub enum Kind {
     /// XDP_DROP at the DUT's ingress: the generator's own ceiling.
     Drop,
     Nva,
+    /// nva with its IPv4 FIB as DIR-24-8 (`LoadOptions::dir24_ipv4`); IPv4 only.
+    NvaDir24,
     Linux,
+}
+
+impl Kind {
+    pub fn is_nva(self) -> bool {
+        matches!(self, Kind::Nva | Kind::NvaDir24)
+    }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -34,29 +43,25 @@ pub struct Mode {
     pub kind: Kind,
     /// false: the 1-route DUT, true: the full-table DUT.
     pub full: bool,
+    /// Only the first `Params::hot_dsts` destinations (a cache-resident working set)
+    /// instead of all of them.
+    pub hot: bool,
 }
 
-pub const MODES: [Mode; 5] = [
-    Mode {
-        kind: Kind::Drop,
-        full: false,
-    },
-    Mode {
-        kind: Kind::Nva,
-        full: false,
-    },
-    Mode {
-        kind: Kind::Linux,
-        full: false,
-    },
-    Mode {
-        kind: Kind::Nva,
-        full: true,
-    },
-    Mode {
-        kind: Kind::Linux,
-        full: true,
-    },
+const fn mode(kind: Kind, full: bool, hot: bool) -> Mode {
+    Mode { kind, full, hot }
+}
+
+pub const MODES: [Mode; 9] = [
+    mode(Kind::Drop, false, false),
+    mode(Kind::Nva, false, false),
+    mode(Kind::Linux, false, false),
+    mode(Kind::Nva, true, false),
+    mode(Kind::Linux, true, false),
+    mode(Kind::Nva, true, true),
+    mode(Kind::Linux, true, true),
+    mode(Kind::NvaDir24, true, false),
+    mode(Kind::NvaDir24, true, true),
 ];
 
 #[derive(Clone, Debug)]
@@ -70,6 +75,8 @@ pub struct Sample {
     /// nva only: share of its ingress frames forwarded in XDP, and the most common
     /// other reason.
     pub xdp: Option<(f64, &'static str)>,
+    /// 1-minute load average when the sample ended (this run itself adds about 1).
+    pub load: f64,
 }
 
 pub struct Cell {
@@ -86,15 +93,22 @@ pub struct Params {
     pub sizes: Vec<usize>,
     pub flows: u32,
     pub cpu: usize,
+    /// Destinations of the hot modes (a power of two).
+    pub hot_dsts: usize,
+    /// Destinations of the other modes (a power of two, at most MAX_DSTS).
+    pub dsts: usize,
 }
 
 /// Route install figures for the full tables.
 pub struct Installs {
     pub nva: Vec<(bool, Install)>,
+    /// IPv4 into the DIR-24-8 FIB.
+    pub nva_dir24: Option<Install>,
     pub linux: Vec<(bool, Install)>,
 }
 
 pub struct Churn {
+    pub base_pps: f64,
     pub base_loss: f64,
     pub churn_loss: f64,
     pub updates_per_sec: f64,
@@ -107,6 +121,8 @@ pub struct Live<'t> {
     obj: BenchObject,
     _sinks: Vec<Attached>,
     nva: Vec<NvaDut>,
+    /// The full-table DUT's second nva, IPv4 FIB as DIR-24-8 (IPv4 routes only).
+    dir24: Option<NvaDut>,
     /// Destinations per DUT and family (0: IPv4, 1: IPv6), and the routes they fall in.
     dsts: Vec<[Vec<IpAddr>; 2]>,
     dst_routes: Vec<[Vec<IpNet>; 2]>,
@@ -131,6 +147,7 @@ impl<'t> Live<'t> {
         topo: &'t Topology,
         tables: [&[IpNet]; 2],
         seed: u64,
+        with_dir24: bool,
     ) -> Result<(Live<'t>, Installs)> {
         let mut obj = BenchObject::load()?;
         let mut sinks = Vec::new();
@@ -139,12 +156,13 @@ impl<'t> Live<'t> {
         }
         let mut installs = Installs {
             nva: vec![],
+            nva_dir24: None,
             linux: vec![],
         };
         let (mut nva, mut dsts, mut dst_routes, mut sink_idx) = (vec![], vec![], vec![], vec![]);
         for (k, dut) in topo.duts.iter().enumerate() {
             let table = tables[k];
-            let mut n = NvaDut::load(dut)?;
+            let mut n = NvaDut::load(dut, false)?;
             linux_dut::nexthops(dut)?;
             let mut d: [Vec<IpAddr>; 2] = Default::default();
             let mut r: [Vec<IpNet>; 2] = Default::default();
@@ -172,11 +190,23 @@ impl<'t> Live<'t> {
                     .collect::<Result<_>>()?,
             );
         }
+        let mut dir24 = None;
+        if with_dir24 {
+            let v4: Vec<IpNet> = tables[1]
+                .iter()
+                .copied()
+                .filter(|p| p.addr().is_ipv4())
+                .collect();
+            let mut n = NvaDut::load(&topo.duts[1], true)?;
+            installs.nva_dir24 = Some(n.install(&v4)?);
+            dir24 = Some(n);
+        }
         let live = Live {
             topo,
             obj,
             _sinks: sinks,
             nva,
+            dir24,
             dsts,
             dst_routes,
             sink_idx,
@@ -190,24 +220,31 @@ impl<'t> Live<'t> {
         Ok(match mode.kind {
             Kind::Drop => Some(self.obj.attach(SINK, &dut.ns, "d0")?),
             Kind::Linux => Some(self.obj.attach(PASS, &dut.ns, "d0")?),
-            Kind::Nva => {
-                self.nva[k].attach(dut)?;
+            Kind::Nva | Kind::NvaDir24 => {
+                self.nva_of(mode)?.attach(dut)?;
                 None
             }
         })
     }
 
+    fn nva_of(&mut self, mode: Mode) -> Result<&mut NvaDut> {
+        match mode.kind {
+            Kind::NvaDir24 => self
+                .dir24
+                .as_mut()
+                .ok_or_else(|| anyhow::anyhow!("no DIR-24-8 DUT")),
+            _ => Ok(&mut self.nva[mode.full as usize]),
+        }
+    }
+
     /// One measurement of `mode`.
     pub fn sample(&mut self, p: &Params, mode: Mode, ipv6: bool, size: usize) -> Result<Sample> {
         let k = mode.full as usize;
-        let frame = generator::configure(
-            &mut self.obj,
-            ipv6,
-            size,
-            p.flows,
-            &self.dsts[k][ipv6 as usize],
-        )?;
+        let dsts = &self.dsts[k][ipv6 as usize];
+        let dsts = &dsts[..if mode.hot { p.hot_dsts } else { p.dsts }];
+        let frame = generator::configure(&mut self.obj, ipv6, size, p.flows, dsts)?;
         let guard = self.attach(mode)?;
+        let before = self.nva_of(mode)?.fib.dataplane().counters(1)?;
         let res = measure(
             &self.obj,
             self.topo,
@@ -218,10 +255,30 @@ impl<'t> Live<'t> {
             |_| Ok(()),
         );
         drop(guard);
-        if mode.kind == Kind::Nva {
-            self.nva[k].detach();
+        if !mode.kind.is_nva() {
+            return res.map(|(s, _)| s);
         }
-        res.map(|(s, _)| s)
+        let nva = self.nva_of(mode)?;
+        nva.detach();
+        let after = nva.fib.dataplane().counters(1)?;
+        let delta: Vec<u64> = after
+            .iter()
+            .zip(&before)
+            .map(|(a, b)| a.packets - b.packets)
+            .collect();
+        let total = delta.iter().sum::<u64>().max(1) as f64;
+        let other = (0..delta.len())
+            .filter(|r| *r != reason::FORWARDED as usize)
+            .max_by_key(|r| delta[*r])
+            .unwrap_or(0);
+        let name = if delta[other] == 0 {
+            "-"
+        } else {
+            reason::NAMES[other]
+        };
+        let (mut s, _) = res?;
+        s.xdp = Some((delta[reason::FORWARDED as usize] as f64 / total, name));
+        Ok(s)
     }
 
     /// All cells, modes interleaved within each run.
@@ -230,6 +287,9 @@ impl<'t> Live<'t> {
         for &ipv6 in families {
             for &size in &p.sizes {
                 for mode in MODES {
+                    if mode.kind == Kind::NvaDir24 && (ipv6 || self.dir24.is_none()) {
+                        continue;
+                    }
                     cells.push(Cell {
                         ipv6,
                         size,
@@ -243,7 +303,9 @@ impl<'t> Live<'t> {
             for c in cells.iter_mut() {
                 let s = self.sample(p, c.mode, c.ipv6, c.size)?;
                 let xdp = match s.xdp {
-                    Some((f, other)) => format!(", {:.1}% forwarded in XDP, else {other}", 100.0 * f),
+                    Some((f, other)) => {
+                        format!(", {:.1}% forwarded in XDP, else {other}", 100.0 * f)
+                    }
                     None => String::new(),
                 };
                 eprintln!(
@@ -252,7 +314,11 @@ impl<'t> Live<'t> {
                     if c.ipv6 { "IPv6" } else { "IPv4" },
                     c.size,
                     c.mode.kind,
-                    if c.mode.full { " full" } else { " 1 route" },
+                    match (c.mode.full, c.mode.hot) {
+                        (false, _) => " 1 route",
+                        (true, false) => " full",
+                        (true, true) => " full, hot destinations",
+                    },
                     s.pps / 1e6,
                     s.gen_pps / 1e6
                 );
@@ -260,69 +326,6 @@ impl<'t> Live<'t> {
             }
         }
         Ok(cells)
-    }
-
-    /// Loss while the routes the generator hits are rewritten as fast as the controller
-    /// can (each flips between an ECMP group of all next hops and one without the last),
-    /// against loss without churn, through nva with the full table.
-    pub fn churn(&mut self, p: &Params, ipv6: bool, size: usize) -> Result<Churn> {
-        let k = 1;
-        let fam = ipv6 as usize;
-        let mut routes: Vec<IpNet> = self.dst_routes[k][fam].clone();
-        routes.sort();
-        routes.dedup();
-        let frame = generator::configure(&mut self.obj, ipv6, size, p.flows, &self.dsts[k][fam])?;
-        self.attach(Mode {
-            kind: Kind::Nva,
-            full: true,
-        })?;
-        let (obj, topo, sink_idx) = (&self.obj, self.topo, &self.sink_idx[k]);
-        let base = measure(obj, topo, sink_idx, p, k, &frame, |_| Ok(()));
-        let nva = &mut self.nva[k];
-        let nh = if ipv6 {
-            nva.nh_v6.clone()
-        } else {
-            nva.nh_v4.clone()
-        };
-        let churned = measure(
-            obj,
-            topo,
-            sink_idx,
-            p,
-            k,
-            &frame,
-            |stop| -> Result<(u64, f64)> {
-                let start = Instant::now();
-                let mut n = 0u64;
-                'outer: for round in 0.. {
-                    let ids = if round % 2 == 0 {
-                        nh[..nh.len().max(2) - 1].to_vec()
-                    } else {
-                        nh.clone()
-                    };
-                    for r in &routes {
-                        if stop.load(Ordering::Relaxed) {
-                            break 'outer;
-                        }
-                        nva.fib
-                            .set_route(*r, Source::Static, Target::Forward(ids.clone()))?;
-                        n += 1;
-                    }
-                }
-                Ok((n, start.elapsed().as_secs_f64()))
-            },
-        );
-        self.nva[k].detach();
-        let (base, _) = base?;
-        let (s, (n, secs)) = churned?;
-        let loss = |s: &Sample| 1.0 - s.pps / s.gen_pps;
-        Ok(Churn {
-            base_loss: loss(&base),
-            churn_loss: loss(&s),
-            updates_per_sec: n as f64 / secs,
-            pps: s.pps,
-            routes: routes.len(),
-        })
     }
 }
 
@@ -375,6 +378,7 @@ fn measure<T: Send>(
                         gen_pps: (g1 - g0) as f64 / dt,
                         spread: per.iter().map(|c| *c as f64 / fwd as f64).collect(),
                         xdp: None,
+                        load: crate::machine::load1(),
                     },
                     extra,
                 ))
