@@ -86,7 +86,10 @@ impl Bird {
                 return Ok(out);
             }
             if t.elapsed() > within {
-                bail!("birdc {args:?} never matched; last output:\n{out}\nlog:\n{}", self.log());
+                bail!(
+                    "birdc {args:?} never matched; last output:\n{out}\nlog:\n{}",
+                    self.log()
+                );
             }
             std::thread::sleep(Duration::from_millis(200));
         }
@@ -152,7 +155,16 @@ impl Gobgp {
     /// `gobgp ARGS` against this daemon (stdout and stderr).
     pub fn gobgp(&self, args: &[&str]) -> String {
         let out = Command::new("ip")
-            .args(["netns", "exec", &self.ns, "gobgp", "-u", "127.0.0.1", "-p", "50051"])
+            .args([
+                "netns",
+                "exec",
+                &self.ns,
+                "gobgp",
+                "-u",
+                "127.0.0.1",
+                "-p",
+                "50051",
+            ])
             .args(args)
             .output();
         match out {

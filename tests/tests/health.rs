@@ -29,7 +29,12 @@ fn silence(hub: &Hub, k: usize, on: bool) {
     ns.ip(&format!("addr {op} {SERVICE_V4}/32 dev lo")).unwrap();
 }
 
-fn owners(hub: &Hub, sinks: &[UdpSink], service: SocketAddr, expect: usize) -> BTreeMap<u16, usize> {
+fn owners(
+    hub: &Hub,
+    sinks: &[UdpSink],
+    service: SocketAddr,
+    expect: usize,
+) -> BTreeMap<u16, usize> {
     for s in sinks {
         s.clear();
     }
@@ -75,21 +80,33 @@ fn a_silent_next_hop_is_probed_out_and_back_in() {
     assert_eq!(before.len(), 150);
 
     silence(&hub, 2, true);
-    wait_until(Duration::from_secs(3), Duration::from_millis(20), || Ok(!live(&nva, "s2")))
-        .unwrap_or_else(|e| panic!("{e:#}\n{}", nva.log()));
+    wait_until(Duration::from_secs(3), Duration::from_millis(20), || {
+        Ok(!live(&nva, "s2"))
+    })
+    .unwrap_or_else(|e| panic!("{e:#}\n{}", nva.log()));
     let nh = nva.cli(&["nexthops"]).unwrap();
-    let s2 = nh.as_array().unwrap().iter().find(|n| n["dev"] == "s2").unwrap().clone();
+    let s2 = nh
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|n| n["dev"] == "s2")
+        .unwrap()
+        .clone();
     assert_eq!(s2["probe_down"], true, "taken out by its probe: {s2}");
     assert_eq!(s2["link_up"], true, "the link stayed up");
 
-    let expect = before.values().filter(|k| **k != 2).count() * 2 + before.values().filter(|k| **k == 2).count() * 2;
+    let expect = before.values().filter(|k| **k != 2).count() * 2
+        + before.values().filter(|k| **k == 2).count() * 2;
     let after = owners(&hub, &sinks, service, expect);
     assert_eq!(after.len(), 150, "every flow still arrives");
     for (flow, server) in &before {
         if *server == 2 {
             assert_ne!(after[flow], 2);
         } else {
-            assert_eq!(after[flow], *server, "flow {flow} of a healthy next hop moved");
+            assert_eq!(
+                after[flow], *server,
+                "flow {flow} of a healthy next hop moved"
+            );
         }
     }
     let health = nva.cli(&["health"]).unwrap();
@@ -104,7 +121,10 @@ fn a_silent_next_hop_is_probed_out_and_back_in() {
 
     // It answers again: back after the hold-down, taking only buckets for itself.
     silence(&hub, 2, false);
-    wait_until(Duration::from_secs(5), Duration::from_millis(20), || Ok(live(&nva, "s2"))).unwrap();
+    wait_until(Duration::from_secs(5), Duration::from_millis(20), || {
+        Ok(live(&nva, "s2"))
+    })
+    .unwrap();
     let back = owners(&hub, &sinks, service, 300);
     assert!(back.values().any(|k| *k == 2));
     for (flow, server) in &back {
@@ -132,7 +152,9 @@ fn self_health_reports_a_tracked_target_that_does_not_answer() {
     wait_until(Duration::from_secs(3), Duration::from_millis(50), || {
         let h = nva.cli(&["health"])?;
         Ok(h["healthy"] == false
-            && h["problems"].to_string().contains(&server_v4(3).to_string()))
+            && h["problems"]
+                .to_string()
+                .contains(&server_v4(3).to_string()))
     })
     .unwrap();
     let table = String::from_utf8(nva.cli_raw(&["health"]).unwrap().stdout).unwrap();
