@@ -38,6 +38,13 @@ enum Task {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
     },
+    /// Set up, build, then run the control-plane benchmarks: the full-table BGP feed
+    /// and next-hop failover (needs root; see BENCHMARKS.md).
+    BenchControl {
+        /// Smaller table for a smoke run.
+        #[arg(long)]
+        quick: bool,
+    },
 }
 
 /// Debian packages the tests and the demo use.
@@ -64,6 +71,29 @@ fn main() -> Result<()> {
         Task::Bench { args } => {
             setup()?;
             bench(&args)
+        }
+        Task::BenchControl { quick } => {
+            setup()?;
+            run(Command::new("cargo").current_dir(root()).args([
+                "build",
+                "--release",
+                "--package",
+                "nva-userspace",
+                "--package",
+                "nva-tests",
+                "--bins",
+            ]))?;
+            let release = root().join("target/release");
+            let nva = release.join("nva");
+            let mut feed = Command::new(release.join("nva-bench-bgp"));
+            if quick {
+                feed.arg("--quick");
+            }
+            run(feed.env("NVA_BIN", &nva))?;
+            let runs = if quick { "1" } else { "5" };
+            run(Command::new(release.join("nva-bench-failover"))
+                .args(["--runs", runs])
+                .env("NVA_BIN", &nva))
         }
     }
 }
