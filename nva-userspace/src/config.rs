@@ -596,6 +596,7 @@ impl Config {
             if !names.insert(l.name.as_str()) {
                 bail!("prefix_lists[{i}].name: {:?} is defined twice", l.name);
             }
+            l.validate(&format!("prefix_lists[{i}]"))?;
         }
         let mut policies = HashSet::new();
         for (i, p) in self.policies.iter().enumerate() {

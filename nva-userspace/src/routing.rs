@@ -322,14 +322,18 @@ impl BgpFeed {
                     changes.extend(self.drop_peer(peer, "maximum number of prefixes reached"));
                 }
             }
-            Event::EndOfRib { peer, .. } => {
+            Event::EndOfRib { peer, family } => {
                 for (t, rib) in self.ribs.iter_mut().enumerate() {
                     let table = if t == 0 {
                         Table::EastWest
                     } else {
                         Table::NorthSouth
                     };
-                    changes.extend(rib.sweep_stale(peer).into_iter().map(|c| (table, c)));
+                    changes.extend(
+                        rib.sweep_stale_family(peer, family)
+                            .into_iter()
+                            .map(|c| (table, c)),
+                    );
                 }
             }
             Event::Down {

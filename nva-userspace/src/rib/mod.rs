@@ -140,7 +140,8 @@ fn family_index(f: Family) -> usize {
 }
 
 /// Everything best-path selection reads of one path.
-struct Rank<'a> {
+#[derive(Clone, Copy)]
+struct Rank {
     local_pref: u32,
     path_len: usize,
     origin: Origin,
@@ -148,10 +149,21 @@ struct Rank<'a> {
     neighbour_as: Option<u32>,
     ebgp: bool,
     router_id: Ipv4Addr,
-    address: &'a IpAddr,
+    address: IpAddr,
 }
 
-impl Rank<'_> {
+impl Rank {
+    const NONE: Rank = Rank {
+        local_pref: 0,
+        path_len: 0,
+        origin: Origin::Igp,
+        med: 0,
+        neighbour_as: None,
+        ebgp: false,
+        router_id: Ipv4Addr::UNSPECIFIED,
+        address: IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+    };
+
     /// Steps 1-3 (Less = better).
     fn cmp_head(&self, o: &Rank) -> Ordering {
         o.local_pref
@@ -165,7 +177,7 @@ impl Rank<'_> {
         o.ebgp
             .cmp(&self.ebgp)
             .then(self.router_id.cmp(&o.router_id))
-            .then(self.address.cmp(o.address))
+            .then(self.address.cmp(&o.address))
     }
 
     /// Every step, MED included (for paths from the same neighbour AS).
@@ -180,12 +192,23 @@ impl Rank<'_> {
     }
 }
 
+/// Runs `f` on a scratch slice of `n` copies of `init`: on the stack for the usual
+/// handful of paths, so selection does not allocate.
+fn scratch<T: Copy, R>(n: usize, init: T, f: impl FnOnce(&mut [T]) -> R) -> R {
+    const STACK: usize = 8;
+    if n <= STACK {
+        let mut buf = [init; STACK];
+        f(&mut buf[..n])
+    } else {
+        f(&mut vec![init; n])
+    }
+}
+
 /// The selected paths of a prefix, as indices into its paths.
 struct Selection {
     best: usize,
     /// Paths in the ECMP set (the best included), in preference order.
     multipath: Vec<usize>,
-    nexthops: Vec<IpAddr>,
 }
 
 /// What a change is judged on.
@@ -211,8 +234,8 @@ struct Selector<'a> {
     max_paths: usize,
 }
 
-impl<'a> Selector<'a> {
-    fn rank(&self, p: &Path) -> Rank<'a> {
+impl Selector<'_> {
+    fn rank(&self, p: &Path) -> Rank {
         let info = &self.peers[p.peer as usize].info;
         let a = &*p.attrs;
         Rank {
@@ -223,15 +246,11 @@ impl<'a> Selector<'a> {
             neighbour_as: a.as_path.first_as(),
             ebgp: info.is_ebgp(),
             router_id: info.router_id,
-            address: &info.address,
+            address: info.address,
         }
     }
 
-    fn best(&self, paths: &[Path]) -> usize {
-        if paths.len() == 1 {
-            return 0;
-        }
-        let ranks: Vec<Rank> = paths.iter().map(|p| self.rank(p)).collect();
+    fn best_of(ranks: &[Rank]) -> usize {
         let mut best: Option<usize> = None;
         for (i, r) in ranks.iter().enumerate() {
             // The best of its neighbour-AS group?
@@ -245,70 +264,93 @@ impl<'a> Selector<'a> {
         best.unwrap_or(0)
     }
 
-    fn select(&self, paths: &[Path]) -> Selection {
-        let best = self.best(paths);
+    fn best(&self, paths: &[Path]) -> usize {
+        if paths.len() == 1 {
+            return 0;
+        }
+        scratch(paths.len(), Rank::NONE, |ranks| {
+            for (r, p) in ranks.iter_mut().zip(paths) {
+                *r = self.rank(p);
+            }
+            Self::best_of(ranks)
+        })
+    }
+
+    /// Selects: passes the index of every path in the ECMP set to `each` (the best
+    /// first, then in preference order) and returns the best's index and the set's
+    /// sorted next hops.
+    fn walk(&self, paths: &[Path], mut each: impl FnMut(usize)) -> (usize, Vec<IpAddr>) {
         let nh = |i: usize| paths[i].attrs.next_hop.map(|n| n.addr());
         if !self.multipath || paths.len() == 1 {
-            return Selection {
-                best,
-                multipath: vec![best],
-                nexthops: nh(best).into_iter().collect(),
-            };
+            let best = self.best(paths);
+            each(best);
+            return (best, nh(best).into_iter().collect());
         }
-        let ranks: Vec<Rank> = paths.iter().map(|p| self.rank(p)).collect();
-        let b = &ranks[best];
-        let mut cands: Vec<usize> = (0..paths.len())
-            .filter(|&i| {
-                let r = &ranks[i];
-                // Ties with the best down to eBGP/iBGP, and survives the MED step
-                // within its neighbour AS.
-                i == best
-                    || (r.cmp_head(b) == Ordering::Equal
-                        && r.ebgp == b.ebgp
-                        && !ranks.iter().any(|o| {
-                            o.neighbour_as == r.neighbour_as
-                                && o.cmp_head(r) == Ordering::Equal
-                                && o.med < r.med
-                        }))
-            })
-            .collect();
-        cands.sort_by(|&x, &y| {
-            (x != best)
-                .cmp(&(y != best))
-                .then_with(|| ranks[x].cmp_tail(&ranks[y]))
-        });
-        let max = self.max_paths.max(1);
-        let mut nexthops: Vec<IpAddr> = Vec::new();
-        let mut multipath = Vec::with_capacity(cands.len());
-        for i in cands {
-            match nh(i) {
-                Some(a) if nexthops.contains(&a) => multipath.push(i),
-                Some(a) if nexthops.len() < max => {
-                    nexthops.push(a);
-                    multipath.push(i);
-                }
-                None if i == best => multipath.push(i),
-                _ => {}
+        scratch(paths.len(), Rank::NONE, |ranks| {
+            for (r, p) in ranks.iter_mut().zip(paths) {
+                *r = self.rank(p);
             }
-        }
-        nexthops.sort_unstable();
-        Selection {
-            best,
-            multipath,
-            nexthops,
-        }
+            let best = Self::best_of(ranks);
+            let b = &ranks[best];
+            scratch(paths.len(), 0usize, |cands| {
+                let mut n = 0;
+                for (i, r) in ranks.iter().enumerate() {
+                    // Ties with the best down to eBGP/iBGP, and survives the MED step
+                    // within its neighbour AS.
+                    if i == best
+                        || (r.cmp_head(b) == Ordering::Equal
+                            && r.ebgp == b.ebgp
+                            && !ranks.iter().any(|o| {
+                                o.neighbour_as == r.neighbour_as
+                                    && o.cmp_head(r) == Ordering::Equal
+                                    && o.med < r.med
+                            }))
+                    {
+                        cands[n] = i;
+                        n += 1;
+                    }
+                }
+                let cands = &mut cands[..n];
+                cands.sort_unstable_by(|&x, &y| {
+                    (x != best)
+                        .cmp(&(y != best))
+                        .then_with(|| ranks[x].cmp_tail(&ranks[y]))
+                });
+                let max = self.max_paths.max(1);
+                let mut nexthops: Vec<IpAddr> = Vec::with_capacity(n.min(max));
+                for &i in cands.iter() {
+                    match nh(i) {
+                        Some(a) if nexthops.contains(&a) => each(i),
+                        Some(a) if nexthops.len() < max => {
+                            nexthops.push(a);
+                            each(i);
+                        }
+                        None if i == best => each(i),
+                        _ => {}
+                    }
+                }
+                nexthops.sort_unstable();
+                (best, nexthops)
+            })
+        })
+    }
+
+    fn select(&self, paths: &[Path]) -> Selection {
+        let mut multipath = Vec::new();
+        let (best, _) = self.walk(paths, |i| multipath.push(i));
+        Selection { best, multipath }
     }
 
     fn summary(&self, paths: &[Path]) -> Option<Summary> {
         if paths.is_empty() {
             return None;
         }
-        let s = self.select(paths);
-        let best = &paths[s.best];
+        let (best, nexthops) = self.walk(paths, |_| {});
+        let best = &paths[best];
         Some(Summary {
             peer: best.peer,
             attrs: best.attrs.clone(),
-            nexthops: s.nexthops,
+            nexthops,
         })
     }
 
@@ -566,7 +608,11 @@ impl Rib {
         let Some(&i) = self.peer_index.get(&peer) else {
             return Vec::new();
         };
-        let mut changes = Vec::new();
+        // At most one change per path going: reserve it at once (untouched capacity
+        // costs no memory) rather than regrow a million-entry vector.
+        let slot = &self.peers[i as usize];
+        let bound: usize = (0..2).filter(|&f| which[f]).map(|f| slot.count[f]).sum();
+        let mut changes = Vec::with_capacity(bound);
         let sel = Selector {
             peers: &self.peers,
             multipath: self.multipath,
