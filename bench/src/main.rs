@@ -261,6 +261,10 @@ fn main() -> Result<()> {
             );
             prog.push(p);
         }
+        for (name, ns) in progcost::separation_cost(&topo.duts[0], &o.prog_params)? {
+            eprintln!("nva-bench: separation cost: {name}: {ns:.1} ns/packet");
+            println!("| {name} | {ns:.1} ns/packet |");
+        }
     }
 
     let (mut cells, mut installs, mut churn, mut mix) = (Vec::new(), None, None, Vec::new());

@@ -159,3 +159,82 @@ pub fn measure(
         forwarded: (after - before) as f64 / runs as f64,
     })
 }
+
+/// What east-west / north-south separation and segmentation cost per packet: the same
+/// forwarded 64-byte IPv4 frame timed (same frame repeated) with
+/// - no east-west prefixes (the class lookup misses; the packet is north-south),
+/// - the default east-west prefixes and an east-west destination,
+/// - the same plus segment enforcement (source and destination in different segments,
+///   an allowed pair).
+///
+/// Returns (configuration, ns per packet) for each.
+pub fn separation_cost(dut: &Dut, p: &Params) -> Result<Vec<(&'static str, f64)>> {
+    use nva::fib::{DEFAULT_EAST_WEST, Source, Table, Target};
+    use nva_common::{SET_SEGMENTS, Settings};
+
+    let mut nva = NvaDut::load(dut, false)?;
+    let ns_dst: IpAddr = "198.18.0.1".parse().expect("addr");
+    let ew_dst: IpAddr = "10.77.0.1".parse().expect("addr");
+    let hops = Target::Forward(nva.nh_v4.clone());
+    let fib = &mut nva.fib;
+    fib.set_route_in(
+        Table::NorthSouth,
+        "198.18.0.0/15".parse()?,
+        Source::Static,
+        hops.clone(),
+    )?;
+    fib.set_route_in(
+        Table::EastWest,
+        "10.77.0.0/16".parse()?,
+        Source::Static,
+        hops,
+    )?;
+    nva.attach(dut)?;
+    let mut out = Vec::new();
+    for (name, dst) in [
+        ("no east-west prefixes (north-south)", ns_dst),
+        ("separation: east-west destination", ew_dst),
+        ("separation + segments (allowed pair)", ew_dst),
+    ] {
+        if name.starts_with("separation:") {
+            let ew: Vec<IpNet> = DEFAULT_EAST_WEST
+                .iter()
+                .map(|s| s.parse().expect("prefix"))
+                .collect();
+            nva.fib.set_east_west(&ew)?;
+        }
+        if name.contains("segments") {
+            let dp = nva.fib.dataplane_mut();
+            dp.set_segment_prefix(&IpNet::from(IpAddr::V4(GEN_V4)), Some(1))?;
+            dp.set_segment_prefix(&"10.77.0.0/16".parse()?, Some(2))?;
+            // Some other pair is denied, so the data plane enforces segments.
+            dp.set_segment_policy(3, 4, true)?;
+            dp.set_settings(Settings {
+                hash_seed: 0x5eed_1234,
+                flags: SET_SEGMENTS,
+            })?;
+        }
+        let frames = frames_to(&vec![dst; p.frames.max(4)], 7);
+        let prog = nva.fib.dataplane().program()?;
+        let mut per_round = Vec::new();
+        dut.ns.run(|| -> Result<()> {
+            for _ in 0..p.rounds {
+                let mut total = 0.0;
+                for f in &frames {
+                    let (t, action) = time(prog, f, dut.ingress, REPEAT, p.calls)?;
+                    ensure!(
+                        action == XDP_REDIRECT,
+                        "XDP action {action} (expected redirect)"
+                    );
+                    total += t;
+                }
+                per_round.push(total / frames.len() as f64);
+            }
+            Ok(())
+        })?;
+        per_round.sort_by(f64::total_cmp);
+        out.push((name, per_round[per_round.len() / 2]));
+    }
+    nva.detach();
+    Ok(out)
+}
