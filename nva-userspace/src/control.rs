@@ -11,7 +11,10 @@ use std::{
     time::Duration,
 };
 
-use crate::{daemon::Shared, fib::Fib};
+use crate::{
+    daemon::Shared,
+    fib::{Fib, Table},
+};
 use anyhow::{Context, Result, anyhow};
 use ipnet::IpNet;
 use nva_common::{CLASS_NAMES, NUM_CLASSES, NUM_REASONS, reason};
@@ -160,9 +163,22 @@ fn handle(state: &Shared, cmd: &str, arg: Option<&str>) -> Result<Value> {
 /// `nva routes ADDRESS` answers like `ip route get`: the longest match, and what the
 /// data plane itself finds for the address. `nva routes PREFIX` shows that route.
 fn route_lookup(fib: &Fib, arg: &str) -> Result<Value> {
+    // "ADDRESS@TABLE" looks up in that table instead of the address's own class.
+    let (arg, table) = match arg.split_once('@') {
+        Some((a, "east-west")) => (a, Some(Table::EastWest)),
+        Some((a, "north-south")) => (a, Some(Table::NorthSouth)),
+        Some((_, t)) => return Err(anyhow!("{t:?} is not a table (east-west, north-south)")),
+        None => (arg, None),
+    };
     if let Ok(addr) = arg.parse::<IpAddr>() {
-        let route = fib.longest_match(addr);
-        let class = fib.dataplane().classify(addr);
+        let class = match table {
+            Some(t) => t.class(),
+            None => fib.dataplane().classify(addr),
+        };
+        let route = match table {
+            Some(t) => fib.longest_match_in(t, addr),
+            None => fib.longest_match(addr),
+        };
         let dataplane = fib
             .dataplane()
             .lookup(class, addr)
@@ -180,7 +196,7 @@ fn route_lookup(fib: &Fib, arg: &str) -> Result<Value> {
     let routes: Vec<_> = fib
         .route_views()
         .into_iter()
-        .filter(|r| r.prefix == prefix.trunc())
+        .filter(|r| r.prefix == prefix.trunc() && table.is_none_or(|t| r.table == t))
         .collect();
     Ok(serde_json::to_value(routes)?)
 }

@@ -44,6 +44,9 @@ enum Command {
     Routes {
         /// An address (longest match) or a prefix (exact).
         target: Option<String>,
+        /// Only this table (east-west or north-south); for an address, look it up there.
+        #[arg(long, value_parser = ["east-west", "north-south"])]
+        table: Option<String>,
         #[command(flatten)]
         client: ClientArgs,
     },
@@ -110,9 +113,18 @@ fn real_main() -> Result<()> {
         Command::Stats(args) => client(&args, "stats", print_stats),
         Command::Routes {
             target,
+            table,
             client: args,
         } => {
-            let data = control::request_with(&args.socket, "routes", target.as_deref())?;
+            let arg = match (&target, &table) {
+                (Some(t), Some(table)) => Some(format!("{t}@{table}")),
+                (Some(t), None) => Some(t.clone()),
+                (None, _) => None,
+            };
+            let mut data = control::request_with(&args.socket, "routes", arg.as_deref())?;
+            if let (None, Some(table), Value::Array(routes)) = (&target, &table, &mut data) {
+                routes.retain(|r| r["table"] == table.as_str());
+            }
             if args.json {
                 println!("{}", serde_json::to_string_pretty(&data)?);
             } else if data.get("address").is_some() {
@@ -217,8 +229,8 @@ fn print_stats(d: &Value) {
 
 fn print_routes(d: &Value) {
     println!(
-        "{:<28} {:<10} {:<10} NEXT HOPS (live)",
-        "PREFIX", "SOURCE", "ACTION"
+        "{:<12} {:<28} {:<10} {:<10} NEXT HOPS (live)",
+        "TABLE", "PREFIX", "SOURCE", "ACTION"
     );
     for r in d.as_array().into_iter().flatten() {
         let list = |v: &Value| {
@@ -230,7 +242,8 @@ fn print_routes(d: &Value) {
                 .join(",")
         };
         println!(
-            "{:<28} {:<10} {:<10} {} ({})",
+            "{:<12} {:<28} {:<10} {:<10} {} ({})",
+            s(&r["table"]),
             s(&r["prefix"]),
             s(&r["source"]),
             s(&r["action"]),

@@ -186,4 +186,18 @@ fn east_west_north_south_and_segments() {
         .unwrap();
     assert_eq!(lookup["table"], "east-west");
     assert_eq!(lookup["route"]["prefix"], "10.200.2.0/24");
+    // The leaked route is there, in its own table only.
+    let leaked = nva
+        .cli(&[
+            "routes",
+            &server_unique_v4(2).to_string(),
+            "--table",
+            "north-south",
+        ])
+        .unwrap();
+    assert_eq!(leaked["route"]["prefix"], "10.200.2.0/25");
+    let ns_only = nva.cli(&["routes", "--table", "north-south"]).unwrap();
+    let ns_only = ns_only.as_array().unwrap();
+    assert!(ns_only.iter().all(|r| r["table"] == "north-south"));
+    assert!(ns_only.iter().any(|r| r["prefix"] == "0.0.0.0/0"));
 }

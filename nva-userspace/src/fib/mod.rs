@@ -796,7 +796,11 @@ impl Fib {
     /// The installed route a packet to `addr` matches: longest prefix in the table of
     /// the address's class (as the data plane classifies it without port overrides).
     pub fn longest_match(&self, addr: IpAddr) -> Option<RouteView> {
-        let table = self.classify(IpNet::from(addr));
+        self.longest_match_in(self.classify(IpNet::from(addr)), addr)
+    }
+
+    /// Longest prefix match for `addr` in one table.
+    pub fn longest_match_in(&self, table: Table, addr: IpAddr) -> Option<RouteView> {
         let max = if addr.is_ipv4() { 32 } else { 128 };
         (0..=max).rev().find_map(|len| {
             let prefix = IpNet::new(addr, len).ok()?.trunc();
