@@ -33,7 +33,7 @@ use crate::{
     health::{ProbeKind, ProbeSpec, Prober},
     metrics,
     netlink::{self, AddrInfo, LinkInfo, Neighbour, NetEvent, Netlink},
-    routing::{BgpFeed, NextHopResolver},
+    routing::{BgpFeed, NextHopResolver, Reconfigured},
 };
 
 /// An interface nva forwards between.
@@ -386,16 +386,23 @@ impl State {
     /// static routes. Only differences touch the data plane; unchanged routes keep
     /// forwarding throughout. On error the running state stays as it was as far as it
     /// got, and the error names what failed.
-    fn reload(&mut self, config: Config, links: &[LinkInfo], addrs: &[AddrInfo]) -> Result<()> {
+    fn reload(
+        &mut self,
+        config: Config,
+        links: &[LinkInfo],
+        addrs: &[AddrInfo],
+    ) -> Result<Option<Reconfigured>> {
         let (new_ifaces, planned) = plan(&config, links, addrs)?;
         if config.control != self.config.control {
             warn!("control.socket changes take effect at the next start");
         }
-        if config.bgp != self.config.bgp
+        let bgp_changed = config.bgp != self.config.bgp
             || config.policies != self.config.policies
             || config.prefix_lists != self.config.prefix_lists
-        {
-            warn!("BGP, policy and prefix-list changes take effect at the next start");
+            || (config.routes != self.config.routes
+                && config.bgp.as_ref().is_some_and(|b| b.announce_static));
+        if config.bgp.as_ref().map(|b| b.listen) != self.config.bgp.as_ref().map(|b| b.listen) {
+            warn!("bgp.listen changes take effect at the next start");
         }
         if load_options(&config) != *self.fib.dataplane().options() {
             warn!("dataplane.ipv4_fib_* changes take effect at the next start");
@@ -462,8 +469,43 @@ impl State {
             }
             info!(mode = ?config.dataplane.xdp_mode, "XDP re-attached in the new mode");
         }
+        let reconfigured = if bgp_changed {
+            self.reconfigure_bgp(&config)?
+        } else {
+            None
+        };
         self.config = config;
-        Ok(())
+        Ok(reconfigured)
+    }
+
+    /// BGP peers, policies or announcements changed: the feed adapts, and the daemon
+    /// starts/stops sessions as returned.
+    fn reconfigure_bgp(&mut self, config: &Config) -> Result<Option<Reconfigured>> {
+        let State {
+            bgp,
+            fib,
+            ifaces,
+            addrs,
+            ..
+        } = self;
+        let resolver = ConnectedResolver { ifaces, addrs };
+        let out = match bgp.as_mut() {
+            Some(feed) => Some(feed.reconfigure(config, fib, &resolver)?),
+            None => BgpFeed::new(config).map(|mut feed| {
+                let add = feed.session_configs();
+                let commands = feed.export_all();
+                *bgp = Some(feed);
+                Reconfigured {
+                    add,
+                    remove: Vec::new(),
+                    commands,
+                }
+            }),
+        };
+        if config.bgp.is_none() {
+            *bgp = None;
+        }
+        Ok(out)
     }
 
     /// Keeps the host route of a neighbour on a connected subnet of one of our ports in
@@ -853,7 +895,20 @@ pub async fn run(config: Config, config_path: PathBuf, socket: PathBuf) -> Resul
             }
             _ = sighup.recv() => {
                 match reload(&nl, &state).await {
-                    Ok(()) => info!("SIGHUP: configuration reloaded"),
+                    Ok(bgp) => {
+                        info!("SIGHUP: configuration reloaded");
+                        if let Some(r) = bgp {
+                            for peer in r.remove {
+                                speaker.remove_peer(peer).await;
+                            }
+                            for cfg in r.add {
+                                if let Err(e) = speaker.add_peer(cfg) {
+                                    warn!("SIGHUP: BGP peer not added: {e}");
+                                }
+                            }
+                            send_commands(&speaker, r.commands).await;
+                        }
+                    }
                     Err(e) => warn!("SIGHUP: configuration not reloaded: {e:#}"),
                 }
                 let mut st = state.lock().expect("state lock");
@@ -1012,7 +1067,7 @@ async fn send_commands(speaker: &Speaker, commands: Vec<(PeerId, BgpCommand)>) {
 }
 
 /// Re-reads the config file and applies it; a bad file changes nothing.
-async fn reload(nl: &Netlink, state: &Shared) -> Result<()> {
+async fn reload(nl: &Netlink, state: &Shared) -> Result<Option<Reconfigured>> {
     let path = state.lock().expect("state lock").config_path.clone();
     let config = Config::from_file(&path)?;
     let links = nl.links().await?;

@@ -51,6 +51,15 @@ pub struct PeerStatus {
     since: Instant,
 }
 
+/// What the daemon must do with the speaker after a reconfiguration.
+pub struct Reconfigured {
+    /// Sessions to start (new peers, and changed ones after they were removed).
+    pub add: Vec<PeerConfig>,
+    /// Sessions to stop (first).
+    pub remove: Vec<PeerId>,
+    pub commands: Vec<(PeerId, Command)>,
+}
+
 /// How to reach a BGP next hop: on a connected subnet of one of our ports.
 pub trait NextHopResolver {
     fn resolve(&self, via: IpAddr) -> Option<(NhKey, Port)>;
@@ -362,6 +371,123 @@ impl BgpFeed {
         commands.extend(self.export_changes(&changes));
         self.refresh_counts();
         Ok(commands)
+    }
+
+    /// Applies a new configuration (SIGHUP): peers added, removed or changed, new
+    /// policies and announcements. Import policy changes take effect through a route
+    /// refresh from the peer; session parameter changes restart that session.
+    pub fn reconfigure(
+        &mut self,
+        config: &config::Config,
+        fib: &mut Fib,
+        resolver: &dyn NextHopResolver,
+    ) -> Result<Reconfigured> {
+        let Some(new) = config.bgp.clone() else {
+            // BGP removed: every peer goes.
+            let remove: Vec<PeerId> = self.peers.keys().copied().collect();
+            let mut changes = Vec::new();
+            for p in &remove {
+                changes.extend(self.drop_peer(*p, "removed from the configuration"));
+            }
+            self.apply_changes(&changes, fib, resolver)?;
+            return Ok(Reconfigured {
+                add: Vec::new(),
+                remove,
+                commands: Vec::new(),
+            });
+        };
+        let identity_changed =
+            new.local_as != self.config.local_as || new.router_id != self.config.router_id;
+        if new.multipath != self.config.multipath || new.max_paths != self.config.max_paths {
+            warn!("bgp.multipath and bgp.max_paths changes take effect at the next start");
+        }
+        let old_sessions: HashMap<PeerId, PeerConfig> = self
+            .session_configs()
+            .into_iter()
+            .map(|c| (c.remote_addr, c))
+            .collect();
+        let old_peers = self.peer_configs.clone();
+        self.policies = config
+            .policies
+            .iter()
+            .map(|p| (p.name.clone(), p.clone()))
+            .collect();
+        self.prefix_lists = config
+            .prefix_lists
+            .iter()
+            .map(|l| (l.name.clone(), l.clone()))
+            .collect();
+        self.statics = if new.announce_static {
+            config.routes.iter().map(|r| r.prefix).collect()
+        } else {
+            Vec::new()
+        };
+        let (multipath, max_paths) = (self.config.multipath, self.config.max_paths);
+        self.config = new.clone();
+        self.config.multipath = multipath;
+        self.config.max_paths = max_paths;
+        self.peer_configs = new.peers.iter().map(|p| (p.address, p.clone())).collect();
+        let new_sessions: HashMap<PeerId, PeerConfig> = self
+            .session_configs()
+            .into_iter()
+            .map(|c| (c.remote_addr, c))
+            .collect();
+
+        let (mut add, mut remove, mut commands, mut changes) =
+            (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+        for (addr, old) in &old_sessions {
+            let table_changed = old_peers.get(addr).map(|p| p.table)
+                != self.peer_configs.get(addr).map(|p| p.table);
+            match new_sessions.get(addr) {
+                Some(cfg) if cfg == old && !identity_changed && !table_changed => {
+                    let import_changed = old_peers.get(addr).map(|p| &p.import)
+                        != self.peer_configs.get(addr).map(|p| &p.import);
+                    if import_changed {
+                        commands.push((*addr, Command::RouteRefresh));
+                    }
+                }
+                _ => {
+                    changes.extend(self.drop_peer(*addr, "reconfigured"));
+                    self.exported.remove(addr);
+                    remove.push(*addr);
+                    if let Some(cfg) = new_sessions.get(addr) {
+                        add.push(cfg.clone());
+                    }
+                }
+            }
+        }
+        for (addr, cfg) in &new_sessions {
+            if !old_sessions.contains_key(addr) {
+                add.push(cfg.clone());
+            }
+        }
+        for addr in remove.iter().filter(|a| !new_sessions.contains_key(a)) {
+            self.peers.remove(addr);
+        }
+        for p in &new.peers {
+            let entry = self.peers.entry(p.address).or_insert_with(|| PeerStatus {
+                name: p.name.clone(),
+                address: p.address,
+                remote_as: p.remote_as,
+                state: "idle",
+                uptime_secs: 0,
+                received: 0,
+                accepted: 0,
+                announced: 0,
+                last_error: None,
+                max_prefix_reached: false,
+                since: Instant::now(),
+            });
+            entry.name = p.name.clone();
+            entry.remote_as = p.remote_as;
+        }
+        self.apply_changes(&changes, fib, resolver)?;
+        commands.extend(self.export_all());
+        Ok(Reconfigured {
+            add,
+            remove,
+            commands,
+        })
     }
 
     /// Graceful-restart timer expiry for `peer`.

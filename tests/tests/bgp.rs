@@ -545,3 +545,73 @@ fn gobgp_peer_routes_reach_the_data_plane() {
     gobgp.gobgp(&["global", "rib", "del", "10.240.0.0/16"]);
     wait_route(&nva, "10.240.1.1", |r| r["route"].is_null());
 }
+
+fn sighup(nva: &NvaProcess, config: &str) {
+    std::fs::write(nva.config_path(), config).unwrap();
+    let ok = std::process::Command::new("kill")
+        .args(["-HUP", &nva.pid().unwrap().to_string()])
+        .status()
+        .unwrap()
+        .success();
+    assert!(ok);
+}
+
+#[test]
+fn sighup_adds_and_removes_peers_and_applies_new_policy() {
+    if !require_root("sighup_adds_and_removes_peers_and_applies_new_policy") {
+        return;
+    }
+    let _g = serial();
+    let lab = lab(2);
+    let s = |k: usize| {
+        format!(
+            "protocol static s4 {{ ipv4; route 10.200.{k}.0/24 via {0} {{ bgp_next_hop = {0}; }}; }}",
+            server_v4(k)
+        )
+    };
+    let _rs1 = Bird::start(&lab.rs, &bird_rs("10.0.255.4", &s(1), "")).unwrap();
+    let _rs2 = Bird::start(&lab.rs, &bird_rs("10.0.255.5", &s(2), "")).unwrap();
+    let only_rs1 = nva_config(&peer("rs1", "10.0.255.4", ""), "");
+    let nva = NvaProcess::start(&lab.hub.nva, &only_rs1).unwrap();
+    wait_route(&nva, &server_unique_v4(1).to_string(), |r| {
+        r["route"]["source"] == "bgp"
+    });
+    assert!(route(&nva, &server_unique_v4(2).to_string())["route"].is_null());
+
+    // Add rs2.
+    let both = nva_config(
+        &(peer("rs1", "10.0.255.4", "") + &peer("rs2", "10.0.255.5", "")),
+        "",
+    );
+    sighup(&nva, &both);
+    wait_until(WAIT, Duration::from_millis(100), || {
+        Ok(established(&nva, "rs2"))
+    })
+    .unwrap_or_else(|e| panic!("{e:#}\n{}", nva.log()));
+    wait_route(&nva, &server_unique_v4(2).to_string(), |r| {
+        r["route"]["source"] == "bgp"
+    });
+
+    // A new import policy for rs1 rejects its route (applied through a route refresh).
+    let strict = nva_config(
+        &(peer("rs1", "10.0.255.4", "import = \"no-10-200-1\"") + &peer("rs2", "10.0.255.5", "")),
+        "[[policies]]\nname = \"no-10-200-1\"\n[[policies.rules]]\nmatch = { prefix = [\"10.200.1.0/24\"] }\naction = \"reject\"\n",
+    );
+    sighup(&nva, &strict);
+    wait_route(&nva, &server_unique_v4(1).to_string(), |r| {
+        r["route"].is_null()
+    });
+    assert!(established(&nva, "rs1"), "the session itself was not reset");
+
+    // Remove rs2: its routes go, and it is no longer a peer.
+    let only_rs1_strict = strict.replace(&peer("rs2", "10.0.255.5", ""), "");
+    sighup(&nva, &only_rs1_strict);
+    wait_route(&nva, &server_unique_v4(2).to_string(), |r| {
+        r["route"].is_null()
+    });
+    let peers = nva.cli(&["bgp"]).unwrap();
+    assert!(
+        peers.as_array().unwrap().iter().all(|p| p["name"] != "rs2"),
+        "{peers}"
+    );
+}
