@@ -812,6 +812,13 @@ pub async fn run(config: Config, config_path: PathBuf, socket: PathBuf) -> Resul
         state.neighbour_route(n)?;
     }
     state.bgp = BgpFeed::new(&config);
+    if let Some(feed) = state.bgp.as_mut() {
+        let dp = state.fib.dataplane();
+        feed.set_restart_state(
+            dp.options().pin_dir.is_some(),
+            dp.previous_hash_seed().is_some(),
+        );
+    }
     if let Some(bgp) = &config.bgp {
         state.fib.set_mirror_bgp(bgp.kernel_routes);
     }

@@ -80,6 +80,9 @@ pub struct BgpFeed {
     installed: HashMap<IpNet, Table>,
     /// While nva is unhealthy: what its announcements become.
     degraded: Option<SickAction>,
+    /// Graceful restart, restarting side: (forwarding survives a restart, we just
+    /// restarted with it).
+    restart_state: (bool, bool),
 }
 
 /// What an unhealthy nva does with its announcements so that the route server moves
@@ -150,6 +153,7 @@ impl BgpFeed {
             },
             installed: HashMap::new(),
             degraded: None,
+            restart_state: (false, false),
             peers,
             config: bgp,
         })
@@ -190,9 +194,17 @@ impl BgpFeed {
                 if p.graceful_restart_time.is_some() {
                     c.graceful_restart_time = p.graceful_restart_time;
                 }
+                (c.gr_forwarding_preserved, c.gr_restarting) = self.restart_state;
                 c
             })
             .collect()
+    }
+
+    /// With a pinned data plane, forwarding survives a restart of nva: peers are asked
+    /// to keep our routes meanwhile (graceful restart), and after a restart the new
+    /// sessions say so (R and F bits) so the peers wait for our End-of-RIB.
+    pub fn set_restart_state(&mut self, forwarding_survives: bool, restarted: bool) {
+        self.restart_state = (forwarding_survives, forwarding_survives && restarted);
     }
 
     fn table_for(&self, peer: PeerId, prefix: &IpNet, fib: &Fib) -> Table {

@@ -326,3 +326,88 @@ fn a_sick_nva_withdraws_its_routes_and_comes_back() {
     })
     .unwrap_or_else(|e| panic!("{e:#}\n{}", nva1.log()));
 }
+
+/// A bpffs instance outside /sys (which `ip netns exec` remounts), unmounted on drop.
+struct BpfFs(std::path::PathBuf);
+
+impl BpfFs {
+    fn mount() -> BpfFs {
+        let dir = std::env::temp_dir().join(format!("nva-bpffs-{}", nva_tests::unique_suffix()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let ok = std::process::Command::new("mount")
+            .args(["-t", "bpf", "bpf"])
+            .arg(&dir)
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok);
+        BpfFs(dir)
+    }
+}
+
+impl Drop for BpfFs {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount").arg(&self.0).status();
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// nva restarts (SIGKILL, then a new nva) while it is the only path: its pinned XDP
+/// program keeps forwarding, and graceful restart keeps its routes at the route server
+/// (it advertised its families with the F bit), so the client never loses its route.
+#[test]
+fn restart_behind_a_route_server_keeps_routes_and_packets() {
+    if !require_root("restart_behind_a_route_server_keeps_routes_and_packets") {
+        return;
+    }
+    let _g = serial();
+    let bpffs = BpfFs::mount();
+    let lab = lab();
+    let bird = Bird::start(&lab.client, BIRD).unwrap();
+    let config = format!(
+        "[dataplane]\npin_path = \"{}\"\n{}",
+        bpffs.0.join("nva1").display(),
+        nva_config(1, false)
+    );
+    let mut first = NvaProcess::start(&lab.nvas[0], &config).unwrap();
+    wait_until(WAIT, Duration::from_millis(100), || {
+        Ok(client_nexthops(&lab) == ["10.0.11.1"])
+    })
+    .unwrap();
+    let sink = UdpSink::start(&lab.server, &[format!("{SERVICE}:7000").parse().unwrap()]).unwrap();
+    let sender = paced(&lab, 4000);
+    std::thread::sleep(Duration::from_millis(1000));
+    first.kill().unwrap();
+    // The route server keeps the routes of the restarting nva.
+    let t = Instant::now();
+    while t.elapsed() < Duration::from_millis(700) {
+        assert_eq!(
+            client_nexthops(&lab),
+            ["10.0.11.1"],
+            "route kept while nva restarts"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let second = NvaProcess::start(&lab.nvas[0], &config).unwrap();
+    let sent = sender.join().unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    let received: std::collections::HashSet<u32> =
+        arrivals(&sink).iter().map(|(n, _)| *n).collect();
+    let lost = (0..sent.len() as u32)
+        .filter(|n| !received.contains(n))
+        .count();
+    assert_eq!(lost, 0, "no packet lost across the restart");
+    wait_until(WAIT, Duration::from_millis(100), || {
+        Ok(bird
+            .birdc(&["show", "protocols", "nva1"])
+            .contains("Established"))
+    })
+    .unwrap();
+    assert_eq!(client_nexthops(&lab), ["10.0.11.1"]);
+    let stale = bird.birdc(&["show", "route", "10.100.0.0/16", "all"]);
+    assert!(
+        !stale.contains("stale"),
+        "refreshed after End-of-RIB: {stale}"
+    );
+    drop(second);
+}

@@ -72,6 +72,14 @@ pub struct PeerConfig {
     /// Advertise graceful restart (helper) with this restart time (s).
     #[serde(default = "default_gr")]
     pub graceful_restart_time: Option<u16>,
+    /// Restarting-speaker side of graceful restart (RFC 4724): list our families in the
+    /// capability so the peer keeps our routes while we restart, with the F bit set
+    /// when our forwarding state survives (nva's pinned XDP program).
+    #[serde(default)]
+    pub gr_forwarding_preserved: bool,
+    /// R bit: we have just restarted (the peer keeps our routes until our End-of-RIB).
+    #[serde(default)]
+    pub gr_restarting: bool,
     /// Offer RFC 8654 extended messages.
     #[serde(default = "default_true")]
     pub extended_message: bool,
@@ -150,6 +158,8 @@ impl PeerConfig {
             next_hop_v6: None,
             next_hop_v4: None,
             graceful_restart_time: default_gr(),
+            gr_forwarding_preserved: false,
+            gr_restarting: false,
             extended_message: true,
             enforce_first_as: false,
         }

@@ -3,7 +3,7 @@
 use std::net::SocketAddr;
 
 use super::codec::{
-    AS_TRANS, Capability, Family, GracefulRestart, Notification, Open, code, open_sub,
+    AS_TRANS, Capability, Family, GrFamily, GracefulRestart, Notification, Open, code, open_sub,
 };
 use super::config::PeerConfig;
 use super::event::SessionInfo;
@@ -23,11 +23,25 @@ pub fn local_open(cfg: &PeerConfig) -> Open {
     capabilities.push(Capability::RouteRefresh);
     capabilities.push(Capability::FourOctetAs(cfg.local_as));
     if let Some(t) = cfg.graceful_restart_time {
+        // Helper only, unless our forwarding survives a restart: then our families
+        // are listed (the peer keeps our routes while we restart) with the F bit.
+        let families = if cfg.gr_forwarding_preserved {
+            cfg.families()
+                .into_iter()
+                .map(|f| GrFamily {
+                    afi: f.afi(),
+                    safi: f.safi(),
+                    forwarding_preserved: cfg.gr_restarting,
+                })
+                .collect()
+        } else {
+            Vec::new()
+        };
         capabilities.push(Capability::GracefulRestart(GracefulRestart {
-            restarting: false,
+            restarting: cfg.gr_restarting,
             notification: false,
             restart_time: t.min(4095),
-            families: Vec::new(),
+            families,
         }));
     }
     if cfg.extended_message {
