@@ -253,6 +253,15 @@ impl State {
         if dp.counters(0).is_err() {
             problems.push("data-plane maps do not answer".into());
         }
+        if let Some(links) = dp.kernel_links()
+            && links < self.ifaces.len()
+            && self.config.dataplane.xdp_mode == XdpMode::Native
+        {
+            problems.push(format!(
+                "the kernel has {links} XDP links of nva's program for {} interfaces",
+                self.ifaces.len()
+            ));
+        }
         let tracked: Vec<IpAddr> = self.config.health.track.iter().map(|t| t.target).collect();
         for st in self.prober.status() {
             if tracked.contains(&st.spec.target) && !st.healthy {

@@ -285,6 +285,21 @@ impl Dataplane {
         }
     }
 
+    /// XDP links the kernel has for this program (checks that nothing detached it
+    /// behind our back, e.g. `bpftool link detach`); None when it cannot tell.
+    pub fn kernel_links(&self) -> Option<usize> {
+        let id = self.program().ok()?.info().ok()?.id();
+        Some(
+            aya::programs::loaded_links()
+                .filter_map(Result::ok)
+                .filter(|l| {
+                    l.program_id() == id
+                        && matches!(l.link_type(), Ok(aya::programs::links::LinkType::Xdp))
+                })
+                .count(),
+        )
+    }
+
     pub fn attached(&self) -> impl Iterator<Item = u32> + '_ {
         self.attached.iter().map(|(i, _)| *i)
     }
