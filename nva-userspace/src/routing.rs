@@ -85,6 +85,24 @@ pub struct BgpFeed {
     restart_state: (bool, bool),
 }
 
+impl PeerStatus {
+    fn new(p: &config::BgpPeer) -> Self {
+        PeerStatus {
+            name: p.name.clone(),
+            address: p.address,
+            remote_as: p.remote_as,
+            state: "idle",
+            uptime_secs: 0,
+            received: 0,
+            accepted: 0,
+            announced: 0,
+            last_error: None,
+            max_prefix_reached: false,
+            since: Instant::now(),
+        }
+    }
+}
+
 /// What an unhealthy nva does with its announcements so that the route server moves
 /// traffic to the other NVAs.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Deserialize, Serialize, Default)]
@@ -95,6 +113,15 @@ pub enum SickAction {
     Withdraw,
     /// Keep announcing with the local AS prepended this many extra times.
     Prepend(u8),
+}
+
+/// The table whose RIB is `ribs[i]`.
+fn table_at(i: usize) -> Table {
+    if i == 0 {
+        Table::EastWest
+    } else {
+        Table::NorthSouth
+    }
 }
 
 fn table_index(t: Table) -> usize {
@@ -110,24 +137,7 @@ impl BgpFeed {
         let peers = bgp
             .peers
             .iter()
-            .map(|p| {
-                (
-                    p.address,
-                    PeerStatus {
-                        name: p.name.clone(),
-                        address: p.address,
-                        remote_as: p.remote_as,
-                        state: "idle",
-                        uptime_secs: 0,
-                        received: 0,
-                        accepted: 0,
-                        announced: 0,
-                        last_error: None,
-                        max_prefix_reached: false,
-                        since: Instant::now(),
-                    },
-                )
-            })
+            .map(|p| (p.address, PeerStatus::new(p)))
             .collect();
         Some(Self {
             ribs: [
@@ -329,11 +339,7 @@ impl BgpFeed {
                     if teardown {
                         break;
                     }
-                    let table = if t == 0 {
-                        Table::EastWest
-                    } else {
-                        Table::NorthSouth
-                    };
+                    let table = table_at(t);
                     for c in self.ribs[t].update(peer, announced, &withdrawn) {
                         changes.push((table, c));
                     }
@@ -345,11 +351,7 @@ impl BgpFeed {
             }
             Event::EndOfRib { peer, family } => {
                 for (t, rib) in self.ribs.iter_mut().enumerate() {
-                    let table = if t == 0 {
-                        Table::EastWest
-                    } else {
-                        Table::NorthSouth
-                    };
+                    let table = table_at(t);
                     changes.extend(
                         rib.sweep_stale_family(peer, family)
                             .into_iter()
@@ -477,19 +479,10 @@ impl BgpFeed {
             self.peers.remove(addr);
         }
         for p in &new.peers {
-            let entry = self.peers.entry(p.address).or_insert_with(|| PeerStatus {
-                name: p.name.clone(),
-                address: p.address,
-                remote_as: p.remote_as,
-                state: "idle",
-                uptime_secs: 0,
-                received: 0,
-                accepted: 0,
-                announced: 0,
-                last_error: None,
-                max_prefix_reached: false,
-                since: Instant::now(),
-            });
+            let entry = self
+                .peers
+                .entry(p.address)
+                .or_insert_with(|| PeerStatus::new(p));
             entry.name = p.name.clone();
             entry.remote_as = p.remote_as;
         }
@@ -511,11 +504,7 @@ impl BgpFeed {
     ) -> Result<Vec<(PeerId, Command)>> {
         let mut changes = Vec::new();
         for (t, rib) in self.ribs.iter_mut().enumerate() {
-            let table = if t == 0 {
-                Table::EastWest
-            } else {
-                Table::NorthSouth
-            };
+            let table = table_at(t);
             changes.extend(rib.sweep_stale(peer).into_iter().map(|c| (table, c)));
         }
         self.apply_changes(&changes, fib, resolver)?;
@@ -532,11 +521,7 @@ impl BgpFeed {
         }
         let mut changes = Vec::new();
         for (t, rib) in self.ribs.iter_mut().enumerate() {
-            let table = if t == 0 {
-                Table::EastWest
-            } else {
-                Table::NorthSouth
-            };
+            let table = table_at(t);
             changes.extend(rib.peer_down(peer).into_iter().map(|c| (table, c)));
         }
         changes
@@ -761,7 +746,7 @@ impl BgpFeed {
         for (t, rib) in self.ribs.iter().enumerate() {
             for (peer, attrs, best, multipath) in rib.paths(prefix) {
                 out.push(serde_json::json!({
-                    "table": if t == 0 { "east-west" } else { "north-south" },
+                    "table": table_at(t).name(),
                     "peer": peer,
                     "as_path": attrs.as_path.to_string(),
                     "next_hop": crate::bgp::import::next_hop_addr(&attrs.next_hop),
