@@ -6,14 +6,12 @@
 //! scheme. Entries are written one u32 at a time (a single atomic store), and a /24
 //! is only switched to its 256-entry block after the block is filled, so the data
 //! plane never sees a half-written or missing route while a route changes.
-use std::{
-    collections::HashMap,
-    sync::atomic::{AtomicU32, Ordering},
-};
+use std::sync::atomic::{AtomicU32, Ordering};
 
 use anyhow::{Result, bail};
 use ipnet::Ipv4Net;
 use nva_common::{DIR_EXT, DIR8_BLOCKS, DIR24_ENTRIES};
+use rustc_hash::FxHashMap;
 
 /// Table storage: the BPF arrays through mmap, or plain memory in unit tests.
 pub trait Cells {
@@ -99,7 +97,7 @@ pub struct Dir24<C: Cells> {
     /// Prefixes longer than /24 per block; a block is freed when it has none.
     block_routes: Vec<u32>,
     free_blocks: Vec<u32>,
-    routes: HashMap<Ipv4Net, u32>,
+    routes: FxHashMap<Ipv4Net, u32>,
 }
 
 impl<C: Cells> Dir24<C> {
@@ -112,7 +110,7 @@ impl<C: Cells> Dir24<C> {
             depth8: vec![0; DIR8_BLOCKS as usize * 256],
             block_routes: vec![0; DIR8_BLOCKS as usize],
             free_blocks: (0..DIR8_BLOCKS).rev().collect(),
-            routes: HashMap::new(),
+            routes: FxHashMap::default(),
         }
     }
 
@@ -271,7 +269,7 @@ impl<C: Cells> Dir24<C> {
 
 #[cfg(test)]
 mod tests {
-    use std::net::Ipv4Addr;
+    use std::{collections::HashMap, net::Ipv4Addr};
 
     use super::*;
 

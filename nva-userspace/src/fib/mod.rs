@@ -24,6 +24,7 @@ use nva_common::{
     MAX_NEXTHOPS, NH_RESOLVED, NH_VALID, NextHop, ROUTE_BLACKHOLE, ROUTE_CONNECTED, ROUTE_FORWARD,
     ROUTE_LOCAL, Route,
 };
+use rustc_hash::FxHashMap;
 use serde::Serialize;
 
 use crate::{dataplane::Dataplane, netlink::routes::KernelRoute};
@@ -164,6 +165,44 @@ pub fn format_mac(mac: &[u8; 6]) -> String {
         .join(":")
 }
 
+/// The routes of every source for one prefix, ordered by preference (last = most
+/// preferred). A prefix rarely has more than one or two, so a small sorted vector.
+#[derive(Clone, Debug, Default)]
+struct Sources(Vec<(Source, Target)>);
+
+impl Sources {
+    fn insert(&mut self, source: Source, target: Target) -> Option<Target> {
+        match self.0.binary_search_by_key(&source, |(s, _)| *s) {
+            Ok(i) => Some(std::mem::replace(&mut self.0[i].1, target)),
+            Err(i) => {
+                self.0.insert(i, (source, target));
+                None
+            }
+        }
+    }
+
+    fn remove(&mut self, source: &Source) -> Option<Target> {
+        let i = self.0.binary_search_by_key(source, |(s, _)| *s).ok()?;
+        Some(self.0.remove(i).1)
+    }
+
+    fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    fn contains_key(&self, source: &Source) -> bool {
+        self.0.iter().any(|(s, _)| s == source)
+    }
+
+    fn iter(&self) -> impl DoubleEndedIterator<Item = (&Source, &Target)> {
+        self.0.iter().map(|(s, t)| (s, t))
+    }
+
+    fn values(&self) -> impl Iterator<Item = &Target> {
+        self.0.iter().map(|(_, t)| t)
+    }
+}
+
 /// The data plane's route tables: east-west (private destinations) and north-south
 /// (everything else). A packet is looked up only in its own class's table.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
@@ -208,9 +247,9 @@ pub struct Fib {
     groups: BTreeMap<u32, Group>,
     group_ids: HashMap<Vec<NhId>, u32>,
     /// Every source's route per table and prefix.
-    rib: BTreeMap<(Table, IpNet), BTreeMap<Source, Target>>,
+    rib: FxHashMap<(Table, IpNet), Sources>,
     /// What is in the data plane per table and prefix.
-    installed: BTreeMap<(Table, IpNet), Installed>,
+    installed: FxHashMap<(Table, IpNet), Installed>,
     /// Kernel route changes not yet taken by the daemon (see `take_kernel_ops`).
     kernel_ops: Vec<KernelOp>,
     stats: FibStats,
@@ -239,8 +278,8 @@ impl Fib {
             nh_ids: HashMap::new(),
             groups: BTreeMap::new(),
             group_ids: HashMap::new(),
-            rib: BTreeMap::new(),
-            installed: BTreeMap::new(),
+            rib: FxHashMap::default(),
+            installed: FxHashMap::default(),
             kernel_ops: Vec::new(),
             stats: FibStats::default(),
             keep_dead_routes: false,
@@ -278,16 +317,6 @@ impl Fib {
             Target::Blackhole => Some(KernelRoute::Blackhole),
             _ => None,
         }
-    }
-
-    /// What the kernel should have for a prefix: east-west's route if it has one to
-    /// mirror, else north-south's (the kernel has one table).
-    fn kernel_view(&self, prefix: IpNet) -> Option<KernelRoute> {
-        Table::ALL.iter().find_map(|t| {
-            self.installed
-                .get(&(*t, prefix))
-                .and_then(|i| self.kernel_route(i.source, &i.target))
-        })
     }
 
     /// Sets the east-west destination prefixes (everything else is north-south) and
@@ -433,17 +462,30 @@ impl Fib {
         let started = std::time::Instant::now();
         let key = (table, prefix);
         let before = self.installed.get(&key).cloned();
-        let kernel_before = self.kernel_view(prefix);
         let result = self.reinstall_inner(table, prefix);
         let after = self.installed.get(&key);
-        if before.as_ref().map(|i| (&i.source, &i.target)) != after.map(|i| (&i.source, &i.target))
+        if before.as_ref().map(|i| (&i.source, &i.target)) == after.map(|i| (&i.source, &i.target))
         {
-            let secs = started.elapsed().as_secs_f64();
-            self.stats.updates += 1;
-            self.stats.seconds += secs;
-            self.stats.max_seconds = self.stats.max_seconds.max(secs);
+            return result;
         }
-        let kernel_after = self.kernel_view(prefix);
+        let secs = started.elapsed().as_secs_f64();
+        self.stats.updates += 1;
+        self.stats.seconds += secs;
+        self.stats.max_seconds = self.stats.max_seconds.max(secs);
+        // The kernel's view of the prefix: east-west's route if it is mirrored, else
+        // north-south's. Only this table's entry changed.
+        let view = |inst: Option<&Installed>, fib: &Fib| {
+            Table::ALL.iter().find_map(|t| {
+                let i = if *t == table {
+                    inst
+                } else {
+                    fib.installed.get(&(*t, prefix))
+                };
+                i.and_then(|i| fib.kernel_route(i.source, &i.target))
+            })
+        };
+        let kernel_before = view(before.as_ref(), self);
+        let kernel_after = view(self.installed.get(&key), self);
         if kernel_before != kernel_after {
             self.kernel_ops.push((prefix, kernel_after));
         }
@@ -524,6 +566,13 @@ impl Fib {
     }
 
     fn acquire_group(&mut self, members: &[NhId]) -> Result<u32> {
+        // Usually already sorted and unique: look it up without allocating.
+        if members.windows(2).all(|w| w[0] < w[1])
+            && let Some(&id) = self.group_ids.get(members)
+        {
+            self.groups.get_mut(&id).expect("indexed group").refs += 1;
+            return Ok(id);
+        }
         let mut members = members.to_vec();
         members.sort_unstable();
         members.dedup();
@@ -829,10 +878,12 @@ impl Fib {
         }
     }
 
+    /// Installed routes, sorted by table and prefix.
     pub fn route_views(&self) -> Vec<RouteView> {
-        self.installed
-            .iter()
-            .map(|((table, prefix), inst)| self.route_view(*table, prefix, inst))
+        let mut keys: Vec<&(Table, IpNet)> = self.installed.keys().collect();
+        keys.sort();
+        keys.into_iter()
+            .map(|k| self.route_view(k.0, &k.1, &self.installed[k]))
             .collect()
     }
 
