@@ -225,12 +225,13 @@ impl BgpFeed {
         }
     }
 
-    fn policy_ctx(&self) -> PolicyContext<'_> {
+    fn policy_ctx(&self, table: Option<Table>) -> PolicyContext<'_> {
         PolicyContext {
             local_as: self.config.local_as,
             local_next_hop_v4: None,
             local_next_hop_v6: None,
             prefix_lists: &self.prefix_lists,
+            table: table.map(Table::name),
         }
     }
 
@@ -283,11 +284,13 @@ impl BgpFeed {
                     let t = table_index(self.table_for(peer, &prefix, fib));
                     per_table[t].1.push(prefix);
                 }
-                let ctx = self.policy_ctx();
                 for (prefix, attrs) in announced {
-                    let t = table_index(self.table_for(peer, &prefix, fib));
+                    let table = self.table_for(peer, &prefix, fib);
+                    let t = table_index(table);
                     let accepted = match &import {
-                        Some(policy) => policy.apply(&prefix, &attrs, &ctx).map(Arc::new),
+                        Some(policy) => policy
+                            .apply(&prefix, &attrs, &self.policy_ctx(Some(table)))
+                            .map(Arc::new),
                         None => Some(attrs),
                     };
                     match accepted {
@@ -613,20 +616,22 @@ impl BgpFeed {
     fn export_for(&self, peer: PeerId, prefix: &IpNet) -> Option<Arc<PathAttrs>> {
         let cfg = self.peer_configs.get(&peer)?;
         let policy = cfg.export.as_ref().and_then(|n| self.policies.get(n));
+        let mut table = None;
         let candidate = if self.config.announce.contains(prefix) || self.statics.contains(prefix) {
             Some(Self::originated())
         } else if policy.is_some() {
             // A learned route: not back to the peer it came from (split horizon), not
             // from iBGP to iBGP.
-            let learned = self.ribs.iter().find_map(|rib| {
+            let learned = self.ribs.iter().enumerate().find_map(|(i, rib)| {
                 rib.paths(prefix)
                     .into_iter()
                     .find(|(_, _, best, _)| *best)
                     .filter(|(from, ..)| *from != peer)
-                    .map(|(from, attrs, ..)| (from, attrs))
+                    .map(|(from, attrs, ..)| (from, attrs, table_at(i)))
             });
             match learned {
-                Some((from, attrs)) => {
+                Some((from, attrs, t)) => {
+                    table = Some(t);
                     let from_ibgp = self
                         .peer_configs
                         .get(&from)
@@ -649,7 +654,7 @@ impl BgpFeed {
         // Well-known communities, AS prepend and next-hop-self are applied by the
         // session (bgp::export) when it sends.
         let attrs = match policy {
-            Some(p) => Arc::new(p.apply(prefix, &attrs, &self.policy_ctx())?),
+            Some(p) => Arc::new(p.apply(prefix, &attrs, &self.policy_ctx(table))?),
             None => attrs,
         };
         match self.degraded {

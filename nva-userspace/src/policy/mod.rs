@@ -202,6 +202,10 @@ pub struct Match {
     /// The next hop is inside any of these networks.
     #[serde(default)]
     pub next_hop: Option<Vec<IpNet>>,
+    /// The route is in this table ("east-west" or "north-south"): lets export policy
+    /// announce each table's routes to different peers.
+    #[serde(default)]
+    pub table: Option<String>,
 }
 
 #[derive(Clone, Debug, Default, Deserialize, Serialize, PartialEq)]
@@ -265,6 +269,8 @@ pub struct PolicyContext<'a> {
     pub local_next_hop_v4: Option<Ipv4Addr>,
     pub local_next_hop_v6: Option<Ipv6Addr>,
     pub prefix_lists: &'a HashMap<String, PrefixList>,
+    /// The table of the route being evaluated, when known.
+    pub table: Option<&'a str>,
 }
 
 /// The result of [`Policy::apply_routes`].
@@ -287,6 +293,11 @@ fn is_v6(prefix: &IpNet) -> bool {
 
 impl Match {
     pub fn matches(&self, prefix: &IpNet, attrs: &PathAttrs, ctx: &PolicyContext) -> bool {
+        if let Some(t) = &self.table
+            && ctx.table != Some(t.as_str())
+        {
+            return false;
+        }
         if let Some(f) = self.family
             && (f == AddressFamily::Ipv6) != is_v6(prefix)
         {
@@ -341,6 +352,12 @@ impl Match {
     }
 
     fn validate(&self, field: &str, prefix_lists: &HashMap<String, PrefixList>) -> Result<()> {
+        if let Some(t) = &self.table
+            && t != "east-west"
+            && t != "north-south"
+        {
+            bail!("{field}.table: {t:?} is not a table (east-west, north-south)");
+        }
         if let Some(name) = &self.prefix_list {
             let Some(list) = prefix_lists.get(name) else {
                 bail!("{field}.prefix_list: no prefix list {name:?}");

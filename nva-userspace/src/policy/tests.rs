@@ -41,6 +41,7 @@ fn ctx(lists: &HashMap<String, PrefixList>) -> PolicyContext<'_> {
         local_next_hop_v4: Some(Ipv4Addr::new(192, 0, 2, 1)),
         local_next_hop_v6: Some("2001:db8::1".parse().unwrap()),
         prefix_lists: lists,
+        table: None,
     }
 }
 
@@ -830,4 +831,37 @@ fn timing_import_policy_full_table() {
          {accepted} accepted, at most {most} distinct attribute sets out of a batch",
         t.elapsed(),
     );
+}
+
+#[test]
+fn table_match_follows_the_route_table() {
+    let l = lists();
+    let m = Match {
+        table: Some("east-west".into()),
+        ..Match::default()
+    };
+    let p = one_rule(m, Set::default(), Action::Accept);
+    let route = net("10.1.0.0/16");
+    for (table, accepted) in [
+        (Some("east-west"), true),
+        (Some("north-south"), false),
+        (None, false),
+    ] {
+        let c = PolicyContext { table, ..ctx(&l) };
+        assert_eq!(
+            p.apply(&route, &attrs(&[1]), &c).is_some(),
+            accepted,
+            "{table:?}"
+        );
+    }
+    let bad = one_rule(
+        Match {
+            table: Some("south".into()),
+            ..Match::default()
+        },
+        Set::default(),
+        Action::Accept,
+    );
+    let err = bad.validate("policies[0]", &l).unwrap_err().to_string();
+    assert!(err.contains("policies[0].rules[0].match.table"), "{err}");
 }
