@@ -7,6 +7,7 @@
 
 #![warn(missing_docs)]
 
+pub mod bpffs;
 pub mod checksum;
 pub mod daemons;
 pub mod frames;

@@ -268,3 +268,27 @@ impl Hub {
         Ok(())
     }
 }
+
+/// An nva config for a hub of `n` servers: all interfaces, and the service prefixes
+/// (10.100.0.0/16, fd00:100::/64) over every server as ECMP next hops.
+pub fn ecmp_config(n: usize) -> String {
+    let mut c = format!("[[interfaces]]\nname = \"{NVA_CLIENT_PORT}\"\n");
+    for k in 1..=n {
+        c += &format!("[[interfaces]]\nname = \"{}\"\n", server_port(k));
+    }
+    let v4: Vec<String> = (1..=n)
+        .map(|k| format!("{{ via = \"{}\" }}", server_v4(k)))
+        .collect();
+    let v6: Vec<String> = (1..=n)
+        .map(|k| format!("{{ via = \"{}\" }}", server_v6(k)))
+        .collect();
+    c += &format!(
+        "[[routes]]\nprefix = \"10.100.0.0/16\"\nnexthops = [{}]\n",
+        v4.join(", ")
+    );
+    c += &format!(
+        "[[routes]]\nprefix = \"fd00:100::/64\"\nnexthops = [{}]\n",
+        v6.join(", ")
+    );
+    c
+}

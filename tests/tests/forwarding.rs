@@ -13,34 +13,13 @@ use nva_tests::{
     frames::{eth_ipv4_udp, eth_ipv6_udp, fix_ipv4_checksum},
     inject_frames, nva_binary, ping, require_root, send_flows_from, serial, tcp_echo_server,
     tcp_roundtrip,
-    topology::{
-        CLIENT_V4, CLIENT_V6, HOST_IF, NVA_CLIENT_PORT, SERVICE_V4, SERVICE_V6, server_v4,
-        server_v6,
-    },
+    topology::{CLIENT_V4, CLIENT_V6, HOST_IF, NVA_CLIENT_PORT, SERVICE_V4, SERVICE_V6, server_v4},
     wait_until,
 };
 
 /// Config routing the service prefixes over servers 1..=n (ECMP).
 fn hub_config(n: usize) -> String {
-    let mut c = String::from("[[interfaces]]\nname = \"c0\"\n");
-    for k in 1..=n {
-        c += &format!("[[interfaces]]\nname = \"s{k}\"\n");
-    }
-    let v4: Vec<String> = (1..=n)
-        .map(|k| format!("{{ via = \"{}\" }}", server_v4(k)))
-        .collect();
-    let v6: Vec<String> = (1..=n)
-        .map(|k| format!("{{ via = \"{}\" }}", server_v6(k)))
-        .collect();
-    c += &format!(
-        "[[routes]]\nprefix = \"10.100.0.0/16\"\nnexthops = [{}]\n",
-        v4.join(", ")
-    );
-    c += &format!(
-        "[[routes]]\nprefix = \"fd00:100::/64\"\nnexthops = [{}]\n",
-        v6.join(", ")
-    );
-    c
+    nva_tests::topology::ecmp_config(n)
 }
 
 fn start(hub: &Hub, n: usize) -> NvaProcess {

@@ -327,31 +327,6 @@ fn a_sick_nva_withdraws_its_routes_and_comes_back() {
     .unwrap_or_else(|e| panic!("{e:#}\n{}", nva1.log()));
 }
 
-/// A bpffs instance outside /sys (which `ip netns exec` remounts), unmounted on drop.
-struct BpfFs(std::path::PathBuf);
-
-impl BpfFs {
-    fn mount() -> BpfFs {
-        let dir = std::env::temp_dir().join(format!("nva-bpffs-{}", nva_tests::unique_suffix()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let ok = std::process::Command::new("mount")
-            .args(["-t", "bpf", "bpf"])
-            .arg(&dir)
-            .status()
-            .unwrap()
-            .success();
-        assert!(ok);
-        BpfFs(dir)
-    }
-}
-
-impl Drop for BpfFs {
-    fn drop(&mut self) {
-        let _ = std::process::Command::new("umount").arg(&self.0).status();
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
 /// nva restarts (SIGKILL, then a new nva) while it is the only path: its pinned XDP
 /// program keeps forwarding, and graceful restart keeps its routes at the route server
 /// (it advertised its families with the F bit), so the client never loses its route.
@@ -361,7 +336,7 @@ fn restart_behind_a_route_server_keeps_routes_and_packets() {
         return;
     }
     let _g = serial();
-    let bpffs = BpfFs::mount();
+    let bpffs = nva_tests::bpffs::BpfFs::mount().unwrap();
     let lab = lab();
     let bird = Bird::start(&lab.client, BIRD).unwrap();
     let config = format!(

@@ -4,42 +4,14 @@
 use std::{
     collections::{BTreeMap, BTreeSet},
     net::{Ipv4Addr, SocketAddr, UdpSocket},
-    path::PathBuf,
-    process::Command,
     time::{Duration, Instant},
 };
 
 use nva_tests::{
     Hub, NvaProcess, UdpSink, require_root, serial,
     topology::{NVA_CLIENT_PORT, SERVICE_V4, server_v4},
-    unique_suffix, wait_until,
+    wait_until,
 };
-
-/// A bpffs instance mounted for this test (outside /sys, which `ip netns exec`
-/// remounts), unmounted on drop.
-struct BpfFs(PathBuf);
-
-impl BpfFs {
-    fn mount() -> BpfFs {
-        let dir = std::env::temp_dir().join(format!("nva-bpffs-{}", unique_suffix()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let ok = Command::new("mount")
-            .args(["-t", "bpf", "bpf"])
-            .arg(&dir)
-            .status()
-            .unwrap()
-            .success();
-        assert!(ok, "mounting bpffs at {}", dir.display());
-        BpfFs(dir)
-    }
-}
-
-impl Drop for BpfFs {
-    fn drop(&mut self) {
-        let _ = Command::new("umount").arg(&self.0).status();
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
 
 fn config(pin: &std::path::Path) -> String {
     format!(
@@ -62,7 +34,7 @@ fn killing_and_restarting_nva_loses_no_packet() {
         return;
     }
     let _g = serial();
-    let bpffs = BpfFs::mount();
+    let bpffs = nva_tests::bpffs::BpfFs::mount().unwrap();
     let hub = Hub::build(2).unwrap();
     let cfg = config(&bpffs.0);
     let mut first = NvaProcess::start(&hub.nva, &cfg).unwrap();

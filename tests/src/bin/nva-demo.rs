@@ -9,9 +9,7 @@ use std::{
 
 use anyhow::{Result, bail};
 use nva_tests::{
-    Hub, NvaProcess, UdpSink, ping, require_root, send_flows_from,
-    topology::{HOST_IF, server_v4, server_v6},
-    wait_until,
+    Hub, NvaProcess, UdpSink, ping, require_root, send_flows_from, topology::HOST_IF, wait_until,
 };
 
 const SERVERS: usize = 3;
@@ -19,27 +17,10 @@ const FLOWS: u16 = 300;
 
 /// The embedded default config: three ECMP next hops for the service prefixes.
 fn config() -> String {
-    let mut c = String::from(
-        "# nva demo config\n[dataplane]\nno_route = \"pass\"\n\n[[interfaces]]\nname = \"c0\"\n",
-    );
-    for k in 1..=SERVERS {
-        c += &format!("[[interfaces]]\nname = \"s{k}\"\n");
-    }
-    let v4: Vec<String> = (1..=SERVERS)
-        .map(|k| format!("{{ via = \"{}\" }}", server_v4(k)))
-        .collect();
-    let v6: Vec<String> = (1..=SERVERS)
-        .map(|k| format!("{{ via = \"{}\" }}", server_v6(k)))
-        .collect();
-    c += &format!(
-        "\n[[routes]]\nprefix = \"10.100.0.0/16\"\nnexthops = [{}]\n",
-        v4.join(", ")
-    );
-    c += &format!(
-        "\n[[routes]]\nprefix = \"fd00:100::/64\"\nnexthops = [{}]\n",
-        v6.join(", ")
-    );
-    c
+    format!(
+        "# nva demo config\n[dataplane]\nno_route = \"pass\"\n\n{}",
+        nva_tests::topology::ecmp_config(SERVERS)
+    )
 }
 
 fn banner(text: &str) {
