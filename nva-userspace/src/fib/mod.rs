@@ -11,11 +11,9 @@
 //! A next hop that goes down (link down, neighbour FAILED) is taken out of every group
 //! by rewriting only its buckets (resilient hashing); other flows keep their path.
 pub mod buckets;
+mod slots;
 
-use std::{
-    collections::{BTreeMap, HashMap},
-    net::IpAddr,
-};
+use std::{collections::HashMap, net::IpAddr};
 
 use anyhow::{Context, Result, bail};
 use ipnet::IpNet;
@@ -29,6 +27,7 @@ use serde::Serialize;
 
 use crate::{dataplane::Dataplane, netlink::routes::KernelRoute};
 use buckets::NhId;
+use slots::Slots;
 
 /// A change the kernel's routing table must follow (None = remove nva's route).
 pub type KernelOp = (IpNet, Option<KernelRoute>);
@@ -242,9 +241,9 @@ pub struct Fib {
     dp: Dataplane,
     /// Prefixes whose destinations are east-west.
     east_west: Vec<IpNet>,
-    nexthops: BTreeMap<NhId, NhEntry>,
+    nexthops: Slots<NhId, NhEntry>,
     nh_ids: HashMap<NhKey, NhId>,
-    groups: BTreeMap<u32, Group>,
+    groups: Slots<u32, Group>,
     group_ids: HashMap<Vec<NhId>, u32>,
     /// Every source's route per table and prefix.
     rib: FxHashMap<(Table, IpNet), Sources>,
@@ -274,9 +273,9 @@ impl Fib {
         Self {
             dp,
             east_west: Vec::new(),
-            nexthops: BTreeMap::new(),
+            nexthops: Slots::new(),
             nh_ids: HashMap::new(),
-            groups: BTreeMap::new(),
+            groups: Slots::new(),
             group_ids: HashMap::new(),
             rib: FxHashMap::default(),
             installed: FxHashMap::default(),
@@ -711,7 +710,7 @@ impl Fib {
             .groups
             .iter()
             .filter(|(_, g)| g.members.contains(&id))
-            .map(|(gid, _)| *gid)
+            .map(|(gid, _)| gid)
             .collect();
         for gid in affected {
             let live = self.live(&self.groups[&gid].members);
@@ -743,7 +742,7 @@ impl Fib {
             .nexthops
             .iter()
             .filter(|(_, nh)| nh.key.via == via && nh.probe_down == healthy)
-            .map(|(id, _)| *id)
+            .map(|(id, _)| id)
             .collect();
         for id in ids {
             let nh = self.nexthops.get_mut(&id).expect("present");
@@ -760,7 +759,7 @@ impl Fib {
             .nexthops
             .iter()
             .filter(|(_, nh)| nh.key.ifindex == ifindex)
-            .map(|(id, _)| *id)
+            .map(|(id, _)| id)
             .collect();
         for id in ids {
             let nh = self.nexthops.get_mut(&id).expect("present");
@@ -788,7 +787,7 @@ impl Fib {
             .nexthops
             .iter()
             .filter(|(_, nh)| nh.key.via == ip && nh.key.ifindex == ifindex)
-            .map(|(id, _)| *id)
+            .map(|(id, _)| id)
             .collect();
         for id in ids {
             let nh = self.nexthops.get_mut(&id).expect("present");
@@ -826,7 +825,7 @@ impl Fib {
         self.nexthops
             .iter()
             .map(|(id, nh)| NextHopView {
-                id: *id,
+                id,
                 via: nh.key.via,
                 dev: nh.port.name.clone(),
                 ifindex: nh.key.ifindex,
