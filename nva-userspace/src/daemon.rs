@@ -1096,18 +1096,41 @@ async fn reload(nl: &Netlink, state: &Shared) -> Result<Option<Reconfigured>> {
         .reload(config, &links, &addrs)
 }
 
-/// Applies kernel route changes in order, off the lock, on their own task.
+/// Applies kernel route changes off the lock, on their own task.
+///
+/// Only each prefix's final state matters, so what is queued is coalesced per prefix and
+/// up to 64 requests are in flight at once: a full table reaches the kernel in seconds
+/// instead of one netlink round trip per route.
 fn spawn_kernel_sync(nl: Netlink) -> mpsc::UnboundedSender<KernelOp> {
+    use futures::StreamExt;
     let (tx, mut rx) = mpsc::unbounded_channel::<KernelOp>();
     tokio::spawn(async move {
-        while let Some((prefix, route)) = rx.recv().await {
-            let result = match &route {
-                Some(route) => nl.replace_route(prefix, route).await,
-                None => nl.delete_route(prefix).await,
-            };
-            if let Err(e) = result {
-                warn!("kernel route sync: {e:#}");
+        while let Some(first) = rx.recv().await {
+            let mut latest: HashMap<IpNet, Option<crate::netlink::routes::KernelRoute>> =
+                HashMap::new();
+            latest.insert(first.0, first.1);
+            while latest.len() < 8192 {
+                match rx.try_recv() {
+                    Ok((prefix, route)) => {
+                        latest.insert(prefix, route);
+                    }
+                    Err(_) => break,
+                }
             }
+            futures::stream::iter(latest)
+                .for_each_concurrent(64, |(prefix, route)| {
+                    let nl = nl.clone();
+                    async move {
+                        let result = match &route {
+                            Some(route) => nl.replace_route(prefix, route).await,
+                            None => nl.delete_route(prefix).await,
+                        };
+                        if let Err(e) = result {
+                            warn!("kernel route sync: {e:#}");
+                        }
+                    }
+                })
+                .await;
         }
     });
     tx

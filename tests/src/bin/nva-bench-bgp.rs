@@ -120,6 +120,8 @@ fn main() -> Result<()> {
         bail!("run as root");
     }
     let quick = std::env::args().any(|a| a == "--quick");
+    // --kernel: also mirror the routes into the kernel and time that.
+    let kernel = std::env::args().any(|a| a == "--kernel");
     let (n4, n6) = if quick {
         (100_000, 20_000)
     } else {
@@ -151,7 +153,7 @@ name = "f0"
 [bgp]
 local_as = 65001
 router_id = "10.0.250.1"
-kernel_routes = false
+kernel_routes = KERNEL
 [[bgp.peers]]
 name = "feed"
 address = "10.0.250.2"
@@ -159,7 +161,8 @@ remote_as = 65100
 hold_time = 90
 connect_retry = 1
 "#;
-    let nva = NvaProcess::start(&nva_ns, config)?;
+    let config = config.replace("KERNEL", if kernel { "true" } else { "false" });
+    let nva = NvaProcess::start(&nva_ns, &config)?;
     let pid = nva.pid().context("nva pid")?;
     let (base4, base6) = routes(&nva);
     let rss_before = rss_mib(pid);
@@ -249,6 +252,24 @@ connect_retry = 1
         std::thread::sleep(Duration::from_millis(100));
     }
     let converge = start.elapsed();
+    let kernel_time = if kernel {
+        // IPv4 routes of nva's protocol in the kernel (one per line).
+        loop {
+            let n = nva_ns
+                .exec_ok(&["ip", "-4", "route", "show", "proto", "250"])?
+                .lines()
+                .count();
+            if n >= n4 {
+                break Some(start.elapsed());
+            }
+            if start.elapsed() > Duration::from_secs(900) {
+                break None;
+            }
+            std::thread::sleep(Duration::from_millis(500));
+        }
+    } else {
+        None
+    };
     let rss = rss_mib(pid);
     let total = (n4 + n6) as f64;
     println!(
@@ -274,5 +295,11 @@ connect_retry = 1
         "| routes installed (IPv4, IPv6) | {} / {} |",
         last.0, last.1
     );
+    if let Some(t) = kernel_time {
+        println!(
+            "| time until the kernel has every IPv4 route (bgp.kernel_routes) | {:.2} s |",
+            t.as_secs_f64()
+        );
+    }
     Ok(())
 }
