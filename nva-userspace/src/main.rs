@@ -171,6 +171,16 @@ fn s(v: &Value) -> String {
     }
 }
 
+/// The elements of a JSON array; nothing for any other value.
+fn items(v: &Value) -> impl Iterator<Item = &Value> {
+    v.as_array().into_iter().flatten()
+}
+
+/// A JSON array of scalars as one comma-separated cell.
+fn join_list(v: &Value) -> String {
+    items(v).map(s).collect::<Vec<_>>().join(",")
+}
+
 fn print_status(d: &Value) {
     println!(
         "nva {}  up {}s  xdp {}  no-route {}",
@@ -194,7 +204,7 @@ fn print_status(d: &Value) {
         "{:<16} {:>7} {:>5} {:>6} {:>8}",
         "INTERFACE", "IFINDEX", "UP", "MTU", "ATTACHED"
     );
-    for i in d["interfaces"].as_array().into_iter().flatten() {
+    for i in items(&d["interfaces"]) {
         println!(
             "{:<16} {:>7} {:>5} {:>6} {:>8}",
             s(&i["name"]),
@@ -211,7 +221,7 @@ fn print_stats(d: &Value) {
         "{:<16} {:<20} {:>14} {:>16} {:>12}",
         "INTERFACE", "REASON", "PACKETS", "BYTES", "PPS"
     );
-    for i in d["interfaces"].as_array().into_iter().flatten() {
+    for i in items(&d["interfaces"]) {
         for (reason, c) in i["counters"].as_object().into_iter().flatten() {
             if c["packets"].as_u64().unwrap_or(0) > 0 {
                 println!(
@@ -232,23 +242,15 @@ fn print_routes(d: &Value) {
         "{:<12} {:<28} {:<10} {:<10} NEXT HOPS (live)",
         "TABLE", "PREFIX", "SOURCE", "ACTION"
     );
-    for r in d.as_array().into_iter().flatten() {
-        let list = |v: &Value| {
-            v.as_array()
-                .into_iter()
-                .flatten()
-                .map(s)
-                .collect::<Vec<_>>()
-                .join(",")
-        };
+    for r in items(d) {
         println!(
             "{:<12} {:<28} {:<10} {:<10} {} ({})",
             s(&r["table"]),
             s(&r["prefix"]),
             s(&r["source"]),
             s(&r["action"]),
-            list(&r["nexthops"]),
-            list(&r["live_nexthops"])
+            join_list(&r["nexthops"]),
+            join_list(&r["live_nexthops"])
         );
     }
 }
@@ -258,7 +260,7 @@ fn print_bgp(d: &Value) {
         "{:<12} {:<26} {:>8} {:<12} {:>9} {:>10} {:>9} {:>10}  LAST ERROR",
         "PEER", "ADDRESS", "AS", "STATE", "UPTIME", "RECEIVED", "ACCEPTED", "ANNOUNCED"
     );
-    for p in d.as_array().into_iter().flatten() {
+    for p in items(d) {
         println!(
             "{:<12} {:<26} {:>8} {:<12} {:>8}s {:>10} {:>9} {:>10}  {}",
             s(&p["name"]),
@@ -279,7 +281,7 @@ fn print_paths(d: &Value) {
         "{:<12} {:<26} {:<24} {:>6} {:>6}  AS PATH",
         "TABLE", "PEER", "NEXT HOP", "BEST", "ECMP"
     );
-    for p in d.as_array().into_iter().flatten() {
+    for p in items(d) {
         println!(
             "{:<12} {:<26} {:<24} {:>6} {:>6}  {}",
             s(&p["table"]),
@@ -301,14 +303,14 @@ fn print_health(d: &Value) {
             "UNHEALTHY"
         }
     );
-    for p in d["problems"].as_array().into_iter().flatten() {
+    for p in items(&d["problems"]) {
         println!("  - {}", s(p));
     }
     println!(
         "{:<26} {:<16} {:>8} {:>10} {:>10} {:>10}",
         "TARGET", "PROBE", "HEALTHY", "SENT", "RECEIVED", "RTT(us)"
     );
-    for p in d["probes"].as_array().into_iter().flatten() {
+    for p in items(&d["probes"]) {
         println!(
             "{:<26} {:<16} {:>8} {:>10} {:>10} {:>10}",
             s(&p["spec"]["target"]),
@@ -327,22 +329,14 @@ fn print_lookup(d: &Value) {
         println!("{}: no route", s(&d["address"]));
         return;
     }
-    let list = |v: &Value| {
-        v.as_array()
-            .into_iter()
-            .flatten()
-            .map(s)
-            .collect::<Vec<_>>()
-            .join(",")
-    };
     println!(
         "{} via {} ({}, {} {}, live: {})",
         s(&d["address"]),
         s(&r["prefix"]),
         s(&r["source"]),
         s(&r["action"]),
-        list(&r["nexthops"]),
-        list(&r["live_nexthops"])
+        join_list(&r["nexthops"]),
+        join_list(&r["live_nexthops"])
     );
 }
 
@@ -351,7 +345,7 @@ fn print_nexthops(d: &Value) {
         "{:>4} {:<26} {:<12} {:>5} {:<18} {:>5} {:>5} {:>6}",
         "ID", "VIA", "DEV", "VLAN", "MAC", "LINK", "LIVE", "ROUTES"
     );
-    for n in d.as_array().into_iter().flatten() {
+    for n in items(d) {
         println!(
             "{:>4} {:<26} {:<12} {:>5} {:<18} {:>5} {:>5} {:>6}",
             s(&n["id"]),
