@@ -3,7 +3,7 @@
 use std::{
     fs,
     path::PathBuf,
-    process::{Child, Command, Stdio},
+    process::{Child, Command, Output, Stdio},
     time::{Duration, Instant},
 };
 
@@ -62,14 +62,7 @@ impl Bird {
             .arg(&self.sock)
             .args(args)
             .output();
-        match out {
-            Ok(o) => {
-                let mut s = String::from_utf8_lossy(&o.stdout).into_owned();
-                s.push_str(&String::from_utf8_lossy(&o.stderr));
-                s
-            }
-            Err(e) => format!("birdc failed: {e}"),
-        }
+        combined_text(out, "birdc")
     }
 
     /// Polls `birdc ARGS` until `pred` holds on its output.
@@ -79,20 +72,17 @@ impl Bird {
         within: Duration,
         pred: impl Fn(&str) -> bool,
     ) -> Result<String> {
-        let t = Instant::now();
-        loop {
-            let out = self.birdc(args);
-            if pred(&out) {
-                return Ok(out);
-            }
-            if t.elapsed() > within {
-                bail!(
+        poll_until(
+            within,
+            || self.birdc(args),
+            pred,
+            |out| {
+                format!(
                     "birdc {args:?} never matched; last output:\n{out}\nlog:\n{}",
                     self.log()
-                );
-            }
-            std::thread::sleep(Duration::from_millis(200));
-        }
+                )
+            },
+        )
     }
 
     /// BIRD's log so far.
@@ -167,14 +157,7 @@ impl Gobgp {
             ])
             .args(args)
             .output();
-        match out {
-            Ok(o) => {
-                let mut s = String::from_utf8_lossy(&o.stdout).into_owned();
-                s.push_str(&String::from_utf8_lossy(&o.stderr));
-                s
-            }
-            Err(e) => format!("gobgp failed: {e}"),
-        }
+        combined_text(out, "gobgp")
     }
 
     /// Polls `gobgp ARGS` until `pred` holds on its output.
@@ -184,17 +167,12 @@ impl Gobgp {
         within: Duration,
         pred: impl Fn(&str) -> bool,
     ) -> Result<String> {
-        let t = Instant::now();
-        loop {
-            let out = self.gobgp(args);
-            if pred(&out) {
-                return Ok(out);
-            }
-            if t.elapsed() > within {
-                bail!("gobgp {args:?} never matched; last output:\n{out}");
-            }
-            std::thread::sleep(Duration::from_millis(200));
-        }
+        poll_until(
+            within,
+            || self.gobgp(args),
+            pred,
+            |out| format!("gobgp {args:?} never matched; last output:\n{out}"),
+        )
     }
 
     /// gobgpd's log so far.
@@ -208,6 +186,39 @@ impl Drop for Gobgp {
         let _ = self.child.kill();
         let _ = self.child.wait();
         let _ = fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// A control tool's stdout and stderr as one text, or why it did not run.
+fn combined_text(out: std::io::Result<Output>, tool: &str) -> String {
+    match out {
+        Ok(o) => {
+            let mut s = String::from_utf8_lossy(&o.stdout).into_owned();
+            s.push_str(&String::from_utf8_lossy(&o.stderr));
+            s
+        }
+        Err(e) => format!("{tool} failed: {e}"),
+    }
+}
+
+/// Runs `query` every 200 ms until `pred` holds on its output; after `within`,
+/// fails with `explain(last output)`.
+fn poll_until(
+    within: Duration,
+    query: impl Fn() -> String,
+    pred: impl Fn(&str) -> bool,
+    explain: impl Fn(&str) -> String,
+) -> Result<String> {
+    let t = Instant::now();
+    loop {
+        let out = query();
+        if pred(&out) {
+            return Ok(out);
+        }
+        if t.elapsed() > within {
+            bail!("{}", explain(&out));
+        }
+        std::thread::sleep(Duration::from_millis(200));
     }
 }
 
