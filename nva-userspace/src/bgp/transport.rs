@@ -37,7 +37,7 @@ pub struct Connection {
     tx: Option<mpsc::Sender<Vec<u8>>>,
     rx: mpsc::Receiver<Result<Vec<u8>, ReadError>>,
     max_len: Arc<AtomicUsize>,
-    reader: JoinHandle<()>,
+    reader: Option<JoinHandle<()>>,
     writer: Option<JoinHandle<()>>,
 }
 
@@ -53,7 +53,14 @@ impl Connection {
             loop {
                 let msg = read_message(&mut rd, limit.load(Ordering::Relaxed)).await;
                 let stop = msg.is_err();
-                if in_tx.send(msg).await.is_err() || stop {
+                if in_tx.send(msg).await.is_err() {
+                    // Closed by the session: read on to the peer's FIN, so that the
+                    // socket is closed with nothing unread. Closing with unread data
+                    // sends a RST, which can discard our final NOTIFICATION.
+                    drain(&mut rd).await;
+                    break;
+                }
+                if stop {
                     break;
                 }
             }
@@ -74,7 +81,7 @@ impl Connection {
             tx: Some(tx),
             rx,
             max_len,
-            reader,
+            reader: Some(reader),
             writer: Some(writer),
         })
     }
@@ -97,26 +104,46 @@ impl Connection {
         self.rx.recv().await.unwrap_or(Err(ReadError::Closed))
     }
 
-    /// Flushes what is queued (bounded in time) and closes.
+    /// Flushes what is queued and closes; the reader drains what the peer still sends
+    /// until its FIN. Both bounded in time.
     pub async fn close(mut self) {
         self.tx = None;
-        if let Some(w) = self.writer.take() {
-            let abort = w.abort_handle();
-            if tokio::time::timeout(NOTIFICATION_FLUSH, w).await.is_err() {
-                abort.abort();
-            }
+        self.rx.close();
+        if let Some(reader) = self.reader.take() {
+            tokio::spawn(bounded(reader));
         }
-        self.reader.abort();
+        if let Some(w) = self.writer.take() {
+            bounded(w).await;
+        }
     }
 }
 
 impl Drop for Connection {
     fn drop(&mut self) {
-        self.reader.abort();
+        if let Some(r) = &self.reader {
+            r.abort();
+        }
         if let Some(w) = &self.writer {
             w.abort();
         }
     }
+}
+
+/// Waits for `task` at most NOTIFICATION_FLUSH, then aborts it.
+async fn bounded(task: JoinHandle<()>) {
+    let abort = task.abort_handle();
+    if tokio::time::timeout(NOTIFICATION_FLUSH, task)
+        .await
+        .is_err()
+    {
+        abort.abort();
+    }
+}
+
+/// Reads and discards until end of stream or an error.
+async fn drain(rd: &mut (impl AsyncReadExt + Unpin)) {
+    let mut buf = [0u8; 4096];
+    while matches!(rd.read(&mut buf).await, Ok(n) if n > 0) {}
 }
 
 async fn read_message(
@@ -140,5 +167,48 @@ async fn read_message(
         Ok(_) => Ok(msg),
         Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => Err(ReadError::Closed),
         Err(e) => Err(ReadError::Io(e)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use tokio::net::TcpListener;
+
+    use super::*;
+
+    /// Closing while the peer's data sits unread must still deliver our last message and
+    /// end with a FIN: a RST would let the kernel throw the NOTIFICATION away.
+    #[tokio::test]
+    async fn close_with_unread_input_sends_the_last_message_and_no_reset() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let mut peer = TcpStream::connect(addr).await.unwrap();
+        let (ours, _) = listener.accept().await.unwrap();
+        let conn = Connection::new(ours, false).unwrap();
+        // More than the reader takes ahead: plenty stays unread in the socket.
+        let mut keepalive = [0xffu8; 19];
+        keepalive[16..].copy_from_slice(&[0, 19, 4]);
+        let flood: Vec<u8> = keepalive.repeat(20_000);
+        peer.write_all(&flood).await.unwrap();
+        let last = b"final message".to_vec();
+        conn.send(last.clone()).await.unwrap();
+        conn.close().await;
+
+        let mut got = vec![0u8; last.len()];
+        peer.read_exact(&mut got).await.unwrap();
+        assert_eq!(got, last);
+        let mut rest = [0u8; 16];
+        let end = tokio::time::timeout(NOTIFICATION_FLUSH * 2, peer.read(&mut rest))
+            .await
+            .expect("no FIN");
+        assert_eq!(end.unwrap(), 0, "end of stream");
+        // Our side is gone once the drain is over. Had it reset the connection, this
+        // write would fail with EPIPE; after a plain FIN the peer can still write.
+        tokio::time::sleep(NOTIFICATION_FLUSH + Duration::from_millis(500)).await;
+        peer.write_all(b"bye")
+            .await
+            .expect("the connection was reset, not closed");
     }
 }
