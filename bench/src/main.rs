@@ -48,7 +48,9 @@ const HELP: &str = "nva-bench [options]
   --hot-dsts N        destinations of the 'hot' full-table modes (default 256)
   --only prog|live    run one part only
   --no-churn          skip the route churn measurement
-  --no-dir24          skip nva with its IPv4 FIB as DIR-24-8 (LoadOptions::dir24_ipv4)
+  --no-dir24          skip nva with its fast FIBs: IPv4 as DIR-24-8, IPv6 as the
+                      multibit trie (LoadOptions::dir24_ipv4, multibit_ipv6)
+  --no-trie           program-only cost: skip nva with the LPM-trie FIBs
   --out DIR           where results.md and the SVG plots go
                       (default bench/results; /tmp/nva-bench-quick with --quick)
   --seed N            seed of tables and destinations (default 1)";
@@ -71,6 +73,8 @@ struct Opts {
     live: bool,
     churn: bool,
     dir24: bool,
+    /// Program-only cost with the LPM tries too (`--no-trie` leaves them out).
+    trie: bool,
     quick: bool,
     /// None: bench/results (the temp dir's nva-bench-quick for --quick).
     out: Option<PathBuf>,
@@ -105,6 +109,7 @@ fn parse() -> Result<Opts> {
         live: true,
         churn: true,
         dir24: true,
+        trie: true,
         quick: false,
         out: None,
         seed: 1,
@@ -156,6 +161,7 @@ fn parse() -> Result<Opts> {
             },
             "--no-churn" => o.churn = false,
             "--no-dir24" => o.dir24 = false,
+            "--no-trie" => o.trie = false,
             "--out" => o.out = Some(PathBuf::from(val()?)),
             "--seed" => o.seed = val()?.parse()?,
             "-h" | "--help" => {
@@ -236,12 +242,14 @@ fn main() -> Result<()> {
     if o.prog {
         let helpers = object::BenchObject::load()?;
         let empty = helpers.program(object::PASS)?;
-        let mut sizes: Vec<(bool, bool, usize)> =
-            o.prog_v4.iter().map(|n| (false, false, *n)).collect();
-        if o.dir24 {
-            sizes.extend(o.prog_v4.iter().map(|n| (false, true, *n)));
+        let mut sizes: Vec<(bool, bool, usize)> = Vec::new();
+        for (ipv6, list) in [(false, &o.prog_v4), (true, &o.prog_v6)] {
+            for fast in [false, true] {
+                if (fast && o.dir24) || (!fast && o.trie) {
+                    sizes.extend(list.iter().map(|n| (ipv6, fast, *n)));
+                }
+            }
         }
-        sizes.extend(o.prog_v6.iter().map(|n| (true, false, *n)));
         for (ipv6, dir24, n) in sizes {
             let table = if ipv6 {
                 v6(routes::table_v6(n, o.seed))
@@ -252,7 +260,11 @@ fn main() -> Result<()> {
             eprintln!(
                 "nva-bench: program {}{} {} routes: {:.1} ns/packet repeated, {:.1} cycling (installed at {:.0} routes/s, {:.1}% forwarded)",
                 if ipv6 { "IPv6" } else { "IPv4" },
-                if dir24 { " DIR-24-8" } else { "" },
+                match (ipv6, dir24) {
+                    (false, true) => " DIR-24-8",
+                    (true, true) => " multibit",
+                    _ => "",
+                },
                 n,
                 report::stats(&p.ns).1,
                 report::stats(&p.cycling_ns).1,

@@ -33,7 +33,8 @@ impl Install {
 }
 
 impl NvaDut {
-    /// Loads the program (`dir24`: IPv4 FIBs as DIR-24-8 instead of the LPM trie),
+    /// Loads the program (`dir24`: IPv4 FIBs as DIR-24-8 and IPv6 FIBs as the multibit
+    /// trie instead of the LPM tries),
     /// registers the DUT's ports (ingress slot 1, egress 2..) and one resolved next hop
     /// per egress port and family. No routes yet.
     pub fn load(dut: &Dut, dir24: bool) -> Result<NvaDut> {
@@ -41,6 +42,7 @@ impl NvaDut {
             let mut dp = if dir24 {
                 Dataplane::load_with(LoadOptions {
                     dir24_ipv4: [true, true],
+                    multibit_ipv6: [true, true],
                     ..Default::default()
                 })?
             } else {
@@ -81,14 +83,11 @@ impl NvaDut {
     /// `Fib::set_route` at a time, and times it.
     pub fn install(&mut self, table: &[IpNet]) -> Result<Install> {
         let start = Instant::now();
+        let v4 = Target::Forward(self.nh_v4.as_slice().into());
+        let v6 = Target::Forward(self.nh_v6.as_slice().into());
         for p in table {
-            let ids = if p.addr().is_ipv4() {
-                &self.nh_v4
-            } else {
-                &self.nh_v6
-            };
-            self.fib
-                .set_route(*p, Source::Static, Target::Forward(ids.clone()))?;
+            let target = if p.addr().is_ipv4() { &v4 } else { &v6 };
+            self.fib.set_route(*p, Source::Static, target.clone())?;
         }
         Ok(Install {
             routes: table.len(),

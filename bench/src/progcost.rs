@@ -175,7 +175,7 @@ pub fn separation_cost(dut: &Dut, p: &Params) -> Result<Vec<(&'static str, f64)>
     let mut nva = NvaDut::load(dut, false)?;
     let ns_dst: IpAddr = "198.18.0.1".parse().expect("addr");
     let ew_dst: IpAddr = "10.77.0.1".parse().expect("addr");
-    let hops = Target::Forward(nva.nh_v4.clone());
+    let hops = Target::Forward(nva.nh_v4.as_slice().into());
     let fib = &mut nva.fib;
     fib.set_route_in(
         Table::NorthSouth,

@@ -43,6 +43,10 @@ pub mod map_names {
     pub const DIR24_NS: &str = "DIR24_NS";
     pub const DIR8_EW: &str = "DIR8_EW";
     pub const DIR8_NS: &str = "DIR8_NS";
+    pub const MBT6_ROOT_EW: &str = "MBT6_ROOT_EW";
+    pub const MBT6_ROOT_NS: &str = "MBT6_ROOT_NS";
+    pub const MBT6_NODES_EW: &str = "MBT6_NODES_EW";
+    pub const MBT6_NODES_NS: &str = "MBT6_NODES_NS";
     pub const SETTINGS: &str = "SETTINGS";
 }
 
@@ -161,6 +165,26 @@ pub const fn dir_route(entry: u32) -> Option<Route> {
     })
 }
 
+/// Multibit trie, the IPv6 counterpart of DIR-24-8 (per class, chosen in the config):
+/// `MBT6_ROOT[dst >> 112]` is a route entry or points to a 16-entry block of
+/// `MBT6_NODES`, indexed by the next 4 bits of the destination, whose entries again are
+/// routes or point to further blocks (28 levels at most, 8 for a /48). Routes are
+/// expanded to the level boundary (leaf pushing), so a lookup stops at the first route
+/// entry it reads. Entries use the DIR-24-8 encoding (`DIR_EXT` + block index). A block
+/// is 64 bytes, one cache line: a lookup reads one line per level. The root stride is 16
+/// because a 4-bit stride keeps the memory of a sparse table (a real one, or the uniform
+/// random benchmark table) proportional to its routes: 200k IPv6 routes take about 1M
+/// blocks (64 MiB) where 8-bit strides would take 480 MiB.
+pub const MBT6_ROOT_BITS: u32 = 16;
+pub const MBT6_ROOT_ENTRIES: u32 = 1 << MBT6_ROOT_BITS;
+pub const MBT6_STRIDE: u32 = 4;
+pub const MBT6_BLOCK: u32 = 1 << MBT6_STRIDE;
+/// Levels below the root: (128 - 16) / 4.
+pub const MBT6_LEVELS: u32 = (128 - MBT6_ROOT_BITS) / MBT6_STRIDE;
+/// Default number of blocks (2^21: 128 MiB per table), enough for about 400k routes
+/// spread uniformly at random (real tables cluster and need fewer).
+pub const MBT6_BLOCKS: u32 = 1 << 21;
+
 /// Per ingress interface facts (`PORTS[ifindex]`).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -200,6 +224,10 @@ pub const SET_SEGMENTS: u32 = 8;
 pub const SET_DIR24_EW: u32 = 16;
 /// North-south IPv4 lookups use DIR-24-8 instead of the LPM trie.
 pub const SET_DIR24_NS: u32 = 32;
+/// East-west IPv6 lookups use the multibit trie instead of the LPM trie.
+pub const SET_MBT6_EW: u32 = 64;
+/// North-south IPv6 lookups use the multibit trie instead of the LPM trie.
+pub const SET_MBT6_NS: u32 = 128;
 
 /// Per-CPU counter cell; `COUNTERS[slot * NUM_REASONS + reason]`.
 #[repr(C)]

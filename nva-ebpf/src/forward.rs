@@ -9,19 +9,19 @@ use aya_ebpf::{
     programs::XdpContext,
 };
 use nva_common::{
-    CLASS_EAST_WEST, CLASS_NORTH_SOUTH, DIR_EXT, ECMP_BUCKETS, MAX_SEGMENTS, NH_RESOLVED, NH_VALID,
-    NextHop, PORT_FORCE_EAST_WEST, PORT_FORCE_NORTH_SOUTH, PortInfo, ROUTE_BLACKHOLE,
-    ROUTE_CONNECTED, ROUTE_FORWARD, ROUTE_LOCAL, Route, SEGMENT_DENY, SET_DIR24_EW, SET_DIR24_NS,
-    SET_DROP_NO_ROUTE_EW, SET_DROP_NO_ROUTE_NS, SET_SEGMENTS, SET_SYMMETRIC_HASH, Settings,
-    dir_route, reason,
+    CLASS_EAST_WEST, CLASS_NORTH_SOUTH, DIR_EXT, ECMP_BUCKETS, MAX_SEGMENTS, MBT6_LEVELS,
+    MBT6_ROOT_BITS, MBT6_STRIDE, NH_RESOLVED, NH_VALID, NextHop, PORT_FORCE_EAST_WEST,
+    PORT_FORCE_NORTH_SOUTH, PortInfo, ROUTE_BLACKHOLE, ROUTE_CONNECTED, ROUTE_FORWARD, ROUTE_LOCAL,
+    Route, SEGMENT_DENY, SET_DIR24_EW, SET_DIR24_NS, SET_DROP_NO_ROUTE_EW, SET_DROP_NO_ROUTE_NS,
+    SET_MBT6_EW, SET_MBT6_NS, SET_SEGMENTS, SET_SYMMETRIC_HASH, Settings, dir_route, reason,
 };
 
 use crate::{
     flow,
     maps::{
         CLASS_V4, CLASS_V6, DIR8_EW, DIR8_NS, DIR24_EW, DIR24_NS, FIB_V4_EW, FIB_V4_NS, FIB_V6_EW,
-        FIB_V6_NS, GROUPS, NEXTHOPS, SEGMENT_DROPS, SEGMENT_POLICY, SEGMENT_V4, SEGMENT_V6,
-        SETTINGS, TX_PORTS,
+        FIB_V6_NS, GROUPS, MBT6_NODES_EW, MBT6_NODES_NS, MBT6_ROOT_EW, MBT6_ROOT_NS, NEXTHOPS,
+        SEGMENT_DROPS, SEGMENT_POLICY, SEGMENT_V4, SEGMENT_V6, SETTINGS, TX_PORTS,
     },
     packet::*,
 };
@@ -152,6 +152,38 @@ fn dir24_lookup(tbl24: &Array<u64>, tbl8: &Array<u64>, dst: [u8; 4]) -> Option<R
     let mut entry = dir_cell(tbl24, addr >> 8)?;
     if entry & DIR_EXT != 0 {
         entry = dir_cell(tbl8, ((entry & 0x00ff_ffff) << 8) | (addr & 0xff))?;
+    }
+    dir_route(entry)
+}
+
+/// Multibit-trie IPv6 lookup: the root by the top 16 bits, then one 16-entry block
+/// (one cache line) per 4 bits until an entry is a route.
+#[inline(always)]
+fn mbt6_lookup(root: &Array<u64>, nodes: &Array<u64>, dst: [u8; 16]) -> Option<Route> {
+    let hi = u64::from_be_bytes([
+        dst[0], dst[1], dst[2], dst[3], dst[4], dst[5], dst[6], dst[7],
+    ]);
+    let lo = u64::from_be_bytes([
+        dst[8], dst[9], dst[10], dst[11], dst[12], dst[13], dst[14], dst[15],
+    ]);
+    let mut entry = dir_cell(root, (hi >> (64 - MBT6_ROOT_BITS)) as u32)?;
+    // Bit offset of the next 4 bits, counted from the top of the address.
+    let mut bit = MBT6_ROOT_BITS;
+    for _ in 0..MBT6_LEVELS {
+        if entry & DIR_EXT == 0 {
+            break;
+        }
+        let nibble = if bit < 64 {
+            hi >> (64 - MBT6_STRIDE - bit)
+        } else {
+            lo >> (128 - MBT6_STRIDE - bit)
+        } as u32
+            & 0xf;
+        entry = dir_cell(nodes, ((entry & 0x0fff_ffff) << MBT6_STRIDE) | nibble)?;
+        bit += MBT6_STRIDE;
+    }
+    if entry & DIR_EXT != 0 {
+        return None;
     }
     dir_route(entry)
 }
@@ -316,11 +348,17 @@ fn ipv6(ctx: &XdpContext, port: &PortInfo, l3: usize, in_vlan: bool) -> Verdict 
     let key = Key::new(128, dst);
     let class = classify(port, CLASS_V6.get(&key).is_some());
     let route = if class == CLASS_NORTH_SOUTH {
-        FIB_V6_NS.get(&key)
+        if settings.flags & SET_MBT6_NS != 0 {
+            mbt6_lookup(&MBT6_ROOT_NS, &MBT6_NODES_NS, dst)
+        } else {
+            FIB_V6_NS.get(&key).copied()
+        }
+    } else if settings.flags & SET_MBT6_EW != 0 {
+        mbt6_lookup(&MBT6_ROOT_EW, &MBT6_NODES_EW, dst)
     } else {
-        FIB_V6_EW.get(&key)
+        FIB_V6_EW.get(&key).copied()
     };
-    let group = match forward_group(route, &settings, class) {
+    let group = match forward_group(route.as_ref(), &settings, class) {
         Ok(group) => group,
         Err(verdict) => return in_class(verdict, class),
     };

@@ -82,6 +82,17 @@ pub static DIR8_EW: Array<u64> = Array::with_max_entries(1, BPF_F_MMAPABLE);
 #[map]
 pub static DIR8_NS: Array<u64> = Array::with_max_entries(1, BPF_F_MMAPABLE);
 
+/// Multibit IPv6 FIBs per class (see nva-common), written through mmap like DIR-24-8
+/// and sized the same way (one element in the object).
+#[map]
+pub static MBT6_ROOT_EW: Array<u64> = Array::with_max_entries(1, BPF_F_MMAPABLE);
+#[map]
+pub static MBT6_ROOT_NS: Array<u64> = Array::with_max_entries(1, BPF_F_MMAPABLE);
+#[map]
+pub static MBT6_NODES_EW: Array<u64> = Array::with_max_entries(1, BPF_F_MMAPABLE);
+#[map]
+pub static MBT6_NODES_NS: Array<u64> = Array::with_max_entries(1, BPF_F_MMAPABLE);
+
 /// Settings (one entry).
 #[map]
 pub static SETTINGS: Array<Settings> = Array::with_max_entries(1, 0);

@@ -335,6 +335,19 @@ pub struct Dataplane {
     /// IPv4 FIB structure of the north-south table (where a full table lives).
     #[serde(default)]
     pub ipv4_fib_north_south: FibKind,
+    /// IPv6 FIB structure of the east-west table: `lpm-trie` (default) or `multibit`
+    /// (a 16-bit root and 4-bit strides: a handful of cache lines per lookup at any
+    /// table size; memory per table is `ipv6_fib_blocks` x 64 bytes). Takes effect at
+    /// start.
+    #[serde(default)]
+    pub ipv6_fib_east_west: Ipv6FibKind,
+    /// IPv6 FIB structure of the north-south table.
+    #[serde(default)]
+    pub ipv6_fib_north_south: Ipv6FibKind,
+    /// Blocks of each multibit IPv6 FIB (64 bytes each; default 2097152 = 128 MiB, about
+    /// 400k routes of a table as sparse as a uniformly random one, more of a real one).
+    #[serde(default)]
+    pub ipv6_fib_blocks: Option<u32>,
     /// bpffs directory (e.g. "/sys/fs/bpf/nva") where the XDP attachments, counters and
     /// settings are pinned so that a restarted nva takes over without a forwarding gap
     /// (exit with SIGQUIT to leave forwarding running). Off when absent.
@@ -360,9 +373,20 @@ impl Default for Dataplane {
             hash_seed: None,
             ipv4_fib_east_west: FibKind::LpmTrie,
             ipv4_fib_north_south: FibKind::LpmTrie,
+            ipv6_fib_east_west: Ipv6FibKind::LpmTrie,
+            ipv6_fib_north_south: Ipv6FibKind::LpmTrie,
+            ipv6_fib_blocks: None,
             pin_path: None,
         }
     }
+}
+
+#[derive(Clone, Copy, Debug, Default, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum Ipv6FibKind {
+    #[default]
+    LpmTrie,
+    Multibit,
 }
 
 #[derive(Clone, Copy, Debug, Default, Deserialize, Serialize, PartialEq, Eq)]
@@ -487,6 +511,11 @@ impl Config {
         }
         if self.control.socket.is_empty() {
             bail!("control.socket: must not be empty");
+        }
+        if let Some(n) = self.dataplane.ipv6_fib_blocks
+            && !(1024..=1 << 24).contains(&n)
+        {
+            bail!("dataplane.ipv6_fib_blocks: {n} is outside 1024..=16777216");
         }
         for (i, p) in self.separation.east_west.iter().enumerate() {
             if p.trunc() != *p {

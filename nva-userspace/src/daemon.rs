@@ -25,7 +25,8 @@ use tracing::{info, warn};
 use crate::{
     bgp::{Command as BgpCommand, Event as SessionEvent, PeerId, Speaker},
     config::{
-        Config, FibKind, NoRoute, ProbeSetting, RouteAction, SegmentAction, TrafficClass, XdpMode,
+        Config, FibKind, Ipv6FibKind, NoRoute, ProbeSetting, RouteAction, SegmentAction,
+        TrafficClass, XdpMode,
     },
     control,
     dataplane::{Dataplane, LoadOptions},
@@ -304,7 +305,7 @@ impl State {
         let mut wanted = std::collections::HashSet::new();
         for route in planned {
             let target = match route.action {
-                RouteAction::Forward => Target::Forward(self.nexthop_ids(&route.target)?),
+                RouteAction::Forward => Target::Forward(self.nexthop_ids(&route.target)?.into()),
                 RouteAction::Blackhole => Target::Blackhole,
                 RouteAction::Kernel => Target::Kernel,
             };
@@ -315,7 +316,7 @@ impl State {
                 .set_route_in(table, route.prefix, Source::Static, target)?;
             wanted.insert((table, route.prefix.trunc(), Source::Static));
             if !route.backup.is_empty() {
-                let backup = Target::Forward(self.nexthop_ids(&route.backup)?);
+                let backup = Target::Forward(self.nexthop_ids(&route.backup)?.into());
                 self.fib
                     .set_route_in(table, route.prefix, Source::StaticBackup, backup)?;
                 wanted.insert((table, route.prefix.trunc(), Source::StaticBackup));
@@ -414,7 +415,7 @@ impl State {
             warn!("bgp.listen changes take effect at the next start");
         }
         if load_options(&config) != *self.fib.dataplane().options() {
-            warn!("dataplane.ipv4_fib_* changes take effect at the next start");
+            warn!("dataplane.ipv4_fib_* / ipv6_fib_* changes take effect at the next start");
         }
         let generic = config.dataplane.xdp_mode == XdpMode::Generic;
         let mode_changed = config.dataplane.xdp_mode != self.config.dataplane.xdp_mode;
@@ -549,7 +550,7 @@ impl State {
             self.fib
                 .update_neighbour(n.ifindex, n.ip, n.mac, n.failed)?;
             self.fib
-                .set_route(host, Source::Neighbour, Target::Forward(vec![id]))
+                .set_route(host, Source::Neighbour, Target::Forward([id].into()))
         } else {
             self.fib.remove_route(host, Source::Neighbour)
         }
@@ -737,6 +738,11 @@ fn load_options(config: &Config) -> LoadOptions {
             config.dataplane.ipv4_fib_east_west == FibKind::Dir24_8,
             config.dataplane.ipv4_fib_north_south == FibKind::Dir24_8,
         ],
+        multibit_ipv6: [
+            config.dataplane.ipv6_fib_east_west == Ipv6FibKind::Multibit,
+            config.dataplane.ipv6_fib_north_south == Ipv6FibKind::Multibit,
+        ],
+        multibit_blocks: config.dataplane.ipv6_fib_blocks.unwrap_or(0),
         pin_dir: config.dataplane.pin_path.as_ref().map(PathBuf::from),
     }
 }

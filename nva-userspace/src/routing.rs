@@ -578,7 +578,7 @@ impl BgpFeed {
                         self.installed.remove(prefix);
                         continue;
                     }
-                    fib.set_route_in(*table, *prefix, Source::Bgp, Target::Forward(ids))?;
+                    fib.set_route_in(*table, *prefix, Source::Bgp, Target::Forward(ids.into()))?;
                     self.installed.insert(*prefix, *table);
                 }
                 RibChange::Removed { prefix } => {

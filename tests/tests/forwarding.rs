@@ -472,14 +472,16 @@ fn generic_xdp_mode_forwards_when_asked_for() {
 }
 
 #[test]
-fn dir24_ipv4_fib_forwards_through_the_daemon() {
-    if !require_root("dir24_ipv4_fib_forwards_through_the_daemon") {
+fn fast_fibs_forward_through_the_daemon() {
+    if !require_root("fast_fibs_forward_through_the_daemon") {
         return;
     }
     let _g = serial();
     let hub = Hub::build(2).unwrap();
     let config = format!(
-        "[dataplane]\nipv4_fib_east_west = \"dir-24-8\"\nipv4_fib_north_south = \"dir-24-8\"\n{}",
+        "[dataplane]\nipv4_fib_east_west = \"dir-24-8\"\nipv4_fib_north_south = \"dir-24-8\"\n\
+         ipv6_fib_east_west = \"multibit\"\nipv6_fib_north_south = \"multibit\"\n\
+         ipv6_fib_blocks = 65536\n{}",
         hub_config(2)
     );
     let nva = NvaProcess::start(&hub.nva, &config).unwrap();
@@ -496,7 +498,21 @@ fn dir24_ipv4_fib_forwards_through_the_daemon() {
         lookup["dataplane"]["action"], 1,
         "the DIR-24-8 entry says forward"
     );
-    assert!(nva.counters().unwrap().get(NVA_CLIENT_PORT, "forwarded") >= 300);
+    // IPv6 through the multibit trie: both servers get flows, and the CLI reads it.
+    let service6 = SocketAddr::new(SERVICE_V6.into(), 7000);
+    let sinks6: Vec<UdpSink> = hub
+        .servers
+        .iter()
+        .map(|s| UdpSink::start(s, &[service6]).unwrap())
+        .collect();
+    let owners = flow_owners(&hub, &sinks6, service6, 100);
+    assert!(owners.values().any(|k| *k == 1) && owners.values().any(|k| *k == 2));
+    let lookup = nva.cli(&["routes", &SERVICE_V6.to_string()]).unwrap();
+    assert_eq!(
+        lookup["dataplane"]["action"], 1,
+        "the multibit-trie entry says forward"
+    );
+    assert!(nva.counters().unwrap().get(NVA_CLIENT_PORT, "forwarded") >= 600);
 }
 
 /// Waits until every next hop on `dev` has `live` == `up`.

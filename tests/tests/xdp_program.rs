@@ -87,7 +87,11 @@ impl Rig {
             ids.push(id);
         }
         self.fib
-            .set_route(prefix, Source::Static, Target::Forward(ids.clone()))
+            .set_route(
+                prefix,
+                Source::Static,
+                Target::Forward(ids.as_slice().into()),
+            )
             .unwrap();
         ids
     }
@@ -300,7 +304,7 @@ fn unresolved_next_hop_and_too_big_packets_go_to_the_kernel() {
         let unresolved = rig.fib.nexthop(key, &rig.port_b).unwrap();
         let prefix: IpNet = "10.200.0.0/16".parse().unwrap();
         rig.fib
-            .set_route(prefix, Source::Static, Target::Forward(vec![unresolved]))
+            .set_route(prefix, Source::Static, Target::Forward([unresolved].into()))
             .unwrap();
         let to_unresolved = udp4(Ipv4Addr::new(10, 200, 0, 1), 1, 64);
         assert_eq!(rig.run(&to_unresolved).0, XDP_PASS);
@@ -542,6 +546,88 @@ fn ipv6_extension_headers_are_skipped_to_find_ports() {
     });
 }
 
+/// The IPv6 multibit trie answers like a reference longest-prefix match, in the real XDP
+/// program, for random nested tables (from ::/0 to /128) and random destinations, and
+/// while routes are removed.
+#[test]
+fn multibit_ipv6_fib_answers_like_a_reference_lpm() {
+    let options = LoadOptions {
+        multibit_ipv6: [true, true],
+        multibit_blocks: 1 << 16,
+        ..Default::default()
+    };
+    with_rig_options("mbt6", default_settings(), options, |rig| {
+        let forward = rig.route("2001:db8:ffff::/48", 1, 0)[0];
+        let mut seed = 0x2545_f491_4f6c_dd1du64;
+        let mut next = move || {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed
+        };
+        // Addresses in 2001:db8::/32 with the bits below /64 mostly zero, so prefixes of
+        // all lengths nest and overlap.
+        let mut addr = move || {
+            let r = next();
+            let hi = 0x2001_0db8_0000_0000u64 | (r & 0x0000_0000_00ff_f0ff);
+            let lo = if r >> 60 == 0 { next() } else { 0 };
+            (Ipv6Addr::from((hi as u128) << 64 | lo as u128), r)
+        };
+        let mut routes: Vec<(IpNet, bool)> = vec![("2001:db8:ffff::/48".parse().unwrap(), false)];
+        let lens = [
+            0u8, 16, 20, 29, 32, 36, 40, 44, 46, 48, 48, 52, 56, 64, 65, 100, 128,
+        ];
+        for _ in 0..400 {
+            let (a, r) = addr();
+            let len = lens[(r >> 40) as usize % lens.len()];
+            let prefix = IpNet::new(IpAddr::V6(a), len).unwrap().trunc();
+            let blackhole = (r >> 50) % 2 == 0;
+            let target = if blackhole {
+                Target::Blackhole
+            } else {
+                Target::Forward([forward].into())
+            };
+            rig.fib.set_route(prefix, Source::Static, target).unwrap();
+            routes.retain(|(p, _)| *p != prefix);
+            routes.push((prefix, blackhole));
+        }
+        let expect = |routes: &[(IpNet, bool)], a: Ipv6Addr| {
+            routes
+                .iter()
+                .filter(|(p, _)| p.contains(&IpAddr::V6(a)))
+                .max_by_key(|(p, _)| p.prefix_len())
+                .map(|(_, b)| if *b { XDP_DROP } else { XDP_REDIRECT })
+                .unwrap_or(XDP_PASS)
+        };
+        for round in 0..2 {
+            let mut probes: Vec<Ipv6Addr> = (0..300).map(|_| addr().0).collect();
+            for (p, _) in &routes {
+                if let IpNet::V6(p) = p {
+                    probes.push(p.network());
+                    probes.push(p.broadcast());
+                }
+            }
+            for a in probes {
+                if a.segments()[0] & 0xffc0 == 0xfe80 || a.segments()[0] >> 8 == 0xff {
+                    continue; // link-scoped and multicast never reach the FIB
+                }
+                let (action, _) = rig.run(&udp6(a, 1, 64));
+                let userspace = rig.fib.dataplane().lookup(1, IpAddr::V6(a));
+                assert_eq!(
+                    action,
+                    expect(&routes, a),
+                    "round {round}: {a} (userspace view of the table: {userspace:?})"
+                );
+            }
+            let removed: Vec<_> = routes.iter().step_by(2).cloned().collect();
+            for (p, _) in &removed {
+                rig.fib.remove_route(*p, Source::Static).unwrap();
+            }
+            routes.retain(|r| !removed.contains(r));
+        }
+    });
+}
+
 /// DIR-24-8 and the LPM trie give the same answer, in the real XDP program, for random
 /// nested tables and random destinations, and while routes are removed.
 #[test]
@@ -569,7 +655,7 @@ fn dir24_fib_answers_like_the_lpm_trie() {
             let target = if blackhole {
                 Target::Blackhole
             } else {
-                Target::Forward(vec![forward])
+                Target::Forward([forward].into())
             };
             rig.fib.set_route(prefix, Source::Static, target).unwrap();
             routes.retain(|(p, _)| *p != prefix);

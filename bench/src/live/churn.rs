@@ -45,17 +45,16 @@ impl Live<'_> {
                 let start = Instant::now();
                 let mut n = 0u64;
                 'outer: for round in 0.. {
-                    let ids = if round % 2 == 0 {
-                        nh[..nh.len().max(2) - 1].to_vec()
+                    let target = Target::Forward(if round % 2 == 0 {
+                        nh[..nh.len().max(2) - 1].into()
                     } else {
-                        nh.clone()
-                    };
+                        nh.as_slice().into()
+                    });
                     for r in &routes {
                         if stop.load(Ordering::Relaxed) {
                             break 'outer;
                         }
-                        nva.fib
-                            .set_route(*r, Source::Static, Target::Forward(ids.clone()))?;
+                        nva.fib.set_route(*r, Source::Static, target.clone())?;
                         n += 1;
                     }
                 }

@@ -237,10 +237,10 @@ impl Report<'_> {
             let _ = writeln!(
                 o,
                 "| {} | {} | {} | {} | {:.1}% | {:.0} routes/s |",
-                if p.dir24 {
-                    "IPv4, DIR-24-8"
-                } else {
-                    fam(p.ipv6)
+                match (p.ipv6, p.dir24) {
+                    (false, true) => "IPv4, DIR-24-8",
+                    (true, true) => "IPv6, multibit trie",
+                    (ipv6, false) => fam(ipv6),
                 },
                 count(p.routes),
                 mmm(&p.ns, 1),

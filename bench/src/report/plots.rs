@@ -36,6 +36,7 @@ impl Report<'_> {
             (false, false, "#1f77b4", "IPv4 trie"),
             (false, true, "#2ca02c", "IPv4 DIR-24-8"),
             (true, false, "#d62728", "IPv6 trie"),
+            (true, true, "#9467bd", "IPv6 multibit"),
         ];
         for (ipv6, dir24, color, label) in kinds {
             for cycling in [false, true] {

@@ -6,86 +6,14 @@
 //! scheme. Entries are written one u32 at a time (a single atomic store), and a /24
 //! is only switched to its 256-entry block after the block is filled, so the data
 //! plane never sees a half-written or missing route while a route changes.
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::collections::VecDeque;
 
 use anyhow::{Result, bail};
 use ipnet::Ipv4Net;
 use nva_common::{DIR_EXT, DIR8_BLOCKS, DIR24_ENTRIES};
 use rustc_hash::FxHashMap;
 
-/// Table storage: the BPF arrays through mmap, or plain memory in unit tests.
-pub trait Cells {
-    fn get(&self, i: usize) -> u32;
-    fn set(&mut self, i: usize, value: u32);
-}
-
-impl Cells for Vec<u32> {
-    fn get(&self, i: usize) -> u32 {
-        self[i]
-    }
-    fn set(&mut self, i: usize, value: u32) {
-        self[i] = value;
-    }
-}
-
-/// A BPF array map (BPF_F_MMAPABLE, u32 values) mapped into this process.
-pub struct MmapCells {
-    ptr: *mut AtomicU32,
-    len: usize,
-}
-
-// SAFETY: the mapping is owned by this value and only written through atomics.
-unsafe impl Send for MmapCells {}
-
-impl MmapCells {
-    /// Maps `len` u32 cells of the array map behind `fd`.
-    pub fn map(fd: std::os::fd::BorrowedFd<'_>, len: usize) -> Result<Self> {
-        use std::os::fd::AsRawFd;
-        let bytes = len * 4;
-        // SAFETY: plain mmap of a BPF array map fd; checked for failure below.
-        let ptr = unsafe {
-            libc::mmap(
-                std::ptr::null_mut(),
-                bytes,
-                libc::PROT_READ | libc::PROT_WRITE,
-                libc::MAP_SHARED,
-                fd.as_raw_fd(),
-                0,
-            )
-        };
-        if ptr == libc::MAP_FAILED {
-            bail!(
-                "mmap of a DIR-24-8 table: {}",
-                std::io::Error::last_os_error()
-            );
-        }
-        Ok(Self {
-            ptr: ptr.cast(),
-            len,
-        })
-    }
-}
-
-impl Cells for MmapCells {
-    fn get(&self, i: usize) -> u32 {
-        assert!(i < self.len);
-        // SAFETY: in bounds of the mapping.
-        unsafe { (*self.ptr.add(i)).load(Ordering::Acquire) }
-    }
-    fn set(&mut self, i: usize, value: u32) {
-        assert!(i < self.len);
-        // SAFETY: in bounds of the mapping. Release: a block's contents are visible
-        // before the entry that points to it.
-        unsafe { (*self.ptr.add(i)).store(value, Ordering::Release) }
-    }
-}
-
-impl Drop for MmapCells {
-    fn drop(&mut self) {
-        // SAFETY: unmapping exactly what `map` mapped.
-        unsafe { libc::munmap(self.ptr.cast(), self.len * 4) };
-    }
-}
+pub use super::cells::{Cells, MmapCells};
 
 pub struct Dir24<C: Cells> {
     tbl24: C,
@@ -96,7 +24,9 @@ pub struct Dir24<C: Cells> {
     depth8: Vec<u8>,
     /// Prefixes longer than /24 per block; a block is freed when it has none.
     block_routes: Vec<u32>,
-    free_blocks: Vec<u32>,
+    /// Free blocks, reused oldest first: a lookup that read the pointer to a block just
+    /// before it was freed still finds the block's last (still correct) entries.
+    free_blocks: VecDeque<u32>,
     routes: FxHashMap<Ipv4Net, u32>,
 }
 
@@ -109,7 +39,7 @@ impl<C: Cells> Dir24<C> {
             depth24: vec![0; DIR24_ENTRIES as usize],
             depth8: vec![0; DIR8_BLOCKS as usize * 256],
             block_routes: vec![0; DIR8_BLOCKS as usize],
-            free_blocks: (0..DIR8_BLOCKS).rev().collect(),
+            free_blocks: (0..DIR8_BLOCKS).collect(),
             routes: FxHashMap::default(),
         }
     }
@@ -188,16 +118,13 @@ impl<C: Cells> Dir24<C> {
         self.block_routes[block] -= 1;
         if self.block_routes[block] == 0 {
             // Collapse: the /24 entry takes the route covering the whole /24 again,
-            // then the block is free.
+            // then the block is free. Its entries are left as they are (all equal to
+            // that route) for a lookup still reading it; reuse refills them.
             let (base, base_depth) =
                 self.covering(Ipv4Net::new(prefix.network(), 24).expect("24").trunc(), 25);
             self.tbl24.set(i, base);
             self.depth24[i] = base_depth;
-            for j in block * 256..block * 256 + 256 {
-                self.tbl8.set(j, 0);
-                self.depth8[j] = 0;
-            }
-            self.free_blocks.push(block as u32);
+            self.free_blocks.push_back(block as u32);
         }
     }
 
@@ -228,7 +155,7 @@ impl<C: Cells> Dir24<C> {
         if entry & DIR_EXT != 0 {
             return Ok((entry & !DIR_EXT) as usize);
         }
-        let Some(block) = self.free_blocks.pop() else {
+        let Some(block) = self.free_blocks.pop_front() else {
             bail!("DIR-24-8: all {DIR8_BLOCKS} blocks for prefixes longer than /24 are in use");
         };
         let block = block as usize;

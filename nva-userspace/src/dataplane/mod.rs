@@ -2,7 +2,9 @@
 //!
 //! This is the only place that touches BPF maps; the FIB programmer decides what to
 //! write and in which order.
+pub mod cells;
 pub mod dir24;
+pub mod mbt6;
 
 use std::{
     net::IpAddr,
@@ -23,17 +25,24 @@ use aya::{
 use ipnet::{IpNet, Ipv4Net, Ipv6Net};
 use nva_common::{
     CLASS_NORTH_SOUTH, Counter, DIR8_BLOCKS, DIR24_ENTRIES, EcmpGroup, MAX_IF_SLOTS, MAX_IFINDEX,
-    MAX_SEGMENTS, NUM_REASONS, NextHop, PortInfo, Route, SEGMENT_DENY, SET_DIR24_EW, SET_DIR24_NS,
-    Settings, XDP_PROGRAM, dir_entry, dir_route, map_names,
+    MAX_SEGMENTS, MBT6_BLOCK, MBT6_BLOCKS, MBT6_ROOT_ENTRIES, NUM_REASONS, NextHop, PortInfo,
+    Route, SEGMENT_DENY, SET_DIR24_EW, SET_DIR24_NS, SET_MBT6_EW, SET_MBT6_NS, Settings,
+    XDP_PROGRAM, dir_entry, dir_route, map_names,
 };
 
-use dir24::{Dir24, MmapCells};
+use cells::MmapCells;
+use dir24::Dir24;
+use mbt6::Mbt6;
 
 /// How to build the data plane's tables (fixed for the life of the loaded program).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct LoadOptions {
     /// Per class (0 east-west, 1 north-south): IPv4 FIB as DIR-24-8 instead of the trie.
     pub dir24_ipv4: [bool; 2],
+    /// Per class: IPv6 FIB as the multibit trie instead of the LPM trie.
+    pub multibit_ipv6: [bool; 2],
+    /// Blocks of each multibit trie (0: `MBT6_BLOCKS`).
+    pub multibit_blocks: u32,
     /// bpffs directory for the state that outlives the process: the XDP links (so
     /// forwarding goes on while nva restarts), the counters, and the settings (so a
     /// restart keeps the ECMP hash seed). None: nothing outlives the process.
@@ -46,6 +55,9 @@ const PINNED_MAPS: [&str; 3] = [
     map_names::CLASS_COUNTERS,
     map_names::SEGMENT_DROPS,
 ];
+
+/// Fewest blocks a multibit trie may have (one full path).
+const MBT6_LEVELS_MIN: u32 = nva_common::MBT6_LEVELS + 1;
 
 /// The eBPF object built from `nva-ebpf` by build.rs.
 pub static EBPF_OBJECT: &[u8] = include_bytes_aligned!(concat!(env!("OUT_DIR"), "/nva"));
@@ -70,7 +82,9 @@ pub struct Dataplane {
     settings: Array<MapData, Settings>,
     /// DIR-24-8 IPv4 FIBs per class, when configured (replacing that class's v4 trie).
     dir24: [Option<Dir24<MmapCells>>; 2],
-    /// Keeps the DIR-24-8 maps open while they are mapped.
+    /// Multibit IPv6 FIBs per class, when configured (replacing that class's v6 trie).
+    mbt6: [Option<Mbt6<MmapCells>>; 2],
+    /// Keeps the DIR-24-8 and multibit maps open while they are mapped.
     _dir_maps: Vec<MapData>,
     options: LoadOptions,
     /// Settings of the program this one replaces (from the pin directory).
@@ -122,6 +136,20 @@ impl Dataplane {
                 loader.map_max_entries(tbl8, DIR8_BLOCKS * 256 / 2);
             }
         }
+        let mbt_names = [
+            (map_names::MBT6_ROOT_EW, map_names::MBT6_NODES_EW),
+            (map_names::MBT6_ROOT_NS, map_names::MBT6_NODES_NS),
+        ];
+        let mbt_blocks = match options.multibit_blocks {
+            0 => MBT6_BLOCKS,
+            n => n.max(MBT6_LEVELS_MIN),
+        };
+        for (c, (root, nodes)) in mbt_names.iter().enumerate() {
+            if options.multibit_ipv6[c] {
+                loader.map_max_entries(root, MBT6_ROOT_ENTRIES / 2);
+                loader.map_max_entries(nodes, mbt_blocks * MBT6_BLOCK / 2);
+            }
+        }
         let mut ebpf = loader
             .load(EBPF_OBJECT)
             .context("loading the eBPF object")?;
@@ -149,8 +177,28 @@ impl Dataplane {
                 dir24[c] = Some(Dir24::new(t24, t8));
             }
         }
+        let mut mbt6 = [None, None];
+        for (c, (root, nodes)) in mbt_names.iter().enumerate() {
+            let mut cells = Vec::new();
+            for (name, len) in [
+                (*root, MBT6_ROOT_ENTRIES),
+                (*nodes, mbt_blocks * MBT6_BLOCK),
+            ] {
+                let Some(aya::maps::Map::Array(data)) = ebpf.take_map(name) else {
+                    bail!("map {name} missing from the eBPF object");
+                };
+                if options.multibit_ipv6[c] {
+                    cells.push(MmapCells::map(data.fd().as_fd(), len as usize)?);
+                }
+                dir_maps.push(data);
+            }
+            if let (Some(n), Some(r)) = (cells.pop(), cells.pop()) {
+                mbt6[c] = Some(Mbt6::new(r, n, mbt_blocks));
+            }
+        }
         Ok(Self {
             dir24,
+            mbt6,
             _dir_maps: dir_maps,
             options,
             previous_settings,
@@ -306,12 +354,16 @@ impl Dataplane {
 
     /// Writes the settings; the flags that select DIR-24-8 follow the load options.
     pub fn set_settings(&mut self, mut settings: Settings) -> Result<()> {
-        settings.flags &= !(SET_DIR24_EW | SET_DIR24_NS);
-        if self.options.dir24_ipv4[0] {
-            settings.flags |= SET_DIR24_EW;
-        }
-        if self.options.dir24_ipv4[1] {
-            settings.flags |= SET_DIR24_NS;
+        settings.flags &= !(SET_DIR24_EW | SET_DIR24_NS | SET_MBT6_EW | SET_MBT6_NS);
+        for (on, flag) in [
+            (self.options.dir24_ipv4[0], SET_DIR24_EW),
+            (self.options.dir24_ipv4[1], SET_DIR24_NS),
+            (self.options.multibit_ipv6[0], SET_MBT6_EW),
+            (self.options.multibit_ipv6[1], SET_MBT6_NS),
+        ] {
+            if on {
+                settings.flags |= flag;
+            }
         }
         Ok(self.settings.set(0, settings, 0)?)
     }
@@ -325,6 +377,13 @@ impl Dataplane {
         self.dir24[class_index(class)]
             .as_ref()
             .map(Dir24::blocks_used)
+    }
+
+    /// Multibit-trie blocks in use per class (for metrics), None where the trie is used.
+    pub fn multibit_blocks(&self, class: u32) -> Option<usize> {
+        self.mbt6[class_index(class)]
+            .as_ref()
+            .map(Mbt6::blocks_used)
     }
 
     /// Gives an interface its counter slot and class override (`PORT_*` flags) and
@@ -366,7 +425,10 @@ impl Dataplane {
                 Some(dir) => dir.insert(*p, dir_entry(route))?,
                 None => self.fib_v4[c].insert(&key4(p), route, 0)?,
             },
-            IpNet::V6(p) => self.fib_v6[c].insert(&key6(p), route, 0)?,
+            IpNet::V6(p) => match &mut self.mbt6[c] {
+                Some(mbt) => mbt.insert(*p, dir_entry(route))?,
+                None => self.fib_v6[c].insert(&key6(p), route, 0)?,
+            },
         }
         Ok(())
     }
@@ -378,7 +440,10 @@ impl Dataplane {
                 Some(dir) => dir.remove(*p),
                 None => self.fib_v4[c].remove(&key4(p))?,
             },
-            IpNet::V6(p) => self.fib_v6[c].remove(&key6(p))?,
+            IpNet::V6(p) => match &mut self.mbt6[c] {
+                Some(mbt) => mbt.remove(*p),
+                None => self.fib_v6[c].remove(&key6(p))?,
+            },
         }
         Ok(())
     }
@@ -391,7 +456,10 @@ impl Dataplane {
                 Some(dir) => dir_route(dir.lookup(a)),
                 None => self.fib_v4[c].get(&Key::new(32, a.octets()), 0).ok(),
             },
-            IpAddr::V6(a) => self.fib_v6[c].get(&Key::new(128, a.octets()), 0).ok(),
+            IpAddr::V6(a) => match &self.mbt6[c] {
+                Some(mbt) => dir_route(mbt.lookup(a)),
+                None => self.fib_v6[c].get(&Key::new(128, a.octets()), 0).ok(),
+            },
         }
     }
 

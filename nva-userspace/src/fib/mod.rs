@@ -13,7 +13,7 @@
 pub mod buckets;
 mod slots;
 
-use std::{collections::HashMap, net::IpAddr};
+use std::{net::IpAddr, sync::Arc};
 
 use anyhow::{Context, Result, bail};
 use ipnet::IpNet;
@@ -24,6 +24,7 @@ use nva_common::{
 };
 use rustc_hash::FxHashMap;
 use serde::Serialize;
+use smallvec::SmallVec;
 
 use crate::{dataplane::Dataplane, netlink::routes::KernelRoute};
 use buckets::NhId;
@@ -54,8 +55,9 @@ pub enum Source {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Target {
-    /// ECMP over these next hops.
-    Forward(Vec<NhId>),
+    /// ECMP over these next hops (shared: a full table has a million routes over a few
+    /// next-hop sets, and cloning a route must not allocate).
+    Forward(Arc<[NhId]>),
     /// An address of this box.
     Local,
     /// A connected subnet (the kernel resolves hosts).
@@ -165,9 +167,10 @@ pub fn format_mac(mac: &[u8; 6]) -> String {
 }
 
 /// The routes of every source for one prefix, ordered by preference (last = most
-/// preferred). A prefix rarely has more than one or two, so a small sorted vector.
+/// preferred). A prefix rarely has more than one, so a small sorted vector that holds
+/// one without allocating (a full table is a million prefixes).
 #[derive(Clone, Debug, Default)]
-struct Sources(Vec<(Source, Target)>);
+struct Sources(SmallVec<[(Source, Target); 1]>);
 
 impl Sources {
     fn insert(&mut self, source: Source, target: Target) -> Option<Target> {
@@ -242,9 +245,9 @@ pub struct Fib {
     /// Prefixes whose destinations are east-west.
     east_west: Vec<IpNet>,
     nexthops: Slots<NhId, NhEntry>,
-    nh_ids: HashMap<NhKey, NhId>,
+    nh_ids: FxHashMap<NhKey, NhId>,
     groups: Slots<u32, Group>,
-    group_ids: HashMap<Vec<NhId>, u32>,
+    group_ids: FxHashMap<Vec<NhId>, u32>,
     /// Every source's route per table and prefix.
     rib: FxHashMap<(Table, IpNet), Sources>,
     /// What is in the data plane per table and prefix.
@@ -274,9 +277,9 @@ impl Fib {
             dp,
             east_west: Vec::new(),
             nexthops: Slots::new(),
-            nh_ids: HashMap::new(),
+            nh_ids: FxHashMap::default(),
             groups: Slots::new(),
-            group_ids: HashMap::new(),
+            group_ids: FxHashMap::default(),
             rib: FxHashMap::default(),
             installed: FxHashMap::default(),
             kernel_ops: Vec::new(),
@@ -297,24 +300,26 @@ impl Fib {
         std::mem::take(&mut self.kernel_ops)
     }
 
-    fn kernel_route(&self, source: Source, target: &Target) -> Option<KernelRoute> {
-        let mirrored = match source {
+    /// Whether a route of `source` with `target` is mirrored into the kernel.
+    fn mirrored(&self, source: Source, target: &Target) -> bool {
+        let by_source = match source {
             Source::Static | Source::StaticBackup => true,
             Source::Bgp => self.mirror_bgp,
             _ => false,
         };
-        if !mirrored {
-            return None;
-        }
+        by_source && matches!(target, Target::Forward(_) | Target::Blackhole)
+    }
+
+    /// The kernel route of a mirrored target.
+    fn kernel_route(&self, target: &Target) -> KernelRoute {
         match target {
-            Target::Forward(members) => Some(KernelRoute::Forward(
+            Target::Forward(members) => KernelRoute::Forward(
                 members
                     .iter()
                     .map(|id| (self.nexthops[id].key.via, self.nexthops[id].key.ifindex))
                     .collect(),
-            )),
-            Target::Blackhole => Some(KernelRoute::Blackhole),
-            _ => None,
+            ),
+            _ => KernelRoute::Blackhole,
         }
     }
 
@@ -382,15 +387,18 @@ impl Fib {
     /// go into both tables.
     pub fn set_route(&mut self, prefix: IpNet, source: Source, target: Target) -> Result<()> {
         for table in self.tables_for(prefix, source) {
-            self.set_route_in(table, prefix, source, target.clone())?;
+            self.set_route_in(*table, prefix, source, target.clone())?;
         }
         Ok(())
     }
 
-    fn tables_for(&self, prefix: IpNet, source: Source) -> Vec<Table> {
+    fn tables_for(&self, prefix: IpNet, source: Source) -> &'static [Table] {
         match source {
-            Source::Local | Source::Connected | Source::Neighbour => Table::ALL.to_vec(),
-            Source::Static | Source::StaticBackup | Source::Bgp => vec![self.classify(prefix)],
+            Source::Local | Source::Connected | Source::Neighbour => &Table::ALL,
+            Source::Static | Source::StaticBackup | Source::Bgp => match self.classify(prefix) {
+                Table::EastWest => &[Table::EastWest],
+                Table::NorthSouth => &[Table::NorthSouth],
+            },
         }
     }
 
@@ -472,7 +480,16 @@ impl Fib {
         self.stats.seconds += secs;
         self.stats.max_seconds = self.stats.max_seconds.max(secs);
         // The kernel's view of the prefix: east-west's route if it is mirrored, else
-        // north-south's. Only this table's entry changed.
+        // north-south's. Only this table's entry changed, so if what it shows the kernel
+        // is the same, so is the view. Compared as targets (the same next-hop ids are
+        // the same kernel route), built only when it changed.
+        fn shown<'a>(fib: &Fib, inst: Option<&'a Installed>) -> Option<&'a Target> {
+            inst.filter(|i| fib.mirrored(i.source, &i.target))
+                .map(|i| &i.target)
+        }
+        if shown(self, before.as_ref()) == shown(self, self.installed.get(&key)) {
+            return result;
+        }
         let view = |inst: Option<&Installed>, fib: &Fib| {
             Table::ALL.iter().find_map(|t| {
                 let i = if *t == table {
@@ -480,13 +497,15 @@ impl Fib {
                 } else {
                     fib.installed.get(&(*t, prefix))
                 };
-                i.and_then(|i| fib.kernel_route(i.source, &i.target))
+                i.filter(|i| fib.mirrored(i.source, &i.target))
+                    .map(|i| i.target.clone())
             })
         };
         let kernel_before = view(before.as_ref(), self);
         let kernel_after = view(self.installed.get(&key), self);
         if kernel_before != kernel_after {
-            self.kernel_ops.push((prefix, kernel_after));
+            let route = kernel_after.map(|t| self.kernel_route(&t));
+            self.kernel_ops.push((prefix, route));
         }
         result
     }
@@ -622,7 +641,7 @@ impl Fib {
     /// Counts a route's references to its next hops.
     fn retain_target(&mut self, target: &Target) {
         if let Target::Forward(members) = target {
-            for m in members {
+            for m in members.iter() {
                 if let Some(nh) = self.nexthops.get_mut(m) {
                     nh.refs += 1;
                 }
@@ -633,8 +652,8 @@ impl Fib {
     /// Drops a route's references to its next hops (after the route is gone).
     fn release_target(&mut self, target: Option<Target>) -> Result<()> {
         if let Some(Target::Forward(members)) = target {
-            for m in members {
-                self.unref_nexthop(m)?;
+            for m in members.iter() {
+                self.unref_nexthop(*m)?;
             }
         }
         Ok(())
@@ -859,7 +878,7 @@ impl Fib {
 
     fn route_view(&self, table: Table, prefix: &IpNet, inst: &Installed) -> RouteView {
         let (action, members) = match &inst.target {
-            Target::Forward(m) => ("forward", m.clone()),
+            Target::Forward(m) => ("forward", m.to_vec()),
             Target::Local => ("local", vec![]),
             Target::Connected => ("connected", vec![]),
             Target::Kernel => ("kernel", vec![]),

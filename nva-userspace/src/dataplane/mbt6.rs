@@ -1,0 +1,392 @@
+//! Multibit-trie IPv6 FIB writer (the layout is in nva-common): a 2^16-entry root and
+//! 16-entry blocks, one per 4 more bits of the address.
+//!
+//! The same scheme as `Dir24`, over more levels: every cell remembers the prefix length
+//! that set it ("depth"), so a prefix only overwrites cells owned by shorter prefixes
+//! and a removed prefix hands its cells back to the covering one. A block is filled
+//! before the cell pointing to it is switched, and every cell is one atomic u32 store,
+//! so the data plane never sees a half-written or missing route while a route changes.
+//!
+//! Root cells and block cells share one numbering (`ROOT + block * 16 + i` for block
+//! cells), which keeps the walk and the depth bookkeeping in one place.
+use std::{collections::VecDeque, net::Ipv6Addr};
+
+use anyhow::{Result, bail};
+use ipnet::Ipv6Net;
+use nva_common::{
+    DIR_EXT, MBT6_BLOCK, MBT6_LEVELS, MBT6_ROOT_BITS, MBT6_ROOT_ENTRIES, MBT6_STRIDE,
+};
+use rustc_hash::FxHashMap;
+
+use super::cells::Cells;
+
+const ROOT: usize = MBT6_ROOT_ENTRIES as usize;
+const BLOCK: usize = MBT6_BLOCK as usize;
+/// Block indexes live in the low 28 bits of an entry.
+const BLOCK_MASK: u32 = 0x0fff_ffff;
+
+pub struct Mbt6<C: Cells> {
+    root: C,
+    nodes: C,
+    /// Prefix length + 1 that set each cell (0 = no route); for a cell pointing to a
+    /// block, the depth of the route covering the whole cell.
+    depth: Vec<u8>,
+    /// Routes inside each block that are longer than the cell pointing to it; the block
+    /// is freed when none are left.
+    block_routes: Vec<u32>,
+    /// Free blocks, reused oldest first (a lookup that read the pointer to a block just
+    /// before it was freed still finds its last, still correct, entries).
+    free_blocks: VecDeque<u32>,
+    routes: FxHashMap<Ipv6Net, u32>,
+    /// Routes per prefix length, so finding a covering route skips unused lengths.
+    per_len: [u32; 129],
+}
+
+impl<C: Cells> Mbt6<C> {
+    /// `root` must hold MBT6_ROOT_ENTRIES cells and `nodes` `blocks * 16`, all zero.
+    pub fn new(root: C, nodes: C, blocks: u32) -> Self {
+        assert!(blocks <= BLOCK_MASK + 1);
+        Self {
+            root,
+            nodes,
+            depth: vec![0; ROOT + blocks as usize * BLOCK],
+            block_routes: vec![0; blocks as usize],
+            free_blocks: (0..blocks).collect(),
+            routes: FxHashMap::default(),
+            per_len: [0; 129],
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.routes.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.routes.is_empty()
+    }
+
+    /// Blocks in use.
+    pub fn blocks_used(&self) -> usize {
+        self.block_routes.len() - self.free_blocks.len()
+    }
+
+    fn get(&self, cell: usize) -> u32 {
+        if cell < ROOT {
+            self.root.get(cell)
+        } else {
+            self.nodes.get(cell - ROOT)
+        }
+    }
+
+    fn set(&mut self, cell: usize, value: u32) {
+        if cell < ROOT {
+            self.root.set(cell, value)
+        } else {
+            self.nodes.set(cell - ROOT, value)
+        }
+    }
+
+    /// The cell of `addr` in `block`, whose cells cover prefixes of length `cell_len`.
+    fn cell_in(block: usize, addr: u128, cell_len: u8) -> usize {
+        let nibble = (addr >> (128 - cell_len as u32)) as usize & (BLOCK - 1);
+        ROOT + block * BLOCK + nibble
+    }
+
+    /// The cells `prefix` is written to: the first one and how many, the blocks on the way
+    /// there and the cell pointing to each. `allocate`: create missing blocks (None when
+    /// a block is missing and `allocate` is false).
+    fn walk(&mut self, prefix: Ipv6Net, allocate: bool) -> Result<Option<Walk>> {
+        let len = prefix.prefix_len();
+        let addr = u128::from(prefix.network());
+        let mut cell = (addr >> (128 - MBT6_ROOT_BITS)) as usize;
+        let mut cell_len = MBT6_ROOT_BITS as u8;
+        let mut path = Vec::new();
+        while cell_len < len {
+            let entry = self.get(cell);
+            let block = if entry & DIR_EXT != 0 {
+                (entry & BLOCK_MASK) as usize
+            } else if allocate {
+                self.allocate_under(cell)?
+            } else {
+                return Ok(None);
+            };
+            path.push((cell, block));
+            cell_len += MBT6_STRIDE as u8;
+            cell = Self::cell_in(block, addr, cell_len);
+        }
+        Ok(Some(Walk {
+            first: cell,
+            count: 1 << (cell_len - len),
+            path,
+        }))
+    }
+
+    /// Inserts or replaces `prefix` with the (non-zero, non-extended) entry `value`.
+    pub fn insert(&mut self, prefix: Ipv6Net, value: u32) -> Result<()> {
+        let prefix = prefix.trunc();
+        if value == 0 || value & DIR_EXT != 0 {
+            bail!("invalid multibit-trie entry {value:#x}");
+        }
+        // A walk allocates at most one block per level: check first, so a full table
+        // fails the route cleanly instead of leaving half a path behind.
+        if self.free_blocks.len() < MBT6_LEVELS as usize {
+            bail!(
+                "IPv6 multibit trie: all {} blocks are in use",
+                self.block_routes.len()
+            );
+        }
+        let depth = prefix.prefix_len() + 1;
+        let walk = self.walk(prefix, true)?.expect("allocating walk");
+        for cell in walk.first..walk.first + walk.count {
+            self.set_covering(cell, value, depth, &|d| d <= depth);
+        }
+        if self.routes.insert(prefix, value).is_none() {
+            self.per_len[prefix.prefix_len() as usize] += 1;
+            for (_, block) in &walk.path {
+                self.block_routes[*block] += 1;
+            }
+        }
+        Ok(())
+    }
+
+    /// Removes `prefix`; its destinations fall back to the longest covering prefix.
+    pub fn remove(&mut self, prefix: Ipv6Net) {
+        let prefix = prefix.trunc();
+        if self.routes.remove(&prefix).is_none() {
+            return;
+        }
+        self.per_len[prefix.prefix_len() as usize] -= 1;
+        let depth = prefix.prefix_len() + 1;
+        let (value, cover_depth) = self.covering(prefix);
+        let walk = self
+            .walk(prefix, false)
+            .expect("walk without allocation")
+            .expect("an installed route has its blocks");
+        for cell in walk.first..walk.first + walk.count {
+            self.set_covering(cell, value, cover_depth, &|d| d == depth);
+        }
+        // Deepest first: a block without routes holds one value everywhere (that of the
+        // route covering it), which its parent cell takes back before the block is free.
+        // Its entries stay as they are for a lookup still reading them.
+        for (parent, block) in walk.path.into_iter().rev() {
+            self.block_routes[block] -= 1;
+            if self.block_routes[block] == 0 {
+                let first = ROOT + block * BLOCK;
+                debug_assert!(self.get(first) & DIR_EXT == 0);
+                self.set(parent, self.get(first));
+                self.depth[parent] = self.depth[first];
+                self.free_blocks.push_back(block as u32);
+            }
+        }
+    }
+
+    /// Sets `cell` (or, when it points to a block, every cell below it) to
+    /// `value`/`depth` where the cell's current depth satisfies `owned`.
+    fn set_covering(&mut self, cell: usize, value: u32, depth: u8, owned: &dyn Fn(u8) -> bool) {
+        let entry = self.get(cell);
+        if entry & DIR_EXT != 0 {
+            let first = ROOT + (entry & BLOCK_MASK) as usize * BLOCK;
+            for child in first..first + BLOCK {
+                self.set_covering(child, value, depth, owned);
+            }
+            if owned(self.depth[cell]) {
+                self.depth[cell] = depth;
+            }
+        } else if owned(self.depth[cell]) {
+            self.set(cell, value);
+            self.depth[cell] = depth;
+        }
+    }
+
+    /// Allocates a block under `cell`, filled with the cell's route, then points the
+    /// cell to it.
+    fn allocate_under(&mut self, cell: usize) -> Result<usize> {
+        let Some(block) = self.free_blocks.pop_front() else {
+            bail!("IPv6 multibit trie: no free block");
+        };
+        let block = block as usize;
+        let (entry, depth) = (self.get(cell), self.depth[cell]);
+        let first = ROOT + block * BLOCK;
+        for child in first..first + BLOCK {
+            self.set(child, entry);
+            self.depth[child] = depth;
+        }
+        // Only now does the data plane follow the pointer.
+        self.set(cell, DIR_EXT | block as u32);
+        Ok(block)
+    }
+
+    /// Entry and depth of the longest route shorter than `prefix` that covers it.
+    fn covering(&self, prefix: Ipv6Net) -> (u32, u8) {
+        for l in (0..prefix.prefix_len()).rev() {
+            if self.per_len[l as usize] == 0 {
+                continue;
+            }
+            let candidate = Ipv6Net::new(prefix.network(), l)
+                .expect("valid length")
+                .trunc();
+            if let Some(&v) = self.routes.get(&candidate) {
+                return (v, l + 1);
+            }
+        }
+        (0, 0)
+    }
+
+    /// The entry the data plane finds for `addr` (0 = no route).
+    pub fn lookup(&self, addr: Ipv6Addr) -> u32 {
+        let a = u128::from(addr);
+        let mut entry = self.get((a >> (128 - MBT6_ROOT_BITS)) as usize);
+        let mut cell_len = MBT6_ROOT_BITS as u8;
+        while entry & DIR_EXT != 0 {
+            cell_len += MBT6_STRIDE as u8;
+            entry = self.get(Self::cell_in((entry & BLOCK_MASK) as usize, a, cell_len));
+        }
+        entry
+    }
+}
+
+/// Where a prefix lives in the trie.
+struct Walk {
+    /// First cell the prefix is expanded to, and how many (consecutive) cells.
+    first: usize,
+    count: usize,
+    /// (cell pointing to the block, block) for every block on the way, root first.
+    path: Vec<(usize, usize)>,
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+
+    use super::*;
+
+    const BLOCKS: u32 = 1 << 16;
+
+    fn table() -> Mbt6<Vec<u32>> {
+        Mbt6::new(vec![0; ROOT], vec![0; BLOCKS as usize * BLOCK], BLOCKS)
+    }
+
+    fn reference(routes: &HashMap<Ipv6Net, u32>, addr: Ipv6Addr) -> u32 {
+        routes
+            .iter()
+            .filter(|(p, _)| p.contains(&addr))
+            .max_by_key(|(p, _)| p.prefix_len())
+            .map(|(_, v)| *v)
+            .unwrap_or(0)
+    }
+
+    struct Rng(u64);
+    impl Rng {
+        fn next(&mut self) -> u64 {
+            self.0 ^= self.0 << 13;
+            self.0 ^= self.0 >> 7;
+            self.0 ^= self.0 << 17;
+            self.0
+        }
+    }
+
+    #[test]
+    fn nested_prefixes_and_removal() {
+        let mut t = table();
+        let p = |s: &str| s.parse::<Ipv6Net>().unwrap();
+        let a = |s: &str| s.parse::<Ipv6Addr>().unwrap();
+        t.insert(p("::/0"), 1).unwrap();
+        t.insert(p("2001:db8::/32"), 2).unwrap();
+        t.insert(p("2001:db8:1::/48"), 3).unwrap();
+        t.insert(p("2001:db8:1:2::/63"), 4).unwrap();
+        t.insert(p("2001:db8:1:2::5/128"), 5).unwrap();
+        assert_eq!(t.lookup(a("2a00::1")), 1);
+        assert_eq!(t.lookup(a("2001:db8:ffff::1")), 2);
+        assert_eq!(t.lookup(a("2001:db8:1:ff::1")), 3);
+        assert_eq!(t.lookup(a("2001:db8:1:3::1")), 4);
+        assert_eq!(t.lookup(a("2001:db8:1:2::5")), 5);
+        assert_eq!(t.lookup(a("2001:db8:1:2::6")), 4);
+        // A shorter prefix inserted later does not override the longer ones.
+        t.insert(p("2001:db8::/40"), 6).unwrap();
+        assert_eq!(t.lookup(a("2001:db8:1:3::1")), 4);
+        assert_eq!(t.lookup(a("2001:db8:2::1")), 6);
+        assert_eq!(t.lookup(a("2001:db8:100::1")), 2);
+        t.remove(p("2001:db8:1:2::/63"));
+        assert_eq!(t.lookup(a("2001:db8:1:3::1")), 3);
+        assert_eq!(t.lookup(a("2001:db8:1:2::5")), 5);
+        t.remove(p("2001:db8:1:2::5/128"));
+        assert_eq!(t.lookup(a("2001:db8:1:2::5")), 3);
+        t.remove(p("2001:db8:1::/48"));
+        t.remove(p("2001:db8::/40"));
+        assert_eq!(t.lookup(a("2001:db8:1:2::5")), 2);
+        t.remove(p("2001:db8::/32"));
+        assert_eq!(t.blocks_used(), 0, "blocks are freed with their last route");
+        assert_eq!(t.lookup(a("2001:db8:1:2::5")), 1);
+        t.remove(p("::/0"));
+        assert_eq!(t.lookup(a("2a00::1")), 0);
+        // Replacing a route's value.
+        t.insert(p("2001:db8::/32"), 7).unwrap();
+        assert_eq!(t.lookup(a("2001:db8::1")), 7);
+        t.insert(p("2001:db8::/32"), 8).unwrap();
+        assert_eq!(t.lookup(a("2001:db8::1")), 8);
+    }
+
+    #[test]
+    fn differential_against_a_reference_lpm() {
+        let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
+        let lens = [
+            0u8, 12, 16, 19, 20, 24, 29, 32, 32, 33, 36, 40, 44, 47, 48, 48, 48, 52, 56, 64, 96,
+            127, 128,
+        ];
+        for round in 0..3 {
+            let mut t = table();
+            let mut routes = HashMap::new();
+            // Prefixes inside a few /16s and /32s so that they nest and overlap a lot.
+            let base = |rng: &mut Rng| -> u128 {
+                let top = [0x2001_0db8u128, 0x2001_0db9, 0x2a00_1450][(rng.next() % 3) as usize];
+                let r = (rng.next() as u128) << 64 | rng.next() as u128;
+                // Keep the bits below /32 mostly in a small range.
+                (top << 96) | (r & ((1u128 << 96) - 1) & !(0xffffu128 << 72))
+            };
+            for n in 0..3000 {
+                let addr = Ipv6Addr::from(base(&mut rng));
+                let len = lens[(rng.next() % lens.len() as u64) as usize];
+                let prefix = Ipv6Net::new(addr, len).unwrap().trunc();
+                let value = 1 + (n as u32 % 1000);
+                t.insert(prefix, value).unwrap();
+                routes.insert(prefix, value);
+                if rng.next().is_multiple_of(4) {
+                    let victim = *routes.keys().next().unwrap();
+                    routes.remove(&victim);
+                    t.remove(victim);
+                }
+            }
+            for _ in 0..20_000 {
+                let addr = Ipv6Addr::from(base(&mut rng));
+                assert_eq!(
+                    t.lookup(addr),
+                    reference(&routes, addr),
+                    "round {round}, {addr}"
+                );
+            }
+            for p in routes.keys() {
+                for addr in [p.network(), p.broadcast()] {
+                    assert_eq!(t.lookup(addr), reference(&routes, addr), "{p} at {addr}");
+                }
+            }
+            // Removing everything frees every block.
+            let all: Vec<_> = routes.keys().copied().collect();
+            for p in all {
+                t.remove(p);
+            }
+            assert_eq!(t.blocks_used(), 0, "round {round}");
+            assert_eq!(t.lookup(Ipv6Addr::from(base(&mut rng))), 0);
+        }
+    }
+
+    #[test]
+    fn a_full_trie_refuses_the_route_and_keeps_the_others() {
+        let mut t = Mbt6::new(vec![0; ROOT], vec![0; 30 * BLOCK], 30);
+        let p = |s: &str| s.parse::<Ipv6Net>().unwrap();
+        t.insert(p("2001:db8::/32"), 1).unwrap();
+        assert!(t.insert(p("2001:db8:1::/128"), 2).is_err());
+        assert_eq!(t.lookup("2001:db8::1".parse().unwrap()), 1);
+        t.remove(p("2001:db8::/32"));
+        assert_eq!(t.blocks_used(), 0);
+    }
+}
