@@ -127,6 +127,14 @@ struct Installed {
     group: Option<u32>,
 }
 
+/// One prefix of one table: the routes offered and the one installed. Removed when both
+/// are empty.
+#[derive(Debug, Default)]
+struct Entry {
+    sources: Sources,
+    installed: Option<Installed>,
+}
+
 /// What `nva nexthops` shows.
 #[derive(Clone, Debug, Serialize)]
 pub struct NextHopView {
@@ -248,12 +256,13 @@ pub struct Fib {
     nh_ids: FxHashMap<NhKey, NhId>,
     groups: Slots<u32, Group>,
     group_ids: FxHashMap<Vec<NhId>, u32>,
-    /// Every source's route per table and prefix.
-    rib: FxHashMap<(Table, IpNet), Sources>,
-    /// What is in the data plane per table and prefix.
-    installed: FxHashMap<(Table, IpNet), Installed>,
+    /// Every source's route, and what is in the data plane, per table and prefix (one
+    /// map: a route change finds both with one lookup).
+    entries: FxHashMap<(Table, IpNet), Entry>,
     /// Kernel route changes not yet taken by the daemon (see `take_kernel_ops`).
     kernel_ops: Vec<KernelOp>,
+    /// Cache of `kernel_route` (cleared when a next-hop id is freed and may be reused).
+    last_kernel_route: Option<(Arc<[NhId]>, KernelRoute)>,
     stats: FibStats,
     keep_dead_routes: bool,
     /// Mirror BGP routes into the kernel.
@@ -280,9 +289,9 @@ impl Fib {
             nh_ids: FxHashMap::default(),
             groups: Slots::new(),
             group_ids: FxHashMap::default(),
-            rib: FxHashMap::default(),
-            installed: FxHashMap::default(),
+            entries: FxHashMap::default(),
             kernel_ops: Vec::new(),
+            last_kernel_route: None,
             stats: FibStats::default(),
             keep_dead_routes: false,
             mirror_bgp: true,
@@ -310,17 +319,25 @@ impl Fib {
         by_source && matches!(target, Target::Forward(_) | Target::Blackhole)
     }
 
-    /// The kernel route of a mirrored target.
-    fn kernel_route(&self, target: &Target) -> KernelRoute {
-        match target {
-            Target::Forward(members) => KernelRoute::Forward(
-                members
-                    .iter()
-                    .map(|id| (self.nexthops[id].key.via, self.nexthops[id].key.ifindex))
-                    .collect(),
-            ),
-            _ => KernelRoute::Blackhole,
+    /// The kernel route of a mirrored target. The last one is kept: a table load sends
+    /// many routes over the same next hops in a row.
+    fn kernel_route(&mut self, target: &Target) -> KernelRoute {
+        let Target::Forward(members) = target else {
+            return KernelRoute::Blackhole;
+        };
+        if let Some((m, route)) = &self.last_kernel_route
+            && m == members
+        {
+            return route.clone();
         }
+        let route = KernelRoute::Forward(
+            members
+                .iter()
+                .map(|id| (self.nexthops[id].key.via, self.nexthops[id].key.ifindex))
+                .collect(),
+        );
+        self.last_kernel_route = Some((members.clone(), route.clone()));
+        route
     }
 
     /// Sets the east-west destination prefixes (everything else is north-south) and
@@ -421,9 +438,10 @@ impl Fib {
         }
         self.retain_target(&target);
         let old = self
-            .rib
+            .entries
             .entry((table, prefix))
             .or_default()
+            .sources
             .insert(source, target);
         let result = self.reinstall(table, prefix);
         self.release_target(old)?;
@@ -442,15 +460,12 @@ impl Fib {
     pub fn remove_route_in(&mut self, table: Table, prefix: IpNet, source: Source) -> Result<()> {
         let prefix = prefix.trunc();
         let key = (table, prefix);
-        let Some(sources) = self.rib.get_mut(&key) else {
+        let Some(entry) = self.entries.get_mut(&key) else {
             return Ok(());
         };
-        let Some(removed) = sources.remove(&source) else {
+        let Some(removed) = entry.sources.remove(&source) else {
             return Ok(());
         };
-        if sources.is_empty() {
-            self.rib.remove(&key);
-        }
         let result = self.reinstall(table, prefix);
         self.release_target(Some(removed))?;
         result
@@ -458,9 +473,9 @@ impl Fib {
 
     /// (table, prefix) pairs a source currently has routes for.
     pub fn prefixes_of(&self, source: Source) -> Vec<(Table, IpNet)> {
-        self.rib
+        self.entries
             .iter()
-            .filter(|(_, s)| s.contains_key(&source))
+            .filter(|(_, e)| e.sources.contains_key(&source))
             .map(|(k, _)| *k)
             .collect()
     }
@@ -468,9 +483,9 @@ impl Fib {
     fn reinstall(&mut self, table: Table, prefix: IpNet) -> Result<()> {
         let started = std::time::Instant::now();
         let key = (table, prefix);
-        let before = self.installed.get(&key).cloned();
+        let before = self.installed(&key).cloned();
         let result = self.reinstall_inner(table, prefix);
-        let after = self.installed.get(&key);
+        let after = self.installed(&key);
         if before.as_ref().map(|i| (&i.source, &i.target)) == after.map(|i| (&i.source, &i.target))
         {
             return result;
@@ -487,7 +502,7 @@ impl Fib {
             inst.filter(|i| fib.mirrored(i.source, &i.target))
                 .map(|i| &i.target)
         }
-        if shown(self, before.as_ref()) == shown(self, self.installed.get(&key)) {
+        if shown(self, before.as_ref()) == shown(self, self.installed(&key)) {
             return result;
         }
         let view = |inst: Option<&Installed>, fib: &Fib| {
@@ -495,14 +510,14 @@ impl Fib {
                 let i = if *t == table {
                     inst
                 } else {
-                    fib.installed.get(&(*t, prefix))
+                    fib.installed(&(*t, prefix))
                 };
                 i.filter(|i| fib.mirrored(i.source, &i.target))
                     .map(|i| i.target.clone())
             })
         };
         let kernel_before = view(before.as_ref(), self);
-        let kernel_after = view(self.installed.get(&key), self);
+        let kernel_after = view(self.installed(&key), self);
         if kernel_before != kernel_after {
             let route = kernel_after.map(|t| self.kernel_route(&t));
             self.kernel_ops.push((prefix, route));
@@ -516,7 +531,11 @@ impl Fib {
         // The most preferred source whose route can carry traffic; a forward route
         // whose next hops are all down is skipped (its destinations fall through to a
         // backup route or a less specific prefix) unless configured to stay.
-        let best = self.rib.get(&key).and_then(|sources| {
+        let Some(entry) = self.entries.get(&key) else {
+            return Ok(());
+        };
+        let sources = &entry.sources;
+        let best = {
             sources
                 .iter()
                 .rev()
@@ -529,15 +548,17 @@ impl Fib {
                     }
                 })
                 .map(|(s, t)| (*s, t.clone()))
-        });
-        let old = self.installed.get(&key).cloned();
+        };
+        let old = entry.installed.clone();
         let Some((source, target)) = best else {
             if let Some(old) = old {
                 self.dp.remove_route(class, &prefix)?;
-                self.installed.remove(&key);
+                self.set_installed(key, None);
                 if let Some(g) = old.group {
                     self.release_group(g)?;
                 }
+            } else {
+                self.set_installed(key, None);
             }
             return Ok(());
         };
@@ -569,18 +590,33 @@ impl Fib {
             }
             return Err(e.context(format!("installing route {prefix} ({})", table.name())));
         }
-        self.installed.insert(
+        self.set_installed(
             key,
-            Installed {
+            Some(Installed {
                 source,
                 target,
                 group,
-            },
+            }),
         );
         if let Some(g) = old.and_then(|o| o.group) {
             self.release_group(g)?;
         }
         Ok(())
+    }
+
+    fn installed(&self, key: &(Table, IpNet)) -> Option<&Installed> {
+        self.entries.get(key).and_then(|e| e.installed.as_ref())
+    }
+
+    /// Records what is installed for `key`, dropping the entry once it has neither
+    /// routes nor an installed one.
+    fn set_installed(&mut self, key: (Table, IpNet), installed: Option<Installed>) {
+        if let Some(e) = self.entries.get_mut(&key) {
+            e.installed = installed;
+            if e.installed.is_none() && e.sources.is_empty() {
+                self.entries.remove(&key);
+            }
+        }
     }
 
     fn acquire_group(&mut self, members: &[NhId]) -> Result<u32> {
@@ -667,6 +703,7 @@ impl Fib {
         if nh.refs == 0 {
             let nh = self.nexthops.remove(&id).expect("present");
             self.nh_ids.remove(&nh.key);
+            self.last_kernel_route = None;
             self.dp.write_nexthop(
                 id,
                 &NextHop {
@@ -740,10 +777,10 @@ impl Fib {
         }
         // Routes may switch between their own next hops and a fallback.
         let keys: Vec<(Table, IpNet)> = self
-            .rib
+            .entries
             .iter()
-            .filter(|(_, sources)| {
-                sources
+            .filter(|(_, e)| {
+                e.sources
                     .values()
                     .any(|t| matches!(t, Target::Forward(m) if m.contains(&id)))
             })
@@ -871,7 +908,7 @@ impl Fib {
         let max = if addr.is_ipv4() { 32 } else { 128 };
         (0..=max).rev().find_map(|len| {
             let prefix = IpNet::new(addr, len).ok()?.trunc();
-            let inst = self.installed.get(&(table, prefix))?;
+            let inst = self.installed(&(table, prefix))?;
             Some(self.route_view(table, &prefix, inst))
         })
     }
@@ -898,21 +935,31 @@ impl Fib {
 
     /// Installed routes, sorted by table and prefix.
     pub fn route_views(&self) -> Vec<RouteView> {
-        let mut keys: Vec<&(Table, IpNet)> = self.installed.keys().collect();
-        keys.sort();
-        keys.into_iter()
-            .map(|k| self.route_view(k.0, &k.1, &self.installed[k]))
+        let mut routes: Vec<(&(Table, IpNet), &Installed)> = self
+            .entries
+            .iter()
+            .filter_map(|(k, e)| Some((k, e.installed.as_ref()?)))
+            .collect();
+        routes.sort_by_key(|(k, _)| *k);
+        routes
+            .into_iter()
+            .map(|(k, i)| self.route_view(k.0, &k.1, i))
             .collect()
     }
 
     /// Installed (IPv4, IPv6) routes, over both tables.
     pub fn route_count(&self) -> (usize, usize) {
-        let v4 = self
-            .installed
-            .keys()
-            .filter(|(_, p)| p.addr().is_ipv4())
-            .count();
-        (v4, self.installed.len() - v4)
+        let (mut v4, mut v6) = (0, 0);
+        for ((_, p), e) in &self.entries {
+            if e.installed.is_some() {
+                if p.addr().is_ipv4() {
+                    v4 += 1;
+                } else {
+                    v6 += 1;
+                }
+            }
+        }
+        (v4, v6)
     }
 }
 

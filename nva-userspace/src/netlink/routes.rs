@@ -21,8 +21,8 @@ pub const RTPROT_NVA: u8 = 250;
 /// What the kernel should do for a prefix.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum KernelRoute {
-    /// ECMP over (gateway, ifindex) pairs.
-    Forward(Vec<(IpAddr, u32)>),
+    /// ECMP over (gateway, ifindex) pairs (shared by the routes over the same next hops).
+    Forward(std::sync::Arc<[(IpAddr, u32)]>),
     Blackhole,
 }
 
@@ -37,7 +37,7 @@ impl Netlink {
             KernelRoute::Blackhole => builder = builder.kind(RouteType::BlackHole),
             KernelRoute::Forward(nexthops) => {
                 let mut hops = Vec::new();
-                for (via, ifindex) in nexthops {
+                for (via, ifindex) in nexthops.iter() {
                     let hop = if via.is_ipv4() {
                         RouteNextHopBuilder::new_ipv4()
                     } else {
