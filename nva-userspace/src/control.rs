@@ -86,6 +86,15 @@ fn handle(state: &Shared, cmd: &str, arg: Option<&str>) -> Result<Value> {
                     "mtu": f.port.mtu, "attached": st.fib.dataplane().attached().any(|i| i == f.ifindex),
                 })).collect::<Vec<_>>(),
                 "routes": {"ipv4": v4, "ipv6": v6},
+                "fib": st.fib.dataplane().fib_memory().iter().map(|m| json!({
+                    "table": CLASS_NAMES[m.class as usize],
+                    "family": if m.ipv6 { "ipv6" } else { "ipv4" },
+                    "structure": m.structure,
+                    "kernel_bytes": m.kernel_bytes,
+                    "blocks_used": m.blocks.map(|b| b.0),
+                    "blocks_total": m.blocks.map(|b| b.1),
+                })).collect::<Vec<_>>(),
+                "resident_bytes": crate::dataplane::resident_bytes(),
                 "nexthops": {"total": nexthops.len(), "live": nexthops.iter().filter(|n| n.live).count(),
                              "resolved": nexthops.iter().filter(|n| n.resolved).count()},
             }))

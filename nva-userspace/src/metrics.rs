@@ -238,6 +238,54 @@ pub fn render(st: &State) -> String {
 
     header(
         &mut out,
+        "nva_fib_kernel_bytes",
+        "gauge",
+        "Kernel memory of each FIB's maps, by table, family and structure.",
+    );
+    let fibs = st.fib.dataplane().fib_memory();
+    let fib_labels = |m: &crate::dataplane::FibMemory| {
+        format!(
+            "table=\"{}\",family=\"{}\",structure=\"{}\"",
+            nva_common::CLASS_NAMES[m.class as usize],
+            if m.ipv6 { "ipv6" } else { "ipv4" },
+            m.structure
+        )
+    };
+    for m in &fibs {
+        let _ = writeln!(
+            out,
+            "nva_fib_kernel_bytes{{{}}} {}",
+            fib_labels(m),
+            m.kernel_bytes
+        );
+    }
+    header(
+        &mut out,
+        "nva_fib_blocks",
+        "gauge",
+        "Blocks of the DIR-24-8 and multibit FIBs, in use and in total.",
+    );
+    for m in &fibs {
+        if let Some((used, total)) = m.blocks {
+            let l = fib_labels(m);
+            let _ = writeln!(out, "nva_fib_blocks{{{l},state=\"used\"}} {used}");
+            let _ = writeln!(out, "nva_fib_blocks{{{l},state=\"total\"}} {total}");
+        }
+    }
+    header(
+        &mut out,
+        "nva_resident_bytes",
+        "gauge",
+        "Resident memory of the nva process.",
+    );
+    let _ = writeln!(
+        out,
+        "nva_resident_bytes {}",
+        crate::dataplane::resident_bytes()
+    );
+
+    header(
+        &mut out,
         "nva_nexthop_live",
         "gauge",
         "1 when the next hop receives traffic (link up, neighbour not failed).",

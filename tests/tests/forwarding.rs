@@ -512,6 +512,32 @@ fn fast_fibs_forward_through_the_daemon() {
         lookup["dataplane"]["action"], 1,
         "the multibit-trie entry says forward"
     );
+    // Status reports each FIB's structure and the kernel memory it takes.
+    let status = nva.cli(&["status"]).unwrap();
+    let fib = |table: &str, family: &str| {
+        status["fib"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|f| f["table"] == table && f["family"] == family)
+            .cloned()
+            .unwrap()
+    };
+    let v6 = fib("east-west", "ipv6");
+    assert_eq!(v6["structure"], "multibit");
+    assert!(v6["blocks_used"].as_u64().unwrap() > 0, "{v6}");
+    assert_eq!(v6["blocks_total"], 65536);
+    assert!(v6["kernel_bytes"].as_u64().unwrap() >= 65536 * 64, "{v6}");
+    let v4 = fib("north-south", "ipv4");
+    assert_eq!(v4["structure"], "dir-24-8");
+    assert!(v4["kernel_bytes"].as_u64().unwrap() >= 64 << 20, "{v4}");
+    assert!(status["resident_bytes"].as_u64().unwrap() > 0);
+    let text = nva.cli_raw(&["status"]).unwrap();
+    let text = String::from_utf8_lossy(&text.stdout);
+    assert!(
+        text.contains("fib east-west ipv6: multibit,") && text.contains("of 65536 blocks in use"),
+        "{text}"
+    );
     assert!(nva.counters().unwrap().get(NVA_CLIENT_PORT, "forwarded") >= 600);
 }
 

@@ -70,6 +70,11 @@ impl<C: Cells> Mbt6<C> {
         self.block_routes.len() - self.free_blocks.len()
     }
 
+    /// Blocks in the table.
+    pub fn blocks_total(&self) -> usize {
+        self.block_routes.len()
+    }
+
     fn get(&self, cell: usize) -> u32 {
         if cell < ROOT {
             self.root.get(cell)

@@ -15,7 +15,9 @@ use std::{
 use anyhow::{Context, Result, anyhow, bail};
 use aya::{
     Ebpf, EbpfLoader, include_bytes_aligned,
-    maps::{Array, DevMapHash, LpmTrie, MapData, MapError, PerCpuArray, lpm_trie::Key},
+    maps::{
+        Array, DevMapHash, IterableMap, LpmTrie, MapData, MapError, PerCpuArray, lpm_trie::Key,
+    },
     programs::{
         Xdp, XdpMode,
         links::{FdLink, PinnedLink},
@@ -24,10 +26,10 @@ use aya::{
 };
 use ipnet::{IpNet, Ipv4Net, Ipv6Net};
 use nva_common::{
-    CLASS_NORTH_SOUTH, Counter, DIR8_BLOCKS, DIR24_ENTRIES, EcmpGroup, MAX_IF_SLOTS, MAX_IFINDEX,
-    MAX_SEGMENTS, MBT6_BLOCK, MBT6_BLOCKS, MBT6_ROOT_ENTRIES, NUM_REASONS, NextHop, PortInfo,
-    Route, SEGMENT_DENY, SET_DIR24_EW, SET_DIR24_NS, SET_MBT6_EW, SET_MBT6_NS, Settings,
-    XDP_PROGRAM, dir_entry, dir_route, map_names,
+    CLASS_EAST_WEST, CLASS_NORTH_SOUTH, Counter, DIR8_BLOCKS, DIR24_ENTRIES, EcmpGroup,
+    MAX_IF_SLOTS, MAX_IFINDEX, MAX_SEGMENTS, MBT6_BLOCK, MBT6_BLOCKS, MBT6_ROOT_ENTRIES,
+    NUM_REASONS, NextHop, PortInfo, Route, SEGMENT_DENY, SET_DIR24_EW, SET_DIR24_NS, SET_MBT6_EW,
+    SET_MBT6_NS, Settings, XDP_PROGRAM, dir_entry, dir_route, map_names,
 };
 
 use cells::MmapCells;
@@ -55,6 +57,43 @@ const PINNED_MAPS: [&str; 3] = [
     map_names::CLASS_COUNTERS,
     map_names::SEGMENT_DROPS,
 ];
+
+/// One FIB's structure and memory (see `Dataplane::fib_memory`).
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct FibMemory {
+    pub class: u32,
+    pub ipv6: bool,
+    pub structure: &'static str,
+    /// Kernel memory of the FIB's maps, in bytes.
+    pub kernel_bytes: u64,
+    /// (in use, total) blocks of a DIR-24-8 or multibit FIB.
+    pub blocks: Option<(usize, usize)>,
+}
+
+/// Resident memory of this process, in bytes (0 if unreadable).
+pub fn resident_bytes() -> u64 {
+    std::fs::read_to_string("/proc/self/statm")
+        .ok()
+        .and_then(|s| s.split_whitespace().nth(1)?.parse::<u64>().ok())
+        // SAFETY: sysconf has no memory-safety preconditions.
+        .map_or(0, |pages| {
+            pages * unsafe { libc::sysconf(libc::_SC_PAGESIZE) } as u64
+        })
+}
+
+/// The kernel's memory figure for a map ("memlock" in its fdinfo; 0 if unreadable).
+fn memlock(map: &MapData) -> u64 {
+    use std::os::fd::AsRawFd;
+    let path = format!("/proc/self/fdinfo/{}", map.fd().as_fd().as_raw_fd());
+    std::fs::read_to_string(path)
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("memlock:"))
+                .and_then(|v| v.trim().parse().ok())
+        })
+        .unwrap_or(0)
+}
 
 /// Fewest blocks a multibit trie may have (one full path).
 const MBT6_LEVELS_MIN: u32 = nva_common::MBT6_LEVELS + 1;
@@ -85,7 +124,7 @@ pub struct Dataplane {
     /// Multibit IPv6 FIBs per class, when configured (replacing that class's v6 trie).
     mbt6: [Option<Mbt6<MmapCells>>; 2],
     /// Keeps the DIR-24-8 and multibit maps open while they are mapped.
-    _dir_maps: Vec<MapData>,
+    dir_maps: Vec<(&'static str, MapData)>,
     options: LoadOptions,
     /// Settings of the program this one replaces (from the pin directory).
     previous_settings: Option<Settings>,
@@ -171,7 +210,7 @@ impl Dataplane {
                 if options.dir24_ipv4[c] {
                     cells.push(MmapCells::map(data.fd().as_fd(), len as usize)?);
                 }
-                dir_maps.push(data);
+                dir_maps.push((name, data));
             }
             if let (Some(t8), Some(t24)) = (cells.pop(), cells.pop()) {
                 dir24[c] = Some(Dir24::new(t24, t8));
@@ -190,7 +229,7 @@ impl Dataplane {
                 if options.multibit_ipv6[c] {
                     cells.push(MmapCells::map(data.fd().as_fd(), len as usize)?);
                 }
-                dir_maps.push(data);
+                dir_maps.push((name, data));
             }
             if let (Some(n), Some(r)) = (cells.pop(), cells.pop()) {
                 mbt6[c] = Some(Mbt6::new(r, n, mbt_blocks));
@@ -199,7 +238,7 @@ impl Dataplane {
         Ok(Self {
             dir24,
             mbt6,
-            _dir_maps: dir_maps,
+            dir_maps,
             options,
             previous_settings,
             fib_v4: [
@@ -384,6 +423,67 @@ impl Dataplane {
         self.mbt6[class_index(class)]
             .as_ref()
             .map(Mbt6::blocks_used)
+    }
+
+    /// Per table and family: the FIB structure and the kernel memory its maps take
+    /// (the kernel's own figure, "memlock" in the map's fdinfo).
+    pub fn fib_memory(&self) -> Vec<FibMemory> {
+        let fast = |name: &str| {
+            self.dir_maps
+                .iter()
+                .find(|(n, _)| *n == name)
+                .map_or(0, |(_, m)| memlock(m))
+        };
+        let mut out = Vec::new();
+        for (c, class) in [CLASS_EAST_WEST, CLASS_NORTH_SOUTH].into_iter().enumerate() {
+            let (tbl24, tbl8, root, nodes) = [
+                (
+                    map_names::DIR24_EW,
+                    map_names::DIR8_EW,
+                    map_names::MBT6_ROOT_EW,
+                    map_names::MBT6_NODES_EW,
+                ),
+                (
+                    map_names::DIR24_NS,
+                    map_names::DIR8_NS,
+                    map_names::MBT6_ROOT_NS,
+                    map_names::MBT6_NODES_NS,
+                ),
+            ][c];
+            out.push(match &self.dir24[c] {
+                Some(d) => FibMemory {
+                    class,
+                    ipv6: false,
+                    structure: "dir-24-8",
+                    kernel_bytes: fast(tbl24) + fast(tbl8),
+                    blocks: Some((d.blocks_used(), DIR8_BLOCKS as usize)),
+                },
+                None => FibMemory {
+                    class,
+                    ipv6: false,
+                    structure: "lpm-trie",
+                    kernel_bytes: memlock(self.fib_v4[c].map()),
+                    blocks: None,
+                },
+            });
+            out.push(match &self.mbt6[c] {
+                Some(m) => FibMemory {
+                    class,
+                    ipv6: true,
+                    structure: "multibit",
+                    kernel_bytes: fast(root) + fast(nodes),
+                    blocks: Some((m.blocks_used(), m.blocks_total())),
+                },
+                None => FibMemory {
+                    class,
+                    ipv6: true,
+                    structure: "lpm-trie",
+                    kernel_bytes: memlock(self.fib_v6[c].map()),
+                    blocks: None,
+                },
+            });
+        }
+        out
     }
 
     /// Gives an interface its counter slot and class override (`PORT_*` flags) and
