@@ -156,7 +156,7 @@ fn dir24_lookup(tbl24: &Array<u64>, tbl8: &Array<u64>, dst: [u8; 4]) -> Option<R
     dir_route(entry)
 }
 
-/// Multibit-trie IPv6 lookup: the root by the top 16 bits, then one 16-entry block
+/// Multibit-trie IPv6 lookup: the root by the top 20 bits, then one 16-entry block
 /// (one cache line) per 4 bits until an entry is a route.
 #[inline(always)]
 fn mbt6_lookup(root: &Array<u64>, nodes: &Array<u64>, dst: [u8; 16]) -> Option<Route> {

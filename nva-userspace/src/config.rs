@@ -336,7 +336,7 @@ pub struct Dataplane {
     #[serde(default)]
     pub ipv4_fib_north_south: FibKind,
     /// IPv6 FIB structure of the east-west table: `lpm-trie` (default) or `multibit`
-    /// (a 16-bit root and 4-bit strides: a handful of cache lines per lookup at any
+    /// (a 20-bit root and 4-bit strides: a handful of cache lines per lookup at any
     /// table size; memory per table is `ipv6_fib_blocks` x 64 bytes). Takes effect at
     /// start.
     #[serde(default)]

@@ -1,7 +1,7 @@
 //! Full-table BGP feed benchmark: a feeder (nva's own BGP speaker, over a real TCP BGP
 //! session between two network namespaces) announces ~1,000,000 IPv4 and 200,000 IPv6
 //! prefixes with a realistic prefix-length mix; nva learns them, selects, and programs
-//! its FIB (north-south table as DIR-24-8). Prints routes/s into the FIB, the time to
+//! its FIB (north-south table as DIR-24-8 and the IPv6 multibit trie). Prints routes/s into the FIB, the time to
 //! converge, the withdrawal time, and nva's resident memory.
 //!
 //! `nva-bench-bgp [--quick]` (as root; `cargo xtask bench-bgp` runs it).
@@ -148,6 +148,7 @@ fn main() -> Result<()> {
     let config = r#"
 [dataplane]
 ipv4_fib_north_south = "dir-24-8"
+ipv6_fib_north_south = "multibit"
 [[interfaces]]
 name = "f0"
 [bgp]
