@@ -27,7 +27,8 @@ pub enum Kind {
     /// XDP_DROP at the DUT's ingress: the generator's own ceiling.
     Drop,
     Nva,
-    /// nva with its IPv4 FIB as DIR-24-8 (`LoadOptions::dir24_ipv4`); IPv4 only.
+    /// nva with its fast FIBs: IPv4 as DIR-24-8, IPv6 as the multibit trie
+    /// (`LoadOptions::dir24_ipv4`, `multibit_ipv6`).
     NvaDir24,
     Linux,
 }
@@ -102,8 +103,8 @@ pub struct Params {
 /// Route install figures for the full tables.
 pub struct Installs {
     pub nva: Vec<(bool, Install)>,
-    /// IPv4 into the DIR-24-8 FIB.
-    pub nva_dir24: Option<Install>,
+    /// Per family, into the fast FIBs (IPv4 DIR-24-8, IPv6 multibit).
+    pub nva_dir24: Vec<(bool, Install)>,
     pub linux: Vec<(bool, Install)>,
 }
 
@@ -121,7 +122,7 @@ pub struct Live<'t> {
     obj: BenchObject,
     _sinks: Vec<Attached>,
     nva: Vec<NvaDut>,
-    /// The full-table DUT's second nva, IPv4 FIB as DIR-24-8 (IPv4 routes only).
+    /// The full-table DUT's second nva, with the fast FIBs.
     dir24: Option<NvaDut>,
     /// Destinations per DUT and family (0: IPv4, 1: IPv6), and the routes they fall in.
     dsts: Vec<[Vec<IpAddr>; 2]>,
@@ -156,7 +157,7 @@ impl<'t> Live<'t> {
         }
         let mut installs = Installs {
             nva: vec![],
-            nva_dir24: None,
+            nva_dir24: Vec::new(),
             linux: vec![],
         };
         let (mut nva, mut dsts, mut dst_routes, mut sink_idx) = (vec![], vec![], vec![], vec![]);
@@ -192,13 +193,15 @@ impl<'t> Live<'t> {
         }
         let mut dir24 = None;
         if with_dir24 {
-            let v4: Vec<IpNet> = tables[1]
-                .iter()
-                .copied()
-                .filter(|p| p.addr().is_ipv4())
-                .collect();
             let mut n = NvaDut::load(&topo.duts[1], true)?;
-            installs.nva_dir24 = Some(n.install(&v4)?);
+            for ipv6 in [false, true] {
+                let t: Vec<IpNet> = tables[1]
+                    .iter()
+                    .copied()
+                    .filter(|p| p.addr().is_ipv6() == ipv6)
+                    .collect();
+                installs.nva_dir24.push((ipv6, n.install(&t)?));
+            }
             dir24 = Some(n);
         }
         let live = Live {
@@ -287,7 +290,7 @@ impl<'t> Live<'t> {
         for &ipv6 in families {
             for &size in &p.sizes {
                 for mode in MODES {
-                    if mode.kind == Kind::NvaDir24 && (ipv6 || self.dir24.is_none()) {
+                    if mode.kind == Kind::NvaDir24 && self.dir24.is_none() {
                         continue;
                     }
                     cells.push(Cell {

@@ -135,10 +135,15 @@ impl Report<'_> {
                     l.secs
                 );
             }
-            if let Some(n) = &i.nva_dir24 {
+            for (v6, n) in &i.nva_dir24 {
                 let _ = writeln!(
                     o,
-                    "| IPv4, DIR-24-8 FIB | {} | {:.0} routes/s ({:.1} s) | - |",
+                    "| {} | {} | {:.0} routes/s ({:.1} s) | - |",
+                    if *v6 {
+                        "IPv6, multibit FIB"
+                    } else {
+                        "IPv4, DIR-24-8 FIB"
+                    },
                     count(n.routes),
                     n.rate(),
                     n.secs
@@ -268,6 +273,7 @@ impl Report<'_> {
             let dut = match c.mode.kind {
                 Kind::Drop => "XDP_DROP at DUT ingress",
                 Kind::Nva => "nva (XDP, LPM trie)",
+                Kind::NvaDir24 if c.ipv6 => "nva (XDP, multibit)",
                 Kind::NvaDir24 => "nva (XDP, DIR-24-8)",
                 Kind::Linux => "Linux forwarding",
             };
@@ -358,7 +364,9 @@ impl Report<'_> {
                     fam(ipv6),
                     count(self.routes(nm, ipv6)),
                     self.dsts(nm),
-                    if kind == Kind::NvaDir24 {
+                    if kind == Kind::NvaDir24 && ipv6 {
+                        "multibit"
+                    } else if kind == Kind::NvaDir24 {
                         "DIR-24-8"
                     } else {
                         "LPM trie"

@@ -80,6 +80,7 @@ impl Report<'_> {
             (Kind::NvaDir24, false, "#2ca02c"),
             (Kind::Linux, false, "#aec7e8"),
             (Kind::Nva, true, "#d62728"),
+            (Kind::NvaDir24, true, "#9467bd"),
             (Kind::Linux, true, "#ff9896"),
         ];
         for (kind, ipv6, color) in colors {
@@ -104,6 +105,7 @@ impl Report<'_> {
                 if !points.is_empty() {
                     let who = match kind {
                         Kind::Nva => "nva trie",
+                        Kind::NvaDir24 if ipv6 => "nva multibit",
                         Kind::NvaDir24 => "nva DIR-24-8",
                         _ => "Linux",
                     };

@@ -296,6 +296,20 @@ connect_retry = 1
         "| routes installed (IPv4, IPv6) | {} / {} |",
         last.0, last.1
     );
+    let status = nva.cli(&["status"]).unwrap_or_default();
+    for f in status["fib"].as_array().into_iter().flatten() {
+        let blocks = match (f["blocks_used"].as_u64(), f["blocks_total"].as_u64()) {
+            (Some(u), Some(t)) => format!(", {u} of {t} blocks in use"),
+            _ => String::new(),
+        };
+        println!(
+            "| FIB {} {} ({}) | {:.1} MiB in the kernel{blocks} |",
+            f["table"].as_str().unwrap_or("?"),
+            f["family"].as_str().unwrap_or("?"),
+            f["structure"].as_str().unwrap_or("?"),
+            f["kernel_bytes"].as_u64().unwrap_or(0) as f64 / (1 << 20) as f64
+        );
+    }
     if let Some(t) = kernel_time {
         println!(
             "| time until the kernel has every IPv4 route (bgp.kernel_routes) | {:.2} s |",
