@@ -74,3 +74,28 @@ impl Drop for MmapCells {
         unsafe { libc::munmap(self.ptr.cast(), self.len * 4) };
     }
 }
+
+/// Cells shared between a writer and concurrent readers, as the BPF maps are shared
+/// between the controller and the data plane (tests of make-before-break).
+#[cfg(test)]
+#[derive(Clone)]
+pub struct SharedCells(pub std::sync::Arc<Vec<AtomicU32>>);
+
+#[cfg(test)]
+impl SharedCells {
+    pub fn new(len: usize) -> Self {
+        Self(std::sync::Arc::new(
+            (0..len).map(|_| AtomicU32::new(0)).collect(),
+        ))
+    }
+}
+
+#[cfg(test)]
+impl Cells for SharedCells {
+    fn get(&self, i: usize) -> u32 {
+        self.0[i].load(Ordering::Acquire)
+    }
+    fn set(&mut self, i: usize, value: u32) {
+        self.0[i].store(value, Ordering::Release)
+    }
+}
