@@ -77,7 +77,7 @@ pub struct BgpFeed {
     /// Static routes to announce when `announce_static`.
     statics: Vec<IpNet>,
     /// BGP prefixes in the FIB, with their table (to remove them when they go).
-    installed: HashMap<IpNet, Table>,
+    installed: crate::PrefixMap<IpNet, Table>,
     /// While nva is unhealthy: what its announcements become.
     degraded: Option<SickAction>,
     /// Graceful restart, restarting side: (forwarding survives a restart, we just
@@ -161,7 +161,7 @@ impl BgpFeed {
             } else {
                 Vec::new()
             },
-            installed: HashMap::new(),
+            installed: crate::PrefixMap::default(),
             degraded: None,
             restart_state: (false, false),
             peers,
@@ -561,24 +561,34 @@ impl BgpFeed {
         fib: &mut Fib,
         resolver: &dyn NextHopResolver,
     ) -> Result<()> {
+        // The routes of one UPDATE share their next hops: resolve them once per set.
+        let mut last: Option<(&[IpAddr], Option<Target>)> = None;
         for (table, change) in changes {
             match change {
                 RibChange::Set {
                     prefix, nexthops, ..
                 } => {
-                    let mut ids = Vec::new();
-                    for via in nexthops {
-                        if let Some((key, port)) = resolver.resolve(*via) {
-                            ids.push(fib.nexthop(key, &port)?);
+                    let target = match &last {
+                        Some((vias, target)) if *vias == nexthops.as_slice() => target.clone(),
+                        _ => {
+                            let mut ids = Vec::new();
+                            for via in nexthops {
+                                if let Some((key, port)) = resolver.resolve(*via) {
+                                    ids.push(fib.nexthop(key, &port)?);
+                                }
+                            }
+                            let target = (!ids.is_empty()).then(|| Target::Forward(ids.into()));
+                            last = Some((nexthops, target.clone()));
+                            target
                         }
-                    }
-                    if ids.is_empty() {
+                    };
+                    let Some(target) = target else {
                         // No next hop we can reach: not in the data plane.
                         fib.remove_route_in(*table, *prefix, Source::Bgp)?;
                         self.installed.remove(prefix);
                         continue;
-                    }
-                    fib.set_route_in(*table, *prefix, Source::Bgp, Target::Forward(ids.into()))?;
+                    };
+                    fib.set_route_in(*table, *prefix, Source::Bgp, target)?;
                     self.installed.insert(*prefix, *table);
                 }
                 RibChange::Removed { prefix } => {

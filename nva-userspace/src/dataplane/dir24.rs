@@ -11,7 +11,6 @@ use std::collections::VecDeque;
 use anyhow::{Result, bail};
 use ipnet::Ipv4Net;
 use nva_common::{DIR_EXT, DIR8_BLOCKS, DIR24_ENTRIES};
-use rustc_hash::FxHashMap;
 
 pub use super::cells::{Cells, MmapCells};
 
@@ -27,7 +26,7 @@ pub struct Dir24<C: Cells> {
     /// Free blocks, reused oldest first: a lookup that read the pointer to a block just
     /// before it was freed still finds the block's last (still correct) entries.
     free_blocks: VecDeque<u32>,
-    routes: FxHashMap<Ipv4Net, u32>,
+    routes: crate::PrefixMap<Ipv4Net, u32>,
 }
 
 impl<C: Cells> Dir24<C> {
@@ -40,7 +39,7 @@ impl<C: Cells> Dir24<C> {
             depth8: vec![0; DIR8_BLOCKS as usize * 256],
             block_routes: vec![0; DIR8_BLOCKS as usize],
             free_blocks: (0..DIR8_BLOCKS).collect(),
-            routes: FxHashMap::default(),
+            routes: crate::PrefixMap::default(),
         }
     }
 

@@ -16,7 +16,6 @@ use ipnet::Ipv6Net;
 use nva_common::{
     DIR_EXT, MBT6_BLOCK, MBT6_LEVELS, MBT6_ROOT_BITS, MBT6_ROOT_ENTRIES, MBT6_STRIDE,
 };
-use rustc_hash::FxHashMap;
 
 use super::cells::Cells;
 
@@ -37,7 +36,7 @@ pub struct Mbt6<C: Cells> {
     /// Free blocks, reused oldest first (a lookup that read the pointer to a block just
     /// before it was freed still finds its last, still correct, entries).
     free_blocks: VecDeque<u32>,
-    routes: FxHashMap<Ipv6Net, u32>,
+    routes: crate::PrefixMap<Ipv6Net, u32>,
     /// Routes per prefix length, so finding a covering route skips unused lengths.
     per_len: [u32; 129],
 }
@@ -52,7 +51,7 @@ impl<C: Cells> Mbt6<C> {
             depth: vec![0; ROOT + blocks as usize * BLOCK],
             block_routes: vec![0; blocks as usize],
             free_blocks: (0..blocks).collect(),
-            routes: FxHashMap::default(),
+            routes: crate::PrefixMap::default(),
             per_len: [0; 129],
         }
     }

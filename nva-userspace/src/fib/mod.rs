@@ -258,7 +258,7 @@ pub struct Fib {
     group_ids: FxHashMap<Vec<NhId>, u32>,
     /// Every source's route, and what is in the data plane, per table and prefix (one
     /// map: a route change finds both with one lookup).
-    entries: FxHashMap<(Table, IpNet), Entry>,
+    entries: crate::PrefixMap<(Table, IpNet), Entry>,
     /// Kernel route changes not yet taken by the daemon (see `take_kernel_ops`).
     kernel_ops: Vec<KernelOp>,
     /// Cache of `kernel_route` (cleared when a next-hop id is freed and may be reused).
@@ -289,7 +289,7 @@ impl Fib {
             nh_ids: FxHashMap::default(),
             groups: Slots::new(),
             group_ids: FxHashMap::default(),
-            entries: FxHashMap::default(),
+            entries: crate::PrefixMap::default(),
             kernel_ops: Vec::new(),
             last_kernel_route: None,
             stats: FibStats::default(),

@@ -120,7 +120,7 @@ struct PeerSlot {
 }
 
 /// Per-family table of prefixes.
-type Table<K> = HashMap<K, Box<[Path]>>;
+type Table<K> = crate::PrefixMap<K, Box<[Path]>>;
 
 trait Key: Copy + Eq + Hash + Into<IpNet> {
     const FAMILY: usize;
@@ -431,8 +431,8 @@ impl Rib {
             max_paths,
             peers: Vec::new(),
             peer_index: HashMap::new(),
-            v4: HashMap::new(),
-            v6: HashMap::new(),
+            v4: Table::default(),
+            v6: Table::default(),
         }
     }
 
