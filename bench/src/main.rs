@@ -320,7 +320,11 @@ fn main() -> Result<()> {
         };
         cells = live.run_all(&p, &[false, true])?;
         if o.churn {
-            churn = Some(live.churn(&p, false, 64)?);
+            let mut c = vec![live.churn(&p, false, 64, live::Kind::Nva)?];
+            if o.dir24 {
+                c.push(live.churn(&p, false, 64, live::Kind::NvaDir24)?);
+            }
+            churn = Some(c);
         }
         installs = Some(inst);
     }
@@ -344,7 +348,7 @@ fn main() -> Result<()> {
         prog: &prog,
         installs: installs.as_ref(),
         cells: &cells,
-        churn: churn.as_ref(),
+        churn: churn.as_deref(),
     };
     println!("{}", r.markdown());
     let results = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("results");

@@ -12,8 +12,9 @@ use crate::generator;
 impl Live<'_> {
     /// Loss while the routes the generator hits are rewritten as fast as the controller
     /// can (each flips between an ECMP group of all next hops and one without the last),
-    /// against loss without churn, through nva with the full table.
-    pub fn churn(&mut self, p: &Params, ipv6: bool, size: usize) -> Result<Churn> {
+    /// against loss without churn, through nva with the full table (`kind`: with the LPM
+    /// trie, or with the fast FIBs).
+    pub fn churn(&mut self, p: &Params, ipv6: bool, size: usize, kind: Kind) -> Result<Churn> {
         let k = 1;
         let fam = ipv6 as usize;
         let mut routes: Vec<IpNet> = self.dst_routes[k][fam][..p.dsts].to_vec();
@@ -22,13 +23,19 @@ impl Live<'_> {
         let dsts = &self.dsts[k][fam][..p.dsts];
         let frame = generator::configure(&mut self.obj, ipv6, size, p.flows, dsts)?;
         self.attach(Mode {
-            kind: Kind::Nva,
+            kind,
             full: true,
             hot: false,
         })?;
         let (obj, topo, sink_idx) = (&self.obj, self.topo, &self.sink_idx[k]);
         let base = measure(obj, topo, sink_idx, p, k, &frame, |_| Ok(()));
-        let nva = &mut self.nva[k];
+        let nva = match kind {
+            Kind::NvaDir24 => self
+                .dir24
+                .as_mut()
+                .ok_or_else(|| anyhow::anyhow!("no fast-FIB DUT"))?,
+            _ => &mut self.nva[k],
+        };
         let nh = if ipv6 {
             nva.nh_v6.clone()
         } else {
@@ -61,11 +68,12 @@ impl Live<'_> {
                 Ok((n, start.elapsed().as_secs_f64()))
             },
         );
-        self.nva[k].detach();
+        nva.detach();
         let (base, _) = base?;
         let (s, (n, secs)) = churned?;
         let loss = |s: &Sample| 1.0 - s.pps / s.gen_pps;
         Ok(Churn {
+            kind,
             base_pps: base.pps,
             base_loss: loss(&base),
             churn_loss: loss(&s),

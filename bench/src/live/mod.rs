@@ -109,6 +109,8 @@ pub struct Installs {
 }
 
 pub struct Churn {
+    /// nva with the LPM trie (`Kind::Nva`) or the fast FIBs (`Kind::NvaDir24`).
+    pub kind: Kind,
     pub base_pps: f64,
     pub base_loss: f64,
     pub churn_loss: f64,

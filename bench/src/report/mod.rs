@@ -29,7 +29,7 @@ pub struct Report<'a> {
     pub prog: &'a [ProgCost],
     pub installs: Option<&'a Installs>,
     pub cells: &'a [Cell],
-    pub churn: Option<&'a Churn>,
+    pub churn: Option<&'a [Churn]>,
 }
 
 /// (min, median, max)
@@ -151,10 +151,15 @@ impl Report<'_> {
             }
             o.push('\n');
         }
-        if let Some(c) = self.churn {
+        for c in self.churn.into_iter().flatten() {
             let _ = writeln!(
                 o,
-                "### Loss during route churn (nva, full IPv4 table, 64 B, {} destinations)\n",
+                "### Loss during route churn (nva with {}, full IPv4 table, 64 B, {} destinations)\n",
+                if c.kind == Kind::NvaDir24 {
+                    "DIR-24-8"
+                } else {
+                    "the LPM trie"
+                },
                 self.dsts
             );
             let _ = writeln!(
