@@ -546,6 +546,83 @@ fn ipv6_extension_headers_are_skipped_to_find_ports() {
     });
 }
 
+/// Installs 400 random routes (lengths from `lens`, half of them blackholes) next to
+/// `routes`, then checks the real XDP program's verdict for random destinations and for
+/// both ends of every route against a reference longest-prefix match; then removes half
+/// of the routes and checks again. `random` gives an address and the random number it
+/// came from.
+fn fib_answers_like_a_reference(
+    rig: &mut Rig,
+    forward: u16,
+    mut routes: Vec<(IpNet, bool)>,
+    lens: &[u8],
+    mut random: impl FnMut() -> (IpAddr, u64),
+) {
+    for _ in 0..400 {
+        let (a, r) = random();
+        let len = lens[(r >> 40) as usize % lens.len()];
+        let prefix = IpNet::new(a, len).unwrap().trunc();
+        let blackhole = (r >> 50) % 2 == 0;
+        let target = if blackhole {
+            Target::Blackhole
+        } else {
+            Target::Forward([forward].into())
+        };
+        rig.fib.set_route(prefix, Source::Static, target).unwrap();
+        routes.retain(|(p, _)| *p != prefix);
+        routes.push((prefix, blackhole));
+    }
+    let expect = |routes: &[(IpNet, bool)], a: IpAddr| {
+        routes
+            .iter()
+            .filter(|(p, _)| p.contains(&a))
+            .max_by_key(|(p, _)| p.prefix_len())
+            .map(|(_, b)| if *b { XDP_DROP } else { XDP_REDIRECT })
+            .unwrap_or(XDP_PASS)
+    };
+    for round in 0..2 {
+        let mut probes: Vec<IpAddr> = (0..300).map(|_| random().0).collect();
+        for (p, _) in &routes {
+            probes.push(p.network());
+            probes.push(p.broadcast());
+        }
+        for a in probes {
+            let frame = match a {
+                IpAddr::V4(a) => udp4(a, 1, 64),
+                IpAddr::V6(a) => {
+                    if a.segments()[0] & 0xffc0 == 0xfe80 || a.segments()[0] >> 8 == 0xff {
+                        continue; // link-scoped and multicast never reach the FIB
+                    }
+                    udp6(a, 1, 64)
+                }
+            };
+            let (action, _) = rig.run(&frame);
+            let userspace = rig.fib.dataplane().lookup(1, a);
+            assert_eq!(
+                action,
+                expect(&routes, a),
+                "round {round}: {a} (userspace view of the table: {userspace:?})"
+            );
+        }
+        let removed: Vec<_> = routes.iter().step_by(2).cloned().collect();
+        for (p, _) in &removed {
+            rig.fib.remove_route(*p, Source::Static).unwrap();
+        }
+        routes.retain(|r| !removed.contains(r));
+    }
+}
+
+/// xorshift64 from a fixed seed.
+fn xorshift() -> impl FnMut() -> u64 {
+    let mut seed = 0x2545_f491_4f6c_dd1du64;
+    move || {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        seed
+    }
+}
+
 /// The IPv6 multibit trie answers like a reference longest-prefix match, in the real XDP
 /// program, for random nested tables (from ::/0 to /128) and random destinations, and
 /// while routes are removed.
@@ -558,80 +635,27 @@ fn multibit_ipv6_fib_answers_like_a_reference_lpm() {
     };
     with_rig_options("mbt6", default_settings(), options, |rig| {
         let forward = rig.route("2001:db8:ffff::/48", 1, 0)[0];
-        let mut seed = 0x2545_f491_4f6c_dd1du64;
-        let mut next = move || {
-            seed ^= seed << 13;
-            seed ^= seed >> 7;
-            seed ^= seed << 17;
-            seed
-        };
+        let mut next = xorshift();
         // Addresses in 2001:db8::/32 with the bits below /64 mostly zero, so prefixes of
         // all lengths nest and overlap.
-        let mut addr = move || {
+        let addr = move || {
             let r = next();
             let hi = 0x2001_0db8_0000_0000u64 | (r & 0x0000_0000_00ff_f0ff);
             let lo = if r >> 60 == 0 { next() } else { 0 };
-            (Ipv6Addr::from((hi as u128) << 64 | lo as u128), r)
+            (IpAddr::V6(((hi as u128) << 64 | lo as u128).into()), r)
         };
-        let mut routes: Vec<(IpNet, bool)> = vec![("2001:db8:ffff::/48".parse().unwrap(), false)];
         let lens = [
             0u8, 16, 20, 29, 32, 36, 40, 44, 46, 48, 48, 52, 56, 64, 65, 100, 128,
         ];
-        for _ in 0..400 {
-            let (a, r) = addr();
-            let len = lens[(r >> 40) as usize % lens.len()];
-            let prefix = IpNet::new(IpAddr::V6(a), len).unwrap().trunc();
-            let blackhole = (r >> 50) % 2 == 0;
-            let target = if blackhole {
-                Target::Blackhole
-            } else {
-                Target::Forward([forward].into())
-            };
-            rig.fib.set_route(prefix, Source::Static, target).unwrap();
-            routes.retain(|(p, _)| *p != prefix);
-            routes.push((prefix, blackhole));
-        }
-        let expect = |routes: &[(IpNet, bool)], a: Ipv6Addr| {
-            routes
-                .iter()
-                .filter(|(p, _)| p.contains(&IpAddr::V6(a)))
-                .max_by_key(|(p, _)| p.prefix_len())
-                .map(|(_, b)| if *b { XDP_DROP } else { XDP_REDIRECT })
-                .unwrap_or(XDP_PASS)
-        };
-        for round in 0..2 {
-            let mut probes: Vec<Ipv6Addr> = (0..300).map(|_| addr().0).collect();
-            for (p, _) in &routes {
-                if let IpNet::V6(p) = p {
-                    probes.push(p.network());
-                    probes.push(p.broadcast());
-                }
-            }
-            for a in probes {
-                if a.segments()[0] & 0xffc0 == 0xfe80 || a.segments()[0] >> 8 == 0xff {
-                    continue; // link-scoped and multicast never reach the FIB
-                }
-                let (action, _) = rig.run(&udp6(a, 1, 64));
-                let userspace = rig.fib.dataplane().lookup(1, IpAddr::V6(a));
-                assert_eq!(
-                    action,
-                    expect(&routes, a),
-                    "round {round}: {a} (userspace view of the table: {userspace:?})"
-                );
-            }
-            let removed: Vec<_> = routes.iter().step_by(2).cloned().collect();
-            for (p, _) in &removed {
-                rig.fib.remove_route(*p, Source::Static).unwrap();
-            }
-            routes.retain(|r| !removed.contains(r));
-        }
+        let base = vec![("2001:db8:ffff::/48".parse().unwrap(), false)];
+        fib_answers_like_a_reference(rig, forward, base, &lens, addr);
     });
 }
 
-/// DIR-24-8 and the LPM trie give the same answer, in the real XDP program, for random
-/// nested tables and random destinations, and while routes are removed.
+/// DIR-24-8 answers like a reference longest-prefix match, in the real XDP program, for
+/// random nested tables and random destinations, and while routes are removed.
 #[test]
-fn dir24_fib_answers_like_the_lpm_trie() {
+fn dir24_fib_answers_like_a_reference_lpm() {
     let options = LoadOptions {
         dir24_ipv4: [true, true],
         ..Default::default()
@@ -639,61 +663,15 @@ fn dir24_fib_answers_like_the_lpm_trie() {
     with_rig_options("dir24", default_settings(), options, |rig| {
         // Fib has no east-west prefixes configured here: everything is north-south.
         let forward = rig.route("203.0.113.0/24", 1, 0)[0];
-        let mut seed = 0x2545_f491_4f6c_dd1du64;
-        let mut next = move || {
-            seed ^= seed << 13;
-            seed ^= seed >> 7;
-            seed ^= seed << 17;
-            seed
+        let mut next = xorshift();
+        let addr = move || {
+            let r = next();
+            (
+                IpAddr::V4((0x0a00_0000 | (r as u32 & 0x00ff_ffff)).into()),
+                r,
+            )
         };
-        let mut routes: Vec<(IpNet, bool)> = Vec::new();
-        for _ in 0..400 {
-            let addr = Ipv4Addr::from(0x0a00_0000 | (next() as u32 & 0x00ff_ffff));
-            let len = [8u8, 14, 16, 20, 24, 24, 25, 27, 30, 32][(next() % 10) as usize];
-            let prefix = IpNet::new(IpAddr::V4(addr), len).unwrap().trunc();
-            let blackhole = next() % 2 == 0;
-            let target = if blackhole {
-                Target::Blackhole
-            } else {
-                Target::Forward([forward].into())
-            };
-            rig.fib.set_route(prefix, Source::Static, target).unwrap();
-            routes.retain(|(p, _)| *p != prefix);
-            routes.push((prefix, blackhole));
-        }
-        let expect = |routes: &[(IpNet, bool)], a: Ipv4Addr| {
-            routes
-                .iter()
-                .filter(|(p, _)| p.contains(&IpAddr::V4(a)))
-                .max_by_key(|(p, _)| p.prefix_len())
-                .map(|(_, b)| if *b { XDP_DROP } else { XDP_REDIRECT })
-                .unwrap_or(XDP_PASS)
-        };
-        for round in 0..2 {
-            let mut probes: Vec<Ipv4Addr> = (0..300)
-                .map(|_| Ipv4Addr::from(0x0a00_0000 | (next() as u32 & 0x00ff_ffff)))
-                .collect();
-            for (p, _) in &routes {
-                if let IpNet::V4(p) = p {
-                    probes.push(p.network());
-                    probes.push(p.broadcast());
-                }
-            }
-            for a in probes {
-                let (action, _) = rig.run(&udp4(a, 1, 64));
-                let userspace = rig.fib.dataplane().lookup(1, IpAddr::V4(a));
-                assert_eq!(
-                    action,
-                    expect(&routes, a),
-                    "round {round}: {a} (userspace view of the table: {userspace:?})"
-                );
-            }
-            // Remove half of the routes and check again.
-            let removed: Vec<_> = routes.iter().step_by(2).cloned().collect();
-            for (p, _) in &removed {
-                rig.fib.remove_route(*p, Source::Static).unwrap();
-            }
-            routes.retain(|r| !removed.contains(r));
-        }
+        let lens = [8u8, 14, 16, 20, 24, 24, 25, 27, 30, 32];
+        fib_answers_like_a_reference(rig, forward, Vec::new(), &lens, addr);
     });
 }

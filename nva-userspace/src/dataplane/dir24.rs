@@ -202,32 +202,13 @@ mod tests {
     use std::{collections::HashMap, net::Ipv4Addr};
 
     use super::*;
+    use crate::dataplane::testing::{Rng, assert_lookups_stay_valid, churn_routes, reference};
 
     fn table() -> Dir24<Vec<u32>> {
         Dir24::new(
             vec![0; DIR24_ENTRIES as usize],
             vec![0; DIR8_BLOCKS as usize * 256],
         )
-    }
-
-    /// The reference: longest prefix match over a plain list.
-    fn reference(routes: &HashMap<Ipv4Net, u32>, addr: Ipv4Addr) -> u32 {
-        routes
-            .iter()
-            .filter(|(p, _)| p.contains(&addr))
-            .max_by_key(|(p, _)| p.prefix_len())
-            .map(|(_, v)| *v)
-            .unwrap_or(0)
-    }
-
-    struct Rng(u64);
-    impl Rng {
-        fn next(&mut self) -> u64 {
-            self.0 ^= self.0 << 13;
-            self.0 ^= self.0 >> 7;
-            self.0 ^= self.0 << 17;
-            self.0
-        }
     }
 
     #[test]
@@ -273,11 +254,6 @@ mod tests {
     /// sees "no route" nor anything but a route entry.
     #[test]
     fn concurrent_lookups_never_see_a_missing_or_half_written_route() {
-        use std::sync::{
-            Arc,
-            atomic::{AtomicBool, Ordering},
-        };
-
         use crate::dataplane::cells::SharedCells;
 
         let (tbl24, tbl8) = (
@@ -288,45 +264,18 @@ mod tests {
         t.insert("10.0.0.0/8".parse().unwrap(), 1).unwrap();
         // Addresses in 10.0.0.0/12 so that readers and the writer's prefixes meet often.
         let addr = |r: u64| Ipv4Addr::from(0x0a00_0000 | (r as u32 & 0x000f_ffff));
-        let stop = Arc::new(AtomicBool::new(false));
-        let reader = {
-            let (tbl24, tbl8, stop) = (tbl24.clone(), tbl8.clone(), stop.clone());
-            std::thread::spawn(move || {
-                let mut rng = Rng(0x1234_5678_9abc_def1);
-                let (mut reads, mut bad) = (0u64, Vec::new());
-                while !stop.load(Ordering::Relaxed) {
-                    let a = addr(rng.next());
-                    let v = lookup(&tbl24, &tbl8, a);
-                    if v == 0 || v & DIR_EXT != 0 || v > 100 {
-                        bad.push((a, v));
-                    }
-                    reads += 1;
-                }
-                (reads, bad)
-            })
-        };
-        let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
-        let mut present: Vec<Ipv4Net> = Vec::new();
-        for _ in 0..10_000 {
-            let r = rng.next();
-            if r.is_multiple_of(3) && !present.is_empty() {
-                let victim = present.swap_remove((r >> 8) as usize % present.len());
-                t.remove(victim);
-            } else {
-                let len = [16u8, 20, 22, 24, 25, 26, 28, 30, 32][(r >> 2) as usize % 9];
-                let prefix = Ipv4Net::new(addr(rng.next()), len).unwrap().trunc();
-                t.insert(prefix, 2 + (r >> 40) as u32 % 99).unwrap();
-                present.push(prefix);
-            }
-        }
-        stop.store(true, Ordering::Relaxed);
-        let (reads, bad) = reader.join().unwrap();
-        assert!(reads > 1000, "the reader ran ({reads} lookups)");
-        assert!(
-            bad.is_empty(),
-            "{} bad lookups, first: {:?}",
-            bad.len(),
-            &bad[..bad.len().min(5)]
+        let t = std::cell::RefCell::new(t);
+        assert_lookups_stay_valid(
+            move |r| (addr(r), lookup(&tbl24, &tbl8, addr(r))),
+            || {
+                churn_routes(
+                    10_000,
+                    &[16, 20, 22, 24, 25, 26, 28, 30, 32],
+                    |r, len| Ipv4Net::new(addr(r), len).unwrap().trunc(),
+                    |p, v| t.borrow_mut().insert(p, v).unwrap(),
+                    |p| t.borrow_mut().remove(p),
+                )
+            },
         );
     }
 

@@ -269,30 +269,12 @@ mod tests {
     use std::collections::HashMap;
 
     use super::*;
+    use crate::dataplane::testing::{Rng, assert_lookups_stay_valid, churn_routes, reference};
 
     const BLOCKS: u32 = 1 << 16;
 
     fn table() -> Mbt6<Vec<u32>> {
         Mbt6::new(vec![0; ROOT], vec![0; BLOCKS as usize * BLOCK], BLOCKS)
-    }
-
-    fn reference(routes: &HashMap<Ipv6Net, u32>, addr: Ipv6Addr) -> u32 {
-        routes
-            .iter()
-            .filter(|(p, _)| p.contains(&addr))
-            .max_by_key(|(p, _)| p.prefix_len())
-            .map(|(_, v)| *v)
-            .unwrap_or(0)
-    }
-
-    struct Rng(u64);
-    impl Rng {
-        fn next(&mut self) -> u64 {
-            self.0 ^= self.0 << 13;
-            self.0 ^= self.0 >> 7;
-            self.0 ^= self.0 << 17;
-            self.0
-        }
     }
 
     #[test]
@@ -394,11 +376,6 @@ mod tests {
     /// nor anything but a route entry.
     #[test]
     fn concurrent_lookups_never_see_a_missing_or_half_written_route() {
-        use std::sync::{
-            Arc,
-            atomic::{AtomicBool, Ordering},
-        };
-
         use crate::dataplane::cells::SharedCells;
 
         let blocks = 1 << 14;
@@ -414,45 +391,18 @@ mod tests {
             let hi = 0x2001_0db8_0000_0000u64 | ((r & 0xff) << 8) | ((r >> 8) & 0xff) << 24;
             Ipv6Addr::from((hi as u128) << 64 | (r >> 16) as u128)
         };
-        let stop = Arc::new(AtomicBool::new(false));
-        let reader = {
-            let (root, nodes, stop) = (root.clone(), nodes.clone(), stop.clone());
-            std::thread::spawn(move || {
-                let mut rng = Rng(0x1234_5678_9abc_def1);
-                let (mut reads, mut bad) = (0u64, Vec::new());
-                while !stop.load(Ordering::Relaxed) {
-                    let a = addr(rng.next());
-                    let v = lookup(&root, &nodes, a);
-                    if v == 0 || v & DIR_EXT != 0 || v > 100 {
-                        bad.push((a, v));
-                    }
-                    reads += 1;
-                }
-                (reads, bad)
-            })
-        };
-        let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
-        let mut present: Vec<Ipv6Net> = Vec::new();
-        for _ in 0..30_000 {
-            let r = rng.next();
-            if r.is_multiple_of(3) && !present.is_empty() {
-                let victim = present.swap_remove((r >> 8) as usize % present.len());
-                t.remove(victim);
-            } else {
-                let len = [36u8, 40, 44, 48, 52, 56, 60, 64][(r >> 2) as usize % 8];
-                let prefix = Ipv6Net::new(addr(rng.next()), len).unwrap().trunc();
-                t.insert(prefix, 2 + (r >> 40) as u32 % 99).unwrap();
-                present.push(prefix);
-            }
-        }
-        stop.store(true, Ordering::Relaxed);
-        let (reads, bad) = reader.join().unwrap();
-        assert!(reads > 1000, "the reader ran ({reads} lookups)");
-        assert!(
-            bad.is_empty(),
-            "{} bad lookups, first: {:?}",
-            bad.len(),
-            &bad[..bad.len().min(5)]
+        let t = std::cell::RefCell::new(t);
+        assert_lookups_stay_valid(
+            move |r| (addr(r), lookup(&root, &nodes, addr(r))),
+            || {
+                churn_routes(
+                    30_000,
+                    &[36, 40, 44, 48, 52, 56, 60, 64],
+                    |r, len| Ipv6Net::new(addr(r), len).unwrap().trunc(),
+                    |p, v| t.borrow_mut().insert(p, v).unwrap(),
+                    |p| t.borrow_mut().remove(p),
+                )
+            },
         );
     }
 

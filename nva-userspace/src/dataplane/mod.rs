@@ -5,6 +5,8 @@
 pub mod cells;
 pub mod dir24;
 pub mod mbt6;
+#[cfg(test)]
+mod testing;
 
 use std::{
     net::IpAddr,
