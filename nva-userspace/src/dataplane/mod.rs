@@ -60,6 +60,31 @@ const PINNED_MAPS: [&str; 3] = [
     map_names::SEGMENT_DROPS,
 ];
 
+/// Takes the two array maps of an mmap-written FIB out of the object (kept open in
+/// `keep`) and, when the FIB is `used`, maps `lens` u32 cells of each.
+fn map_pair(
+    ebpf: &mut Ebpf,
+    names: (&'static str, &'static str),
+    lens: (u32, u32),
+    used: bool,
+    keep: &mut Vec<(&'static str, MapData)>,
+) -> Result<Option<(MmapCells, MmapCells)>> {
+    let mut cells = Vec::new();
+    for (name, len) in [(names.0, lens.0), (names.1, lens.1)] {
+        let Some(aya::maps::Map::Array(data)) = ebpf.take_map(name) else {
+            bail!("map {name} missing from the eBPF object");
+        };
+        if used {
+            cells.push(MmapCells::map(data.fd().as_fd(), len as usize)?);
+        }
+        keep.push((name, data));
+    }
+    Ok(match (cells.pop(), cells.pop()) {
+        (Some(second), Some(first)) => Some((first, second)),
+        _ => None,
+    })
+}
+
 /// One FIB's structure and memory (see `Dataplane::fib_memory`).
 #[derive(Clone, Debug, serde::Serialize)]
 pub struct FibMemory {
@@ -202,38 +227,29 @@ impl Dataplane {
             .load()
             .context("loading the XDP program (verifier)")?;
         let mut dir24 = [None, None];
+        let mut mbt6 = [None, None];
         let mut dir_maps = Vec::new();
-        for (c, (tbl24, tbl8)) in names.iter().enumerate() {
-            let mut cells = Vec::new();
-            for (name, len) in [(*tbl24, DIR24_ENTRIES), (*tbl8, DIR8_BLOCKS * 256)] {
-                let Some(aya::maps::Map::Array(data)) = ebpf.take_map(name) else {
-                    bail!("map {name} missing from the eBPF object");
-                };
-                if options.dir24_ipv4[c] {
-                    cells.push(MmapCells::map(data.fd().as_fd(), len as usize)?);
-                }
-                dir_maps.push((name, data));
-            }
-            if let (Some(t8), Some(t24)) = (cells.pop(), cells.pop()) {
+        for c in 0..2 {
+            let (tbl24, tbl8) = names[c];
+            let lens = (DIR24_ENTRIES, DIR8_BLOCKS * 256);
+            if let Some((t24, t8)) = map_pair(
+                &mut ebpf,
+                (tbl24, tbl8),
+                lens,
+                options.dir24_ipv4[c],
+                &mut dir_maps,
+            )? {
                 dir24[c] = Some(Dir24::new(t24, t8));
             }
-        }
-        let mut mbt6 = [None, None];
-        for (c, (root, nodes)) in mbt_names.iter().enumerate() {
-            let mut cells = Vec::new();
-            for (name, len) in [
-                (*root, MBT6_ROOT_ENTRIES),
-                (*nodes, mbt_blocks * MBT6_BLOCK),
-            ] {
-                let Some(aya::maps::Map::Array(data)) = ebpf.take_map(name) else {
-                    bail!("map {name} missing from the eBPF object");
-                };
-                if options.multibit_ipv6[c] {
-                    cells.push(MmapCells::map(data.fd().as_fd(), len as usize)?);
-                }
-                dir_maps.push((name, data));
-            }
-            if let (Some(n), Some(r)) = (cells.pop(), cells.pop()) {
+            let (root, nodes) = mbt_names[c];
+            let lens = (MBT6_ROOT_ENTRIES, mbt_blocks * MBT6_BLOCK);
+            if let Some((r, n)) = map_pair(
+                &mut ebpf,
+                (root, nodes),
+                lens,
+                options.multibit_ipv6[c],
+                &mut dir_maps,
+            )? {
                 mbt6[c] = Some(Mbt6::new(r, n, mbt_blocks));
             }
         }
