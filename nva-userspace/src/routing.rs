@@ -76,8 +76,6 @@ pub struct BgpFeed {
     exported: HashMap<PeerId, HashMap<IpNet, Arc<PathAttrs>>>,
     /// Static routes to announce when `announce_static`.
     statics: Vec<IpNet>,
-    /// BGP prefixes in the FIB, with their table (to remove them when they go).
-    installed: crate::PrefixMap<IpNet, Table>,
     /// While nva is unhealthy: what its announcements become.
     degraded: Option<SickAction>,
     /// Graceful restart, restarting side: (forwarding survives a restart, we just
@@ -161,7 +159,6 @@ impl BgpFeed {
             } else {
                 Vec::new()
             },
-            installed: crate::PrefixMap::default(),
             degraded: None,
             restart_state: (false, false),
             peers,
@@ -585,15 +582,12 @@ impl BgpFeed {
                     let Some(target) = target else {
                         // No next hop we can reach: not in the data plane.
                         fib.remove_route_in(*table, *prefix, Source::Bgp)?;
-                        self.installed.remove(prefix);
                         continue;
                     };
                     fib.set_route_in(*table, *prefix, Source::Bgp, target)?;
-                    self.installed.insert(*prefix, *table);
                 }
                 RibChange::Removed { prefix } => {
                     fib.remove_route_in(*table, *prefix, Source::Bgp)?;
-                    self.installed.remove(prefix);
                 }
             }
         }

@@ -121,6 +121,7 @@ struct PeerSlot {
 
 /// Per-family table of prefixes.
 type Table<K> = crate::PrefixMap<K, Box<[Path]>>;
+type PrefixSet = HashSet<IpNet, foldhash::fast::RandomState>;
 
 trait Key: Copy + Eq + Hash + Into<IpNet> {
     const FAMILY: usize;
@@ -508,7 +509,8 @@ impl Rib {
         let n = announced.len() + withdrawn.len();
         // The selection of every touched prefix before its first change.
         let mut before: Vec<(IpNet, Option<Summary>)> = Vec::with_capacity(n);
-        let mut seen: HashSet<IpNet> = HashSet::with_capacity(if n > 1 { n } else { 0 });
+        let mut seen: PrefixSet =
+            HashSet::with_capacity_and_hasher(if n > 1 { n } else { 0 }, Default::default());
         let Rib {
             multipath,
             max_paths,
@@ -726,7 +728,7 @@ struct UpdateCtx<'a> {
     generation: u32,
     n: usize,
     before: &'a mut Vec<(IpNet, Option<Summary>)>,
-    seen: &'a mut HashSet<IpNet>,
+    seen: &'a mut PrefixSet,
     /// Change of the peer's path count and stale count per family.
     count: [isize; 2],
     stale: [usize; 2],
