@@ -16,6 +16,7 @@ use ipnet::Ipv6Net;
 use nva_common::{
     DIR_EXT, MBT6_BLOCK, MBT6_LEVELS, MBT6_ROOT_BITS, MBT6_ROOT_ENTRIES, MBT6_STRIDE,
 };
+use smallvec::SmallVec;
 
 use super::cells::Cells;
 
@@ -98,7 +99,7 @@ impl<C: Cells> Mbt6<C> {
         let addr = u128::from(prefix.network());
         let mut cell = (addr >> (128 - MBT6_ROOT_BITS)) as usize;
         let mut cell_len = MBT6_ROOT_BITS as u8;
-        let mut path = Vec::new();
+        let mut path = SmallVec::new();
         while cell_len < len {
             let entry = self.get(cell);
             let block = if entry & DIR_EXT != 0 {
@@ -261,7 +262,7 @@ struct Walk {
     first: usize,
     count: usize,
     /// (cell pointing to the block, block) for every block on the way, root first.
-    path: Vec<(usize, usize)>,
+    path: SmallVec<[(usize, usize); 8]>,
 }
 
 #[cfg(test)]
