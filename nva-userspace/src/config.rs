@@ -802,6 +802,14 @@ mod tests {
                 "symetric_hash",
             ),
             (
+                GOOD.replace("no_route = \"drop\"", "ipv6_fib_north_south = \"dir-24-8\""),
+                "ipv6_fib_north_south",
+            ),
+            (
+                GOOD.replace("no_route = \"drop\"", "ipv6_fib_blocks = 10"),
+                "dataplane.ipv6_fib_blocks",
+            ),
+            (
                 GOOD.replace("prefix = \"192.0.2.0/24\"", "prefix = \"192.0.2.0/33\""),
                 "prefix",
             ),

@@ -194,19 +194,26 @@ fn print_status(d: &Value) {
         s(&d["routes"]["ipv4"]),
         s(&d["routes"]["ipv6"])
     );
-    let mib = |v: &Value| v.as_u64().unwrap_or(0) as f64 / (1 << 20) as f64;
-    println!("memory: {:.1} MiB resident", mib(&d["resident_bytes"]));
+    let size = |v: &Value| {
+        let b = v.as_u64().unwrap_or(0) as f64;
+        if b < (1 << 20) as f64 {
+            format!("{:.1} KiB", b / 1024.0)
+        } else {
+            format!("{:.1} MiB", b / (1 << 20) as f64)
+        }
+    };
+    println!("memory: {} resident", size(&d["resident_bytes"]));
     for f in items(&d["fib"]) {
         let blocks = match (f["blocks_used"].as_u64(), f["blocks_total"].as_u64()) {
             (Some(u), Some(t)) => format!(", {u} of {t} blocks in use"),
             _ => String::new(),
         };
         println!(
-            "fib {} {}: {}, {:.1} MiB in the kernel{blocks}",
+            "fib {} {}: {}, {} in the kernel{blocks}",
             s(&f["table"]),
             s(&f["family"]),
             s(&f["structure"]),
-            mib(&f["kernel_bytes"])
+            size(&f["kernel_bytes"])
         );
     }
     println!(
