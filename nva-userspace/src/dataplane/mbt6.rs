@@ -13,9 +13,7 @@ use std::{collections::VecDeque, net::Ipv6Addr};
 
 use anyhow::{Result, bail};
 use ipnet::Ipv6Net;
-use nva_common::{
-    DIR_EXT, MBT6_BLOCK, MBT6_LEVELS, MBT6_ROOT_BITS, MBT6_ROOT_ENTRIES, MBT6_STRIDE,
-};
+use nva_common::{DIR_EXT, MBT6_BLOCK, MBT6_ROOT_BITS, MBT6_ROOT_ENTRIES, MBT6_STRIDE};
 use smallvec::SmallVec;
 
 use super::cells::Cells;
@@ -120,15 +118,32 @@ impl<C: Cells> Mbt6<C> {
         }))
     }
 
+    /// Blocks a walk to `prefix` would have to allocate.
+    fn blocks_needed(&self, prefix: Ipv6Net) -> usize {
+        let len = prefix.prefix_len();
+        let addr = u128::from(prefix.network());
+        let mut cell = (addr >> (128 - MBT6_ROOT_BITS)) as usize;
+        let mut cell_len = MBT6_ROOT_BITS as u8;
+        while cell_len < len {
+            let entry = self.get(cell);
+            if entry & DIR_EXT == 0 {
+                return (len - cell_len).div_ceil(MBT6_STRIDE as u8) as usize;
+            }
+            cell_len += MBT6_STRIDE as u8;
+            cell = cell_in((entry & BLOCK_MASK) as usize, addr, cell_len);
+        }
+        0
+    }
+
     /// Inserts or replaces `prefix` with the (non-zero, non-extended) entry `value`.
     pub fn insert(&mut self, prefix: Ipv6Net, value: u32) -> Result<()> {
         let prefix = prefix.trunc();
         if value == 0 || value & DIR_EXT != 0 {
             bail!("invalid multibit-trie entry {value:#x}");
         }
-        // A walk allocates at most one block per level: check first, so a full table
-        // fails the route cleanly instead of leaving half a path behind.
-        if self.free_blocks.len() < MBT6_LEVELS as usize {
+        // Check first, so a full table fails the route cleanly instead of leaving half
+        // a path behind (and a route that needs no new block still goes in).
+        if self.free_blocks.len() < self.blocks_needed(prefix) {
             bail!(
                 "IPv6 multibit trie: all {} blocks are in use",
                 self.block_routes.len()
@@ -409,14 +424,23 @@ mod tests {
 
     #[test]
     fn a_full_trie_refuses_the_route_and_keeps_the_others() {
-        // Room for one full path and two blocks more: after a /32 takes three, the next
-        // route cannot be sure of a full path.
-        let blocks = MBT6_LEVELS + 2;
+        // A /32 takes 3 blocks (/24, /28, /32), a /48 under it 4 more: 19 are left, one
+        // short of the 20 a /128 under the /48 needs.
+        let blocks = 26;
         let mut t = Mbt6::new(vec![0; ROOT], vec![0; blocks as usize * BLOCK], blocks);
         let p = |s: &str| s.parse::<Ipv6Net>().unwrap();
         t.insert(p("2001:db8::/32"), 1).unwrap();
+        t.insert(p("2001:db8:1::/48"), 3).unwrap();
         assert!(t.insert(p("2001:db8:1::/128"), 2).is_err());
         assert_eq!(t.lookup("2001:db8::1".parse().unwrap()), 1);
+        assert_eq!(t.lookup("2001:db8:1::1".parse().unwrap()), 3);
+        // Routes that need no new block still go in: a changed value, a sibling.
+        t.insert(p("2001:db8::/32"), 4).unwrap();
+        t.insert(p("2001:db8:2::/48"), 5).unwrap();
+        assert_eq!(t.lookup("2001:db8::1".parse().unwrap()), 4);
+        assert_eq!(t.lookup("2001:db8:2::1".parse().unwrap()), 5);
+        t.remove(p("2001:db8:1::/48"));
+        t.remove(p("2001:db8:2::/48"));
         t.remove(p("2001:db8::/32"));
         assert_eq!(t.blocks_used(), 0);
     }
