@@ -307,3 +307,18 @@ impl Drop for Gobgp {
         let _ = fs::remove_dir_all(&self.dir);
     }
 }
+
+/// A speaker listening on `listen` (inside the current namespace), with tracing set up
+/// and its event queue (`queue` events deep).
+pub fn listening_speaker(
+    listen: &str,
+    queue: usize,
+) -> (super::Speaker, tokio::sync::mpsc::Receiver<super::Event>) {
+    super::tests_local::init_tracing();
+    let (tx, rx) = tokio::sync::mpsc::channel(queue);
+    let mut speaker = super::Speaker::new(tx);
+    speaker
+        .listen(listen.parse().expect("listen address"))
+        .expect("listen");
+    (speaker, rx)
+}

@@ -12,7 +12,6 @@ use tokio::sync::mpsc;
 use super::codec::{AsPath, CodecCtx, Message, NextHop, PathAttrs, decode_message};
 use super::config::{ConnectMode, PeerConfig};
 use super::event::{Command, DownReason, Event};
-use super::speaker::Speaker;
 use super::testenv::{Bird, Netns, in_netns, skip_unless_root, veth};
 
 const BIRD_CONF: &str = r#"
@@ -177,12 +176,7 @@ async fn run_speaker(
     steps: std::sync::mpsc::Receiver<Step>,
     report: std::sync::mpsc::Sender<Report>,
 ) {
-    super::tests_local::init_tracing();
-    let (tx, mut rx) = mpsc::channel(1024);
-    let mut speaker = Speaker::new(tx);
-    speaker
-        .listen("10.0.0.1:179".parse().unwrap())
-        .expect("listen");
+    let (mut speaker, mut rx) = super::testenv::listening_speaker("10.0.0.1:179", 1024);
     let mut cfg = PeerConfig::new(ip("10.0.0.2"), 65515, 65001, Ipv4Addr::new(10, 0, 0, 1));
     cfg.hold_time = 9;
     cfg.keepalive = 3;
@@ -315,12 +309,7 @@ fn bird_md5_gtsm_graceful_restart() {
     let (kill_tx, kill_rx) = tokio::sync::oneshot::channel::<()>();
     let speaker = in_netns(&ours, move || {
         Box::pin(async move {
-            super::tests_local::init_tracing();
-            let (tx, mut rx) = mpsc::channel(64);
-            let mut speaker = Speaker::new(tx);
-            speaker
-                .listen("10.0.0.1:179".parse().unwrap())
-                .expect("listen");
+            let (mut speaker, mut rx) = super::testenv::listening_speaker("10.0.0.1:179", 64);
             let mut cfg = PeerConfig::new(ip("10.0.0.2"), 65515, 65001, Ipv4Addr::new(10, 0, 0, 1));
             cfg.md5_password = Some("nva-secret".into());
             cfg.gtsm = true;
@@ -386,11 +375,7 @@ fn bird_md5_mismatch_never_establishes() {
     let bird = Bird::start(&theirs, BIRD_SECURE_CONF);
     let speaker = in_netns(&ours, move || {
         Box::pin(async move {
-            let (tx, mut rx) = mpsc::channel(64);
-            let mut speaker = Speaker::new(tx);
-            speaker
-                .listen("10.0.0.1:179".parse().unwrap())
-                .expect("listen");
+            let (mut speaker, mut rx) = super::testenv::listening_speaker("10.0.0.1:179", 64);
             let mut cfg = PeerConfig::new(ip("10.0.0.2"), 65515, 65001, Ipv4Addr::new(10, 0, 0, 1));
             cfg.md5_password = Some("wrong-secret".into());
             cfg.gtsm = true;
@@ -463,12 +448,7 @@ fn bird_multihop_through_a_router() {
 
     let got = in_netns(&ours, move || {
         Box::pin(async move {
-            super::tests_local::init_tracing();
-            let (tx, mut rx) = mpsc::channel(64);
-            let mut speaker = Speaker::new(tx);
-            speaker
-                .listen("10.0.1.1:179".parse().unwrap())
-                .expect("listen");
+            let (mut speaker, mut rx) = super::testenv::listening_speaker("10.0.1.1:179", 64);
             let mut cfg = PeerConfig::new(ip("10.0.2.1"), 65515, 65001, Ipv4Addr::new(10, 0, 1, 1));
             cfg.multihop_ttl = Some(2);
             cfg.local_addr = Some(ip("10.0.1.1"));
@@ -533,10 +513,7 @@ fn bird_over_ipv6_transport() {
     let (cmd_tx, cmd_rx) = std::sync::mpsc::channel::<()>();
     let speaker = in_netns(&ours, move || {
         Box::pin(async move {
-            super::tests_local::init_tracing();
-            let (tx, mut rx) = mpsc::channel(64);
-            let mut speaker = Speaker::new(tx);
-            speaker.listen("[::]:179".parse().unwrap()).expect("listen");
+            let (mut speaker, mut rx) = super::testenv::listening_speaker("[::]:179", 64);
             let mut cfg =
                 PeerConfig::new(ip("2001:db8::2"), 65515, 65001, Ipv4Addr::new(10, 0, 0, 1));
             cfg.hold_time = 9;

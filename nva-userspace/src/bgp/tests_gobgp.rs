@@ -6,12 +6,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use ipnet::IpNet;
-use tokio::sync::mpsc;
 
 use super::codec::{AsPath, Community, NextHop, PathAttrs};
 use super::config::PeerConfig;
 use super::event::{Command, DownReason, Event};
-use super::speaker::Speaker;
 use super::testenv::{Gobgp, Netns, in_netns, skip_unless_root, veth};
 
 const GOBGP_CONF: &str = r#"
@@ -80,12 +78,7 @@ fn gobgp_interop() {
     let (ev_tx, ev_rx) = std::sync::mpsc::channel::<Event>();
     let speaker = in_netns(&ours, move || {
         Box::pin(async move {
-            super::tests_local::init_tracing();
-            let (tx, mut rx) = mpsc::channel(1024);
-            let mut speaker = Speaker::new(tx);
-            speaker
-                .listen("10.0.0.1:179".parse().unwrap())
-                .expect("listen");
+            let (mut speaker, mut rx) = super::testenv::listening_speaker("10.0.0.1:179", 1024);
             let mut cfg = PeerConfig::new(ip("10.0.0.2"), 65520, 65001, Ipv4Addr::new(10, 0, 0, 1));
             cfg.hold_time = 9;
             cfg.keepalive = 3;
