@@ -320,6 +320,17 @@ fn spec(target: &str, interface: Option<&str>, kind: ProbeKind, hold_down: Durat
     }
 }
 
+/// `kind` probes of the peer's IPv4 address (by route and on an interface), its IPv6
+/// address and its link-local address.
+fn every_target(kind: ProbeKind) -> [ProbeSpec; 4] {
+    [
+        spec(B4, None, kind.clone(), HOLD_DOWN),
+        spec(B4, Some("va"), kind.clone(), HOLD_DOWN),
+        spec(B6, None, kind.clone(), HOLD_DOWN),
+        spec(BLL, Some("va"), kind, HOLD_DOWN),
+    ]
+}
+
 fn status(p: &Prober, spec: &ProbeSpec) -> ProbeStatus {
     p.status()
         .into_iter()
@@ -569,13 +580,7 @@ fn tcp_connect() {
     let listener = peer.tcp_listener(7100, accepted.clone());
     run_in(&topo.a, || async {
         let (mut p, mut rx) = Prober::start().expect("start");
-        let kind = ProbeKind::Tcp { port: 7100 };
-        let live = [
-            spec(B4, None, kind.clone(), HOLD_DOWN),
-            spec(B4, Some("va"), kind.clone(), HOLD_DOWN),
-            spec(B6, None, kind.clone(), HOLD_DOWN),
-            spec(BLL, Some("va"), kind.clone(), HOLD_DOWN),
-        ];
+        let live = every_target(ProbeKind::Tcp { port: 7100 });
         p.set(live.to_vec());
         let stop = async { listener.abort() };
         let start = async {
@@ -595,13 +600,7 @@ fn udp_echo() {
     let responder = peer.udp_echo(7200, echoed.clone());
     run_in(&topo.a, || async {
         let (mut p, mut rx) = Prober::start().expect("start");
-        let kind = ProbeKind::UdpEcho { port: 7200 };
-        let live = [
-            spec(B4, None, kind.clone(), HOLD_DOWN),
-            spec(B4, Some("va"), kind.clone(), HOLD_DOWN),
-            spec(B6, None, kind.clone(), HOLD_DOWN),
-            spec(BLL, Some("va"), kind.clone(), HOLD_DOWN),
-        ];
+        let live = every_target(ProbeKind::UdpEcho { port: 7200 });
         p.set(live.to_vec());
         let stop = async { responder.abort() };
         let start = async {
