@@ -485,33 +485,30 @@ fn fast_fibs_forward_through_the_daemon() {
         hub_config(2)
     );
     let nva = NvaProcess::start(&hub.nva, &config).unwrap();
-    let service = SocketAddr::new(SERVICE_V4.into(), 7000);
-    let sinks: Vec<UdpSink> = hub
-        .servers
-        .iter()
-        .map(|s| UdpSink::start(s, &[service]).unwrap())
-        .collect();
-    let owners = flow_owners(&hub, &sinks, service, 100);
-    assert!(owners.values().any(|k| *k == 1) && owners.values().any(|k| *k == 2));
-    let lookup = nva.cli(&["routes", "10.100.9.9"]).unwrap();
-    assert_eq!(
-        lookup["dataplane"]["action"], 1,
-        "the DIR-24-8 entry says forward"
-    );
-    // IPv6 through the multibit trie: both servers get flows, and the CLI reads it.
-    let service6 = SocketAddr::new(SERVICE_V6.into(), 7000);
-    let sinks6: Vec<UdpSink> = hub
-        .servers
-        .iter()
-        .map(|s| UdpSink::start(s, &[service6]).unwrap())
-        .collect();
-    let owners = flow_owners(&hub, &sinks6, service6, 100);
-    assert!(owners.values().any(|k| *k == 1) && owners.values().any(|k| *k == 2));
-    let lookup = nva.cli(&["routes", &SERVICE_V6.to_string()]).unwrap();
-    assert_eq!(
-        lookup["dataplane"]["action"], 1,
-        "the multibit-trie entry says forward"
-    );
+    // IPv4 through DIR-24-8, IPv6 through the multibit trie: both servers get flows, and
+    // the CLI reads the entry.
+    for (service, lookup, fib) in [
+        (IpAddr::V4(SERVICE_V4), "10.100.9.9".to_string(), "DIR-24-8"),
+        (
+            IpAddr::V6(SERVICE_V6),
+            SERVICE_V6.to_string(),
+            "multibit-trie",
+        ),
+    ] {
+        let service = SocketAddr::new(service, 7000);
+        let sinks: Vec<UdpSink> = hub
+            .servers
+            .iter()
+            .map(|s| UdpSink::start(s, &[service]).unwrap())
+            .collect();
+        let owners = flow_owners(&hub, &sinks, service, 100);
+        assert!(owners.values().any(|k| *k == 1) && owners.values().any(|k| *k == 2));
+        let lookup = nva.cli(&["routes", &lookup]).unwrap();
+        assert_eq!(
+            lookup["dataplane"]["action"], 1,
+            "the {fib} entry says forward"
+        );
+    }
     // Status reports each FIB's structure and the kernel memory it takes.
     let status = nva.cli(&["status"]).unwrap();
     let fib = |table: &str, family: &str| {
