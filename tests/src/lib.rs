@@ -27,8 +27,9 @@ pub use netns::{Netns, veth};
 pub use nva::{Counters, NvaProcess, nva_binary, wait_until};
 pub use topology::Hub;
 pub use traffic::{
-    CapturedFrame, Datagram, FrameCapture, PingResult, TcpEchoServer, UdpSink, inject_frames, ping,
-    send_flows, send_flows_from, tcp_echo_server, tcp_roundtrip,
+    CapturedFrame, Datagram, FrameCapture, PingResult, TcpEchoServer, UdpSink,
+    assert_only_flows_to, inject_frames, ping, send_flows, send_flows_from, tcp_echo_server,
+    tcp_roundtrip,
 };
 
 /// Prefix of every namespace / temp file name this harness creates (then `<pid>-<n>`).

@@ -765,3 +765,24 @@ impl Drop for FrameCapture {
         }
     }
 }
+
+/// Resilient ECMP after next hop `server` comes back: it gets some flows again, and every
+/// flow is either on it or still where it was (`before`, flow -> server) while it was
+/// away. No other flow moves.
+pub fn assert_only_flows_to(
+    server: usize,
+    before: &std::collections::BTreeMap<u16, usize>,
+    now: &std::collections::BTreeMap<u16, usize>,
+) {
+    assert!(
+        now.values().any(|k| *k == server),
+        "server {server} gets no flow back: {now:?}"
+    );
+    for (flow, s) in now {
+        assert!(
+            *s == server || *s == before[flow],
+            "flow {flow} moved from server {} to {s}",
+            before[flow]
+        );
+    }
+}
