@@ -485,8 +485,9 @@ impl Fib {
         let key = (table, prefix);
         let before = self.installed(&key).cloned();
         let result = self.reinstall_inner(table, prefix);
-        let after = self.installed(&key);
-        if before.as_ref().map(|i| (&i.source, &i.target)) == after.map(|i| (&i.source, &i.target))
+        let after = self.installed(&key).cloned();
+        if before.as_ref().map(|i| (i.source, &i.target))
+            == after.as_ref().map(|i| (i.source, &i.target))
         {
             return result;
         }
@@ -502,22 +503,25 @@ impl Fib {
             inst.filter(|i| fib.mirrored(i.source, &i.target))
                 .map(|i| &i.target)
         }
-        if shown(self, before.as_ref()) == shown(self, self.installed(&key)) {
+        let (shown_before, shown_after) =
+            (shown(self, before.as_ref()), shown(self, after.as_ref()));
+        if shown_before == shown_after {
             return result;
         }
-        let view = |inst: Option<&Installed>, fib: &Fib| {
-            Table::ALL.iter().find_map(|t| {
-                let i = if *t == table {
-                    inst
-                } else {
-                    fib.installed(&(*t, prefix))
-                };
-                i.filter(|i| fib.mirrored(i.source, &i.target))
-                    .map(|i| i.target.clone())
-            })
+        // The other table's entry is the same before and after: read it once.
+        let others = Table::ALL.map(|t| {
+            (t != table)
+                .then(|| shown(self, self.installed(&(t, prefix))))
+                .flatten()
+        });
+        let view = |this: Option<&Target>| {
+            Table::ALL
+                .iter()
+                .zip(others)
+                .find_map(|(t, other)| if *t == table { this } else { other })
+                .cloned()
         };
-        let kernel_before = view(before.as_ref(), self);
-        let kernel_after = view(self.installed(&key), self);
+        let (kernel_before, kernel_after) = (view(shown_before), view(shown_after));
         if kernel_before != kernel_after {
             let route = kernel_after.map(|t| self.kernel_route(&t));
             self.kernel_ops.push((prefix, route));
