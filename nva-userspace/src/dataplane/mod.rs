@@ -122,6 +122,17 @@ fn memlock(map: &MapData) -> u64 {
         .unwrap_or(0)
 }
 
+/// Per class (east-west, north-south): the two arrays of the DIR-24-8 FIB and of the
+/// multibit trie.
+const DIR24_MAPS: [(&str, &str); 2] = [
+    (map_names::DIR24_EW, map_names::DIR8_EW),
+    (map_names::DIR24_NS, map_names::DIR8_NS),
+];
+const MBT6_MAPS: [(&str, &str); 2] = [
+    (map_names::MBT6_ROOT_EW, map_names::MBT6_NODES_EW),
+    (map_names::MBT6_ROOT_NS, map_names::MBT6_NODES_NS),
+];
+
 /// Fewest blocks a multibit trie may have (one full path).
 const MBT6_LEVELS_MIN: u32 = nva_common::MBT6_LEVELS + 1;
 
@@ -191,29 +202,23 @@ impl Dataplane {
                 loader.map_pin_path(name, dir.join(name));
             }
         }
-        let names = [
-            (map_names::DIR24_EW, map_names::DIR8_EW),
-            (map_names::DIR24_NS, map_names::DIR8_NS),
-        ];
-        for (c, (tbl24, tbl8)) in names.iter().enumerate() {
-            if options.dir24_ipv4[c] {
-                // Two u32 cells per (8-byte) array element.
-                loader.map_max_entries(tbl24, DIR24_ENTRIES / 2);
-                loader.map_max_entries(tbl8, DIR8_BLOCKS * 256 / 2);
-            }
-        }
-        let mbt_names = [
-            (map_names::MBT6_ROOT_EW, map_names::MBT6_NODES_EW),
-            (map_names::MBT6_ROOT_NS, map_names::MBT6_NODES_NS),
-        ];
         let mbt_blocks = match options.multibit_blocks {
             0 => MBT6_BLOCKS,
             n => n.max(MBT6_LEVELS_MIN),
         };
-        for (c, (root, nodes)) in mbt_names.iter().enumerate() {
-            if options.multibit_ipv6[c] {
-                loader.map_max_entries(root, MBT6_ROOT_ENTRIES / 2);
-                loader.map_max_entries(nodes, mbt_blocks * MBT6_BLOCK / 2);
+        // u32 cells of each array of the mmap-written FIBs.
+        let dir_lens = (DIR24_ENTRIES, DIR8_BLOCKS * 256);
+        let mbt_lens = (MBT6_ROOT_ENTRIES, mbt_blocks * MBT6_BLOCK);
+        for c in 0..2 {
+            for (used, names, lens) in [
+                (options.dir24_ipv4[c], DIR24_MAPS[c], dir_lens),
+                (options.multibit_ipv6[c], MBT6_MAPS[c], mbt_lens),
+            ] {
+                if used {
+                    // Two u32 cells per (8-byte) array element.
+                    loader.map_max_entries(names.0, lens.0 / 2);
+                    loader.map_max_entries(names.1, lens.1 / 2);
+                }
             }
         }
         let mut ebpf = loader
@@ -230,26 +235,15 @@ impl Dataplane {
         let mut mbt6 = [None, None];
         let mut dir_maps = Vec::new();
         for c in 0..2 {
-            let (tbl24, tbl8) = names[c];
-            let lens = (DIR24_ENTRIES, DIR8_BLOCKS * 256);
-            if let Some((t24, t8)) = map_pair(
-                &mut ebpf,
-                (tbl24, tbl8),
-                lens,
-                options.dir24_ipv4[c],
-                &mut dir_maps,
-            )? {
+            let used = options.dir24_ipv4[c];
+            if let Some((t24, t8)) =
+                map_pair(&mut ebpf, DIR24_MAPS[c], dir_lens, used, &mut dir_maps)?
+            {
                 dir24[c] = Some(Dir24::new(t24, t8));
             }
-            let (root, nodes) = mbt_names[c];
-            let lens = (MBT6_ROOT_ENTRIES, mbt_blocks * MBT6_BLOCK);
-            if let Some((r, n)) = map_pair(
-                &mut ebpf,
-                (root, nodes),
-                lens,
-                options.multibit_ipv6[c],
-                &mut dir_maps,
-            )? {
+            let used = options.multibit_ipv6[c];
+            if let Some((r, n)) = map_pair(&mut ebpf, MBT6_MAPS[c], mbt_lens, used, &mut dir_maps)?
+            {
                 mbt6[c] = Some(Mbt6::new(r, n, mbt_blocks));
             }
         }
@@ -454,20 +448,8 @@ impl Dataplane {
         };
         let mut out = Vec::new();
         for (c, class) in [CLASS_EAST_WEST, CLASS_NORTH_SOUTH].into_iter().enumerate() {
-            let (tbl24, tbl8, root, nodes) = [
-                (
-                    map_names::DIR24_EW,
-                    map_names::DIR8_EW,
-                    map_names::MBT6_ROOT_EW,
-                    map_names::MBT6_NODES_EW,
-                ),
-                (
-                    map_names::DIR24_NS,
-                    map_names::DIR8_NS,
-                    map_names::MBT6_ROOT_NS,
-                    map_names::MBT6_NODES_NS,
-                ),
-            ][c];
+            let (tbl24, tbl8) = DIR24_MAPS[c];
+            let (root, nodes) = MBT6_MAPS[c];
             out.push(match &self.dir24[c] {
                 Some(d) => FibMemory {
                     class,
