@@ -13,6 +13,7 @@ use ipnet::Ipv4Net;
 use nva_common::{DIR_EXT, DIR8_BLOCKS, DIR24_ENTRIES};
 
 pub use super::cells::{Cells, MmapCells};
+use super::routes::{Prefix, Routes};
 
 pub struct Dir24<C: Cells> {
     tbl24: C,
@@ -26,7 +27,7 @@ pub struct Dir24<C: Cells> {
     /// Free blocks, reused oldest first: a lookup that read the pointer to a block just
     /// before it was freed still finds the block's last (still correct) entries.
     free_blocks: VecDeque<u32>,
-    routes: crate::PrefixMap<Ipv4Net, u32>,
+    routes: Routes<Ipv4Net>,
 }
 
 impl<C: Cells> Dir24<C> {
@@ -39,7 +40,7 @@ impl<C: Cells> Dir24<C> {
             depth8: vec![0; DIR8_BLOCKS as usize * 256],
             block_routes: vec![0; DIR8_BLOCKS as usize],
             free_blocks: (0..DIR8_BLOCKS).collect(),
-            routes: crate::PrefixMap::default(),
+            routes: Routes::default(),
         }
     }
 
@@ -82,7 +83,7 @@ impl<C: Cells> Dir24<C> {
                 self.depth8[j] = depth;
             }
         }
-        if self.routes.insert(prefix, value).is_none() {
+        if self.routes.insert(prefix, value) {
             self.block_routes[block] += 1;
         }
         Ok(())
@@ -91,13 +92,13 @@ impl<C: Cells> Dir24<C> {
     /// Removes `prefix`; its destinations fall back to the longest covering prefix.
     pub fn remove(&mut self, prefix: Ipv4Net) {
         let prefix = prefix.trunc();
-        if self.routes.remove(&prefix).is_none() {
+        if !self.routes.remove(prefix) {
             return;
         }
         let len = prefix.prefix_len();
         let addr = u32::from(prefix.network());
         let depth = len + 1;
-        let (value, cover_depth) = self.covering(prefix, len);
+        let (value, cover_depth) = self.routes.covering(prefix);
         if len <= 24 {
             let first = (addr >> 8) as usize;
             for i in first..first + (1usize << (24 - len)) {
@@ -119,8 +120,7 @@ impl<C: Cells> Dir24<C> {
             // Collapse: the /24 entry takes the route covering the whole /24 again,
             // then the block is free. Its entries are left as they are (all equal to
             // that route) for a lookup still reading it; reuse refills them.
-            let (base, base_depth) =
-                self.covering(Ipv4Net::new(prefix.network(), 24).expect("24").trunc(), 25);
+            let (base, base_depth) = self.routes.covering(prefix.widened(25));
             self.tbl24.set(i, base);
             self.depth24[i] = base_depth;
             self.free_blocks.push_back(block as u32);
@@ -165,19 +165,6 @@ impl<C: Cells> Dir24<C> {
         // Only now does the data plane follow the pointer.
         self.tbl24.set(i, DIR_EXT | block as u32);
         Ok(block)
-    }
-
-    /// Entry and depth of the longest prefix shorter than `len` that covers `prefix`.
-    fn covering(&self, prefix: Ipv4Net, len: u8) -> (u32, u8) {
-        for l in (0..len).rev() {
-            let candidate = Ipv4Net::new(prefix.network(), l)
-                .expect("valid length")
-                .trunc();
-            if let Some(&v) = self.routes.get(&candidate) {
-                return (v, l + 1);
-            }
-        }
-        (0, 0)
     }
 
     /// The entry the data plane finds for `addr` (0 = no route).

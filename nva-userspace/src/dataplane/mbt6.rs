@@ -16,7 +16,7 @@ use ipnet::Ipv6Net;
 use nva_common::{DIR_EXT, MBT6_BLOCK, MBT6_ROOT_BITS, MBT6_ROOT_ENTRIES, MBT6_STRIDE};
 use smallvec::SmallVec;
 
-use super::cells::Cells;
+use super::{cells::Cells, routes::Routes};
 
 const ROOT: usize = MBT6_ROOT_ENTRIES as usize;
 const BLOCK: usize = MBT6_BLOCK as usize;
@@ -35,9 +35,7 @@ pub struct Mbt6<C: Cells> {
     /// Free blocks, reused oldest first (a lookup that read the pointer to a block just
     /// before it was freed still finds its last, still correct, entries).
     free_blocks: VecDeque<u32>,
-    routes: crate::PrefixMap<Ipv6Net, u32>,
-    /// Routes per prefix length, so finding a covering route skips unused lengths.
-    per_len: [u32; 129],
+    routes: Routes<Ipv6Net>,
 }
 
 impl<C: Cells> Mbt6<C> {
@@ -50,8 +48,7 @@ impl<C: Cells> Mbt6<C> {
             depth: vec![0; ROOT + blocks as usize * BLOCK],
             block_routes: vec![0; blocks as usize],
             free_blocks: (0..blocks).collect(),
-            routes: crate::PrefixMap::default(),
-            per_len: [0; 129],
+            routes: Routes::default(),
         }
     }
 
@@ -154,8 +151,7 @@ impl<C: Cells> Mbt6<C> {
         for cell in walk.first..walk.first + walk.count {
             self.set_covering(cell, value, depth, &|d| d <= depth);
         }
-        if self.routes.insert(prefix, value).is_none() {
-            self.per_len[prefix.prefix_len() as usize] += 1;
+        if self.routes.insert(prefix, value) {
             for (_, block) in &walk.path {
                 self.block_routes[*block] += 1;
             }
@@ -166,12 +162,11 @@ impl<C: Cells> Mbt6<C> {
     /// Removes `prefix`; its destinations fall back to the longest covering prefix.
     pub fn remove(&mut self, prefix: Ipv6Net) {
         let prefix = prefix.trunc();
-        if self.routes.remove(&prefix).is_none() {
+        if !self.routes.remove(prefix) {
             return;
         }
-        self.per_len[prefix.prefix_len() as usize] -= 1;
         let depth = prefix.prefix_len() + 1;
-        let (value, cover_depth) = self.covering(prefix);
+        let (value, cover_depth) = self.routes.covering(prefix);
         let walk = self
             .walk(prefix, false)
             .expect("walk without allocation")
@@ -228,22 +223,6 @@ impl<C: Cells> Mbt6<C> {
         // Only now does the data plane follow the pointer.
         self.set(cell, DIR_EXT | block as u32);
         Ok(block)
-    }
-
-    /// Entry and depth of the longest route shorter than `prefix` that covers it.
-    fn covering(&self, prefix: Ipv6Net) -> (u32, u8) {
-        for l in (0..prefix.prefix_len()).rev() {
-            if self.per_len[l as usize] == 0 {
-                continue;
-            }
-            let candidate = Ipv6Net::new(prefix.network(), l)
-                .expect("valid length")
-                .trunc();
-            if let Some(&v) = self.routes.get(&candidate) {
-                return (v, l + 1);
-            }
-        }
-        (0, 0)
     }
 
     /// The entry the data plane finds for `addr` (0 = no route).

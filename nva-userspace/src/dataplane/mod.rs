@@ -5,6 +5,7 @@
 pub mod cells;
 pub mod dir24;
 pub mod mbt6;
+mod routes;
 #[cfg(test)]
 mod testing;
 

@@ -11,6 +11,8 @@ use std::{
 use ipnet::{Ipv4Net, Ipv6Net};
 use nva_common::DIR_EXT;
 
+use super::routes::Prefix;
+
 /// xorshift64: small, seeded, reproducible.
 pub struct Rng(pub u64);
 
@@ -23,35 +25,28 @@ impl Rng {
     }
 }
 
-/// An IPv4 or IPv6 prefix, for the reference.
-pub trait Prefix: Copy + Eq + std::hash::Hash + std::fmt::Debug {
+/// A prefix the reference can match addresses against.
+pub trait Matches: Prefix {
     type Addr;
     fn has(&self, addr: &Self::Addr) -> bool;
-    fn len(&self) -> u8;
 }
 
-impl Prefix for Ipv4Net {
+impl Matches for Ipv4Net {
     type Addr = std::net::Ipv4Addr;
     fn has(&self, addr: &Self::Addr) -> bool {
         self.contains(addr)
     }
-    fn len(&self) -> u8 {
-        self.prefix_len()
-    }
 }
 
-impl Prefix for Ipv6Net {
+impl Matches for Ipv6Net {
     type Addr = std::net::Ipv6Addr;
     fn has(&self, addr: &Self::Addr) -> bool {
         self.contains(addr)
     }
-    fn len(&self) -> u8 {
-        self.prefix_len()
-    }
 }
 
 /// The reference: longest prefix match over a plain list (0 = no route).
-pub fn reference<P: Prefix>(routes: &HashMap<P, u32>, addr: P::Addr) -> u32 {
+pub fn reference<P: Matches>(routes: &HashMap<P, u32>, addr: P::Addr) -> u32 {
     routes
         .iter()
         .filter(|(p, _)| p.has(&addr))
