@@ -424,20 +424,6 @@ impl Dataplane {
         &self.options
     }
 
-    /// DIR-24-8 blocks in use per class (for metrics), None where the trie is used.
-    pub fn dir24_blocks(&self, class: u32) -> Option<usize> {
-        self.dir24[class_index(class)]
-            .as_ref()
-            .map(Dir24::blocks_used)
-    }
-
-    /// Multibit-trie blocks in use per class (for metrics), None where the trie is used.
-    pub fn multibit_blocks(&self, class: u32) -> Option<usize> {
-        self.mbt6[class_index(class)]
-            .as_ref()
-            .map(Mbt6::blocks_used)
-    }
-
     /// Per table and family: the FIB structure and the kernel memory its maps take
     /// (the kernel's own figure, "memlock" in the map's fdinfo).
     pub fn fib_memory(&self) -> Vec<FibMemory> {
