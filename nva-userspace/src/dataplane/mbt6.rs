@@ -88,18 +88,33 @@ impl<C: Cells> Mbt6<C> {
 
     /// The cells `prefix` is written to: the first one and how many, the blocks on the way
     /// there and the cell pointing to each. `allocate`: create missing blocks (None when
-    /// a block is missing and `allocate` is false).
+    /// a block is missing and `allocate` is false; an error, with nothing changed, when
+    /// there are not enough free blocks).
     fn walk(&mut self, prefix: Ipv6Net, allocate: bool) -> Result<Option<Walk>> {
         let len = prefix.prefix_len();
         let addr = u128::from(prefix.network());
         let mut cell = (addr >> (128 - MBT6_ROOT_BITS)) as usize;
         let mut cell_len = MBT6_ROOT_BITS as u8;
         let mut path = SmallVec::new();
+        let mut checked = false;
         while cell_len < len {
             let entry = self.get(cell);
             let block = if entry & DIR_EXT != 0 {
                 (entry & BLOCK_MASK) as usize
             } else if allocate {
+                // From here on every level needs a new block: check there are enough
+                // before taking the first, so a full table fails the route cleanly
+                // instead of leaving half a path behind.
+                if !checked {
+                    checked = true;
+                    let needed = (len - cell_len).div_ceil(MBT6_STRIDE as u8) as usize;
+                    if self.free_blocks.len() < needed {
+                        bail!(
+                            "IPv6 multibit trie: all {} blocks are in use",
+                            self.block_routes.len()
+                        );
+                    }
+                }
                 self.allocate_under(cell)?
             } else {
                 return Ok(None);
@@ -115,36 +130,11 @@ impl<C: Cells> Mbt6<C> {
         }))
     }
 
-    /// Blocks a walk to `prefix` would have to allocate.
-    fn blocks_needed(&self, prefix: Ipv6Net) -> usize {
-        let len = prefix.prefix_len();
-        let addr = u128::from(prefix.network());
-        let mut cell = (addr >> (128 - MBT6_ROOT_BITS)) as usize;
-        let mut cell_len = MBT6_ROOT_BITS as u8;
-        while cell_len < len {
-            let entry = self.get(cell);
-            if entry & DIR_EXT == 0 {
-                return (len - cell_len).div_ceil(MBT6_STRIDE as u8) as usize;
-            }
-            cell_len += MBT6_STRIDE as u8;
-            cell = cell_in((entry & BLOCK_MASK) as usize, addr, cell_len);
-        }
-        0
-    }
-
     /// Inserts or replaces `prefix` with the (non-zero, non-extended) entry `value`.
     pub fn insert(&mut self, prefix: Ipv6Net, value: u32) -> Result<()> {
         let prefix = prefix.trunc();
         if value == 0 || value & DIR_EXT != 0 {
             bail!("invalid multibit-trie entry {value:#x}");
-        }
-        // Check first, so a full table fails the route cleanly instead of leaving half
-        // a path behind (and a route that needs no new block still goes in).
-        if self.free_blocks.len() < self.blocks_needed(prefix) {
-            bail!(
-                "IPv6 multibit trie: all {} blocks are in use",
-                self.block_routes.len()
-            );
         }
         let depth = prefix.prefix_len() + 1;
         let walk = self.walk(prefix, true)?.expect("allocating walk");
