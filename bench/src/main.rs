@@ -72,7 +72,7 @@ struct Opts {
     prog: bool,
     live: bool,
     churn: bool,
-    dir24: bool,
+    fast: bool,
     /// Program-only cost with the LPM tries too (`--no-trie` leaves them out).
     trie: bool,
     quick: bool,
@@ -108,7 +108,7 @@ fn parse() -> Result<Opts> {
         prog: true,
         live: true,
         churn: true,
-        dir24: true,
+        fast: true,
         trie: true,
         quick: false,
         out: None,
@@ -160,7 +160,7 @@ fn parse() -> Result<Opts> {
                 v => bail!("--only {v}: prog or live"),
             },
             "--no-churn" => o.churn = false,
-            "--no-dir24" => o.dir24 = false,
+            "--no-dir24" => o.fast = false,
             "--no-trie" => o.trie = false,
             "--out" => o.out = Some(PathBuf::from(val()?)),
             "--seed" => o.seed = val()?.parse()?,
@@ -245,22 +245,22 @@ fn main() -> Result<()> {
         let mut sizes: Vec<(bool, bool, usize)> = Vec::new();
         for (ipv6, list) in [(false, &o.prog_v4), (true, &o.prog_v6)] {
             for fast in [false, true] {
-                if (fast && o.dir24) || (!fast && o.trie) {
+                if (fast && o.fast) || (!fast && o.trie) {
                     sizes.extend(list.iter().map(|n| (ipv6, fast, *n)));
                 }
             }
         }
-        for (ipv6, dir24, n) in sizes {
+        for (ipv6, fast, n) in sizes {
             let table = if ipv6 {
                 v6(routes::table_v6(n, o.seed))
             } else {
                 v4(routes::table_v4(n, o.seed))
             };
-            let p = progcost::measure(&topo.duts[0], empty, &table, dir24, &o.prog_params, o.seed)?;
+            let p = progcost::measure(&topo.duts[0], empty, &table, fast, &o.prog_params, o.seed)?;
             eprintln!(
                 "nva-bench: program {}{} {} routes: {:.1} ns/packet repeated, {:.1} cycling (installed at {:.0} routes/s, {:.1}% forwarded)",
                 if ipv6 { "IPv6" } else { "IPv4" },
-                match (ipv6, dir24) {
+                match (ipv6, fast) {
                     (false, true) => " DIR-24-8",
                     (true, true) => " multibit",
                     _ => "",
@@ -306,7 +306,7 @@ fn main() -> Result<()> {
                 h.join(", ")
             ));
         }
-        let (mut live, inst) = live::Live::setup(&topo, [&small, &full], o.seed, o.dir24)?;
+        let (mut live, inst) = live::Live::setup(&topo, [&small, &full], o.seed, o.fast)?;
         drop(full);
         let p = live::Params {
             runs: o.runs,
@@ -321,8 +321,8 @@ fn main() -> Result<()> {
         cells = live.run_all(&p, &[false, true])?;
         if o.churn {
             let mut c = vec![live.churn(&p, false, 64, live::Kind::Nva)?];
-            if o.dir24 {
-                c.push(live.churn(&p, false, 64, live::Kind::NvaDir24)?);
+            if o.fast {
+                c.push(live.churn(&p, false, 64, live::Kind::NvaFast)?);
             }
             churn = Some(c);
         }

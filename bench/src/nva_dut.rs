@@ -33,13 +33,13 @@ impl Install {
 }
 
 impl NvaDut {
-    /// Loads the program (`dir24`: IPv4 FIBs as DIR-24-8 and IPv6 FIBs as the multibit
+    /// Loads the program (`fast`: IPv4 FIBs as DIR-24-8 and IPv6 FIBs as the multibit
     /// trie instead of the LPM tries),
     /// registers the DUT's ports (ingress slot 1, egress 2..) and one resolved next hop
     /// per egress port and family. No routes yet.
-    pub fn load(dut: &Dut, dir24: bool) -> Result<NvaDut> {
+    pub fn load(dut: &Dut, fast: bool) -> Result<NvaDut> {
         dut.ns.run(|| {
-            let mut dp = if dir24 {
+            let mut dp = if fast {
                 Dataplane::load_with(LoadOptions {
                     dir24_ipv4: [true, true],
                     multibit_ipv6: [true, true],

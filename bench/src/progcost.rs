@@ -41,8 +41,8 @@ pub struct Params {
 
 pub struct ProgCost {
     pub ipv6: bool,
-    /// IPv4 FIB as DIR-24-8 instead of the LPM trie.
-    pub dir24: bool,
+    /// The fast FIBs (IPv4 DIR-24-8, IPv6 multibit) instead of the LPM tries.
+    pub fast: bool,
     pub routes: usize,
     pub install: Install,
     /// Mean ns per packet, same frame repeated, one value per round.
@@ -102,12 +102,12 @@ pub fn measure(
     dut: &Dut,
     empty: &Xdp,
     table: &[IpNet],
-    dir24: bool,
+    fast: bool,
     p: &Params,
     seed: u64,
 ) -> Result<ProgCost> {
     let ipv6 = table[0].addr().is_ipv6();
-    let mut nva = NvaDut::load(dut, dir24)?;
+    let mut nva = NvaDut::load(dut, fast)?;
     let install = nva.install(table)?;
     let hot = frames_to(&routes::destinations(table, p.frames, seed).0, seed);
     let cold = frames_to(&routes::destinations(table, p.cycle, seed + 1).0, seed + 1);
@@ -151,7 +151,7 @@ pub fn measure(
     let runs = p.rounds * (hot.len() * p.calls * REPEAT as usize + cold.len());
     Ok(ProgCost {
         ipv6,
-        dir24,
+        fast,
         routes: table.len(),
         install,
         ns,

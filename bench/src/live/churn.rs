@@ -30,8 +30,8 @@ impl Live<'_> {
         let (obj, topo, sink_idx) = (&self.obj, self.topo, &self.sink_idx[k]);
         let base = measure(obj, topo, sink_idx, p, k, &frame, |_| Ok(()));
         let nva = match kind {
-            Kind::NvaDir24 => self
-                .dir24
+            Kind::NvaFast => self
+                .fast
                 .as_mut()
                 .ok_or_else(|| anyhow::anyhow!("no fast-FIB DUT"))?,
             _ => &mut self.nva[k],

@@ -29,13 +29,13 @@ pub enum Kind {
     Nva,
     /// nva with its fast FIBs: IPv4 as DIR-24-8, IPv6 as the multibit trie
     /// (`LoadOptions::dir24_ipv4`, `multibit_ipv6`).
-    NvaDir24,
+    NvaFast,
     Linux,
 }
 
 impl Kind {
     pub fn is_nva(self) -> bool {
-        matches!(self, Kind::Nva | Kind::NvaDir24)
+        matches!(self, Kind::Nva | Kind::NvaFast)
     }
 }
 
@@ -61,8 +61,8 @@ pub const MODES: [Mode; 9] = [
     mode(Kind::Linux, true, false),
     mode(Kind::Nva, true, true),
     mode(Kind::Linux, true, true),
-    mode(Kind::NvaDir24, true, false),
-    mode(Kind::NvaDir24, true, true),
+    mode(Kind::NvaFast, true, false),
+    mode(Kind::NvaFast, true, true),
 ];
 
 #[derive(Clone, Debug)]
@@ -104,12 +104,12 @@ pub struct Params {
 pub struct Installs {
     pub nva: Vec<(bool, Install)>,
     /// Per family, into the fast FIBs (IPv4 DIR-24-8, IPv6 multibit).
-    pub nva_dir24: Vec<(bool, Install)>,
+    pub nva_fast: Vec<(bool, Install)>,
     pub linux: Vec<(bool, Install)>,
 }
 
 pub struct Churn {
-    /// nva with the LPM trie (`Kind::Nva`) or the fast FIBs (`Kind::NvaDir24`).
+    /// nva with the LPM trie (`Kind::Nva`) or the fast FIBs (`Kind::NvaFast`).
     pub kind: Kind,
     pub base_pps: f64,
     pub base_loss: f64,
@@ -125,7 +125,7 @@ pub struct Live<'t> {
     _sinks: Vec<Attached>,
     nva: Vec<NvaDut>,
     /// The full-table DUT's second nva, with the fast FIBs.
-    dir24: Option<NvaDut>,
+    fast: Option<NvaDut>,
     /// Destinations per DUT and family (0: IPv4, 1: IPv6), and the routes they fall in.
     dsts: Vec<[Vec<IpAddr>; 2]>,
     dst_routes: Vec<[Vec<IpNet>; 2]>,
@@ -150,7 +150,7 @@ impl<'t> Live<'t> {
         topo: &'t Topology,
         tables: [&[IpNet]; 2],
         seed: u64,
-        with_dir24: bool,
+        with_fast: bool,
     ) -> Result<(Live<'t>, Installs)> {
         let mut obj = BenchObject::load()?;
         let mut sinks = Vec::new();
@@ -159,7 +159,7 @@ impl<'t> Live<'t> {
         }
         let mut installs = Installs {
             nva: vec![],
-            nva_dir24: Vec::new(),
+            nva_fast: Vec::new(),
             linux: vec![],
         };
         let (mut nva, mut dsts, mut dst_routes, mut sink_idx) = (vec![], vec![], vec![], vec![]);
@@ -193,8 +193,8 @@ impl<'t> Live<'t> {
                     .collect::<Result<_>>()?,
             );
         }
-        let mut dir24 = None;
-        if with_dir24 {
+        let mut fast = None;
+        if with_fast {
             let mut n = NvaDut::load(&topo.duts[1], true)?;
             for ipv6 in [false, true] {
                 let t: Vec<IpNet> = tables[1]
@@ -202,16 +202,16 @@ impl<'t> Live<'t> {
                     .copied()
                     .filter(|p| p.addr().is_ipv6() == ipv6)
                     .collect();
-                installs.nva_dir24.push((ipv6, n.install(&t)?));
+                installs.nva_fast.push((ipv6, n.install(&t)?));
             }
-            dir24 = Some(n);
+            fast = Some(n);
         }
         let live = Live {
             topo,
             obj,
             _sinks: sinks,
             nva,
-            dir24,
+            fast,
             dsts,
             dst_routes,
             sink_idx,
@@ -225,7 +225,7 @@ impl<'t> Live<'t> {
         Ok(match mode.kind {
             Kind::Drop => Some(self.obj.attach(SINK, &dut.ns, "d0")?),
             Kind::Linux => Some(self.obj.attach(PASS, &dut.ns, "d0")?),
-            Kind::Nva | Kind::NvaDir24 => {
+            Kind::Nva | Kind::NvaFast => {
                 self.nva_of(mode)?.attach(dut)?;
                 None
             }
@@ -234,8 +234,8 @@ impl<'t> Live<'t> {
 
     fn nva_of(&mut self, mode: Mode) -> Result<&mut NvaDut> {
         match mode.kind {
-            Kind::NvaDir24 => self
-                .dir24
+            Kind::NvaFast => self
+                .fast
                 .as_mut()
                 .ok_or_else(|| anyhow::anyhow!("no DIR-24-8 DUT")),
             _ => Ok(&mut self.nva[mode.full as usize]),
@@ -292,7 +292,7 @@ impl<'t> Live<'t> {
         for &ipv6 in families {
             for &size in &p.sizes {
                 for mode in MODES {
-                    if mode.kind == Kind::NvaDir24 && self.dir24.is_none() {
+                    if mode.kind == Kind::NvaFast && self.fast.is_none() {
                         continue;
                     }
                     cells.push(Cell {

@@ -135,7 +135,7 @@ impl Report<'_> {
                     l.secs
                 );
             }
-            for (v6, n) in &i.nva_dir24 {
+            for (v6, n) in &i.nva_fast {
                 let _ = writeln!(
                     o,
                     "| {} | {} | {:.0} routes/s ({:.1} s) | - |",
@@ -155,7 +155,7 @@ impl Report<'_> {
             let _ = writeln!(
                 o,
                 "### Loss during route churn (nva with {}, full IPv4 table, 64 B, {} destinations)\n",
-                if c.kind == Kind::NvaDir24 {
+                if c.kind == Kind::NvaFast {
                     "DIR-24-8"
                 } else {
                     "the LPM trie"
@@ -247,7 +247,7 @@ impl Report<'_> {
             let _ = writeln!(
                 o,
                 "| {} | {} | {} | {} | {:.1}% | {:.0} routes/s |",
-                match (p.ipv6, p.dir24) {
+                match (p.ipv6, p.fast) {
                     (false, true) => "IPv4, DIR-24-8",
                     (true, true) => "IPv6, multibit trie",
                     (ipv6, false) => fam(ipv6),
@@ -278,8 +278,8 @@ impl Report<'_> {
             let dut = match c.mode.kind {
                 Kind::Drop => "XDP_DROP at DUT ingress",
                 Kind::Nva => "nva (XDP, LPM trie)",
-                Kind::NvaDir24 if c.ipv6 => "nva (XDP, multibit)",
-                Kind::NvaDir24 => "nva (XDP, DIR-24-8)",
+                Kind::NvaFast if c.ipv6 => "nva (XDP, multibit)",
+                Kind::NvaFast => "nva (XDP, DIR-24-8)",
                 Kind::Linux => "Linux forwarding",
             };
             let spread = match (c.mode.kind, c.samples.last()) {
@@ -341,8 +341,8 @@ impl Report<'_> {
                 (Kind::Nva, false, false),
                 (Kind::Nva, true, false),
                 (Kind::Nva, true, true),
-                (Kind::NvaDir24, true, false),
-                (Kind::NvaDir24, true, true),
+                (Kind::NvaFast, true, false),
+                (Kind::NvaFast, true, true),
             ];
             for (kind, full, hot) in rows {
                 let nm = Mode { kind, full, hot };
@@ -369,9 +369,9 @@ impl Report<'_> {
                     fam(ipv6),
                     count(self.routes(nm, ipv6)),
                     self.dsts(nm),
-                    if kind == Kind::NvaDir24 && ipv6 {
+                    if kind == Kind::NvaFast && ipv6 {
                         "multibit"
-                    } else if kind == Kind::NvaDir24 {
+                    } else if kind == Kind::NvaFast {
                         "DIR-24-8"
                     } else {
                         "LPM trie"

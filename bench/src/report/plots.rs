@@ -38,12 +38,12 @@ impl Report<'_> {
             (true, false, "#d62728", "IPv6 trie"),
             (true, true, "#9467bd", "IPv6 multibit"),
         ];
-        for (ipv6, dir24, color, label) in kinds {
+        for (ipv6, fast, color, label) in kinds {
             for cycling in [false, true] {
                 let points: Vec<_> = self
                     .prog
                     .iter()
-                    .filter(|p| p.ipv6 == ipv6 && p.dir24 == dir24)
+                    .filter(|p| p.ipv6 == ipv6 && p.fast == fast)
                     .map(|p| {
                         let (a, b, c) = stats(if cycling { &p.cycling_ns } else { &p.ns });
                         (p.routes as f64, b, a, c)
@@ -77,10 +77,10 @@ impl Report<'_> {
         let size = self.cells.iter().map(|c| c.size).min().unwrap_or(64);
         let colors = [
             (Kind::Nva, false, "#1f77b4"),
-            (Kind::NvaDir24, false, "#2ca02c"),
+            (Kind::NvaFast, false, "#2ca02c"),
             (Kind::Linux, false, "#aec7e8"),
             (Kind::Nva, true, "#d62728"),
-            (Kind::NvaDir24, true, "#9467bd"),
+            (Kind::NvaFast, true, "#9467bd"),
             (Kind::Linux, true, "#ff9896"),
         ];
         for (kind, ipv6, color) in colors {
@@ -105,8 +105,8 @@ impl Report<'_> {
                 if !points.is_empty() {
                     let who = match kind {
                         Kind::Nva => "nva trie",
-                        Kind::NvaDir24 if ipv6 => "nva multibit",
-                        Kind::NvaDir24 => "nva DIR-24-8",
+                        Kind::NvaFast if ipv6 => "nva multibit",
+                        Kind::NvaFast => "nva DIR-24-8",
                         _ => "Linux",
                     };
                     let dsts = self.dsts(Mode {
