@@ -87,8 +87,8 @@ fn handle(state: &Shared, cmd: &str, arg: Option<&str>) -> Result<Value> {
                 })).collect::<Vec<_>>(),
                 "routes": {"ipv4": v4, "ipv6": v6},
                 "fib": st.fib.dataplane().fib_memory().iter().map(|m| json!({
-                    "table": CLASS_NAMES[m.class as usize],
-                    "family": if m.ipv6 { "ipv6" } else { "ipv4" },
+                    "table": m.table(),
+                    "family": m.family(),
                     "structure": m.structure,
                     "kernel_bytes": m.kernel_bytes,
                     "blocks_used": m.blocks.map(|b| b.0),

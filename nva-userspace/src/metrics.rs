@@ -246,8 +246,8 @@ pub fn render(st: &State) -> String {
     let fib_labels = |m: &crate::dataplane::FibMemory| {
         format!(
             "table=\"{}\",family=\"{}\",structure=\"{}\"",
-            nva_common::CLASS_NAMES[m.class as usize],
-            if m.ipv6 { "ipv6" } else { "ipv4" },
+            m.table(),
+            m.family(),
             m.structure
         )
     };

@@ -61,6 +61,17 @@ const PINNED_MAPS: [&str; 3] = [
     map_names::SEGMENT_DROPS,
 ];
 
+impl FibMemory {
+    /// The table's name (`CLASS_NAMES`).
+    pub fn table(&self) -> &'static str {
+        nva_common::CLASS_NAMES[self.class as usize]
+    }
+
+    pub fn family(&self) -> &'static str {
+        if self.ipv6 { "ipv6" } else { "ipv4" }
+    }
+}
+
 /// Takes the two array maps of an mmap-written FIB out of the object (kept open in
 /// `keep`) and, when the FIB is `used`, maps `lens` u32 cells of each.
 fn map_pair(
