@@ -43,6 +43,33 @@ pub struct Config {
     pub policies: Vec<crate::policy::Policy>,
     #[serde(default)]
     pub prefix_lists: Vec<crate::policy::PrefixList>,
+    /// How next hops off the connected subnets are resolved.
+    #[serde(default)]
+    pub resolve: Resolve,
+}
+
+/// Recursive next-hop resolution (BGP next hops and static routes' next hops that are
+/// not on a connected subnet).
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Resolve {
+    /// The kernel's default route may resolve next hops (a cloud VM's route to its
+    /// subnet gateway from DHCP), like FRR's `ip nht resolve-via-default`.
+    #[serde(default = "yes")]
+    pub via_default: bool,
+    /// The kernel's gateway routes over nva's interfaces (not nva's own) may resolve
+    /// next hops; nva's static routes always may.
+    #[serde(default = "yes")]
+    pub kernel_routes: bool,
+}
+
+impl Default for Resolve {
+    fn default() -> Self {
+        Resolve {
+            via_default: true,
+            kernel_routes: true,
+        }
+    }
 }
 
 #[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]

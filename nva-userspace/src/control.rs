@@ -142,10 +142,14 @@ fn handle(state: &Shared, cmd: &str, arg: Option<&str>) -> Result<Value> {
             debug_assert!(NUM_REASONS as usize >= reason::NAMES.len());
             Ok(json!({ "interfaces": interfaces, "classes": classes, "segments": segments }))
         }
-        "routes" => match arg {
-            None => Ok(serde_json::to_value(st.fib.route_views())?),
-            Some(arg) => route_lookup(&st.fib, arg),
-        },
+        "routes" => {
+            let mut value = match arg {
+                None => serde_json::to_value(st.fib.route_views())?,
+                Some(arg) => route_lookup(&st.fib, arg)?,
+            };
+            annotate_resolution(&st, &mut value);
+            Ok(value)
+        }
         "nexthops" => Ok(serde_json::to_value(st.fib.nexthop_views())?),
         "bgp" => match (st.bgp.as_ref(), arg) {
             (None, _) => Err(anyhow!("BGP is not configured")),
@@ -166,6 +170,39 @@ fn handle(state: &Shared, cmd: &str, arg: Option<&str>) -> Result<Value> {
             }))
         }
         other => Err(anyhow!("unknown command {other:?}")),
+    }
+}
+
+/// Adds `resolved_via` (the recursive next hops and their gateways) to every route
+/// of a `routes` reply that has some.
+fn annotate_resolution(st: &crate::daemon::State, value: &mut Value) {
+    let mut annotate = |route: &mut Value| {
+        let source = match route["source"].as_str() {
+            Some("bgp") => crate::fib::Source::Bgp,
+            Some("static") => crate::fib::Source::Static,
+            Some("static-backup") => crate::fib::Source::StaticBackup,
+            _ => return,
+        };
+        let table = match route["table"].as_str() {
+            Some("east-west") => Table::EastWest,
+            _ => Table::NorthSouth,
+        };
+        let Some(prefix) = route["prefix"].as_str().and_then(|p| p.parse().ok()) else {
+            return;
+        };
+        let via = st.resolved_via(source, table, &prefix);
+        if !via.is_empty() {
+            route["resolved_via"] = Value::Array(via);
+        }
+    };
+    match value {
+        Value::Array(routes) => routes.iter_mut().for_each(&mut annotate),
+        Value::Object(lookup) => {
+            if let Some(route) = lookup.get_mut("route").filter(|r| !r.is_null()) {
+                annotate(route);
+            }
+        }
+        _ => {}
     }
 }
 

@@ -3,7 +3,7 @@
 //! (graceful: detach, remove kernel routes) or SIGQUIT (exit for a restart: with a pin
 //! directory the XDP program keeps forwarding until the next nva replaces it).
 use std::{
-    collections::HashMap,
+    collections::{HashMap, HashSet},
     net::IpAddr,
     path::PathBuf,
     sync::{Arc, Mutex},
@@ -33,8 +33,12 @@ use crate::{
     fib::{DEFAULT_EAST_WEST, Fib, KernelOp, NhKey, Port, Source, Table, Target},
     health::{ProbeKind, ProbeSpec, Prober},
     metrics,
-    netlink::{self, AddrInfo, LinkInfo, Neighbour, NetEvent, Netlink},
-    routing::{BgpFeed, NextHopResolver, Reconfigured},
+    netlink::{
+        self, AddrInfo, LinkInfo, Neighbour, NetEvent, Netlink,
+        routes::{GatewayRoute, RouteEvent},
+    },
+    resolve::{self, Resolver, ResolvingRoute},
+    routing::{BgpFeed, NextHops, Reconfigured},
 };
 
 /// An interface nva forwards between.
@@ -70,6 +74,16 @@ pub struct State {
     /// Neighbour MACs seen at start, so new next hops are resolved before any route
     /// points at them.
     known_macs: HashMap<(u32, IpAddr), [u8; 6]>,
+    /// Neighbour entries whose resolution failed (a gateway not yet a next hop of
+    /// any route is judged by them too).
+    neigh_failed: HashSet<(u32, IpAddr)>,
+    /// The kernel's gateway routes that are not nva's own, by (prefix, metric): next
+    /// hops resolve through them.
+    kernel_routes: HashMap<(IpNet, u32), GatewayRoute>,
+    /// The static routes of the running config, checked against the machine.
+    planned: Vec<PlannedRoute>,
+    /// Static routes not installed because no next hop resolves (logged once).
+    unresolved_statics: HashSet<IpNet>,
     /// Next-hop health probes.
     pub prober: Prober,
     /// Since when the self check passes (None while it fails).
@@ -79,52 +93,31 @@ pub struct State {
     pub started: Instant,
 }
 
-/// BGP next hops are reached on a connected subnet of one of nva's ports.
-struct ConnectedResolver<'a> {
-    ifaces: &'a [Iface],
-    addrs: &'a [AddrInfo],
-}
-
-impl NextHopResolver for ConnectedResolver<'_> {
-    fn resolve(&self, via: IpAddr) -> Option<(NhKey, Port)> {
-        let iface = self.ifaces.iter().find(|f| {
-            self.addrs.iter().any(|a| {
-                a.ifindex == f.ifindex
-                    && a.addr != via
-                    && IpNet::new(a.addr, a.prefix_len).is_ok_and(|n| n.contains(&via))
-            })
-        })?;
-        Some((
-            NhKey {
-                ifindex: iface.ifindex,
-                via,
-                vlan: 0,
-            },
-            iface.port.clone(),
-        ))
-    }
-}
-
 impl State {
     /// Runs a BGP event through the feed; returns the session commands to send.
     fn bgp_event(&mut self, event: BgpEvent) -> Vec<(PeerId, BgpCommand)> {
+        if self.bgp.is_none() {
+            return Vec::new();
+        }
+        let resolver = self.resolver();
+        let ports = self.ports();
         let State {
             bgp,
             fib,
-            ifaces,
-            addrs,
             known_macs,
             ..
         } = self;
         let Some(feed) = bgp.as_mut() else {
             return Vec::new();
         };
-        let resolver = ConnectedResolver { ifaces, addrs };
-        let before: std::collections::HashSet<u16> =
-            fib.nexthop_views().iter().map(|n| n.id).collect();
+        let nh = NextHops {
+            resolver: &resolver,
+            ports: &|i| ports.get(&i).cloned(),
+        };
+        let before: HashSet<u16> = fib.nexthop_views().iter().map(|n| n.id).collect();
         let out = match event {
-            BgpEvent::Session(e) => feed.handle_event(e, fib, &resolver),
-            BgpEvent::SweepStale(peer) => feed.sweep_stale(peer, fib, &resolver),
+            BgpEvent::Session(e) => feed.handle_event(e, fib, &nh),
+            BgpEvent::SweepStale(peer) => feed.sweep_stale(peer, fib, &nh),
         };
         // New next hops: use MACs already known from the neighbour table.
         for nh in fib.nexthop_views() {
@@ -140,6 +133,202 @@ impl State {
                 warn!("BGP: programming the FIB failed: {e:#}");
                 Vec::new()
             }
+        }
+    }
+}
+
+impl State {
+    /// The egress ports by ifindex.
+    fn ports(&self) -> HashMap<u32, Port> {
+        self.ifaces
+            .iter()
+            .map(|f| (f.ifindex, f.port.clone()))
+            .collect()
+    }
+
+    /// A snapshot of everything next hops resolve through: connected subnets of nva's
+    /// interfaces, static routes with direct next hops, the kernel's gateway routes
+    /// over nva's interfaces, and which gateways are down.
+    fn resolver(&self) -> Resolver {
+        let attached: HashSet<u32> = self.ifaces.iter().map(|f| f.ifindex).collect();
+        let mut r = Resolver {
+            connected: self
+                .addrs
+                .iter()
+                .filter(|a| attached.contains(&a.ifindex))
+                .filter_map(|a| Some((IpNet::new(a.addr, a.prefix_len).ok()?.trunc(), a.ifindex)))
+                .collect(),
+            own: self.addrs.iter().map(|a| a.addr).collect(),
+            via_default: self.config.resolve.via_default,
+            ..Default::default()
+        };
+        for route in &self.planned {
+            if route.action != RouteAction::Forward {
+                continue;
+            }
+            let hops: Option<Vec<NhKey>> = route
+                .target
+                .iter()
+                .map(|h| match h {
+                    PlannedHop::Direct(k) => Some(*k),
+                    PlannedHop::Recursive(_) => None,
+                })
+                .collect();
+            if let Some(hops) = hops {
+                r.routes.push(ResolvingRoute {
+                    prefix: route.prefix,
+                    origin: resolve::Origin::Static,
+                    hops,
+                });
+            }
+        }
+        if self.config.resolve.kernel_routes {
+            // Among routes of one prefix, the lowest metric.
+            let mut best: HashMap<IpNet, &GatewayRoute> = HashMap::new();
+            for g in self.kernel_routes.values() {
+                if g.hops.iter().all(|(_, oif)| attached.contains(oif)) {
+                    let e = best.entry(g.prefix).or_insert(g);
+                    if g.metric < e.metric {
+                        *e = g;
+                    }
+                }
+            }
+            for g in best.into_values() {
+                r.routes.push(ResolvingRoute {
+                    prefix: g.prefix,
+                    origin: resolve::Origin::Kernel,
+                    hops: g
+                        .hops
+                        .iter()
+                        .map(|(via, ifindex)| NhKey {
+                            ifindex: *ifindex,
+                            via: *via,
+                            vlan: 0,
+                        })
+                        .collect(),
+                });
+            }
+        }
+        r.index();
+        let ports = self.ports();
+        let fib_live: HashMap<NhKey, bool> = self
+            .fib
+            .nexthop_views()
+            .iter()
+            .map(|v| {
+                (
+                    NhKey {
+                        ifindex: v.ifindex,
+                        via: v.via,
+                        vlan: v.vlan,
+                    },
+                    v.live,
+                )
+            })
+            .collect();
+        for hop in r.routes.iter().flat_map(|r| &r.hops) {
+            let down = match fib_live.get(hop) {
+                Some(live) => !live,
+                None => {
+                    !ports.get(&hop.ifindex).is_some_and(|p| p.up)
+                        || self.neigh_failed.contains(&(hop.ifindex, hop.via))
+                }
+            };
+            if down {
+                r.down.insert(*hop);
+            }
+        }
+        r.probe_down = self
+            .prober
+            .status()
+            .into_iter()
+            .filter(|st| !st.healthy)
+            .map(|st| st.spec.target)
+            .collect();
+        r
+    }
+
+    /// Next-hop tracking: after anything a resolution reads changed (routes, links,
+    /// neighbours, probes), static routes over recursive next hops and BGP routes
+    /// follow their next hops' new resolution. Nothing is rewritten when nothing moved.
+    fn follow_resolution(&mut self) -> Vec<(PeerId, BgpCommand)> {
+        let planned = std::mem::take(&mut self.planned);
+        if let Err(e) = self.apply_static_routes(&planned) {
+            warn!("re-resolving static routes: {e:#}");
+        }
+        self.planned = planned;
+        if self.bgp.is_none() {
+            return Vec::new();
+        }
+        let resolver = self.resolver();
+        let ports = self.ports();
+        let State { bgp, fib, .. } = self;
+        let Some(feed) = bgp.as_mut() else {
+            return Vec::new();
+        };
+        let nh = NextHops {
+            resolver: &resolver,
+            ports: &|i| ports.get(&i).cloned(),
+        };
+        match feed.follow_resolution(fib, &nh) {
+            Ok(commands) => commands,
+            Err(e) => {
+                warn!("BGP: following next-hop resolution failed: {e:#}");
+                Vec::new()
+            }
+        }
+    }
+}
+
+impl State {
+    /// How a route's next hops resolve, for `nva routes`: BGP next hops and static
+    /// routes' recursive next hops with what they resolve through (empty for routes
+    /// over directly connected next hops).
+    pub fn resolved_via(
+        &self,
+        source: Source,
+        table: Table,
+        prefix: &IpNet,
+    ) -> Vec<serde_json::Value> {
+        match source {
+            Source::Bgp => self
+                .bgp
+                .as_ref()
+                .map(|feed| feed.resolved_via(table, prefix))
+                .unwrap_or_default(),
+            Source::Static | Source::StaticBackup => {
+                let Some(route) = self.planned.iter().find(|r| r.prefix == *prefix) else {
+                    return Vec::new();
+                };
+                let hops = if source == Source::Static {
+                    &route.target
+                } else {
+                    &route.backup
+                };
+                let recursive: Vec<IpAddr> = hops
+                    .iter()
+                    .filter_map(|h| match h {
+                        PlannedHop::Recursive(via) => Some(*via),
+                        PlannedHop::Direct(_) => None,
+                    })
+                    .collect();
+                if recursive.is_empty() {
+                    return Vec::new();
+                }
+                let resolver = self.resolver();
+                recursive
+                    .into_iter()
+                    .map(|via| {
+                        let r = resolver.resolve(via);
+                        serde_json::json!({
+                            "next_hop": via,
+                            "resolution": r.describe(),
+                            "gateways": r.hops().iter().map(|h| h.via).collect::<Vec<_>>(),
+                        })
+                    })
+                    .collect()
+            }
+            _ => Vec::new(),
         }
     }
 }
@@ -303,23 +492,56 @@ impl State {
     /// replaced make-before-break.
     fn apply_static_routes(&mut self, planned: &[PlannedRoute]) -> Result<()> {
         let mut wanted = std::collections::HashSet::new();
+        let recursive = planned.iter().any(|r| {
+            r.target
+                .iter()
+                .chain(&r.backup)
+                .any(|h| matches!(h, PlannedHop::Recursive(_)))
+        });
+        let resolver = if recursive {
+            self.resolver()
+        } else {
+            Resolver::default()
+        };
         for route in planned {
-            let target = match route.action {
-                RouteAction::Forward => Target::Forward(self.nexthop_ids(&route.target)?.into()),
-                RouteAction::Blackhole => Target::Blackhole,
-                RouteAction::Kernel => Target::Kernel,
-            };
             let table = route
                 .table
                 .unwrap_or_else(|| self.fib.classify(route.prefix));
-            self.fib
-                .set_route_in(table, route.prefix, Source::Static, target)?;
-            wanted.insert((table, route.prefix.trunc(), Source::Static));
-            if !route.backup.is_empty() {
-                let backup = Target::Forward(self.nexthop_ids(&route.backup)?.into());
+            let target = match route.action {
+                RouteAction::Forward => {
+                    let ids = self.nexthop_ids(&route.target, &resolver)?;
+                    if ids.is_empty() {
+                        // No next hop resolves: not installed until one does.
+                        if self.unresolved_statics.insert(route.prefix) {
+                            warn!(prefix = %route.prefix, "static route not installed: none of its next hops resolves");
+                        }
+                        None
+                    } else {
+                        if self.unresolved_statics.remove(&route.prefix) {
+                            info!(prefix = %route.prefix, "static route installed: its next hops resolve again");
+                        }
+                        Some(Target::Forward(ids.into()))
+                    }
+                }
+                RouteAction::Blackhole => Some(Target::Blackhole),
+                RouteAction::Kernel => Some(Target::Kernel),
+            };
+            if let Some(target) = target {
                 self.fib
-                    .set_route_in(table, route.prefix, Source::StaticBackup, backup)?;
-                wanted.insert((table, route.prefix.trunc(), Source::StaticBackup));
+                    .set_route_in(table, route.prefix, Source::Static, target)?;
+                wanted.insert((table, route.prefix.trunc(), Source::Static));
+            }
+            if !route.backup.is_empty() {
+                let ids = self.nexthop_ids(&route.backup, &resolver)?;
+                if !ids.is_empty() {
+                    self.fib.set_route_in(
+                        table,
+                        route.prefix,
+                        Source::StaticBackup,
+                        Target::Forward(ids.into()),
+                    )?;
+                    wanted.insert((table, route.prefix.trunc(), Source::StaticBackup));
+                }
             }
         }
         for source in [Source::Static, Source::StaticBackup] {
@@ -332,22 +554,33 @@ impl State {
         Ok(())
     }
 
-    fn nexthop_ids(&mut self, hops: &[(NhKey, u32)]) -> Result<Vec<u16>> {
+    /// The data plane's next hops of a static route: direct ones as they are,
+    /// recursive ones through what they resolve to (none when unresolved).
+    fn nexthop_ids(&mut self, hops: &[PlannedHop], resolver: &Resolver) -> Result<Vec<u16>> {
         let mut ids = Vec::new();
-        for (key, ifindex) in hops {
-            let port = &self
-                .ifaces
-                .iter()
-                .find(|f| f.ifindex == *ifindex)
-                .context("next hop on an unknown interface")?
-                .port;
-            let id = self.fib.nexthop(*key, port)?;
-            if let Some(mac) = self.known_macs.get(&(key.ifindex, key.via)) {
-                self.fib
-                    .update_neighbour(key.ifindex, key.via, Some(*mac), false)?;
+        for hop in hops {
+            let keys: Vec<NhKey> = match hop {
+                PlannedHop::Direct(k) => vec![*k],
+                PlannedHop::Recursive(via) => resolver.resolve(*via).hops().to_vec(),
+            };
+            for key in keys {
+                let port = &self
+                    .ifaces
+                    .iter()
+                    .find(|f| f.ifindex == key.ifindex)
+                    .context("next hop on an unknown interface")?
+                    .port;
+                let id = self.fib.nexthop(key, port)?;
+                if let Some(mac) = self.known_macs.get(&(key.ifindex, key.via)) {
+                    self.fib
+                        .update_neighbour(key.ifindex, key.via, Some(*mac), false)?;
+                }
+                if !ids.contains(&id) {
+                    ids.push(id);
+                }
             }
-            ids.push(id);
         }
+        ids.sort_unstable();
         Ok(ids)
     }
 
@@ -453,8 +686,13 @@ impl State {
         self.fib
             .set_keep_dead_routes(config.health.keep_dead_routes);
         self.apply_separation(&config)?;
-        self.apply_static_routes(&planned)?;
-        self.config = config.clone();
+        // Resolution reads the new config's settings and static routes.
+        let old_config = std::mem::replace(&mut self.config, config.clone());
+        self.planned = planned.clone();
+        if let Err(e) = self.apply_static_routes(&planned) {
+            self.config = old_config;
+            return Err(e);
+        }
         let specs = self.wanted_probes();
         self.prober.set(specs);
         // Interfaces no longer configured: nothing routes through them now.
@@ -491,16 +729,15 @@ impl State {
     /// BGP peers, policies or announcements changed: the feed adapts, and the daemon
     /// starts/stops sessions as returned.
     fn reconfigure_bgp(&mut self, config: &Config) -> Result<Option<Reconfigured>> {
-        let State {
-            bgp,
-            fib,
-            ifaces,
-            addrs,
-            ..
-        } = self;
-        let resolver = ConnectedResolver { ifaces, addrs };
+        let resolver = self.resolver();
+        let ports = self.ports();
+        let State { bgp, fib, .. } = self;
+        let nh = NextHops {
+            resolver: &resolver,
+            ports: &|i| ports.get(&i).cloned(),
+        };
         let out = match bgp.as_mut() {
-            Some(feed) => Some(feed.reconfigure(config, fib, &resolver)?),
+            Some(feed) => Some(feed.reconfigure(config, fib, &nh)?),
             None => BgpFeed::new(config).map(|mut feed| {
                 let add = feed.session_configs();
                 let commands = feed.export_all();
@@ -571,15 +808,24 @@ fn port_of(link: &LinkInfo) -> Port {
     }
 }
 
-/// A static route's next hops resolved to egress interfaces.
+/// A static route's next hop, checked against the machine.
+#[derive(Clone, Debug, PartialEq)]
+enum PlannedHop {
+    /// On a connected subnet of (or explicitly out of) one of nva's interfaces.
+    Direct(NhKey),
+    /// Anywhere else: resolved through other routes (see `resolve`).
+    Recursive(IpAddr),
+}
+
+/// A static route with its next hops checked against the machine.
+#[derive(Clone, Debug)]
 struct PlannedRoute {
     prefix: IpNet,
     /// Explicit table; by the prefix's class when None.
     table: Option<Table>,
-    /// Next hops with their egress ifindex.
-    target: Vec<(NhKey, u32)>,
+    target: Vec<PlannedHop>,
     /// Backup next hops (used while all of `target` are down).
-    backup: Vec<(NhKey, u32)>,
+    backup: Vec<PlannedHop>,
     action: RouteAction,
 }
 
@@ -613,40 +859,37 @@ fn plan(
     let mut routes = Vec::new();
     for (i, route) in config.routes.iter().enumerate() {
         let plan_hops =
-            |list: &[crate::config::NextHopSpec], name: &str| -> Result<Vec<(NhKey, u32)>> {
+            |list: &[crate::config::NextHopSpec], name: &str| -> Result<Vec<PlannedHop>> {
                 let mut out = Vec::new();
                 for (j, nh) in list.iter().enumerate() {
                     let field = format!("routes[{i}].{name}[{j}]");
+                    if addrs.iter().any(|a| a.addr == nh.via) {
+                        bail!("{field}.via: {} is an address of this box", nh.via);
+                    }
                     let iface_idx = match &nh.dev {
-                    Some(dev) => ifaces.iter().position(|f| &f.name == dev).with_context(|| {
-                        format!("{field}.dev: {dev:?} is not a configured interface")
-                    })?,
-                    None => ifaces
-                        .iter()
-                        .position(|f| {
+                        Some(dev) => Some(ifaces.iter().position(|f| &f.name == dev).with_context(
+                            || format!("{field}.dev: {dev:?} is not a configured interface"),
+                        )?),
+                        None => ifaces.iter().position(|f| {
                             addrs.iter().any(|a| {
                                 a.ifindex == f.ifindex
                                     && IpNet::new(a.addr, a.prefix_len)
                                         .is_ok_and(|n| n.contains(&nh.via))
                             })
-                        })
-                        .with_context(|| {
-                            format!(
-                                "{field}.via: {} is not on a connected subnet of any configured \
-                                 interface (set `dev` or add an address)",
-                                nh.via
-                            )
-                        })?,
-                };
-                    let ifindex = ifaces[iface_idx].ifindex;
-                    out.push((
-                        NhKey {
-                            ifindex,
+                        }),
+                    };
+                    out.push(match iface_idx {
+                        Some(idx) => PlannedHop::Direct(NhKey {
+                            ifindex: ifaces[idx].ifindex,
                             via: nh.via,
                             vlan: nh.vlan.unwrap_or(0),
-                        },
-                        ifindex,
-                    ));
+                        }),
+                        None if nh.vlan.is_some() => bail!(
+                            "{field}.vlan: a VLAN next hop must be on a connected subnet (or set `dev`)"
+                        ),
+                        // Not on a connected subnet: resolved through other routes.
+                        None => PlannedHop::Recursive(nh.via),
+                    });
                 }
                 Ok(out)
             };
@@ -766,6 +1009,9 @@ pub async fn run(config: Config, config_path: PathBuf, socket: PathBuf) -> Resul
     }
 
     let neighbours = nl.neighbours().await?;
+    // Routes next hops may resolve through; watched before the dump like the rest.
+    let mut route_events = netlink::routes::watch_routes()?;
+    let gateway_routes = nl.gateway_routes().await?;
 
     let mut dp = Dataplane::load_with(load_options(&config))?;
     let mut settings = settings_of(&config);
@@ -810,6 +1056,17 @@ pub async fn run(config: Config, config_path: PathBuf, socket: PathBuf) -> Resul
             .filter(|n| n.usable)
             .filter_map(|n| Some(((n.ifindex, n.ip), n.mac?)))
             .collect(),
+        neigh_failed: neighbours
+            .iter()
+            .filter(|n| n.failed)
+            .map(|n| (n.ifindex, n.ip))
+            .collect(),
+        kernel_routes: gateway_routes
+            .into_iter()
+            .map(|g| ((g.prefix, g.metric), g))
+            .collect(),
+        planned: planned.clone(),
+        unresolved_statics: HashSet::new(),
         started: Instant::now(),
     };
     let config = state.config.clone();
@@ -906,6 +1163,7 @@ pub async fn run(config: Config, config_path: PathBuf, socket: PathBuf) -> Resul
     // SIGQUIT: exit for a restart or upgrade; with a pin directory, forwarding goes on
     // with the current tables until the next nva takes over.
     let mut keep_forwarding = false;
+    let mut resolution_commands = Vec::new();
     loop {
         tokio::select! {
             _ = sigint.recv() => { info!("SIGINT: shutting down"); break; }
@@ -933,22 +1191,62 @@ pub async fn run(config: Config, config_path: PathBuf, socket: PathBuf) -> Resul
                     }
                     Err(e) => warn!("SIGHUP: configuration not reloaded: {e:#}"),
                 }
-                let mut st = state.lock().expect("state lock");
-                for op in st.fib.take_kernel_ops() {
-                    let _ = kernel.send(op);
-                }
-            }
-            Some(event) = health_events.recv() => {
-                let mut st = state.lock().expect("state lock");
-                if st.wanted_probes().contains(&event.spec) {
-                    info!(target = %event.spec.target, healthy = event.healthy, "health probe");
-                    if let Err(e) = st.fib.update_health(event.spec.target, event.healthy) {
-                        warn!("applying a health change: {e:#}");
-                    }
+                let commands = {
+                    let mut st = state.lock().expect("state lock");
+                    let commands = st.follow_resolution();
                     for op in st.fib.take_kernel_ops() {
                         let _ = kernel.send(op);
                     }
-                }
+                    commands
+                };
+                send_commands(&speaker, commands).await;
+            }
+            Some(event) = health_events.recv() => {
+                let commands = {
+                    let mut st = state.lock().expect("state lock");
+                    let mut commands = Vec::new();
+                    if st.wanted_probes().contains(&event.spec) {
+                        info!(target = %event.spec.target, healthy = event.healthy, "health probe");
+                        if let Err(e) = st.fib.update_health(event.spec.target, event.healthy) {
+                            warn!("applying a health change: {e:#}");
+                        }
+                        commands = st.follow_resolution();
+                        for op in st.fib.take_kernel_ops() {
+                            let _ = kernel.send(op);
+                        }
+                    }
+                    commands
+                };
+                send_commands(&speaker, commands).await;
+            }
+            Some(event) = route_events.recv() => {
+                let commands = {
+                    let mut st = state.lock().expect("state lock");
+                    match event {
+                        RouteEvent::Added(g) => {
+                            st.kernel_routes.insert((g.prefix, g.metric), g);
+                        }
+                        RouteEvent::Removed { prefix, metric } => {
+                            st.kernel_routes.remove(&(prefix, metric));
+                        }
+                        RouteEvent::Overrun => {
+                            drop(st);
+                            warn!("netlink: route notifications lost, dumping the kernel's routes again");
+                            let routes = nl.gateway_routes().await.unwrap_or_else(|e| {
+                                warn!("dumping kernel routes: {e:#}");
+                                Vec::new()
+                            });
+                            st = state.lock().expect("state lock");
+                            st.kernel_routes = routes.into_iter().map(|g| ((g.prefix, g.metric), g)).collect();
+                        }
+                    }
+                    let commands = st.follow_resolution();
+                    for op in st.fib.take_kernel_ops() {
+                        let _ = kernel.send(op);
+                    }
+                    commands
+                };
+                send_commands(&speaker, commands).await;
             }
             Some(event) = session_rx.recv() => {
                 let stale = match &event {
@@ -994,11 +1292,13 @@ pub async fn run(config: Config, config_path: PathBuf, socket: PathBuf) -> Resul
                         if let Err(e) = apply_event(&mut st, event) {
                             warn!("applying a netlink change: {e:#}");
                         }
+                        resolution_commands.extend(st.follow_resolution());
                         for op in st.fib.take_kernel_ops() {
                             let _ = kernel.send(op);
                         }
                         st.resolve_now.drain(..).collect()
                     };
+                    send_commands(&speaker, std::mem::take(&mut resolution_commands)).await;
                     for (ifindex, ip) in resolve {
                         if let Err(e) = nl.resolve(ifindex, ip).await {
                             warn!(%ip, ifindex, "neighbour resolution request failed: {e:#}");
@@ -1166,11 +1466,17 @@ fn apply_event(st: &mut State, event: NetEvent) -> Result<()> {
             }
         }
         NetEvent::Neighbour(n) => {
+            if n.failed {
+                st.neigh_failed.insert((n.ifindex, n.ip));
+            } else {
+                st.neigh_failed.remove(&(n.ifindex, n.ip));
+            }
             st.fib
                 .update_neighbour(n.ifindex, n.ip, n.mac.filter(|_| n.usable), n.failed)?;
             st.neighbour_route(&n)?;
         }
         NetEvent::NeighbourRemoved { ifindex, ip } => {
+            st.neigh_failed.remove(&(ifindex, ip));
             st.fib.remove_route(IpNet::from(ip), Source::Neighbour)?;
             // Next hops keep their last MAC; ask the kernel for a fresh entry.
             if st.fib.is_nexthop(ifindex, ip) {

@@ -259,6 +259,21 @@ fn print_stats(d: &Value) {
     }
 }
 
+/// The resolution chain of a route's recursive next hops: "via 10.88.0.4 (recursive
+/// via 10.88.0.4/32 (static)) -> 10.88.1.1", or nothing for direct next hops.
+fn resolution_chain(r: &Value) -> String {
+    items(&r["resolved_via"])
+        .map(|v| {
+            format!(
+                ", via {} ({}) -> {}",
+                s(&v["next_hop"]),
+                s(&v["resolution"]),
+                join_list(&v["gateways"])
+            )
+        })
+        .collect()
+}
+
 fn print_routes(d: &Value) {
     println!(
         "{:<12} {:<28} {:<10} {:<10} NEXT HOPS (live)",
@@ -266,13 +281,14 @@ fn print_routes(d: &Value) {
     );
     for r in items(d) {
         println!(
-            "{:<12} {:<28} {:<10} {:<10} {} ({})",
+            "{:<12} {:<28} {:<10} {:<10} {} ({}){}",
             s(&r["table"]),
             s(&r["prefix"]),
             s(&r["source"]),
             s(&r["action"]),
             join_list(&r["nexthops"]),
-            join_list(&r["live_nexthops"])
+            join_list(&r["live_nexthops"]),
+            resolution_chain(r)
         );
     }
 }
@@ -300,17 +316,22 @@ fn print_bgp(d: &Value) {
 
 fn print_paths(d: &Value) {
     println!(
-        "{:<12} {:<26} {:<24} {:>6} {:>6}  AS PATH",
-        "TABLE", "PEER", "NEXT HOP", "BEST", "ECMP"
+        "{:<12} {:<26} {:<24} {:>6} {:>6}  {:<28} AS PATH",
+        "TABLE", "PEER", "NEXT HOP", "BEST", "ECMP", "RESOLVED"
     );
     for p in items(d) {
+        let resolution = match p["resolution"].as_str() {
+            Some(r) => format!("{r} -> {}", join_list(&p["gateways"])),
+            None => "-".into(),
+        };
         println!(
-            "{:<12} {:<26} {:<24} {:>6} {:>6}  {}",
+            "{:<12} {:<26} {:<24} {:>6} {:>6}  {:<28} {}",
             s(&p["table"]),
             s(&p["peer"]),
             s(&p["next_hop"]),
             s(&p["best"]),
             s(&p["multipath"]),
+            resolution,
             s(&p["as_path"])
         );
     }
@@ -352,13 +373,14 @@ fn print_lookup(d: &Value) {
         return;
     }
     println!(
-        "{} via {} ({}, {} {}, live: {})",
+        "{} via {} ({}, {} {}, live: {}{})",
         s(&d["address"]),
         s(&r["prefix"]),
         s(&r["source"]),
         s(&r["action"]),
         join_list(&r["nexthops"]),
-        join_list(&r["live_nexthops"])
+        join_list(&r["live_nexthops"]),
+        resolution_chain(r)
     );
 }
 

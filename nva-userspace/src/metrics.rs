@@ -99,8 +99,28 @@ pub fn render(st: &State) -> String {
             "gauge",
             "Prefixes announced to the peer.",
         );
+        let mut unres = String::new();
+        header(
+            &mut unres,
+            "nva_bgp_paths_unresolved",
+            "gauge",
+            "Paths from the peer whose next hop does not resolve (not eligible as best path).",
+        );
+        let mut inval = String::new();
+        header(
+            &mut inval,
+            "nva_bgp_invalid_next_hop_total",
+            "counter",
+            "Announcements treated as withdrawn because the next hop can never be one.",
+        );
         for p in feed.statuses() {
             let l = format!("peer=\"{}\",address=\"{}\"", escape(&p.name), p.address);
+            let _ = writeln!(unres, "nva_bgp_paths_unresolved{{{l}}} {}", p.unresolved);
+            let _ = writeln!(
+                inval,
+                "nva_bgp_invalid_next_hop_total{{{l}}} {}",
+                p.invalid_next_hop
+            );
             let _ = writeln!(
                 out,
                 "nva_bgp_peer_up{{{l}}} {}",
@@ -113,6 +133,8 @@ pub fn render(st: &State) -> String {
         out.push_str(&rx);
         out.push_str(&acc);
         out.push_str(&ann);
+        out.push_str(&unres);
+        out.push_str(&inval);
     }
     let problems = st.self_check();
     header(

@@ -21,8 +21,9 @@ use crate::{
         codec::{AsPath, Notification},
     },
     config::{self, MaxPrefixAction, TrafficClass},
-    fib::{Fib, NhKey, Port, Source, Table, Target},
+    fib::{Fib, Port, Source, Table, Target},
     policy::{Policy, PolicyContext, PrefixList},
+    resolve::{Resolution, Resolver, Tracker, Unresolved},
     rib::{PeerInfo, Rib, RibChange},
 };
 
@@ -42,6 +43,11 @@ pub struct PeerStatus {
     pub received: u64,
     /// Prefixes accepted by import policy, now in the RIB.
     pub accepted: usize,
+    /// Announcements treated as withdrawals because their next hop can never be one
+    /// (nva's own address, loopback, unspecified, multicast).
+    pub invalid_next_hop: u64,
+    /// Paths in the RIB whose next hop does not resolve (not eligible as best path).
+    pub unresolved: usize,
     /// Prefixes we announce to it.
     pub announced: usize,
     pub last_error: Option<String>,
@@ -60,9 +66,10 @@ pub struct Reconfigured {
     pub commands: Vec<(PeerId, Command)>,
 }
 
-/// How to reach a BGP next hop: on a connected subnet of one of our ports.
-pub trait NextHopResolver {
-    fn resolve(&self, via: IpAddr) -> Option<(NhKey, Port)>;
+/// How BGP next hops are reached: the resolver's snapshot and the egress ports.
+pub struct NextHops<'a> {
+    pub resolver: &'a Resolver,
+    pub ports: &'a dyn Fn(u32) -> Option<Port>,
 }
 
 pub struct BgpFeed {
@@ -81,6 +88,8 @@ pub struct BgpFeed {
     /// Graceful restart, restarting side: (forwarding survives a restart, we just
     /// restarted with it).
     restart_state: (bool, bool),
+    /// What every BGP next hop in the RIBs resolves to (next-hop tracking).
+    tracker: Tracker,
 }
 
 impl PeerStatus {
@@ -93,6 +102,8 @@ impl PeerStatus {
             uptime_secs: 0,
             received: 0,
             accepted: 0,
+            invalid_next_hop: 0,
+            unresolved: 0,
             announced: 0,
             last_error: None,
             max_prefix_reached: false,
@@ -161,6 +172,7 @@ impl BgpFeed {
             },
             degraded: None,
             restart_state: (false, false),
+            tracker: Tracker::default(),
             peers,
             config: bgp,
         })
@@ -237,7 +249,7 @@ impl BgpFeed {
         &mut self,
         event: Event,
         fib: &mut Fib,
-        resolver: &dyn NextHopResolver,
+        nh: &NextHops,
     ) -> Result<Vec<(PeerId, Command)>> {
         let mut changes: Vec<(Table, RibChange)> = Vec::new();
         let mut commands = Vec::new();
@@ -281,9 +293,28 @@ impl BgpFeed {
                     let t = table_index(self.table_for(peer, &prefix, fib));
                     per_table[t].1.push(prefix);
                 }
+                // The routes of one UPDATE share their next hop: judge it once.
+                let mut judged: Option<(IpAddr, bool)> = None;
+                let mut invalid = 0u64;
                 for (prefix, attrs) in announced {
                     let table = self.table_for(peer, &prefix, fib);
                     let t = table_index(table);
+                    if let Some(via) = crate::bgp::import::next_hop_addr(&attrs.next_hop) {
+                        let ok = match judged {
+                            Some((v, ok)) if v == via => ok,
+                            _ => {
+                                let ok = self.track_next_hop(peer, via, nh.resolver);
+                                judged = Some((via, ok));
+                                ok
+                            }
+                        };
+                        if !ok {
+                            // RFC 7606 treat-as-withdraw: it can never be forwarded to.
+                            invalid += 1;
+                            per_table[t].1.push(prefix);
+                            continue;
+                        }
+                    }
                     let accepted = match &import {
                         Some(policy) => policy
                             .apply(&prefix, &attrs, &self.policy_ctx(Some(table)))
@@ -295,6 +326,14 @@ impl BgpFeed {
                         // Rejected: if an earlier version was accepted, it goes.
                         None => per_table[t].1.push(prefix),
                     }
+                }
+                if invalid > 0
+                    && let Some(st) = self.peers.get_mut(&peer)
+                {
+                    if st.invalid_next_hop == 0 {
+                        warn!(peer = %peer, next_hop = ?judged.map(|j| j.0), "BGP: routes with an invalid next hop are treated as withdrawn (counted in `nva bgp`)");
+                    }
+                    st.invalid_next_hop += invalid;
                 }
                 let mut teardown = false;
                 for (t, (mut announced, withdrawn)) in per_table.into_iter().enumerate() {
@@ -381,7 +420,7 @@ impl BgpFeed {
                 }
             }
         }
-        self.apply_changes(&changes, fib, resolver)?;
+        self.apply_changes(&changes, fib, nh)?;
         commands.extend(self.export_changes(&changes));
         self.refresh_counts();
         Ok(commands)
@@ -394,7 +433,7 @@ impl BgpFeed {
         &mut self,
         config: &config::Config,
         fib: &mut Fib,
-        resolver: &dyn NextHopResolver,
+        nh: &NextHops,
     ) -> Result<Reconfigured> {
         let Some(new) = config.bgp.clone() else {
             // BGP removed: every peer goes.
@@ -403,7 +442,7 @@ impl BgpFeed {
             for p in &remove {
                 changes.extend(self.drop_peer(*p, "removed from the configuration"));
             }
-            self.apply_changes(&changes, fib, resolver)?;
+            self.apply_changes(&changes, fib, nh)?;
             return Ok(Reconfigured {
                 add: Vec::new(),
                 remove,
@@ -486,7 +525,7 @@ impl BgpFeed {
             entry.name = p.name.clone();
             entry.remote_as = p.remote_as;
         }
-        self.apply_changes(&changes, fib, resolver)?;
+        self.apply_changes(&changes, fib, nh)?;
         commands.extend(self.export_all());
         Ok(Reconfigured {
             add,
@@ -500,14 +539,14 @@ impl BgpFeed {
         &mut self,
         peer: PeerId,
         fib: &mut Fib,
-        resolver: &dyn NextHopResolver,
+        nh: &NextHops,
     ) -> Result<Vec<(PeerId, Command)>> {
         let mut changes = Vec::new();
         for (t, rib) in self.ribs.iter_mut().enumerate() {
             let table = table_at(t);
             changes.extend(rib.sweep_stale(peer).into_iter().map(|c| (table, c)));
         }
-        self.apply_changes(&changes, fib, resolver)?;
+        self.apply_changes(&changes, fib, nh)?;
         let commands = self.export_changes(&changes);
         self.refresh_counts();
         Ok(commands)
@@ -549,6 +588,67 @@ impl BgpFeed {
                 st.announced = announced;
             }
         }
+
+    }
+
+    /// Tracks a next hop seen in an UPDATE; false when it can never be one (the paths
+    /// are then treated as withdrawn). A next hop new to the RIBs that does not resolve
+    /// makes its paths ineligible from the start.
+    fn track_next_hop(&mut self, peer: PeerId, via: IpAddr, resolver: &Resolver) -> bool {
+        let new = self.tracker.get(via).is_none();
+        let resolution = if new {
+            resolver.resolve(via)
+        } else {
+            self.tracker.get(via).cloned().expect("tracked")
+        };
+        match resolution {
+            Resolution::Unresolved(Unresolved::Invalid(_)) => false,
+            Resolution::Unresolved(why) => {
+                if new {
+                    info!(peer = %peer, next_hop = %via, %why, "BGP next hop does not resolve: its paths are not eligible");
+                    for rib in &mut self.ribs {
+                        rib.set_unreachable_unused(via);
+                    }
+                    self.tracker.track(via, resolver);
+                }
+                true
+            }
+            _ => {
+                if new {
+                    self.tracker.track(via, resolver);
+                }
+                true
+            }
+        }
+    }
+
+    /// Next-hop tracking: resolves every BGP next hop again (a resolving route, a
+    /// gateway's neighbour entry, a link or a probe changed). Paths whose next hop
+    /// stopped resolving lose their eligibility (an alternative path takes over);
+    /// routes whose resolution moved are re-installed over the new gateways. Only
+    /// routes that really change are touched.
+    pub fn follow_resolution(
+        &mut self,
+        fib: &mut Fib,
+        nh: &NextHops,
+    ) -> Result<Vec<(PeerId, Command)>> {
+        let changed = self.tracker.refresh(nh.resolver);
+        if changed.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut changes = Vec::new();
+        for (t, rib) in self.ribs.iter_mut().enumerate() {
+            let table = table_at(t);
+            changes.extend(
+                rib.set_reachability(&changed)
+                    .into_iter()
+                    .map(|c| (table, c)),
+            );
+        }
+        self.apply_changes(&changes, fib, nh)?;
+        let commands = self.export_changes(&changes);
+        self.refresh_counts();
+        Ok(commands)
     }
 
     /// Writes RIB changes into the FIB: each best path's ECMP next hops become one group.
@@ -556,7 +656,7 @@ impl BgpFeed {
         &mut self,
         changes: &[(Table, RibChange)],
         fib: &mut Fib,
-        resolver: &dyn NextHopResolver,
+        nh: &NextHops,
     ) -> Result<()> {
         // The routes of one UPDATE share their next hops: resolve them once per set.
         let mut last: Option<(&[IpAddr], Option<Target>)> = None;
@@ -568,12 +668,23 @@ impl BgpFeed {
                     let target = match &last {
                         Some((vias, target)) if *vias == nexthops.as_slice() => target.clone(),
                         _ => {
+                            // Each BGP next hop resolves to one or more of the data
+                            // plane's next hops (itself, or the gateways of the route
+                            // it resolves through); the route goes over all of them.
                             let mut ids = Vec::new();
                             for via in nexthops {
-                                if let Some((key, port)) = resolver.resolve(*via) {
-                                    ids.push(fib.nexthop(key, &port)?);
+                                let hops = self.tracker.get(*via).map_or(&[][..], Resolution::hops);
+                                for key in hops {
+                                    let Some(port) = (nh.ports)(key.ifindex) else {
+                                        continue;
+                                    };
+                                    let id = fib.nexthop(*key, &port)?;
+                                    if !ids.contains(&id) {
+                                        ids.push(id);
+                                    }
                                 }
                             }
+                            ids.sort_unstable();
                             let target = (!ids.is_empty()).then(|| Target::Forward(ids.into()));
                             last = Some((nexthops, target.clone()));
                             target
@@ -596,11 +707,28 @@ impl BgpFeed {
 
     /// A peer's Established status for the self-health and CLI.
     pub fn statuses(&self) -> Vec<PeerStatus> {
+        // Paths over unresolved next hops: counted when asked (one pass over the RIBs,
+        // only while some next hop does not resolve).
+        let unresolved: Vec<IpAddr> = self
+            .tracker
+            .iter()
+            .filter(|(_, r)| !r.is_resolved())
+            .map(|(a, _)| *a)
+            .collect();
+        let mut per_peer: HashMap<PeerId, usize> = HashMap::new();
+        if !unresolved.is_empty() {
+            for rib in &self.ribs {
+                for (peer, n) in rib.paths_via(&unresolved) {
+                    *per_peer.entry(peer).or_default() += n;
+                }
+            }
+        }
         self.peers
-            .values()
-            .map(|s| {
+            .iter()
+            .map(|(id, s)| {
                 let mut s = s.clone();
                 s.uptime_secs = s.since.elapsed().as_secs();
+                s.unresolved = per_peer.get(id).copied().unwrap_or(0);
                 s
             })
             .collect()
@@ -754,7 +882,12 @@ impl BgpFeed {
         let mut out = Vec::new();
         for (t, rib) in self.ribs.iter().enumerate() {
             for (peer, attrs, best, multipath) in rib.paths(prefix) {
+                let via = crate::bgp::import::next_hop_addr(&attrs.next_hop);
+                let resolution = via.and_then(|v| self.tracker.get(v));
                 out.push(serde_json::json!({
+                    "resolved": resolution.is_none_or(Resolution::is_resolved),
+                    "resolution": resolution.map(Resolution::describe),
+                    "gateways": resolution.map(|r| r.hops().iter().map(|h| h.via).collect::<Vec<_>>()),
                     "table": table_at(t).name(),
                     "peer": peer,
                     "as_path": attrs.as_path.to_string(),
@@ -767,6 +900,26 @@ impl BgpFeed {
             }
         }
         serde_json::Value::Array(out)
+    }
+
+    /// How the selected next hops of a BGP route resolve (for `nva routes`): one
+    /// entry per BGP next hop, with the gateways the data plane sends to.
+    pub fn resolved_via(&self, table: Table, prefix: &IpNet) -> Vec<serde_json::Value> {
+        let Some(RibChange::Set { nexthops, .. }) = self.ribs[table_index(table)].selection(prefix)
+        else {
+            return Vec::new();
+        };
+        nexthops
+            .iter()
+            .map(|via| {
+                let r = self.tracker.get(*via);
+                serde_json::json!({
+                    "next_hop": via,
+                    "resolution": r.map(Resolution::describe),
+                    "gateways": r.map(|r| r.hops().iter().map(|h| h.via).collect::<Vec<_>>()),
+                })
+            })
+            .collect()
     }
 
     /// Prefixes learned over BGP, per table (for metrics).

@@ -10,7 +10,9 @@ use futures::TryStreamExt;
 use ipnet::IpNet;
 use rtnetlink::{
     IpVersion, RouteMessageBuilder, RouteNextHopBuilder,
-    packet_route::route::{RouteProtocol, RouteType},
+    packet_route::route::{
+        RouteAddress, RouteAttribute, RouteMessage, RouteProtocol, RouteType, RouteVia,
+    },
 };
 
 use super::Netlink;
@@ -120,8 +122,7 @@ impl Netlink {
 }
 
 /// The destination prefix of a route message.
-fn prefix_of(route: &rtnetlink::packet_route::route::RouteMessage) -> IpNet {
-    use rtnetlink::packet_route::route::{RouteAddress, RouteAttribute};
+fn prefix_of(route: &RouteMessage) -> IpNet {
     let len = route.header.destination_prefix_length;
     let addr = route.attributes.iter().find_map(|a| match a {
         RouteAttribute::Destination(RouteAddress::Inet(a)) => Some(IpAddr::V4(*a)),
@@ -135,4 +136,186 @@ fn prefix_of(route: &rtnetlink::packet_route::route::RouteMessage) -> IpNet {
         _ => IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED),
     });
     IpNet::new(addr, len).unwrap_or_else(|_| IpNet::from(addr))
+}
+
+/// The kernel's main table.
+const RT_TABLE_MAIN: u32 = 254;
+
+/// A unicast route of the kernel's main table that is not nva's own (DHCP's default
+/// route, an operator's `ip route add`): next hops may resolve through it.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct GatewayRoute {
+    pub prefix: IpNet,
+    /// The route's metric (lower wins among routes of one prefix).
+    pub metric: u32,
+    /// (gateway, egress ifindex); empty for a device route without gateway.
+    pub hops: Vec<(IpAddr, u32)>,
+}
+
+/// A change of the kernel's gateway routes (see [`watch_routes`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum RouteEvent {
+    Added(GatewayRoute),
+    Removed { prefix: IpNet, metric: u32 },
+    /// Notifications were lost: dump again.
+    Overrun,
+}
+
+fn route_table(route: &RouteMessage) -> u32 {
+    route
+        .attributes
+        .iter()
+        .find_map(|a| match a {
+            RouteAttribute::Table(t) => Some(*t),
+            _ => None,
+        })
+        .unwrap_or(route.header.table as u32)
+}
+
+fn addr_of(a: &RouteAddress) -> Option<IpAddr> {
+    match a {
+        RouteAddress::Inet(a) => Some(IpAddr::V4(*a)),
+        RouteAddress::Inet6(a) => Some(IpAddr::V6(*a)),
+        _ => None,
+    }
+}
+
+fn via_of(attrs: &[RouteAttribute]) -> Option<IpAddr> {
+    attrs.iter().find_map(|a| match a {
+        RouteAttribute::Gateway(g) => addr_of(g),
+        RouteAttribute::Via(RouteVia::Inet(a)) => Some(IpAddr::V4(*a)),
+        RouteAttribute::Via(RouteVia::Inet6(a)) => Some(IpAddr::V6(*a)),
+        _ => None,
+    })
+}
+
+/// The (prefix, metric) identifying a route message of the main table that is not
+/// nva's own; None for anything else.
+pub fn foreign_route_key(route: &RouteMessage) -> Option<(IpNet, u32)> {
+    if route.header.protocol == RouteProtocol::Other(RTPROT_NVA)
+        || route_table(route) != RT_TABLE_MAIN
+    {
+        return None;
+    }
+    let metric = route
+        .attributes
+        .iter()
+        .find_map(|a| match a {
+            RouteAttribute::Priority(p) => Some(*p),
+            _ => None,
+        })
+        .unwrap_or(0);
+    Some((prefix_of(route), metric))
+}
+
+/// A route message as a [`GatewayRoute`], if it is a unicast route of the main table
+/// with a gateway that is not nva's own.
+pub fn gateway_route(route: &RouteMessage) -> Option<GatewayRoute> {
+    let (prefix, metric) = foreign_route_key(route)?;
+    if route.header.kind != RouteType::Unicast {
+        return None;
+    }
+    let oif = route.attributes.iter().find_map(|a| match a {
+        RouteAttribute::Oif(i) => Some(*i),
+        _ => None,
+    });
+    let mut hops = Vec::new();
+    if let (Some(via), Some(oif)) = (via_of(&route.attributes), oif) {
+        hops.push((via, oif));
+    }
+    for a in &route.attributes {
+        if let RouteAttribute::MultiPath(list) = a {
+            for nh in list {
+                if let Some(via) = via_of(&nh.attributes) {
+                    hops.push((via, nh.interface_index));
+                }
+            }
+        }
+    }
+    if hops.is_empty() {
+        return None;
+    }
+    Some(GatewayRoute {
+        prefix,
+        metric,
+        hops,
+    })
+}
+
+impl Netlink {
+    /// The kernel's gateway routes that are not nva's own (main table, both families).
+    pub async fn gateway_routes(&self) -> Result<Vec<GatewayRoute>> {
+        let mut out = Vec::new();
+        for version in [IpVersion::V4, IpVersion::V6] {
+            let query = match version {
+                IpVersion::V4 => RouteMessageBuilder::<std::net::Ipv4Addr>::new().build(),
+                IpVersion::V6 => RouteMessageBuilder::<std::net::Ipv6Addr>::new().build(),
+            };
+            let mut routes = self.handle().route().get(query).execute();
+            while let Some(route) = routes.try_next().await.context("dumping kernel routes")? {
+                out.extend(gateway_route(&route));
+            }
+        }
+        Ok(out)
+    }
+}
+
+/// Follows the kernel's route changes (RTNLGRP_IPV4_ROUTE, RTNLGRP_IPV6_ROUTE) on a
+/// socket of its own, reporting only routes that are not nva's own: nva's kernel
+/// mirror of a full table makes a million notifications, which must not crowd out
+/// link and neighbour events. After lost notifications it reports `Overrun`.
+pub fn watch_routes() -> Result<tokio::sync::mpsc::UnboundedReceiver<RouteEvent>> {
+    use futures::StreamExt;
+    use rtnetlink::{
+        MulticastGroup,
+        packet_core::NetlinkPayload,
+        packet_route::RouteNetlinkMessage,
+        sys::AsyncSocket,
+    };
+    use std::os::fd::AsRawFd;
+    let (mut conn, _handle, mut messages) = rtnetlink::new_multicast_connection(&[
+        MulticastGroup::Ipv4Route,
+        MulticastGroup::Ipv6Route,
+    ])
+    .context("netlink: opening the route notification socket")?;
+    let fd = conn.socket_mut().socket_mut().as_raw_fd();
+    if let Err(e) = super::set_rcvbuf(fd, super::WATCH_RCVBUF) {
+        tracing::warn!("netlink: could not enlarge the route socket's receive buffer: {e}");
+    }
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    let driver = tokio::spawn(conn);
+    tokio::spawn(async move {
+        loop {
+            let msg = tokio::select! {
+                m = messages.next() => m,
+                () = tx.closed() => break,
+            };
+            let Some((msg, _)) = msg else { break };
+            let event = match msg.payload {
+                NetlinkPayload::InnerMessage(RouteNetlinkMessage::NewRoute(r)) => {
+                    match gateway_route(&r) {
+                        Some(g) => RouteEvent::Added(g),
+                        // A foreign route without gateway replacing one with.
+                        None => match foreign_route_key(&r) {
+                            Some((prefix, metric)) => RouteEvent::Removed { prefix, metric },
+                            None => continue,
+                        },
+                    }
+                }
+                NetlinkPayload::InnerMessage(RouteNetlinkMessage::DelRoute(r)) => {
+                    match foreign_route_key(&r) {
+                        Some((prefix, metric)) => RouteEvent::Removed { prefix, metric },
+                        None => continue,
+                    }
+                }
+                NetlinkPayload::Overrun(_) => RouteEvent::Overrun,
+                _ => continue,
+            };
+            if tx.send(event).is_err() {
+                break;
+            }
+        }
+        driver.abort();
+    });
+    Ok(rx)
 }

@@ -8,7 +8,10 @@
 //! pass over the table.
 //!
 //! Best path ([`Rib::paths`], [`RibChange::Set`]), RFC 4271 §9.1.2.2 and common
-//! practice; next-hop reachability is the caller's concern:
+//! practice:
+//! 0. a path whose next hop cannot be resolved is not eligible (RFC 4271 §9.1.2: the
+//!    caller says which next hops are unreachable, [`Rib::set_reachability`]); a prefix
+//!    with no eligible path is not selected at all,
 //! 1. higher LOCAL_PREF (missing: 100),
 //! 2. shorter AS_PATH ([`AsPath::path_len`](crate::bgp::codec::AsPath::path_len): a set
 //!    counts as one),
@@ -122,6 +125,7 @@ struct PeerSlot {
 /// Per-family table of prefixes.
 type Table<K> = crate::PrefixMap<K, Box<[Path]>>;
 type PrefixSet = HashSet<IpNet, foldhash::fast::RandomState>;
+type NextHopSet = HashSet<IpAddr, foldhash::fast::RandomState>;
 
 trait Key: Copy + Eq + Hash + Into<IpNet> {
     const FAMILY: usize;
@@ -143,6 +147,8 @@ fn family_index(f: Family) -> usize {
 /// Everything best-path selection reads of one path.
 #[derive(Clone, Copy)]
 struct Rank {
+    /// The next hop resolves (step 0).
+    eligible: bool,
     local_pref: u32,
     path_len: usize,
     origin: Origin,
@@ -155,6 +161,7 @@ struct Rank {
 
 impl Rank {
     const NONE: Rank = Rank {
+        eligible: false,
         local_pref: 0,
         path_len: 0,
         origin: Origin::Igp,
@@ -165,10 +172,11 @@ impl Rank {
         address: IpAddr::V4(Ipv4Addr::UNSPECIFIED),
     };
 
-    /// Steps 1-3 (Less = better).
+    /// Steps 0-3 (Less = better).
     fn cmp_head(&self, o: &Rank) -> Ordering {
-        o.local_pref
-            .cmp(&self.local_pref)
+        o.eligible
+            .cmp(&self.eligible)
+            .then(o.local_pref.cmp(&self.local_pref))
             .then(self.path_len.cmp(&o.path_len))
             .then(self.origin.cmp(&o.origin))
     }
@@ -233,13 +241,23 @@ struct Selector<'a> {
     peers: &'a [PeerSlot],
     multipath: bool,
     max_paths: usize,
+    /// Next hops that do not resolve (usually empty: checked without hashing then).
+    unreachable: &'a NextHopSet,
 }
 
 impl Selector<'_> {
+    fn eligible(&self, p: &Path) -> bool {
+        self.unreachable.is_empty()
+            || p.attrs
+                .next_hop
+                .is_none_or(|n| !self.unreachable.contains(&n.addr()))
+    }
+
     fn rank(&self, p: &Path) -> Rank {
         let info = &self.peers[p.peer as usize].info;
         let a = &*p.attrs;
         Rank {
+            eligible: self.eligible(p),
             local_pref: a.local_pref.unwrap_or(DEFAULT_LOCAL_PREF),
             path_len: a.as_path.path_len(),
             origin: a.origin,
@@ -348,6 +366,10 @@ impl Selector<'_> {
         }
         let (best, nexthops) = self.walk(paths, |_| {});
         let best = &paths[best];
+        if !self.eligible(best) {
+            // Every path's next hop is unreachable: nothing is selected.
+            return None;
+        }
         Some(Summary {
             peer: best.peer,
             attrs: best.attrs.clone(),
@@ -422,6 +444,8 @@ pub struct Rib {
     peer_index: HashMap<PeerId, u32>,
     v4: Table<Ipv4Net>,
     v6: Table<Ipv6Net>,
+    /// Next hops that do not resolve: their paths are not eligible.
+    unreachable: NextHopSet,
 }
 
 impl Rib {
@@ -434,6 +458,7 @@ impl Rib {
             peer_index: HashMap::new(),
             v4: Table::default(),
             v6: Table::default(),
+            unreachable: NextHopSet::default(),
         }
     }
 
@@ -442,6 +467,87 @@ impl Rib {
             peers: &self.peers,
             multipath: self.multipath,
             max_paths: self.max_paths,
+            unreachable: &self.unreachable,
+        }
+    }
+
+    /// Whether paths via `nh` are eligible now.
+    pub fn reachable(&self, nh: IpAddr) -> bool {
+        !self.unreachable.contains(&nh)
+    }
+
+    /// Next-hop tracking: the reachability of some next hops changed (`true` =
+    /// resolves now). Returns a change for every prefix with a path via one of them
+    /// whose selection changed, and a `Set` of the unchanged selection for every other
+    /// prefix whose selected next hops include one of them (its resolution may have
+    /// moved: the caller re-installs it). One pass over the table; rare.
+    pub fn set_reachability(&mut self, changed: &[(IpAddr, bool)]) -> Vec<RibChange> {
+        if changed.is_empty() {
+            return Vec::new();
+        }
+        let touched: NextHopSet = changed.iter().map(|(a, _)| *a).collect();
+        let via_touched = |paths: &[Path]| {
+            paths
+                .iter()
+                .any(|p| p.attrs.next_hop.is_some_and(|n| touched.contains(&n.addr())))
+        };
+        let sel = self.selector();
+        let before: Vec<(IpNet, Option<Summary>)> = route_iter(&self.v4, sel)
+            .chain(route_iter(&self.v6, sel))
+            .filter(|(_, _, paths)| via_touched(paths))
+            .map(|(k, _, paths)| (k, sel.summary(paths)))
+            .collect();
+        for (addr, reachable) in changed {
+            if *reachable {
+                self.unreachable.remove(addr);
+            } else {
+                self.unreachable.insert(*addr);
+            }
+        }
+        let sel = self.selector();
+        let mut out = Vec::new();
+        for (prefix, old) in before {
+            let paths = self.paths_of(&prefix);
+            let uses_touched = old
+                .as_ref()
+                .is_some_and(|o| o.nexthops.iter().any(|n| touched.contains(n)));
+            match sel.change(prefix, old, paths) {
+                Some(c) => out.push(c),
+                None if uses_touched => out.extend(sel.change(prefix, None, paths)),
+                None => {}
+            }
+        }
+        out
+    }
+
+    /// How many paths each peer has via one of `nexthops`.
+    pub fn paths_via(&self, nexthops: &[IpAddr]) -> Vec<(PeerId, usize)> {
+        let mut counts = vec![0usize; self.peers.len()];
+        let sel = self.selector();
+        for (_, _, paths) in route_iter(&self.v4, sel).chain(route_iter(&self.v6, sel)) {
+            for p in paths {
+                if p.attrs.next_hop.is_some_and(|n| nexthops.contains(&n.addr())) {
+                    counts[p.peer as usize] += 1;
+                }
+            }
+        }
+        counts
+            .into_iter()
+            .enumerate()
+            .filter(|(_, n)| *n > 0)
+            .map(|(i, n)| (self.peers[i].info.id, n))
+            .collect()
+    }
+
+    /// Marks a next hop no path uses yet as unreachable (no re-selection needed).
+    pub fn set_unreachable_unused(&mut self, nh: IpAddr) {
+        self.unreachable.insert(nh);
+    }
+
+    fn paths_of(&self, prefix: &IpNet) -> &[Path] {
+        match prefix.trunc() {
+            IpNet::V4(k) => self.v4.get(&k).map_or(&[], |p| &p[..]),
+            IpNet::V6(k) => self.v6.get(&k).map_or(&[], |p| &p[..]),
         }
     }
 
@@ -517,6 +623,7 @@ impl Rib {
             peers,
             v4,
             v6,
+            unreachable,
             ..
         } = self;
         let mut ctx = UpdateCtx {
@@ -524,6 +631,7 @@ impl Rib {
                 peers,
                 multipath: *multipath,
                 max_paths: *max_paths,
+                unreachable,
             },
             peer,
             generation,
@@ -619,6 +727,7 @@ impl Rib {
             peers: &self.peers,
             multipath: self.multipath,
             max_paths: self.max_paths,
+            unreachable: &self.unreachable,
         };
         let mut removed = [0; 2];
         if which[0] && self.peers[i as usize].count[0] > 0 {
@@ -661,7 +770,11 @@ impl Rib {
             return Vec::new();
         }
         let sel = self.selector();
-        let s = sel.select(paths);
+        let mut s = sel.select(paths);
+        if !sel.eligible(&paths[s.best]) {
+            // Nothing is selected: list them all as candidates.
+            s.multipath.clear();
+        }
         let mut rest: Vec<usize> = (0..paths.len())
             .filter(|i| !s.multipath.contains(i))
             .collect();
@@ -676,7 +789,7 @@ impl Rib {
                 (
                     self.peers[p.peer as usize].info.id,
                     p.attrs.clone(),
-                    i == s.best,
+                    i == s.best && !s.multipath.is_empty(),
                     s.multipath.contains(&i),
                 )
             })
@@ -708,6 +821,7 @@ impl Rib {
         let id = move |p: &Path| sel.peers[p.peer as usize].info.id;
         route_iter(&self.v4, sel)
             .chain(route_iter(&self.v6, sel))
+            .filter(move |(_, best, _)| sel.eligible(best))
             .map(move |(k, best, _)| (k, &best.attrs, id(best)))
     }
 

@@ -764,3 +764,67 @@ fn timing_full_table_two_peers() {
     );
     assert!(r.is_empty());
 }
+
+/// RFC 4271 §9.1.2: a shorter path whose next hop does not resolve must not hide a
+/// valid longer one; the prefix comes back to it once it resolves again.
+#[test]
+fn unreachable_next_hop_is_not_eligible() {
+    let mut r = rib(true);
+    let short = attrs("192.0.2.1", &[65515]);
+    let long = attrs("192.0.2.2", &[65515, 65002]);
+    announce(&mut r, 1, "10.1.0.0/16", &short);
+    announce(&mut r, 2, "10.1.0.0/16", &long);
+    assert_eq!(best_peer(&r, "10.1.0.0/16"), id(1));
+    let changes = r.set_reachability(&[(ip("192.0.2.1"), false)]);
+    assert_eq!(changes, vec![set("10.1.0.0/16", &long, 2, &["192.0.2.2"])]);
+    assert!(!r.reachable(ip("192.0.2.1")));
+    // Shown, but not best.
+    let paths = r.paths(&net("10.1.0.0/16"));
+    assert!(paths.iter().any(|(p, _, best, _)| *p == id(2) && *best));
+    assert!(paths.iter().any(|(p, _, best, mp)| *p == id(1) && !best && !mp));
+    assert_eq!(r.best_routes().count(), 1);
+    // Both unreachable: nothing selected, nothing exported.
+    let changes = r.set_reachability(&[(ip("192.0.2.2"), false)]);
+    assert_eq!(
+        changes,
+        vec![RibChange::Removed {
+            prefix: net("10.1.0.0/16")
+        }]
+    );
+    assert!(r.selection(&net("10.1.0.0/16")).is_none());
+    assert_eq!(r.best_routes().count(), 0);
+    assert_eq!(r.routes().count(), 0);
+    // Back.
+    let changes = r.set_reachability(&[(ip("192.0.2.1"), true), (ip("192.0.2.2"), true)]);
+    assert_eq!(changes, vec![set("10.1.0.0/16", &short, 1, &["192.0.2.1"])]);
+}
+
+/// Equal paths: an unreachable one leaves the ECMP set, and a prefix over a next hop
+/// whose resolution changed (still reachable) is reported again for re-installing.
+#[test]
+fn reachability_changes_the_ecmp_set_and_reports_moved_resolutions() {
+    let mut r = rib(true);
+    let a = attrs("192.0.2.1", &[65515]);
+    let b = attrs("192.0.2.2", &[65515]);
+    announce(&mut r, 1, "10.1.0.0/16", &a);
+    announce(&mut r, 2, "10.1.0.0/16", &b);
+    announce(&mut r, 2, "10.2.0.0/16", &b);
+    assert_eq!(nexthops(&r, "10.1.0.0/16"), vec![ip("192.0.2.1"), ip("192.0.2.2")]);
+    let changes = r.set_reachability(&[(ip("192.0.2.1"), false)]);
+    assert_eq!(changes, vec![set("10.1.0.0/16", &b, 2, &["192.0.2.2"])]);
+    // Reachable before and after (its route moved): both prefixes over it come back.
+    let mut changes = r.set_reachability(&[(ip("192.0.2.2"), true)]);
+    changes.sort_by_key(|c| c.prefix());
+    assert_eq!(
+        changes,
+        vec![
+            set("10.1.0.0/16", &b, 2, &["192.0.2.2"]),
+            set("10.2.0.0/16", &b, 2, &["192.0.2.2"]),
+        ]
+    );
+    // A new next hop marked unreachable before its first path arrives.
+    r.set_unreachable_unused(ip("192.0.2.9"));
+    let changes = announce(&mut r, 1, "10.3.0.0/16", &attrs("192.0.2.9", &[65515]));
+    assert!(changes.is_empty());
+    assert!(r.selection(&net("10.3.0.0/16")).is_none());
+}
