@@ -109,6 +109,10 @@ pub struct BgpPeer {
     pub name: String,
     pub address: IpAddr,
     pub remote_as: u32,
+    /// Peers of one group (e.g. the two endpoints of one route server) never get a
+    /// route learned from another member (split horizon over the group).
+    #[serde(default)]
+    pub group: Option<String>,
     /// Table its routes go into (default: by the class of each prefix).
     #[serde(default)]
     pub table: Option<TrafficClass>,

@@ -662,6 +662,7 @@ impl State {
             dp.add_port(iface.ifindex, iface.slot, iface.flags)?;
             dp.attach(iface.ifindex, &iface.name, generic)?;
             info!(interface = %iface.name, "XDP attached (reload)");
+            no_redirects(&iface.name);
             self.ifaces.push(iface);
         }
         let settings = Settings {
@@ -858,41 +859,42 @@ fn plan(
     }
     let mut routes = Vec::new();
     for (i, route) in config.routes.iter().enumerate() {
-        let plan_hops =
-            |list: &[crate::config::NextHopSpec], name: &str| -> Result<Vec<PlannedHop>> {
-                let mut out = Vec::new();
-                for (j, nh) in list.iter().enumerate() {
-                    let field = format!("routes[{i}].{name}[{j}]");
-                    if addrs.iter().any(|a| a.addr == nh.via) {
-                        bail!("{field}.via: {} is an address of this box", nh.via);
-                    }
-                    let iface_idx = match &nh.dev {
-                        Some(dev) => Some(ifaces.iter().position(|f| &f.name == dev).with_context(
-                            || format!("{field}.dev: {dev:?} is not a configured interface"),
-                        )?),
-                        None => ifaces.iter().position(|f| {
-                            addrs.iter().any(|a| {
-                                a.ifindex == f.ifindex
-                                    && IpNet::new(a.addr, a.prefix_len)
-                                        .is_ok_and(|n| n.contains(&nh.via))
-                            })
-                        }),
-                    };
-                    out.push(match iface_idx {
-                        Some(idx) => PlannedHop::Direct(NhKey {
-                            ifindex: ifaces[idx].ifindex,
-                            via: nh.via,
-                            vlan: nh.vlan.unwrap_or(0),
-                        }),
-                        None if nh.vlan.is_some() => bail!(
-                            "{field}.vlan: a VLAN next hop must be on a connected subnet (or set `dev`)"
-                        ),
-                        // Not on a connected subnet: resolved through other routes.
-                        None => PlannedHop::Recursive(nh.via),
-                    });
+        let plan_hops = |list: &[crate::config::NextHopSpec],
+                         name: &str|
+         -> Result<Vec<PlannedHop>> {
+            let mut out = Vec::new();
+            for (j, nh) in list.iter().enumerate() {
+                let field = format!("routes[{i}].{name}[{j}]");
+                if addrs.iter().any(|a| a.addr == nh.via) {
+                    bail!("{field}.via: {} is an address of this box", nh.via);
                 }
-                Ok(out)
-            };
+                let iface_idx = match &nh.dev {
+                    Some(dev) => Some(ifaces.iter().position(|f| &f.name == dev).with_context(
+                        || format!("{field}.dev: {dev:?} is not a configured interface"),
+                    )?),
+                    None => ifaces.iter().position(|f| {
+                        addrs.iter().any(|a| {
+                            a.ifindex == f.ifindex
+                                && IpNet::new(a.addr, a.prefix_len)
+                                    .is_ok_and(|n| n.contains(&nh.via))
+                        })
+                    }),
+                };
+                out.push(match iface_idx {
+                    Some(idx) => PlannedHop::Direct(NhKey {
+                        ifindex: ifaces[idx].ifindex,
+                        via: nh.via,
+                        vlan: nh.vlan.unwrap_or(0),
+                    }),
+                    None if nh.vlan.is_some() => bail!(
+                        "{field}.vlan: a VLAN next hop must be on a connected subnet (or set `dev`)"
+                    ),
+                    // Not on a connected subnet: resolved through other routes.
+                    None => PlannedHop::Recursive(nh.via),
+                });
+            }
+            Ok(out)
+        };
         let target = plan_hops(&route.nexthops, "nexthops")?;
         let backup = plan_hops(&route.backup_nexthops, "backup_nexthops")?;
         routes.push(PlannedRoute {
@@ -925,6 +927,24 @@ fn address_routes(addr: &AddrInfo) -> Vec<(IpNet, Source, Target)> {
         }
     }
     out
+}
+
+/// A router that sends traffic back out of the interface it came in on (a single-NIC
+/// NVA, as Azure recommends) must not send ICMP redirects for what the kernel forwards
+/// (packets XDP passes up): the kernel ORs `all` with the interface's setting, so both
+/// go off.
+fn no_redirects(ifname: &str) {
+    for scope in ["all", ifname] {
+        let path = format!("/proc/sys/net/ipv4/conf/{scope}/send_redirects");
+        match std::fs::read_to_string(&path) {
+            Ok(v) if v.trim() == "0" => {}
+            Ok(_) => match std::fs::write(&path, "0") {
+                Ok(()) => info!(%path, "ICMP redirects turned off"),
+                Err(e) => warn!(%path, "cannot turn ICMP redirects off: {e}"),
+            },
+            Err(e) => warn!(%path, "cannot read: {e}"),
+        }
+    }
 }
 
 fn settings_of(config: &Config) -> Settings {
@@ -1115,6 +1135,7 @@ pub async fn run(config: Config, config_path: PathBuf, socket: PathBuf) -> Resul
             .dataplane_mut()
             .attach(iface.ifindex, &iface.name, generic)?;
         info!(interface = %iface.name, ifindex = iface.ifindex, mode = ?config.dataplane.xdp_mode, "XDP attached");
+        no_redirects(&iface.name);
     }
     let (v4, v6) = state.fib.route_count();
     info!(routes_v4 = v4, routes_v6 = v6, "FIB programmed");

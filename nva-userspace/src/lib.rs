@@ -12,8 +12,8 @@ pub mod health;
 pub mod metrics;
 pub mod netlink;
 pub mod policy;
-pub mod rib;
 pub mod resolve;
+pub mod rib;
 pub mod routing;
 
 /// Hash map for tables keyed by what peers send (prefixes): foldhash is about as fast as

@@ -329,9 +329,20 @@ mod tests {
                 ..
             }
         ));
-        for bad in ["0.0.0.0", "127.0.0.1", "224.0.0.5", "10.0.1.4", "169.254.1.1", "::1", "ff02::1"] {
+        for bad in [
+            "0.0.0.0",
+            "127.0.0.1",
+            "224.0.0.5",
+            "10.0.1.4",
+            "169.254.1.1",
+            "::1",
+            "ff02::1",
+        ] {
             assert!(
-                matches!(r.resolve(ip(bad)), Resolution::Unresolved(Unresolved::Invalid(_))),
+                matches!(
+                    r.resolve(ip(bad)),
+                    Resolution::Unresolved(Unresolved::Invalid(_))
+                ),
                 "{bad}"
             );
         }

@@ -588,7 +588,6 @@ impl BgpFeed {
                 st.announced = announced;
             }
         }
-
     }
 
     /// Tracks a next hop seen in an UPDATE; false when it can never be one (the paths
@@ -749,16 +748,32 @@ impl BgpFeed {
         let cfg = self.peer_configs.get(&peer)?;
         let policy = cfg.export.as_ref().and_then(|n| self.policies.get(n));
         let mut table = None;
-        let candidate = if self.config.announce.contains(prefix) || self.statics.contains(prefix) {
+        // A static or learned route covering the peer's own session address would pull
+        // the session itself through nva (the /32 routes to a route server's endpoints
+        // with `announce_static`): never announced to that peer. Explicitly originated
+        // prefixes (`announce`, e.g. a summary) are the operator's intent and stay.
+        let originated = self.config.announce.contains(prefix);
+        if !originated && prefix.contains(&peer) {
+            return None;
+        }
+        let candidate = if originated || self.statics.contains(prefix) {
             Some(Self::originated())
         } else if policy.is_some() {
-            // A learned route: not back to the peer it came from (split horizon), not
-            // from iBGP to iBGP.
+            // A learned route: not back to the peer it came from nor to another peer
+            // of its group (split horizon: the other endpoint of one route server),
+            // not from iBGP to iBGP.
+            let same_group = |from: &PeerId| {
+                cfg.group.is_some()
+                    && self
+                        .peer_configs
+                        .get(from)
+                        .is_some_and(|f| f.group == cfg.group)
+            };
             let learned = self.ribs.iter().enumerate().find_map(|(i, rib)| {
                 rib.paths(prefix)
                     .into_iter()
                     .find(|(_, _, best, _)| *best)
-                    .filter(|(from, ..)| *from != peer)
+                    .filter(|(from, ..)| *from != peer && !same_group(from))
                     .map(|(from, attrs, ..)| (from, attrs, table_at(i)))
             });
             match learned {

@@ -89,38 +89,60 @@ impl XdpRedirect {
         ns.run(|| -> Result<XdpRedirect> {
             let in_idx = if_nametoindex(in_if)?;
             let out_idx = if_nametoindex(out_if)?;
-            let insns = program(out_idx, dst_mac, src_mac);
-            let license = c"GPL";
-            let mut log = vec![0u8; 65536];
-            let mut a = [0u64; 16];
-            a[0] = u64::from(BPF_PROG_TYPE_XDP) | (insns.len() as u64) << 32;
-            a[1] = insns.as_ptr() as u64;
-            a[2] = license.as_ptr() as u64;
-            a[3] = 1 | (log.len() as u64) << 32; // log_level 1, log_size
-            a[4] = log.as_mut_ptr() as u64;
-            let prog = match bpf(BPF_PROG_LOAD, &mut a) {
-                // SAFETY: the kernel returned a new fd we now own.
-                Ok(fd) => unsafe { OwnedFd::from_raw_fd(fd) },
-                Err(e) => {
-                    let end = log.iter().position(|&b| b == 0).unwrap_or(log.len());
-                    bail!(
-                        "BPF_PROG_LOAD: {e}\n{}",
-                        String::from_utf8_lossy(&log[..end])
-                    );
-                }
-            };
-            let mut l = [0u64; 16];
-            l[0] = prog.as_raw_fd() as u64 | u64::from(in_idx) << 32;
-            l[1] = u64::from(BPF_XDP);
-            let link = match bpf(BPF_LINK_CREATE, &mut l) {
-                // SAFETY: the kernel returned a new fd we now own.
-                Ok(fd) => unsafe { OwnedFd::from_raw_fd(fd) },
-                Err(e) => bail!("BPF_LINK_CREATE (XDP on {in_if}): {e}"),
-            };
-            Ok(XdpRedirect {
-                _link: link,
-                _prog: prog,
-            })
+            load_and_attach(&program(out_idx, dst_mac, src_mac), in_if, in_idx)
         })
     }
+}
+
+/// An attached XDP program that passes every frame to the stack. On veth, frames that
+/// the peer sends with XDP_TX are only received when this end has an XDP program (GRO
+/// is not enough), so the far end of an nva that hairpins gets one of these.
+pub struct XdpPass(#[allow(dead_code)] XdpRedirect);
+
+impl XdpPass {
+    /// Attaches the pass-through program to `ifname` in `ns` (native mode).
+    pub fn attach(ns: &Netns, ifname: &str) -> Result<XdpPass> {
+        ns.run(|| -> Result<XdpPass> {
+            let idx = if_nametoindex(ifname)?;
+            let insns = vec![
+                insn(0xb7, 0, 0, 0, XDP_PASS), // r0 = XDP_PASS
+                insn(0x95, 0, 0, 0, 0),        // exit
+            ];
+            Ok(XdpPass(load_and_attach(&insns, ifname, idx)?))
+        })
+    }
+}
+
+fn load_and_attach(insns: &[u64], in_if: &str, in_idx: u32) -> Result<XdpRedirect> {
+    let license = c"GPL";
+    let mut log = vec![0u8; 65536];
+    let mut a = [0u64; 16];
+    a[0] = u64::from(BPF_PROG_TYPE_XDP) | (insns.len() as u64) << 32;
+    a[1] = insns.as_ptr() as u64;
+    a[2] = license.as_ptr() as u64;
+    a[3] = 1 | (log.len() as u64) << 32; // log_level 1, log_size
+    a[4] = log.as_mut_ptr() as u64;
+    let prog = match bpf(BPF_PROG_LOAD, &mut a) {
+        // SAFETY: the kernel returned a new fd we now own.
+        Ok(fd) => unsafe { OwnedFd::from_raw_fd(fd) },
+        Err(e) => {
+            let end = log.iter().position(|&b| b == 0).unwrap_or(log.len());
+            bail!(
+                "BPF_PROG_LOAD: {e}\n{}",
+                String::from_utf8_lossy(&log[..end])
+            );
+        }
+    };
+    let mut l = [0u64; 16];
+    l[0] = prog.as_raw_fd() as u64 | u64::from(in_idx) << 32;
+    l[1] = u64::from(BPF_XDP);
+    let link = match bpf(BPF_LINK_CREATE, &mut l) {
+        // SAFETY: the kernel returned a new fd we now own.
+        Ok(fd) => unsafe { OwnedFd::from_raw_fd(fd) },
+        Err(e) => bail!("BPF_LINK_CREATE (XDP on {in_if}): {e}"),
+    };
+    Ok(XdpRedirect {
+        _link: link,
+        _prog: prog,
+    })
 }

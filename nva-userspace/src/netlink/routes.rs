@@ -156,7 +156,10 @@ pub struct GatewayRoute {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum RouteEvent {
     Added(GatewayRoute),
-    Removed { prefix: IpNet, metric: u32 },
+    Removed {
+        prefix: IpNet,
+        metric: u32,
+    },
     /// Notifications were lost: dump again.
     Overrun,
 }
@@ -267,9 +270,7 @@ impl Netlink {
 pub fn watch_routes() -> Result<tokio::sync::mpsc::UnboundedReceiver<RouteEvent>> {
     use futures::StreamExt;
     use rtnetlink::{
-        MulticastGroup,
-        packet_core::NetlinkPayload,
-        packet_route::RouteNetlinkMessage,
+        MulticastGroup, packet_core::NetlinkPayload, packet_route::RouteNetlinkMessage,
         sys::AsyncSocket,
     };
     use std::os::fd::AsRawFd;

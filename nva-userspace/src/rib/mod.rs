@@ -487,9 +487,11 @@ impl Rib {
         }
         let touched: NextHopSet = changed.iter().map(|(a, _)| *a).collect();
         let via_touched = |paths: &[Path]| {
-            paths
-                .iter()
-                .any(|p| p.attrs.next_hop.is_some_and(|n| touched.contains(&n.addr())))
+            paths.iter().any(|p| {
+                p.attrs
+                    .next_hop
+                    .is_some_and(|n| touched.contains(&n.addr()))
+            })
         };
         let sel = self.selector();
         let before: Vec<(IpNet, Option<Summary>)> = route_iter(&self.v4, sel)
@@ -526,7 +528,10 @@ impl Rib {
         let sel = self.selector();
         for (_, _, paths) in route_iter(&self.v4, sel).chain(route_iter(&self.v6, sel)) {
             for p in paths {
-                if p.attrs.next_hop.is_some_and(|n| nexthops.contains(&n.addr())) {
+                if p.attrs
+                    .next_hop
+                    .is_some_and(|n| nexthops.contains(&n.addr()))
+                {
                     counts[p.peer as usize] += 1;
                 }
             }

@@ -781,7 +781,11 @@ fn unreachable_next_hop_is_not_eligible() {
     // Shown, but not best.
     let paths = r.paths(&net("10.1.0.0/16"));
     assert!(paths.iter().any(|(p, _, best, _)| *p == id(2) && *best));
-    assert!(paths.iter().any(|(p, _, best, mp)| *p == id(1) && !best && !mp));
+    assert!(
+        paths
+            .iter()
+            .any(|(p, _, best, mp)| *p == id(1) && !best && !mp)
+    );
     assert_eq!(r.best_routes().count(), 1);
     // Both unreachable: nothing selected, nothing exported.
     let changes = r.set_reachability(&[(ip("192.0.2.2"), false)]);
@@ -809,7 +813,10 @@ fn reachability_changes_the_ecmp_set_and_reports_moved_resolutions() {
     announce(&mut r, 1, "10.1.0.0/16", &a);
     announce(&mut r, 2, "10.1.0.0/16", &b);
     announce(&mut r, 2, "10.2.0.0/16", &b);
-    assert_eq!(nexthops(&r, "10.1.0.0/16"), vec![ip("192.0.2.1"), ip("192.0.2.2")]);
+    assert_eq!(
+        nexthops(&r, "10.1.0.0/16"),
+        vec![ip("192.0.2.1"), ip("192.0.2.2")]
+    );
     let changes = r.set_reachability(&[(ip("192.0.2.1"), false)]);
     assert_eq!(changes, vec![set("10.1.0.0/16", &b, 2, &["192.0.2.2"])]);
     // Reachable before and after (its route moved): both prefixes over it come back.
