@@ -52,9 +52,9 @@ impl NvaDut {
                 hash_seed: 0x5eed_1234,
                 flags: 0,
             })?;
-            dp.add_port(dut.ingress, 1, 0)?;
+            dp.add_port(dut.ingress, 1, 0, [0; 6])?;
             for (i, e) in dut.egress.iter().enumerate() {
-                dp.add_port(e.ifindex, 2 + i as u32, 0)?;
+                dp.add_port(e.ifindex, 2 + i as u32, 0, [0; 6])?;
             }
             let mut fib = Fib::new(dp);
             let (mut nh_v4, mut nh_v6) = (Vec::new(), Vec::new());

@@ -194,6 +194,10 @@ pub struct PortInfo {
     pub slot: u32,
     /// `PORT_*` flags.
     pub flags: u32,
+    /// The interface's MAC: a unicast frame addressed to another MAC is not for this
+    /// router (a flooding segment) and goes to the kernel, counted. All zero: no check.
+    pub mac: [u8; 6],
+    pub _pad: [u8; 2],
 }
 
 /// Everything entering this port is east-west (looked up in the east-west FIB).
@@ -271,8 +275,11 @@ pub mod reason {
     pub const PASS_EXCEPTION: u32 = 13;
     /// East-west traffic between segments the policy denies.
     pub const DROP_SEGMENT: u32 = 14;
+    /// A unicast frame for another MAC (flooded on a shared segment): not forwarded,
+    /// so two routers on one segment never both forward it.
+    pub const PASS_OTHER_HOST: u32 = 15;
     /// The highest reason in use.
-    pub const LAST: u32 = DROP_SEGMENT;
+    pub const LAST: u32 = PASS_OTHER_HOST;
 
     pub const NAMES: [&str; super::NUM_REASONS as usize] = [
         "forwarded",
@@ -290,7 +297,7 @@ pub mod reason {
         "passed-no-txport",
         "passed-exception",
         "dropped-segment",
-        "reserved-15",
+        "passed-other-host",
     ];
 }
 

@@ -102,7 +102,12 @@ pub fn process(ctx: &XdpContext, port: &PortInfo) -> Verdict {
         return MALFORMED;
     };
     // SAFETY: bounds checked by ptr_at.
-    let proto = unsafe { (*eth).proto };
+    let (proto, dst) = unsafe { ((*eth).proto, (*eth).dst) };
+    // Unicast for another MAC: a shared segment flooded it here. Forwarding it would
+    // duplicate what its real router forwards.
+    if dst[0] & 1 == 0 && port.mac != [0; 6] && dst != port.mac {
+        return pass(reason::PASS_OTHER_HOST);
+    }
     if proto == ETH_P_8021Q || proto == ETH_P_8021AD {
         let Some(vlan) = ptr_at::<VlanHdr>(ctx, ETH_LEN) else {
             return MALFORMED;

@@ -82,7 +82,10 @@ pub struct Bgp {
     pub multipath: bool,
     #[serde(default = "default_max_paths")]
     pub max_paths: usize,
-    /// Accept sessions on this address too (for passive peers), e.g. "0.0.0.0:179".
+    /// Accept sessions on this address (e.g. "10.0.1.4:179"). By default nva accepts
+    /// on port 179 of every address of each family it has peers in (a peer's reconnect
+    /// then does not wait for nva's own retry timer; route servers refuse connections for
+    /// a while after an error); a default port that cannot be bound is only a warning.
     #[serde(default)]
     pub listen: Option<std::net::SocketAddr>,
     /// Prefixes nva originates (announced to every peer, subject to export policy).
@@ -91,12 +94,26 @@ pub struct Bgp {
     /// Also announce the static routes.
     #[serde(default)]
     pub announce_static: bool,
+    /// Summaries announced while a more specific route is in the RIB (or a static
+    /// route is announced), e.g. an NVA in front of a large SD-WAN or a full table,
+    /// under a route server's limit of 1,000 routes per peer.
+    #[serde(default)]
+    pub aggregates: Vec<Aggregate>,
     /// Mirror BGP routes into the kernel's table like static routes (what XDP passes
     /// up, e.g. TTL expiry, then meets the same routes).
     #[serde(default = "yes")]
     pub kernel_routes: bool,
     #[serde(default)]
     pub peers: Vec<BgpPeer>,
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Aggregate {
+    pub prefix: IpNet,
+    /// Announce only the summary, not the more specific routes it covers.
+    #[serde(default)]
+    pub summary_only: bool,
 }
 
 fn default_max_paths() -> usize {
@@ -126,6 +143,11 @@ pub struct BgpPeer {
     /// Most prefixes accepted from this peer.
     #[serde(default)]
     pub max_prefix: Option<usize>,
+    /// Most prefixes announced to this peer: Azure Route Server drops the session of
+    /// a peer that announces more than 1,000. Beyond it nothing more is sent; nva
+    /// warns, `nva health` and the metric `nva_bgp_announce_limited` say so.
+    #[serde(default)]
+    pub max_announce: Option<usize>,
     #[serde(default)]
     pub max_prefix_action: MaxPrefixAction,
     /// Only accept the peer's connections (needs `bgp.listen`).
@@ -194,8 +216,9 @@ pub struct Health {
     #[serde(default)]
     pub track: Vec<TrackedTarget>,
     /// On SIGTERM with BGP: withdraw nva's announcements, then wait this long for the
-    /// peers to move traffic away before detaching.
-    #[serde(default)]
+    /// peers to move traffic away before detaching (only while a session is up). A
+    /// route server reprograms the fabric in seconds, not milliseconds.
+    #[serde(default = "default_drain")]
     pub drain_ms: u64,
     /// When every next hop of a route is down: withdraw it from the data plane (its
     /// traffic falls through to a backup route or a less specific prefix; default), or
@@ -216,6 +239,9 @@ fn default_multiplier() -> u32 {
 fn default_hold_down() -> u64 {
     1000
 }
+fn default_drain() -> u64 {
+    5000
+}
 
 impl Default for Health {
     fn default() -> Self {
@@ -226,7 +252,7 @@ impl Default for Health {
             hold_down_ms: default_hold_down(),
             track: Vec::new(),
             when_sick: crate::routing::SickAction::Withdraw,
-            drain_ms: 0,
+            drain_ms: default_drain(),
             keep_dead_routes: false,
         }
     }
@@ -679,6 +705,11 @@ impl Config {
                 bail!("bgp.announce[{i}]: {p} has host bits set");
             }
         }
+        for (i, a) in bgp.aggregates.iter().enumerate() {
+            if a.prefix.trunc() != a.prefix {
+                bail!("bgp.aggregates[{i}].prefix: {} has host bits set", a.prefix);
+            }
+        }
         let mut addrs = HashSet::new();
         for (i, peer) in bgp.peers.iter().enumerate() {
             let field = format!("bgp.peers[{i}]");
@@ -695,17 +726,58 @@ impl Config {
                     bail!("{field}.{what}: no policy named {name:?}");
                 }
             }
-            if peer.passive && bgp.listen.is_none() {
-                bail!("{field}.passive: a passive peer needs bgp.listen");
-            }
             if peer.gtsm && peer.multihop_ttl.is_some() {
                 bail!("{field}.gtsm: GTSM and multihop_ttl exclude each other");
             }
             if peer.max_prefix == Some(0) {
                 bail!("{field}.max_prefix: must be at least 1");
             }
+            if peer.max_announce == Some(0) {
+                bail!("{field}.max_announce: must be at least 1");
+            }
         }
         Ok(())
+    }
+
+    /// What is valid but probably wrong (printed by `nva config check`, logged by
+    /// `nva run`).
+    pub fn warnings(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        let Some(bgp) = &self.bgp else {
+            return out;
+        };
+        // Azure Route Server (65515) and Virtual WAN hubs (65520).
+        let route_server = |asn: u32| asn == 65515 || asn == 65520;
+        let reserved =
+            |asn: u32| matches!(asn, 8074 | 8075 | 12076) || (65515..=65520).contains(&asn);
+        for (i, peer) in bgp.peers.iter().enumerate() {
+            if !route_server(peer.remote_as) {
+                continue;
+            }
+            let field = format!("bgp.peers[{i}]");
+            if reserved(bgp.local_as) {
+                out.push(format!(
+                    "bgp.local_as: {} is reserved by Azure (8074, 8075, 12076, 65515-65520): \
+                     the route server {field} ({}) will refuse it",
+                    bgp.local_as, peer.name
+                ));
+            }
+            if bgp.local_as > 65535 {
+                out.push(format!(
+                    "bgp.local_as: {} is a 4-octet AS; route servers ({field}, {}) accept \
+                     16-bit ASNs only",
+                    bgp.local_as, peer.name
+                ));
+            }
+            if peer.multihop_ttl.is_none() && !peer.gtsm {
+                out.push(format!(
+                    "{field}.multihop_ttl: a route server's endpoints are in their own subnet \
+                     (set multihop_ttl = 2)"
+                ));
+            }
+        }
+        out.dedup();
+        out
     }
 
     fn validate_segments(&self) -> Result<()> {

@@ -163,9 +163,27 @@ fn handle(state: &Shared, cmd: &str, arg: Option<&str>) -> Result<Value> {
         },
         "health" => {
             let problems = st.self_check();
+            // What does not make nva unhealthy (it keeps announcing) but needs a look.
+            let warnings: Vec<String> = st
+                .bgp
+                .as_ref()
+                .map(|feed| {
+                    feed.statuses()
+                        .into_iter()
+                        .filter(|p| p.announce_suppressed > 0)
+                        .map(|p| {
+                            format!(
+                                "BGP peer {} ({}): max_announce reached, {} prefixes held back",
+                                p.name, p.address, p.announce_suppressed
+                            )
+                        })
+                        .collect()
+                })
+                .unwrap_or_default();
             Ok(json!({
                 "healthy": problems.is_empty(),
                 "problems": problems,
+                "warnings": warnings,
                 "probes": st.prober.status(),
             }))
         }

@@ -150,66 +150,13 @@ impl State {
     /// interfaces, static routes with direct next hops, the kernel's gateway routes
     /// over nva's interfaces, and which gateways are down.
     fn resolver(&self) -> Resolver {
-        let attached: HashSet<u32> = self.ifaces.iter().map(|f| f.ifindex).collect();
-        let mut r = Resolver {
-            connected: self
-                .addrs
-                .iter()
-                .filter(|a| attached.contains(&a.ifindex))
-                .filter_map(|a| Some((IpNet::new(a.addr, a.prefix_len).ok()?.trunc(), a.ifindex)))
-                .collect(),
-            own: self.addrs.iter().map(|a| a.addr).collect(),
-            via_default: self.config.resolve.via_default,
-            ..Default::default()
-        };
-        for route in &self.planned {
-            if route.action != RouteAction::Forward {
-                continue;
-            }
-            let hops: Option<Vec<NhKey>> = route
-                .target
-                .iter()
-                .map(|h| match h {
-                    PlannedHop::Direct(k) => Some(*k),
-                    PlannedHop::Recursive(_) => None,
-                })
-                .collect();
-            if let Some(hops) = hops {
-                r.routes.push(ResolvingRoute {
-                    prefix: route.prefix,
-                    origin: resolve::Origin::Static,
-                    hops,
-                });
-            }
-        }
-        if self.config.resolve.kernel_routes {
-            // Among routes of one prefix, the lowest metric.
-            let mut best: HashMap<IpNet, &GatewayRoute> = HashMap::new();
-            for g in self.kernel_routes.values() {
-                if g.hops.iter().all(|(_, oif)| attached.contains(oif)) {
-                    let e = best.entry(g.prefix).or_insert(g);
-                    if g.metric < e.metric {
-                        *e = g;
-                    }
-                }
-            }
-            for g in best.into_values() {
-                r.routes.push(ResolvingRoute {
-                    prefix: g.prefix,
-                    origin: resolve::Origin::Kernel,
-                    hops: g
-                        .hops
-                        .iter()
-                        .map(|(via, ifindex)| NhKey {
-                            ifindex: *ifindex,
-                            via: *via,
-                            vlan: 0,
-                        })
-                        .collect(),
-                });
-            }
-        }
-        r.index();
+        let mut r = base_resolver(
+            &self.config,
+            &self.ifaces,
+            &self.addrs,
+            &self.planned,
+            self.kernel_routes.values(),
+        );
         let ports = self.ports();
         let fib_live: HashMap<NhKey, bool> = self
             .fib
@@ -635,7 +582,8 @@ impl State {
         links: &[LinkInfo],
         addrs: &[AddrInfo],
     ) -> Result<Option<Reconfigured>> {
-        let (new_ifaces, planned) = plan(&config, links, addrs)?;
+        let kernel: Vec<GatewayRoute> = self.kernel_routes.values().cloned().collect();
+        let (new_ifaces, planned) = plan(&config, links, addrs, &kernel)?;
         if config.control != self.config.control {
             warn!("control.socket changes take effect at the next start");
         }
@@ -659,7 +607,7 @@ impl State {
             }
             iface.slot = free_slot(&self.ifaces)?;
             let dp = self.fib.dataplane_mut();
-            dp.add_port(iface.ifindex, iface.slot, iface.flags)?;
+            dp.add_port(iface.ifindex, iface.slot, iface.flags, iface.port.mac)?;
             dp.attach(iface.ifindex, &iface.name, generic)?;
             info!(interface = %iface.name, "XDP attached (reload)");
             no_redirects(&iface.name);
@@ -680,8 +628,10 @@ impl State {
                 && cur.flags != iface.flags
             {
                 cur.flags = iface.flags;
-                let (ifindex, slot, flags) = (cur.ifindex, cur.slot, cur.flags);
-                self.fib.dataplane_mut().add_port(ifindex, slot, flags)?;
+                let (ifindex, slot, flags, mac) = (cur.ifindex, cur.slot, cur.flags, cur.port.mac);
+                self.fib
+                    .dataplane_mut()
+                    .add_port(ifindex, slot, flags, mac)?;
             }
         }
         self.fib
@@ -830,12 +780,85 @@ struct PlannedRoute {
     action: RouteAction,
 }
 
+/// What next hops resolve through, from the config and the machine (without which
+/// gateways are down: see `State::resolver`).
+fn base_resolver<'a>(
+    config: &Config,
+    ifaces: &[Iface],
+    addrs: &[AddrInfo],
+    planned: &[PlannedRoute],
+    kernel: impl Iterator<Item = &'a GatewayRoute>,
+) -> Resolver {
+    let attached: HashSet<u32> = ifaces.iter().map(|f| f.ifindex).collect();
+    let mut r = Resolver {
+        connected: addrs
+            .iter()
+            .filter(|a| attached.contains(&a.ifindex))
+            .filter_map(|a| Some((IpNet::new(a.addr, a.prefix_len).ok()?.trunc(), a.ifindex)))
+            .collect(),
+        own: addrs.iter().map(|a| a.addr).collect(),
+        via_default: config.resolve.via_default,
+        ..Default::default()
+    };
+    for route in planned {
+        if route.action != RouteAction::Forward {
+            continue;
+        }
+        let hops: Option<Vec<NhKey>> = route
+            .target
+            .iter()
+            .map(|h| match h {
+                PlannedHop::Direct(k) => Some(*k),
+                PlannedHop::Recursive(_) => None,
+            })
+            .collect();
+        if let Some(hops) = hops {
+            r.routes.push(ResolvingRoute {
+                prefix: route.prefix,
+                origin: resolve::Origin::Static,
+                hops,
+            });
+        }
+    }
+    if config.resolve.kernel_routes {
+        // Among routes of one prefix, the lowest metric.
+        let mut best: HashMap<IpNet, &GatewayRoute> = HashMap::new();
+        for g in kernel {
+            if g.hops.iter().all(|(_, oif)| attached.contains(oif)) {
+                let e = best.entry(g.prefix).or_insert(g);
+                if g.metric < e.metric {
+                    *e = g;
+                }
+            }
+        }
+        for g in best.into_values() {
+            r.routes.push(ResolvingRoute {
+                prefix: g.prefix,
+                origin: resolve::Origin::Kernel,
+                hops: g
+                    .hops
+                    .iter()
+                    .map(|(via, ifindex)| NhKey {
+                        ifindex: *ifindex,
+                        via: *via,
+                        vlan: 0,
+                    })
+                    .collect(),
+            });
+        }
+    }
+    r.index();
+    r
+}
+
 /// Checks the config against the machine (interfaces exist, next hops are on a
-/// connected subnet of a configured interface) before anything is attached.
+/// connected subnet of a configured interface or resolve through a route) before
+/// anything is attached.
 fn plan(
     config: &Config,
     links: &[LinkInfo],
     addrs: &[AddrInfo],
+    kernel: &[GatewayRoute],
 ) -> Result<(Vec<Iface>, Vec<PlannedRoute>)> {
     let mut ifaces = Vec::new();
     for (i, iface) in config.interfaces.iter().enumerate() {
@@ -904,6 +927,27 @@ fn plan(
             target,
             action: route.action,
         });
+    }
+    // A next hop off the connected subnets must resolve through some route now (a
+    // static route with direct next hops, or the kernel's); later it may come and go.
+    let resolver = base_resolver(config, &ifaces, addrs, &routes, kernel.iter());
+    for (i, route) in routes.iter().enumerate() {
+        for (name, hops) in [
+            ("nexthops", &route.target),
+            ("backup_nexthops", &route.backup),
+        ] {
+            for (j, hop) in hops.iter().enumerate() {
+                if let PlannedHop::Recursive(via) = hop
+                    && let resolve::Resolution::Unresolved(why) = resolver.resolve(*via)
+                {
+                    bail!(
+                        "routes[{i}].{name}[{j}].via: {via} is not on a connected subnet of \
+                         any configured interface and {why} (add a route to it, set `dev`, \
+                         or add an address)"
+                    );
+                }
+            }
+        }
     }
     Ok((ifaces, routes))
 }
@@ -1018,20 +1062,23 @@ fn free_slot(ifaces: &[Iface]) -> Result<u32> {
 }
 
 pub async fn run(config: Config, config_path: PathBuf, socket: PathBuf) -> Result<()> {
+    for w in config.warnings() {
+        warn!("config: {w}");
+    }
     let nl = Netlink::connect()?;
     // Subscribe before dumping so no change between the dump and the watch is lost.
     let mut events = netlink::watch()?;
     let links = nl.links().await?;
     let addrs = nl.addresses().await?;
-    let (mut ifaces, planned) = plan(&config, &links, &addrs)?;
+    // Routes next hops may resolve through; watched before the dump like the rest.
+    let mut route_events = netlink::routes::watch_routes()?;
+    let gateway_routes = nl.gateway_routes().await?;
+    let (mut ifaces, planned) = plan(&config, &links, &addrs, &gateway_routes)?;
     for i in 0..ifaces.len() {
         ifaces[i].slot = free_slot(&ifaces[..i])?;
     }
 
     let neighbours = nl.neighbours().await?;
-    // Routes next hops may resolve through; watched before the dump like the rest.
-    let mut route_events = netlink::routes::watch_routes()?;
-    let gateway_routes = nl.gateway_routes().await?;
 
     let mut dp = Dataplane::load_with(load_options(&config))?;
     let mut settings = settings_of(&config);
@@ -1043,7 +1090,7 @@ pub async fn run(config: Config, config_path: PathBuf, socket: PathBuf) -> Resul
     }
     dp.set_settings(settings)?;
     for iface in &ifaces {
-        dp.add_port(iface.ifindex, iface.slot, iface.flags)?;
+        dp.add_port(iface.ifindex, iface.slot, iface.flags, iface.port.mac)?;
     }
     let kernel = spawn_kernel_sync(nl.clone());
 
@@ -1159,10 +1206,33 @@ pub async fn run(config: Config, config_path: PathBuf, socket: PathBuf) -> Resul
         let mut st = state.lock().expect("state lock");
         match st.bgp.as_mut() {
             Some(feed) => {
-                if let Some(listen) = feed.config.listen {
-                    speaker
-                        .listen(listen)
-                        .with_context(|| format!("bgp.listen {listen}"))?;
+                match feed.config.listen {
+                    Some(listen) => {
+                        speaker
+                            .listen(listen)
+                            .with_context(|| format!("bgp.listen {listen}"))?;
+                    }
+                    None => {
+                        // Port 179 of each family nva has peers in; only a warning when
+                        // taken (another BGP daemon on the box).
+                        let families: HashSet<bool> = feed
+                            .config
+                            .peers
+                            .iter()
+                            .map(|p| p.address.is_ipv4())
+                            .collect();
+                        for v4 in families {
+                            let any: IpAddr = if v4 {
+                                std::net::Ipv4Addr::UNSPECIFIED.into()
+                            } else {
+                                std::net::Ipv6Addr::UNSPECIFIED.into()
+                            };
+                            let addr = std::net::SocketAddr::new(any, 179);
+                            if let Err(e) = speaker.listen(addr) {
+                                warn!(%addr, "BGP: not accepting connections: {e}");
+                            }
+                        }
+                    }
                 }
                 for peer in feed.session_configs() {
                     speaker
@@ -1416,7 +1486,8 @@ async fn reload(nl: &Netlink, state: &Shared) -> Result<Option<Reconfigured>> {
     let links = nl.links().await?;
     let addrs = nl.addresses().await?;
     // Check against the machine before touching anything.
-    plan(&config, &links, &addrs)?;
+    let kernel = nl.gateway_routes().await?;
+    plan(&config, &links, &addrs, &kernel)?;
     state
         .lock()
         .expect("state lock")
@@ -1473,6 +1544,13 @@ fn apply_event(st: &mut State, event: NetEvent) -> Result<()> {
             let port = port_of(&link);
             if st.ifaces[idx].port.up != port.up {
                 info!(interface = %link.name, up = port.up, "link state changed");
+            }
+            if st.ifaces[idx].port.mac != port.mac {
+                let f = &st.ifaces[idx];
+                let (slot, flags) = (f.slot, f.flags);
+                st.fib
+                    .dataplane_mut()
+                    .add_port(link.ifindex, slot, flags, port.mac)?;
             }
             st.ifaces[idx].port = port.clone();
             st.fib.update_port(link.ifindex, &port)?;

@@ -105,7 +105,10 @@ fn real_main() -> Result<()> {
         Command::Config {
             command: ConfigCommand::Check { file },
         } => {
-            Config::from_file(&file)?;
+            let config = Config::from_file(&file)?;
+            for w in config.warnings() {
+                println!("warning: {w}");
+            }
             println!("{}: ok", file.display());
             Ok(())
         }
@@ -348,6 +351,9 @@ fn print_health(d: &Value) {
     );
     for p in items(&d["problems"]) {
         println!("  - {}", s(p));
+    }
+    for w in items(&d["warnings"]) {
+        println!("  warning: {}", s(w));
     }
     println!(
         "{:<26} {:<16} {:>8} {:>10} {:>10} {:>10}",

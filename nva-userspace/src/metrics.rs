@@ -106,6 +106,13 @@ pub fn render(st: &State) -> String {
             "gauge",
             "Paths from the peer whose next hop does not resolve (not eligible as best path).",
         );
+        let mut limited = String::new();
+        header(
+            &mut limited,
+            "nva_bgp_announce_limited",
+            "gauge",
+            "Prefixes held back from the peer by its max_announce.",
+        );
         let mut inval = String::new();
         header(
             &mut inval,
@@ -116,6 +123,11 @@ pub fn render(st: &State) -> String {
         for p in feed.statuses() {
             let l = format!("peer=\"{}\",address=\"{}\"", escape(&p.name), p.address);
             let _ = writeln!(unres, "nva_bgp_paths_unresolved{{{l}}} {}", p.unresolved);
+            let _ = writeln!(
+                limited,
+                "nva_bgp_announce_limited{{{l}}} {}",
+                p.announce_suppressed
+            );
             let _ = writeln!(
                 inval,
                 "nva_bgp_invalid_next_hop_total{{{l}}} {}",
@@ -135,6 +147,7 @@ pub fn render(st: &State) -> String {
         out.push_str(&ann);
         out.push_str(&unres);
         out.push_str(&inval);
+        out.push_str(&limited);
     }
     let problems = st.self_check();
     header(

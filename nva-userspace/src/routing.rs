@@ -50,6 +50,8 @@ pub struct PeerStatus {
     pub unresolved: usize,
     /// Prefixes we announce to it.
     pub announced: usize,
+    /// Prefixes not announced because of `max_announce`.
+    pub announce_suppressed: usize,
     pub last_error: Option<String>,
     /// The max-prefix limit was hit.
     pub max_prefix_reached: bool,
@@ -90,6 +92,10 @@ pub struct BgpFeed {
     restart_state: (bool, bool),
     /// What every BGP next hop in the RIBs resolves to (next-hop tracking).
     tracker: Tracker,
+    /// Per configured aggregate: the more specific prefixes that make it active.
+    aggregates: Vec<(config::Aggregate, HashSet<IpNet>)>,
+    /// Per peer: prefixes held back by its `max_announce`.
+    suppressed: HashMap<PeerId, HashSet<IpNet>>,
 }
 
 impl PeerStatus {
@@ -105,6 +111,7 @@ impl PeerStatus {
             invalid_next_hop: 0,
             unresolved: 0,
             announced: 0,
+            announce_suppressed: 0,
             last_error: None,
             max_prefix_reached: false,
             since: Instant::now(),
@@ -148,7 +155,7 @@ impl BgpFeed {
             .iter()
             .map(|p| (p.address, PeerStatus::new(p)))
             .collect();
-        Some(Self {
+        let mut feed = Self {
             ribs: [
                 Rib::new(bgp.multipath, bgp.max_paths),
                 Rib::new(bgp.multipath, bgp.max_paths),
@@ -173,8 +180,87 @@ impl BgpFeed {
             degraded: None,
             restart_state: (false, false),
             tracker: Tracker::default(),
+            aggregates: Vec::new(),
+            suppressed: HashMap::new(),
             peers,
             config: bgp,
+        };
+        feed.reset_aggregates();
+        Some(feed)
+    }
+
+    /// Recomputes every aggregate's contributors (at start and after a reload).
+    fn reset_aggregates(&mut self) {
+        let mut aggregates: Vec<(config::Aggregate, HashSet<IpNet>)> = self
+            .config
+            .aggregates
+            .iter()
+            .map(|a| (a.clone(), HashSet::new()))
+            .collect();
+        let candidates = self
+            .ribs
+            .iter()
+            .flat_map(|r| r.best_routes().map(|(p, _, _)| p))
+            .chain(self.statics.iter().copied());
+        for p in candidates {
+            for (a, set) in &mut aggregates {
+                if Self::contributes(&a.prefix, &p) {
+                    set.insert(p);
+                }
+            }
+        }
+        self.aggregates = aggregates;
+    }
+
+    /// A route makes an aggregate active when it is strictly more specific.
+    fn contributes(aggregate: &IpNet, prefix: &IpNet) -> bool {
+        prefix.prefix_len() > aggregate.prefix_len() && aggregate.contains(prefix)
+    }
+
+    /// Follows RIB changes into the aggregates; returns the prefixes whose export may
+    /// have changed (an aggregate that became active or inactive, and with
+    /// `summary_only` the routes it covers).
+    fn track_aggregates(&mut self, changes: &[(Table, RibChange)]) -> Vec<IpNet> {
+        if self.aggregates.is_empty() {
+            return Vec::new();
+        }
+        let mut out = Vec::new();
+        let ribs = &self.ribs;
+        for (a, set) in &mut self.aggregates {
+            let was_active = !set.is_empty();
+            for (_, c) in changes {
+                let p = c.prefix();
+                if !Self::contributes(&a.prefix, &p) {
+                    continue;
+                }
+                let selected = ribs.iter().any(|r| r.selection(&p).is_some());
+                if selected {
+                    set.insert(p);
+                } else {
+                    set.remove(&p);
+                }
+            }
+            if was_active == set.is_empty() {
+                info!(aggregate = %a.prefix, active = !set.is_empty(), "BGP aggregate");
+                out.push(a.prefix);
+                if a.summary_only {
+                    out.extend(set.iter().copied());
+                }
+            }
+        }
+        out
+    }
+
+    fn active_aggregate(&self, prefix: &IpNet) -> bool {
+        self.aggregates
+            .iter()
+            .any(|(a, set)| a.prefix == *prefix && !set.is_empty())
+    }
+
+    /// Covered by an active `summary_only` aggregate (and not that aggregate).
+    fn summarised(&self, prefix: &IpNet) -> bool {
+        self.aggregates.iter().any(|(a, set)| {
+            a.summary_only && !set.is_empty() && Self::contributes(&a.prefix, prefix)
         })
     }
 
@@ -479,6 +565,8 @@ impl BgpFeed {
         self.config = new.clone();
         self.config.multipath = multipath;
         self.config.max_paths = max_paths;
+        self.reset_aggregates();
+        self.suppressed.clear();
         self.peer_configs = new.peers.iter().map(|p| (p.address, p.clone())).collect();
         let new_sessions: HashMap<PeerId, PeerConfig> = self
             .session_configs()
@@ -583,9 +671,11 @@ impl BgpFeed {
             })
             .collect();
         for (p, accepted, announced) in counts {
+            let suppressed = self.suppressed.get(&p).map_or(0, HashSet::len);
             if let Some(st) = self.peers.get_mut(&p) {
                 st.accepted = accepted;
                 st.announced = announced;
+                st.announce_suppressed = suppressed;
             }
         }
     }
@@ -752,8 +842,8 @@ impl BgpFeed {
         // the session itself through nva (the /32 routes to a route server's endpoints
         // with `announce_static`): never announced to that peer. Explicitly originated
         // prefixes (`announce`, e.g. a summary) are the operator's intent and stay.
-        let originated = self.config.announce.contains(prefix);
-        if !originated && prefix.contains(&peer) {
+        let originated = self.config.announce.contains(prefix) || self.active_aggregate(prefix);
+        if !originated && (prefix.contains(&peer) || self.summarised(prefix)) {
             return None;
         }
         let candidate = if originated || self.statics.contains(prefix) {
@@ -829,11 +919,13 @@ impl BgpFeed {
         self.degraded
     }
 
-    /// Withdrawals of everything announced (graceful shutdown, sick NVA).
+    /// Withdrawals of everything announced to established peers (graceful shutdown).
     pub fn withdraw_all(&self) -> Vec<(PeerId, Command)> {
         self.exported
             .iter()
-            .filter(|(_, m)| !m.is_empty())
+            .filter(|(p, m)| {
+                !m.is_empty() && self.peers.get(p).is_some_and(|s| s.state == "established")
+            })
             .map(|(p, m)| (*p, Command::Withdraw(m.keys().copied().collect())))
             .collect()
     }
@@ -842,6 +934,7 @@ impl BgpFeed {
     pub fn export_all(&mut self) -> Vec<(PeerId, Command)> {
         let mut prefixes: HashSet<IpNet> = self.config.announce.iter().copied().collect();
         prefixes.extend(self.statics.iter().copied());
+        prefixes.extend(self.aggregates.iter().map(|(a, _)| a.prefix));
         for rib in &self.ribs {
             prefixes.extend(rib.best_routes().map(|(p, _, _)| p));
         }
@@ -855,12 +948,8 @@ impl BgpFeed {
     }
 
     fn export_changes(&mut self, changes: &[(Table, RibChange)]) -> Vec<(PeerId, Command)> {
-        let prefixes: Vec<IpNet> = changes
-            .iter()
-            .map(|(_, c)| match c {
-                RibChange::Set { prefix, .. } | RibChange::Removed { prefix } => *prefix,
-            })
-            .collect();
+        let mut prefixes: Vec<IpNet> = changes.iter().map(|(_, c)| c.prefix()).collect();
+        prefixes.extend(self.track_aggregates(changes));
         self.export_prefixes(&prefixes)
     }
 
@@ -868,19 +957,91 @@ impl BgpFeed {
         let mut out = Vec::new();
         let peers: Vec<PeerId> = self.peers.keys().copied().collect();
         for peer in peers {
+            let limit = self.peer_configs.get(&peer).and_then(|p| p.max_announce);
             let mut announce = Vec::new();
             let mut withdraw = Vec::new();
+            // Withdrawals first (they make room under the limit), then announcements;
+            // prefixes held back earlier are retried once room comes back.
+            let mut wanted = Vec::new();
             for prefix in prefixes {
                 let want = self.export_for(peer, prefix);
                 let have = self.exported.entry(peer).or_default();
                 match want {
-                    Some(a) if have.get(prefix) != Some(&a) => {
-                        have.insert(*prefix, a.clone());
-                        announce.push((*prefix, a));
+                    Some(a) => wanted.push((*prefix, a)),
+                    None => {
+                        if have.remove(prefix).is_some() {
+                            withdraw.push(*prefix);
+                        }
+                        if let Some(s) = self.suppressed.get_mut(&peer) {
+                            s.remove(prefix);
+                        }
                     }
-                    None if have.remove(prefix).is_some() => withdraw.push(*prefix),
-                    _ => {}
                 }
+            }
+            if let Some(max) = limit {
+                let held = self.suppressed.get(&peer).cloned().unwrap_or_default();
+                let have = self.exported.entry(peer).or_default();
+                if have.len() < max {
+                    for prefix in held {
+                        if wanted.iter().all(|(p, _)| *p != prefix)
+                            && let Some(a) = self.export_for(peer, &prefix)
+                        {
+                            wanted.push((prefix, a));
+                        }
+                    }
+                }
+            }
+            let mut newly_suppressed = 0usize;
+            for (prefix, a) in wanted {
+                let have = self.exported.entry(peer).or_default();
+                if have.get(&prefix) == Some(&a) {
+                    continue;
+                }
+                let full =
+                    limit.is_some_and(|max| !have.contains_key(&prefix) && have.len() >= max);
+                if full {
+                    // Originated prefixes and aggregates (the operator's intent) take
+                    // the place of a learned or static one; anything else waits.
+                    let intended =
+                        |p: &IpNet| self.config.announce.contains(p) || self.active_aggregate(p);
+                    let evict = if intended(&prefix) {
+                        self.exported[&peer]
+                            .keys()
+                            .filter(|p| !intended(p))
+                            .max_by_key(|p| (p.prefix_len(), **p))
+                            .copied()
+                    } else {
+                        None
+                    };
+                    let Some(evicted) = evict else {
+                        if self.suppressed.entry(peer).or_default().insert(prefix) {
+                            newly_suppressed += 1;
+                        }
+                        continue;
+                    };
+                    let have = self.exported.entry(peer).or_default();
+                    have.remove(&evicted);
+                    announce.retain(|(p, _)| *p != evicted);
+                    if !withdraw.contains(&evicted) {
+                        withdraw.push(evicted);
+                    }
+                    self.suppressed.entry(peer).or_default().insert(evicted);
+                    newly_suppressed += 1;
+                }
+                let have = self.exported.entry(peer).or_default();
+                have.insert(prefix, a.clone());
+                if let Some(s) = self.suppressed.get_mut(&peer) {
+                    s.remove(&prefix);
+                }
+                announce.push((prefix, a));
+            }
+            if newly_suppressed > 0 {
+                warn!(
+                    peer = %peer,
+                    max = limit.unwrap_or(0),
+                    held_back = self.suppressed.get(&peer).map_or(0, HashSet::len),
+                    "BGP: max_announce reached, prefixes held back"
+                );
             }
             if !announce.is_empty() {
                 out.push((peer, Command::Announce(announce)));

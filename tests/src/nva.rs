@@ -300,7 +300,8 @@ impl NvaProcess {
         Counters::from_json(&self.cli(&["stats"])?)
     }
 
-    /// SIGTERM, wait up to 5 s, then SIGKILL; returns the exit status.
+    /// SIGTERM, wait up to 15 s (a BGP drain takes `health.drain_ms`, 5 s by default),
+    /// then SIGKILL; returns the exit status.
     pub fn stop(&mut self) -> Result<ExitStatus> {
         let mut child = self
             .child
@@ -311,14 +312,14 @@ impl NvaProcess {
         }
         // SAFETY: kill(2) on our own child's pid, which is not yet reaped.
         unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
-        let deadline = Instant::now() + Duration::from_secs(5);
+        let deadline = Instant::now() + Duration::from_secs(15);
         while Instant::now() < deadline {
             if let Some(st) = child.try_wait()? {
                 return Ok(st);
             }
             std::thread::sleep(Duration::from_millis(20));
         }
-        eprintln!("nva-tests: nva did not exit 5 s after SIGTERM; killing it");
+        eprintln!("nva-tests: nva did not exit 15 s after SIGTERM; killing it");
         child.kill()?;
         Ok(child.wait()?)
     }

@@ -615,3 +615,161 @@ fn sighup_adds_and_removes_peers_and_applies_new_policy() {
         "{peers}"
     );
 }
+
+/// RFC 4271 §9.1.2: a shorter path whose next hop cannot be resolved must not win and
+/// blackhole the prefix when another peer announces it validly (before next-hop
+/// tracking it did); a next hop that can never be one (nva's own address) is treated
+/// as a withdrawal and counted.
+#[test]
+fn unresolvable_next_hop_loses_to_a_valid_path() {
+    if !require_root("unresolvable_next_hop_loses_to_a_valid_path") {
+        return;
+    }
+    let _g = serial();
+    let lab = lab(1);
+    let s1 = server_v4(1);
+    // rs1: the shorter path, over a next hop nothing resolves (no default route here
+    // either), and one over nva's own address.
+    let rs1_statics = format!(
+        r#"
+protocol static s4 {{ ipv4;
+    route 10.77.0.0/16 via {s1} {{ bgp_next_hop = 198.51.100.1; }};
+    route 10.78.0.0/16 via {s1} {{ bgp_next_hop = 10.0.0.1; }};
+}}
+"#
+    );
+    // rs2: the same prefix with a longer AS path over a good next hop.
+    let rs2_statics = format!(
+        r#"
+protocol static s4 {{ ipv4;
+    route 10.77.0.0/16 via {s1} {{ bgp_next_hop = {s1}; bgp_path = prepend(bgp_path, 65515); bgp_path = prepend(bgp_path, 65515); }};
+}}
+"#
+    );
+    let _rs1 = Bird::start(&lab.rs, &bird_rs("10.0.255.4", &rs1_statics, "")).unwrap();
+    let _rs2 = Bird::start(&lab.rs, &bird_rs("10.0.255.5", &rs2_statics, "")).unwrap();
+    let config = nva_config(
+        &(peer("rs1", "10.0.255.4", "") + &peer("rs2", "10.0.255.5", "")),
+        "",
+    )
+    .replace("[[interfaces]]\nname = \"s2\"\n", "");
+    let nva = NvaProcess::start(&lab.hub.nva, &config).unwrap();
+    wait_route(&nva, "10.77.1.1", |r| {
+        r["route"]["source"] == "bgp" && r["route"]["nexthops"] == serde_json::json!([s1])
+    });
+    let paths = nva.cli(&["bgp", "10.77.0.0/16"]).unwrap();
+    let paths = paths.as_array().unwrap();
+    assert_eq!(paths.len(), 2, "{paths:?}");
+    let bogus = paths
+        .iter()
+        .find(|p| p["next_hop"] == "198.51.100.1")
+        .unwrap();
+    assert_eq!(bogus["resolved"], false, "{bogus}");
+    assert_eq!(bogus["best"], false, "{bogus}");
+    assert!(
+        bogus["resolution"]
+            .as_str()
+            .unwrap()
+            .contains("no route resolves it"),
+        "{bogus}"
+    );
+    // Treated as withdrawn: never in the RIB, counted for rs1.
+    assert!(route(&nva, "10.78.1.1")["route"].is_null());
+    assert_eq!(
+        nva.cli(&["bgp", "10.78.0.0/16"]).unwrap(),
+        serde_json::json!([])
+    );
+    let peers = nva.cli(&["bgp"]).unwrap();
+    let rs1 = peers
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["name"] == "rs1")
+        .unwrap();
+    assert_eq!(rs1["invalid_next_hop"], 1, "{rs1}");
+    assert_eq!(rs1["unresolved"], 1, "{rs1}");
+    let metrics = nva.cli(&["status"]).unwrap();
+    assert!(metrics["routes"]["ipv4"].as_u64().unwrap() > 0);
+}
+
+/// An NVA in front of many routes announces a summary instead of them, and never more
+/// than a peer's `max_announce` (Azure Route Server drops a peer above 1,000 routes).
+#[test]
+fn aggregates_and_the_announce_limit() {
+    if !require_root("aggregates_and_the_announce_limit") {
+        return;
+    }
+    let _g = serial();
+    let lab = lab(1);
+    let s1 = server_v4(1);
+    let rs1_statics = format!(
+        r#"
+protocol static many {{ ipv4;
+    route 10.240.1.0/24 via {s1} {{ bgp_next_hop = {s1}; }};
+    route 10.240.2.0/24 via {s1} {{ bgp_next_hop = {s1}; }};
+    route 10.240.3.0/24 via {s1} {{ bgp_next_hop = {s1}; }};
+    route 10.241.0.0/16 via {s1} {{ bgp_next_hop = {s1}; }};
+}}
+"#
+    );
+    let rs1 = Bird::start(&lab.rs, &bird_rs("10.0.255.4", &rs1_statics, "")).unwrap();
+    let rs2 = Bird::start(&lab.rs, &bird_rs("10.0.255.5", "", "")).unwrap();
+    let extra = r#"
+[[bgp.aggregates]]
+prefix = "10.240.0.0/16"
+summary_only = true
+[[policies]]
+name = "all"
+default = "accept"
+"#;
+    let config = nva_config(
+        &(peer("rs1", "10.0.255.4", "")
+            + &peer("rs2", "10.0.255.5", "export = \"all\"\nmax_announce = 2")),
+        extra,
+    )
+    .replace("[[interfaces]]\nname = \"s2\"\n", "");
+    let nva = NvaProcess::start(&lab.hub.nva, &config).unwrap();
+    let rs2_routes = || rs2.birdc(&["show", "route", "protocol", "nva"]);
+    // rs2 gets the originated prefix and the summary; the /24s are summarised and
+    // 10.241.0.0/16 would be a third route: held back.
+    wait_until(WAIT, Duration::from_millis(100), || {
+        let r = rs2_routes();
+        Ok(r.contains("10.99.0.0/16") && r.contains("10.240.0.0/16"))
+    })
+    .unwrap_or_else(|e| panic!("{e:#}\n{}\n{}", rs2_routes(), nva.log()));
+    std::thread::sleep(Duration::from_millis(500));
+    let r = rs2_routes();
+    assert!(
+        !r.contains("10.240.1.0/24") && !r.contains("10.241.0.0/16"),
+        "{r}"
+    );
+    let peers = nva.cli(&["bgp"]).unwrap();
+    let p = peers
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["name"] == "rs2")
+        .unwrap()
+        .clone();
+    assert_eq!(p["announced"], 2, "{p}");
+    assert_eq!(p["announce_suppressed"], 1, "{p}");
+    let health = nva.cli(&["health"]).unwrap();
+    assert_eq!(health["healthy"], true, "{health}");
+    assert!(
+        health["warnings"][0]
+            .as_str()
+            .unwrap()
+            .contains("max_announce"),
+        "{health}"
+    );
+    // The learned routes go: the summary goes with them, the held-back one is dropped.
+    rs1.birdc(&["disable", "many"]);
+    wait_until(WAIT, Duration::from_millis(100), || {
+        Ok(!rs2_routes().contains("10.240.0.0/16"))
+    })
+    .unwrap_or_else(|e| panic!("{e:#}\n{}", rs2_routes()));
+    assert!(rs2_routes().contains("10.99.0.0/16"));
+    let peers = nva.cli(&["bgp"]).unwrap();
+    let p = &peers.as_array().unwrap()[1];
+    assert_eq!(p["announce_suppressed"], 0, "{peers}");
+}

@@ -49,8 +49,8 @@ impl Rig {
         let b = nva_tests::netns::if_nametoindex("out0").expect("out0");
         let mut dp = Dataplane::load_with(options).expect("load");
         dp.set_settings(settings).unwrap();
-        dp.add_port(a, 1, 0).unwrap();
-        dp.add_port(b, 2, 0).unwrap();
+        dp.add_port(a, 1, 0, [0; 6]).unwrap();
+        dp.add_port(b, 2, 0, [0; 6]).unwrap();
         let port_b = Port {
             name: "out0".into(),
             mac: NVA_MAC,

@@ -486,12 +486,20 @@ impl Dataplane {
 
     /// Gives an interface its counter slot and class override (`PORT_*` flags) and
     /// makes it a redirect target.
-    pub fn add_port(&mut self, ifindex: u32, slot: u32, flags: u32) -> Result<()> {
+    /// `mac` is the interface's own (unicast frames for other MACs are not forwarded);
+    /// all zero disables that check.
+    pub fn add_port(&mut self, ifindex: u32, slot: u32, flags: u32, mac: [u8; 6]) -> Result<()> {
         if slot == 0 || slot >= MAX_IF_SLOTS {
             bail!("counter slot {slot} out of range");
         }
         if ifindex < MAX_IFINDEX {
-            self.ports.set(ifindex, PortInfo { slot, flags }, 0)?;
+            let port = PortInfo {
+                slot,
+                flags,
+                mac,
+                _pad: [0; 2],
+            };
+            self.ports.set(ifindex, port, 0)?;
         }
         self.tx_ports
             .insert(ifindex, ifindex, None, 0)
