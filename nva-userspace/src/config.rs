@@ -952,4 +952,48 @@ mod tests {
     fn needs_an_interface() {
         assert!(error_of("").contains("interfaces"));
     }
+
+    #[test]
+    fn route_server_peers_get_warnings_about_reserved_and_4_octet_asns() {
+        let peer = "[[bgp.peers]]\nname = \"rs1\"\naddress = \"10.0.255.4\"\nremote_as = 65515\n";
+        let with = |local_as: u32, extra: &str| {
+            Config::parse(&format!(
+                "{GOOD}\n[bgp]\nlocal_as = {local_as}\nrouter_id = \"10.0.1.4\"\n{peer}{extra}"
+            ))
+            .unwrap()
+            .warnings()
+        };
+        assert!(with(65001, "multihop_ttl = 2\n").is_empty());
+        let w = with(65515, "multihop_ttl = 2\n");
+        assert!(
+            w[0].contains("bgp.local_as") && w[0].contains("reserved"),
+            "{w:?}"
+        );
+        let w = with(4_200_000_000, "multihop_ttl = 2\n");
+        assert!(w[0].contains("16-bit"), "{w:?}");
+        let w = with(65001, "");
+        assert!(w[0].contains("bgp.peers[0].multihop_ttl"), "{w:?}");
+    }
+
+    #[test]
+    fn aggregates_and_announce_limits_are_checked() {
+        let bgp = "[bgp]\nlocal_as = 65001\nrouter_id = \"10.0.1.4\"\n";
+        let c = Config::parse(&format!(
+            "{GOOD}\n{bgp}[[bgp.aggregates]]\nprefix = \"10.0.0.0/8\"\nsummary_only = true\n"
+        ))
+        .unwrap();
+        assert!(c.bgp.unwrap().aggregates[0].summary_only);
+        let err = error_of(&format!(
+            "{GOOD}\n{bgp}[[bgp.aggregates]]\nprefix = \"10.1.0.0/8\"\n"
+        ));
+        assert!(err.contains("bgp.aggregates[0].prefix"), "{err}");
+        let err = error_of(&format!(
+            "{GOOD}\n{bgp}[[bgp.peers]]\nname = \"a\"\naddress = \"10.0.0.9\"\nremote_as = 65002\nmax_announce = 0\n"
+        ));
+        assert!(err.contains("bgp.peers[0].max_announce"), "{err}");
+        // Defaults an operator relies on.
+        let c = Config::parse(GOOD).unwrap();
+        assert!(c.resolve.via_default && c.resolve.kernel_routes);
+        assert_eq!(c.health.drain_ms, 5000);
+    }
 }

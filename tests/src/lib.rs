@@ -7,6 +7,7 @@
 
 #![warn(missing_docs)]
 
+pub mod azure;
 pub mod bpffs;
 pub mod checksum;
 pub mod daemons;
@@ -28,8 +29,8 @@ pub use nva::{Counters, NvaProcess, nva_binary, wait_until};
 pub use topology::Hub;
 pub use traffic::{
     CapturedFrame, Datagram, FrameCapture, PingResult, TcpEchoServer, UdpSink,
-    assert_only_flows_to, inject_frames, ping, send_flows, send_flows_from, tcp_echo_server,
-    tcp_roundtrip,
+    assert_only_flows_to, inject_frames, paced, ping, send_flows, send_flows_from,
+    sequence_numbers, tcp_echo_server, tcp_roundtrip,
 };
 
 /// Prefix of every namespace / temp file name this harness creates (then `<pid>-<n>`).

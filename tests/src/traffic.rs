@@ -2,6 +2,7 @@
 //! capture. Sockets are created on threads that entered the namespace ([`Netns::run`]);
 //! a socket stays in the namespace it was created in, so background threads may be anywhere.
 
+use std::collections::HashSet;
 use std::io::{ErrorKind, Read, Write};
 use std::mem::{size_of, zeroed};
 use std::net::{
@@ -785,4 +786,39 @@ pub fn assert_only_flows_to(
             before[flow]
         );
     }
+}
+
+/// Sends `count` datagrams from `from` to port 7000 of `dst`, one per `gap`, round-robin
+/// over 32 flows (ephemeral source ports); the payload starts with the sequence number.
+/// Returns each one's send time.
+pub fn paced(from: &Netns, dst: &str, count: u32, gap: Duration) -> JoinHandle<Vec<Instant>> {
+    let dst: SocketAddr = format!("{dst}:7000").parse().unwrap();
+    from.spawn_thread(move || {
+        let socks: Vec<UdpSocket> = (0..32)
+            .map(|_| {
+                let s = UdpSocket::bind((Ipv4Addr::UNSPECIFIED, 0)).unwrap();
+                s.connect(dst).unwrap();
+                s
+            })
+            .collect();
+        let start = Instant::now();
+        let mut sent = Vec::with_capacity(count as usize);
+        for n in 0..count {
+            if let Some(w) = (start + gap * n).checked_duration_since(Instant::now()) {
+                std::thread::sleep(w);
+            }
+            sent.push(Instant::now());
+            let _ = socks[(n % 32) as usize].send(&n.to_be_bytes());
+        }
+        sent
+    })
+}
+
+/// The sequence numbers (first 4 payload bytes) a sink got.
+pub fn sequence_numbers(sink: &UdpSink) -> HashSet<u32> {
+    sink.received()
+        .iter()
+        .filter(|d| d.payload.len() >= 4)
+        .map(|d| u32::from_be_bytes([d.payload[0], d.payload[1], d.payload[2], d.payload[3]]))
+        .collect()
 }

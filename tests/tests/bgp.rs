@@ -773,3 +773,132 @@ default = "accept"
     let p = &peers.as_array().unwrap()[1];
     assert_eq!(p["announce_suppressed"], 0, "{peers}");
 }
+
+/// Next-hop tracking: the BGP routes over a next hop that resolves through a static
+/// route follow that route's gateway. Its probe failing makes the next hop unresolvable,
+/// so the alternative path (another peer's, over another gateway) takes over; routes
+/// that were already over the other gateway keep every flow. Prints the switch time
+/// (BENCHMARKS.md, "Hub failover").
+#[test]
+fn a_failing_gateway_moves_its_bgp_routes_to_the_alternative() {
+    if !require_root("a_failing_gateway_moves_its_bgp_routes_to_the_alternative") {
+        return;
+    }
+    let _g = serial();
+    let lab = lab(2);
+    let (s1, s2) = (server_v4(1), server_v4(2));
+    // The service prefix: rs1 over 192.0.2.1 (preferred), rs2 over 192.0.2.2 (longer
+    // path). Server 2's own prefix only over 192.0.2.2.
+    let rs1_statics = format!(
+        "protocol static s4 {{ ipv4; route 10.100.0.0/16 via {s1} {{ bgp_next_hop = 192.0.2.1; }}; }}\n"
+    );
+    let rs2_statics = format!(
+        r#"
+protocol static s4 {{ ipv4;
+    route 10.100.0.0/16 via {s2} {{ bgp_next_hop = 192.0.2.2; bgp_path = prepend(bgp_path, 65515); }};
+    route 10.200.2.0/24 via {s2} {{ bgp_next_hop = 192.0.2.2; }};
+}}
+"#
+    );
+    let _rs1 = Bird::start(&lab.rs, &bird_rs("10.0.255.4", &rs1_statics, "")).unwrap();
+    let _rs2 = Bird::start(&lab.rs, &bird_rs("10.0.255.5", &rs2_statics, "")).unwrap();
+    // The BGP next hops resolve through static routes over the two servers, each probed.
+    let extra = format!(
+        r#"
+[health]
+interval_ms = 100
+multiplier = 3
+hold_down_ms = 1000
+[[routes]]
+prefix = "192.0.2.1/32"
+nexthops = [{{ via = "{s1}", probe = "icmp" }}]
+[[routes]]
+prefix = "192.0.2.2/32"
+nexthops = [{{ via = "{s2}", probe = "icmp" }}]
+"#
+    );
+    let config = nva_config(
+        &(peer("rs1", "10.0.255.4", "") + &peer("rs2", "10.0.255.5", "")),
+        &extra,
+    );
+    let nva = NvaProcess::start(&lab.hub.nva, &config).unwrap();
+    wait_route(&nva, "10.100.1.1", |r| {
+        r["route"]["nexthops"] == serde_json::json!([s1.to_string()])
+            && r["route"]["resolved_via"][0]["resolution"] == "recursive via 192.0.2.1/32 (static)"
+    });
+    wait_route(&nva, "10.200.2.1", |r| {
+        r["route"]["nexthops"] == serde_json::json!([s2.to_string()])
+    });
+    let sinks: Vec<UdpSink> = lab
+        .hub
+        .servers
+        .iter()
+        .enumerate()
+        .map(|(k, s)| {
+            let mut addrs: Vec<SocketAddr> = vec!["10.100.0.1:7000".parse().unwrap()];
+            if k == 1 {
+                addrs.push("10.200.2.1:7000".parse().unwrap());
+            }
+            UdpSink::start(s, &addrs).unwrap()
+        })
+        .collect();
+    let svc = nva_tests::paced(
+        &lab.hub.client,
+        "10.100.0.1",
+        3000,
+        Duration::from_millis(1),
+    );
+    let other = nva_tests::paced(
+        &lab.hub.client,
+        "10.200.2.1",
+        3000,
+        Duration::from_millis(1),
+    );
+    std::thread::sleep(Duration::from_millis(500));
+    // Gateway 1 stops answering its probe.
+    let failed_at = std::time::Instant::now();
+    lab.hub.servers[0]
+        .sysctl("net.ipv4.icmp_echo_ignore_all", "1")
+        .unwrap();
+    let sent = svc.join().unwrap();
+    other.join().unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    let on = |k: usize, dst: &str| -> std::collections::HashSet<u32> {
+        sinks[k]
+            .received()
+            .iter()
+            .filter(|d| d.dst.is_some_and(|a| a.to_string() == dst))
+            .filter_map(|d| Some(u32::from_be_bytes(d.payload.get(..4)?.try_into().ok()?)))
+            .collect()
+    };
+    let to_srv2 = on(1, "10.100.0.1");
+    let first = to_srv2
+        .iter()
+        .min()
+        .copied()
+        .expect("the service moved to server 2");
+    let switch = sent[first as usize].saturating_duration_since(failed_at);
+    eprintln!(
+        "gateway failure (probe 100 ms x 3): BGP route moved to the alternative after {switch:?}; \
+         {} of {} datagrams to it arrived",
+        on(0, "10.100.0.1").len() + to_srv2.len(),
+        sent.len()
+    );
+    assert!(switch < Duration::from_secs(2), "{switch:?}");
+    // Every datagram of the other route arrived, all on server 2: no flow moved.
+    assert_eq!(on(1, "10.200.2.1").len(), 3000);
+    assert!(on(0, "10.200.2.1").is_empty());
+    let r = route(&nva, "10.100.1.1");
+    assert_eq!(
+        r["route"]["nexthops"],
+        serde_json::json!([s2.to_string()]),
+        "{r}"
+    );
+    // Gateway 1 answers again: after the hold-down the service comes back.
+    lab.hub.servers[0]
+        .sysctl("net.ipv4.icmp_echo_ignore_all", "0")
+        .unwrap();
+    wait_route(&nva, "10.100.1.1", |r| {
+        r["route"]["nexthops"] == serde_json::json!([s1.to_string()])
+    });
+}

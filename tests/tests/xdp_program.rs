@@ -675,3 +675,30 @@ fn dir24_fib_answers_like_a_reference_lpm() {
         fib_answers_like_a_reference(rig, forward, Vec::new(), &lens, addr);
     });
 }
+
+/// On a segment that floods (a failed router's MAC aged out of the switch), frames for
+/// another router's MAC reach us too: forwarding them would duplicate them. They go to
+/// the kernel (which drops them) and are counted.
+#[test]
+fn unicast_frames_for_another_mac_are_not_forwarded() {
+    with_rig("other_host", default_settings(), |rig| {
+        rig.route("10.100.0.0/16", 1, 0);
+        rig.fib
+            .dataplane_mut()
+            .add_port(rig.a, 1, 0, NVA_MAC)
+            .unwrap();
+        let (action, _) = rig.run(&udp4(SERVICE, 4000, 64));
+        assert_eq!(action, XDP_REDIRECT, "for our MAC: forwarded");
+        let mut other = udp4(SERVICE, 4000, 64);
+        other[0..6].copy_from_slice(&[0x02, 0, 0, 0, 0, 0x99]);
+        let (action, out) = rig.run(&other);
+        assert_eq!(action, XDP_PASS);
+        assert_eq!(out, other, "passed unchanged");
+        assert_eq!(rig.count(1, reason::PASS_OTHER_HOST), 1);
+        // Group addresses are not unicast: not this check's business.
+        let mut bcast = udp4(SERVICE, 4000, 64);
+        bcast[0..6].copy_from_slice(&[0xff; 6]);
+        rig.run(&bcast);
+        assert_eq!(rig.count(1, reason::PASS_OTHER_HOST), 1);
+    });
+}
