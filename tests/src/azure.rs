@@ -19,6 +19,7 @@
 //!  spoke1 10.1.0.4 --+                      +-- rs1 10.0.255.4 (BIRD)  \ RouteServerSubnet
 //!  spoke2 10.2.0.4 --+-- fabric (.1 each) --+-- rs2 10.0.255.5 (BIRD)  / 10.0.255.0/27
 //!                    |                      +-- ergw 10.0.200.4 (GoBGP), on-prem 192.168.50.10
+//!                    |                      +-- vwan 10.0.254.4 (BIRD, AS 65520): a second domain
 //!                    +-- bridge 10.0.1.0/24 -- nva1 10.0.1.4, nva2 10.0.1.5 (eth0 only)
 //! ```
 //! The timers are short (hold 3 s) so that tests run quickly; Azure's are 180/60 s.
@@ -46,6 +47,8 @@ pub struct AzureHub {
     pub rs: Vec<Netns>,
     /// The ExpressRoute-like gateway, holding the on-prem host.
     pub ergw: Netns,
+    /// A Virtual WAN hub's route server (AS 65520): the second route-server domain.
+    pub vwan: Netns,
     /// Two spoke VMs.
     pub spokes: Vec<Netns>,
     /// The two NVA VMs (one NIC, `eth0`).
@@ -58,6 +61,7 @@ impl AzureHub {
     pub fn build() -> anyhow::Result<AzureHub> {
         let fabric = Netns::new("fabric")?;
         let ergw = Netns::new("ergw")?;
+        let vwan = Netns::new("vwan")?;
         let rs: Vec<Netns> = (1..=2)
             .map(|k| Netns::new(&format!("rs{k}")).unwrap())
             .collect();
@@ -67,7 +71,7 @@ impl AzureHub {
         let nvas: Vec<Netns> = (1..=2)
             .map(|k| Netns::new(&format!("nva{k}")).unwrap())
             .collect();
-        for ns in [&fabric, &ergw]
+        for ns in [&fabric, &ergw, &vwan]
             .into_iter()
             .chain(&rs)
             .chain(&spokes)
@@ -105,6 +109,10 @@ impl AzureHub {
             r.ip(&format!("addr add 10.0.255.{}/27 dev eth0", k + 4))?;
             r.ip("route add default via 10.0.255.1")?;
         }
+        veth(&fabric, "w0", &vwan, "eth0")?;
+        fabric.ip("addr add 10.0.254.1/27 dev w0")?;
+        vwan.ip("addr add 10.0.254.4/27 dev eth0")?;
+        vwan.ip("route add default via 10.0.254.1")?;
         veth(&fabric, "g0", &ergw, "eth0")?;
         fabric.ip("addr add 10.0.200.1/27 dev g0")?;
         ergw.ip("addr add 10.0.200.4/27 dev eth0")?;
@@ -133,12 +141,36 @@ impl AzureHub {
             fabric,
             rs,
             ergw,
+            vwan,
             spokes,
             nvas,
             _pass: pass,
         })
     }
 }
+
+/// A Virtual WAN hub's route server (AS 65520) with a prefix of its own (10.50.0.0/16,
+/// next hop itself), peering with both NVAs: routes cross between the domains only when
+/// the NVAs strip the other domain's reserved AS.
+pub const VWAN: &str = r#"
+router id 10.0.254.4;
+log stderr all;
+protocol device { scan time 1; }
+protocol static vnet { ipv4; route 10.50.0.0/16 blackhole; }
+filter to_peers { if proto = "vnet" then bgp_next_hop = 10.0.254.4; accept; }
+template bgp nva_peer {
+    local 10.0.254.4 as 65520;
+    multihop 2;
+    hold time 3;
+    keepalive time 1;
+    connect delay time 1;
+    connect retry time 1;
+    error wait time 1, 2;
+    ipv4 { import all; export filter to_peers; next hop keep; };
+}
+protocol bgp nva1 from nva_peer { neighbor 10.0.1.4 as 65001; }
+protocol bgp nva2 from nva_peer { neighbor 10.0.1.5 as 65001; }
+"#;
 
 /// Azure Route Server endpoint `k` (1 or 2): AS 65515, multihop, next hops unchanged,
 /// the VNet's spoke prefixes with its own address as next hop, add-path to the fabric.
@@ -247,8 +279,15 @@ pub const ERGW: &str = r#"
 
 /// The README's hub recipe: one NIC, /32 routes to both route-server endpoints via
 /// the subnet gateway, one peer per endpoint (grouped: nothing learned from one is
-/// announced to the other), a summary announced; `extra` is appended.
-pub fn nva_config(k: usize, extra: &str) -> String {
+/// announced to the other), summaries announced; and the Virtual WAN hub as a second
+/// domain (AS 65520), each domain getting the other's routes without the other's
+/// reserved AS. `passive` prepends nva's AS three times towards the hub.
+pub fn nva_config(k: usize, passive: bool) -> String {
+    let prepend = if passive {
+        ", prepend = { count = 3 }"
+    } else {
+        ""
+    };
     format!(
         r#"
 [health]
@@ -285,13 +324,28 @@ hold_time = 3
 keepalive = 1
 connect_retry = 1
 export = "to-rs"
+[[bgp.peers]]
+name = "vwan"
+address = "10.0.254.4"
+remote_as = 65520
+group = "vwan"
+multihop_ttl = 2
+hold_time = 3
+keepalive = 1
+connect_retry = 1
+export = "to-vwan"
 [[policies]]
 name = "to-rs"
 default = "accept"
 [[policies.rules]]
+set = {{ as_path_exclude = [65520]{prepend} }}
+action = "accept"
+[[policies]]
+name = "to-vwan"
+default = "accept"
+[[policies.rules]]
 set = {{ as_path_exclude = [65515] }}
 action = "accept"
-{extra}
 "#,
         ip = k + 3
     )
@@ -305,6 +359,8 @@ pub struct Daemons {
     pub fabric: Bird,
     /// The ExpressRoute-like gateway.
     pub ergw: Gobgp,
+    /// The Virtual WAN hub's route server.
+    pub vwan: Bird,
 }
 
 /// Starts every daemon but nva and has the gateway announce on-prem.
@@ -325,7 +381,13 @@ pub fn daemons(lab: &AzureHub) -> anyhow::Result<Daemons> {
         "65020",
     ]);
     anyhow::ensure!(!add.contains("rror"), "gobgp: {add}");
-    Ok(Daemons { rs, fabric, ergw })
+    let vwan = Bird::start(&lab.vwan, VWAN)?;
+    Ok(Daemons {
+        rs,
+        fabric,
+        ergw,
+        vwan,
+    })
 }
 
 /// The fabric's learned route for `prefix`: its next hops.

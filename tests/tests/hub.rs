@@ -42,7 +42,7 @@ fn hub_nvas_forward_what_the_route_server_teaches() {
     let lab = AzureHub::build().unwrap();
     let d = daemons(&lab).unwrap();
     let mut nvas: Vec<NvaProcess> = (1..=2)
-        .map(|k| NvaProcess::start(&lab.nvas[k - 1], &nva_config(k, "")).unwrap())
+        .map(|k| NvaProcess::start(&lab.nvas[k - 1], &nva_config(k, false)).unwrap())
         .collect();
     let diagnose = |nvas: &[NvaProcess]| {
         format!(
@@ -99,6 +99,20 @@ fn hub_nvas_forward_what_the_route_server_teaches() {
             assert!(leaked.contains("10.0.0.0/8"), "{leaked}");
         }
     }
+
+    // Two route-server domains: the hub's routes reach the Virtual WAN hub without 65515,
+    // the Virtual WAN's reach the hub without 65520, and neither comes back to where it
+    // was learned.
+    let vwan_from_nva1 = || d.vwan.birdc(&["show", "route", "all", "protocol", "nva1"]);
+    let hub_from_nva1 = || d.rs[0].birdc(&["show", "route", "all", "protocol", "nva1"]);
+    wait_until(WAIT, Duration::from_millis(200), || {
+        Ok(vwan_from_nva1().contains("10.1.0.0/16") && hub_from_nva1().contains("10.50.0.0/16"))
+    })
+    .unwrap_or_else(|e| panic!("{e:#}\n{}\n{}", vwan_from_nva1(), hub_from_nva1()));
+    for (routes, reserved) in [(vwan_from_nva1(), "65515"), (hub_from_nva1(), "65520")] {
+        assert!(!routes.contains(reserved), "{reserved} leaked:\n{routes}");
+    }
+    assert!(!vwan_from_nva1().contains("10.50.0.0/16"));
 
     // Traffic in every direction goes through the NVAs in XDP (hairpin, XDP_TX).
     let onprem = sink(&lab.ergw, ONPREM).unwrap();
@@ -169,12 +183,17 @@ fn hub_nvas_forward_what_the_route_server_teaches() {
     assert!(learned_recursively(&nvas[0], ONPREM, &["10.0.200.4"]));
     assert_eq!(fabric_nexthops(&lab, "10.0.0.0/8"), ["10.0.1.4"]);
 
-    // nva2 back, then nva1's VM fails (its NIC goes, nva is SIGKILLed): the route
-    // servers' hold time (3 s here, 180 s in Azure) decides. (A SIGKILL alone loses
-    // nothing: the kernel forwards on with nva's mirrored routes.)
-    nvas[1] = NvaProcess::start(&lab.nvas[1], &nva_config(2, "")).unwrap();
+    // nva2 back as the passive one (its AS prepended towards the hub): the fabric sends
+    // everything to nva1. Then nva1's VM fails (its NIC goes, nva is SIGKILLed): the
+    // route servers' hold time (3 s here, 180 s in Azure) decides, and the passive one
+    // takes over. (A SIGKILL alone loses nothing: the kernel forwards on with nva's
+    // mirrored routes.)
+    nvas[1] = NvaProcess::start(&lab.nvas[1], &nva_config(2, true)).unwrap();
     wait_until(WAIT, Duration::from_millis(200), || {
-        Ok(fabric_nexthops(&lab, "192.168.0.0/16") == ["10.0.1.4", "10.0.1.5"])
+        let passive = d.rs[0]
+            .birdc(&["show", "route", "all", "protocol", "nva2"])
+            .contains("65001 65001 65001 65001");
+        Ok(passive && fabric_nexthops(&lab, "192.168.0.0/16") == ["10.0.1.4"])
     })
     .unwrap_or_else(|e| panic!("{e:#}\n{}", diagnose(&nvas)));
     let sent = paced(&lab.spokes[0], ONPREM, 8000, Duration::from_millis(1));
@@ -191,7 +210,8 @@ fn hub_nvas_forward_what_the_route_server_teaches() {
         .collect();
     let last = lost.iter().map(|n| sent[*n as usize]).max();
     eprintln!(
-        "hub failover, VM failure of nva1: {} datagrams lost, the last {:?} after the failure",
+        "hub failover, VM failure of the active nva1, passive nva2 takes over: {} datagrams \
+         lost, the last {:?} after the failure",
         lost.len(),
         last.map(|t| t.duration_since(killed_at))
     );

@@ -52,12 +52,12 @@ fn main() -> Result<()> {
     banner("building the hub (namespaces, veth, bridges) and starting BIRD and GoBGP");
     let hub = AzureHub::build()?;
     let d = daemons(&hub)?;
-    println!("nva1's configuration:\n{}", nva_config(1, "").trim());
+    println!("nva1's configuration:\n{}", nva_config(1, false).trim());
 
     banner("starting nva1 and nva2 (XDP, native mode)");
     let mut nvas = vec![
-        NvaProcess::start(&hub.nvas[0], &nva_config(1, ""))?,
-        NvaProcess::start(&hub.nvas[1], &nva_config(2, ""))?,
+        NvaProcess::start(&hub.nvas[0], &nva_config(1, false))?,
+        NvaProcess::start(&hub.nvas[1], &nva_config(2, false))?,
     ];
     wait_until(Duration::from_secs(40), Duration::from_millis(200), || {
         let learned = nvas.iter().all(|n| {
