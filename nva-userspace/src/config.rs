@@ -465,9 +465,14 @@ pub enum NoRoute {
 #[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct Control {
-    /// Unix socket the CLI talks to.
+    /// Unix socket the CLI talks to. Only root may use it (mode 0600) unless `group` is
+    /// set.
     #[serde(default = "default_socket")]
     pub socket: String,
+    /// A group whose members may use the CLI too (mode 0660), like FRR's frrvty group
+    /// or BIRD's `-g`.
+    #[serde(default)]
+    pub group: Option<String>,
 }
 
 pub const DEFAULT_SOCKET: &str = "/run/nva/nva.sock";
@@ -480,6 +485,7 @@ impl Default for Control {
     fn default() -> Self {
         Self {
             socket: default_socket(),
+            group: None,
         }
     }
 }

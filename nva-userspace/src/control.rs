@@ -21,7 +21,7 @@ use nva_common::{CLASS_NAMES, NUM_CLASSES, NUM_REASONS, reason};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use tokio::{
-    io::{AsyncBufReadExt, AsyncWriteExt, BufReader as AsyncBufReader},
+    io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader as AsyncBufReader},
     net::UnixListener,
     task::JoinHandle,
 };
@@ -34,25 +34,80 @@ pub struct Request {
     pub arg: Option<String>,
 }
 
-/// Starts serving on `path` (replacing a stale socket file).
-pub fn serve(path: &Path, state: Shared) -> Result<JoinHandle<()>> {
+/// Clients served at once (the CLI opens one per command); more are closed at once.
+const MAX_CLIENTS: usize = 16;
+/// Longest request line: a request is a command and an argument, never more.
+const MAX_LINE: u64 = 64 * 1024;
+
+/// Gives the socket to `group` (mode 0660), or keeps it root's (0600).
+fn restrict(path: &Path, group: Option<&str>) -> Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    let mode = match group {
+        Some(name) => {
+            let c = std::ffi::CString::new(name).context("control.group")?;
+            // SAFETY: getgrnam(3) with a valid C string; the result is read at once.
+            let gr = unsafe { libc::getgrnam(c.as_ptr()) };
+            if gr.is_null() {
+                anyhow::bail!("control.group: no group named {name:?}");
+            }
+            // SAFETY: non-null result of getgrnam.
+            let gid = unsafe { (*gr).gr_gid };
+            std::os::unix::fs::chown(path, None, Some(gid))
+                .with_context(|| format!("control.group: chown {}", path.display()))?;
+            0o660
+        }
+        None => 0o600,
+    };
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
+        .with_context(|| format!("chmod {}", path.display()))
+}
+
+/// Starts serving on `path` (replacing a stale socket file), usable by root and, when
+/// given, by `group`.
+pub fn serve(path: &Path, group: Option<&str>, state: Shared) -> Result<JoinHandle<()>> {
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     }
     let _ = std::fs::remove_file(path);
     let listener =
         UnixListener::bind(path).with_context(|| format!("binding {}", path.display()))?;
+    restrict(path, group)?;
+    let slots = std::sync::Arc::new(tokio::sync::Semaphore::new(MAX_CLIENTS));
     Ok(tokio::spawn(async move {
         loop {
-            let Ok((stream, _)) = listener.accept().await else {
+            let stream = match listener.accept().await {
+                Ok((stream, _)) => stream,
+                Err(e) => {
+                    tracing::warn!("control socket: accept failed: {e}");
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                    continue;
+                }
+            };
+            let Ok(slot) = slots.clone().try_acquire_owned() else {
+                drop(stream);
                 continue;
             };
             let state = state.clone();
             tokio::spawn(async move {
+                let _slot = slot;
                 let (read, mut write) = stream.into_split();
-                let mut lines = AsyncBufReader::new(read).lines();
-                while let Ok(Some(line)) = lines.next_line().await {
-                    let reply = match serde_json::from_str::<Request>(&line) {
+                let mut reader = AsyncBufReader::new(read);
+                loop {
+                    let mut line = Vec::new();
+                    match (&mut reader)
+                        .take(MAX_LINE)
+                        .read_until(b'\n', &mut line)
+                        .await
+                    {
+                        Ok(0) | Err(_) => break,
+                        Ok(_) => {}
+                    }
+                    if line.last() != Some(&b'\n') && line.len() as u64 >= MAX_LINE {
+                        let reply = json!({"ok": false, "error": format!("request longer than {MAX_LINE} bytes")});
+                        let _ = write.write_all(format!("{reply}\n").as_bytes()).await;
+                        break;
+                    }
+                    let reply = match serde_json::from_slice::<Request>(&line) {
                         Ok(req) => match handle(&state, &req.cmd, req.arg.as_deref()) {
                             Ok(data) => json!({"ok": true, "data": data}),
                             Err(e) => json!({"ok": false, "error": format!("{e:#}")}),

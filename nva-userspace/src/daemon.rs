@@ -1061,7 +1061,59 @@ fn free_slot(ifaces: &[Iface]) -> Result<u32> {
         .context("too many interfaces")
 }
 
+/// An exclusive lock held for the daemon's lifetime (released by the kernel when the
+/// process ends, however it ends).
+struct InstanceLock(#[allow(dead_code)] std::fs::File);
+
+/// Takes the lock at `path` or says who holds it: a second `nva run` on the same control
+/// socket or pin path must refuse before it touches anything (kernel routes, XDP, maps).
+fn lock_instance(path: &std::path::Path, what: &str) -> Result<InstanceLock> {
+    use std::{io::Write, os::fd::AsRawFd};
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    }
+    let mut file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(path)
+        .with_context(|| format!("opening lock file {}", path.display()))?;
+    // SAFETY: flock(2) on a descriptor we own.
+    if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+        let holder = std::fs::read_to_string(path).unwrap_or_default();
+        bail!(
+            "another nva is running with this {what} (pid {}; lock {}): refusing to start",
+            holder.trim(),
+            path.display()
+        );
+    }
+    file.set_len(0)?;
+    write!(file, "{}", std::process::id())?;
+    Ok(InstanceLock(file))
+}
+
+/// The instance locks: one per control socket, one per pin path.
+fn lock_instances(config: &Config, socket: &std::path::Path) -> Result<Vec<InstanceLock>> {
+    let mut locks = vec![lock_instance(
+        &PathBuf::from(format!("{}.lock", socket.display())),
+        "control socket",
+    )?];
+    if let Some(pin) = &config.dataplane.pin_path {
+        let name: String = pin
+            .chars()
+            .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
+            .collect();
+        locks.push(lock_instance(
+            &PathBuf::from(format!("/run/nva/pin{name}.lock")),
+            "pin path",
+        )?);
+    }
+    Ok(locks)
+}
+
 pub async fn run(config: Config, config_path: PathBuf, socket: PathBuf) -> Result<()> {
+    let _locks = lock_instances(&config, &socket)?;
     for w in config.warnings() {
         warn!("config: {w}");
     }
@@ -1187,7 +1239,14 @@ pub async fn run(config: Config, config_path: PathBuf, socket: PathBuf) -> Resul
     let (v4, v6) = state.fib.route_count();
     info!(routes_v4 = v4, routes_v6 = v6, "FIB programmed");
     let state: Shared = Arc::new(Mutex::new(state));
-    let control = control::serve(&socket, state.clone())
+    let group = state
+        .lock()
+        .expect("state lock")
+        .config
+        .control
+        .group
+        .clone();
+    let control = control::serve(&socket, group.as_deref(), state.clone())
         .with_context(|| format!("control socket {}", socket.display()))?;
     let metrics = match metrics_listen {
         Some(addr) => Some(

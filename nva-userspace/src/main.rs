@@ -83,6 +83,13 @@ fn main() {
 
 fn real_main() -> Result<()> {
     let cli = Cli::parse();
+    if !matches!(cli.command, Command::Run { .. }) {
+        // A client writing into a closed pipe (`nva routes | head`) ends quietly, killed
+        // by SIGPIPE like other tools, instead of panicking in println!. The daemon keeps
+        // Rust's default (ignored: a write error is an error it handles).
+        // SAFETY: signal(2) with the default disposition, before any thread starts.
+        unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
+    }
     match cli.command {
         Command::Run { config, socket } => {
             tracing_subscriber::fmt()

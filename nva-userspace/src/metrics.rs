@@ -14,47 +14,87 @@ use tokio::{
 
 use crate::daemon::{Shared, State};
 
+/// Connections served at once; more are closed at once (a port scan or a pile of idle
+/// connections must not use up nva's file descriptors).
+const MAX_CONNECTIONS: usize = 32;
+/// Time a client has to send its request head, and to take the response.
+const IO_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(3);
+/// Largest request head read.
+const MAX_HEAD: usize = 4096;
+
 pub async fn serve(addr: SocketAddr, state: Shared) -> Result<JoinHandle<()>> {
     let listener = TcpListener::bind(addr).await?;
+    let slots = std::sync::Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
     Ok(tokio::spawn(async move {
         loop {
-            let Ok((mut stream, _)) = listener.accept().await else {
+            let mut stream = match listener.accept().await {
+                Ok((stream, _)) => stream,
+                Err(e) => {
+                    // Out of descriptors or memory: back off instead of spinning.
+                    tracing::warn!("metrics: accept failed: {e}");
+                    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+                    continue;
+                }
+            };
+            let Ok(slot) = slots.clone().try_acquire_owned() else {
+                drop(stream);
                 continue;
             };
             let state = state.clone();
             tokio::spawn(async move {
-                // Read the request head (bounded); only the request line matters.
-                let mut buf = vec![0u8; 4096];
-                let mut len = 0;
-                while len < buf.len() {
-                    match stream.read(&mut buf[len..]).await {
-                        Ok(0) | Err(_) => break,
-                        Ok(n) => len += n,
-                    }
-                    if buf[..len].windows(4).any(|w| w == b"\r\n\r\n") {
-                        break;
-                    }
-                }
-                let head = String::from_utf8_lossy(&buf[..len]);
-                let path_ok = head.starts_with("GET /metrics ") || head.starts_with("GET / ");
-                let response = if path_ok {
-                    let body = match state.lock() {
-                        Ok(st) => render(&st),
-                        Err(_) => String::from("# state unavailable\n"),
-                    };
-                    format!(
-                        "HTTP/1.1 200 OK\r\nContent-Type: text/plain; version=0.0.4\r\n\
-                         Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
-                        body.len()
-                    )
-                } else {
-                    "HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
-                        .to_string()
+                let _slot = slot;
+                let Ok(Some(head)) = tokio::time::timeout(IO_TIMEOUT, read_head(&mut stream)).await
+                else {
+                    return;
                 };
-                let _ = stream.write_all(response.as_bytes()).await;
+                let response = respond(&head, &state);
+                let _ =
+                    tokio::time::timeout(IO_TIMEOUT, stream.write_all(response.as_bytes())).await;
             });
         }
     }))
+}
+
+/// Reads the request head (up to the blank line, at most `MAX_HEAD` bytes).
+async fn read_head(stream: &mut tokio::net::TcpStream) -> Option<String> {
+    let mut buf = vec![0u8; MAX_HEAD];
+    let mut len = 0;
+    while len < buf.len() {
+        match stream.read(&mut buf[len..]).await {
+            Ok(0) | Err(_) => break,
+            Ok(n) => len += n,
+        }
+        if buf[..len].windows(4).any(|w| w == b"\r\n\r\n") {
+            break;
+        }
+    }
+    (len > 0).then(|| String::from_utf8_lossy(&buf[..len]).into_owned())
+}
+
+/// The response to a request head: the metrics on `GET /metrics` (and `/`), headers only
+/// on `HEAD`, 405 for other methods, 404 for other paths.
+fn respond(head: &str, state: &Shared) -> String {
+    let mut request = head.lines().next().unwrap_or("").split(' ');
+    let (method, path) = (request.next().unwrap_or(""), request.next().unwrap_or(""));
+    if path != "/metrics" && path != "/" {
+        return "HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+            .to_string();
+    }
+    if method != "GET" && method != "HEAD" {
+        return "HTTP/1.1 405 Method Not Allowed\r\nAllow: GET, HEAD\r\nContent-Length: 0\r\n\
+                Connection: close\r\n\r\n"
+            .to_string();
+    }
+    let body = match state.lock() {
+        Ok(st) => render(&st),
+        Err(_) => String::from("# state unavailable\n"),
+    };
+    let head = format!(
+        "HTTP/1.1 200 OK\r\nContent-Type: text/plain; version=0.0.4\r\n\
+         Content-Length: {}\r\nConnection: close\r\n\r\n",
+        body.len()
+    );
+    if method == "HEAD" { head } else { head + &body }
 }
 
 fn escape(value: &str) -> String {

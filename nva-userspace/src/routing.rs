@@ -546,6 +546,8 @@ impl BgpFeed {
             .map(|c| (c.remote_addr, c))
             .collect();
         let old_peers = self.peer_configs.clone();
+        let old_policies = std::mem::take(&mut self.policies);
+        let old_lists = std::mem::take(&mut self.prefix_lists);
         self.policies = config
             .policies
             .iter()
@@ -581,8 +583,15 @@ impl BgpFeed {
                 != self.peer_configs.get(addr).map(|p| p.table);
             match new_sessions.get(addr) {
                 Some(cfg) if cfg == old && !identity_changed && !table_changed => {
-                    let import_changed = old_peers.get(addr).map(|p| &p.import)
-                        != self.peer_configs.get(addr).map(|p| &p.import);
+                    // A different policy, or the same one edited (its rules or the
+                    // prefix lists it may use): the peer's routes are judged again.
+                    let old_import = old_peers.get(addr).and_then(|p| p.import.clone());
+                    let new_import = self.peer_configs.get(addr).and_then(|p| p.import.clone());
+                    let import_changed = old_import != new_import
+                        || new_import.as_ref().is_some_and(|name| {
+                            old_policies.get(name) != self.policies.get(name)
+                                || old_lists != self.prefix_lists
+                        });
                     if import_changed {
                         commands.push((*addr, Command::RouteRefresh));
                     }

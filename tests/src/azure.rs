@@ -20,8 +20,12 @@
 //!  spoke2 10.2.0.4 --+-- fabric (.1 each) --+-- rs2 10.0.255.5 (BIRD)  / 10.0.255.0/27
 //!                    |                      +-- ergw 10.0.200.4 (GoBGP), on-prem 192.168.50.10
 //!                    |                      +-- vwan 10.0.254.4 (BIRD, AS 65520): a second domain
-//!                    +-- bridge 10.0.1.0/24 -- nva1 10.0.1.4, nva2 10.0.1.5 (eth0 only)
+//!                    +-- bridge 10.0.1.0/24 -- nva1 10.0.1.4, nva2 10.0.1.5 (eth0)
+//!                                               |  eth1                 | eth1
+//!                                               +---- branch 172.16.0.10 ----+
 //! ```
+//! The branch (an SD-WAN site behind the NVAs) is reached through each NVA's second
+//! NIC; the NVAs announce it to the route server.
 //! The timers are short (hold 3 s) so that tests run quickly; Azure's are 180/60 s.
 use std::time::Duration;
 
@@ -38,6 +42,8 @@ pub const ONPREM: &str = "192.168.50.10";
 pub const SPOKE1: &str = "10.1.0.4";
 /// A VM in spoke 2.
 pub const SPOKE2: &str = "10.2.0.4";
+/// A host in the branch behind the NVAs.
+pub const BRANCH: &str = "172.16.0.10";
 
 /// The namespaces of the hub (removed when dropped).
 pub struct AzureHub {
@@ -51,8 +57,10 @@ pub struct AzureHub {
     pub vwan: Netns,
     /// Two spoke VMs.
     pub spokes: Vec<Netns>,
-    /// The two NVA VMs (one NIC, `eth0`).
+    /// The two NVA VMs (`eth0` in the hub, `eth1` to the branch).
     pub nvas: Vec<Netns>,
+    /// The branch site behind the NVAs.
+    pub branch: Netns,
     _pass: Vec<XdpPass>,
 }
 
@@ -62,6 +70,7 @@ impl AzureHub {
         let fabric = Netns::new("fabric")?;
         let ergw = Netns::new("ergw")?;
         let vwan = Netns::new("vwan")?;
+        let branch = Netns::new("branch")?;
         let rs: Vec<Netns> = (1..=2)
             .map(|k| Netns::new(&format!("rs{k}")).unwrap())
             .collect();
@@ -71,7 +80,7 @@ impl AzureHub {
         let nvas: Vec<Netns> = (1..=2)
             .map(|k| Netns::new(&format!("nva{k}")).unwrap())
             .collect();
-        for ns in [&fabric, &ergw, &vwan]
+        for ns in [&fabric, &ergw, &vwan, &branch]
             .into_iter()
             .chain(&rs)
             .chain(&spokes)
@@ -101,7 +110,18 @@ impl AzureHub {
             nva.ip("route add default via 10.0.1.1")?;
             nva.sysctl("net.ipv4.ip_forward", "1")?;
             nva.exec_ok(&["ethtool", "-K", "eth0", "tx", "off"])?;
+            // The branch link: frames redirected into it need an XDP program at the far
+            // end too.
+            let b = format!("b{}", k + 1);
+            veth(nva, "eth1", &branch, &b)?;
+            nva.ip(&format!("addr add 172.31.{}.1/30 dev eth1", k + 1))?;
+            branch.ip(&format!("addr add 172.31.{}.2/30 dev {b}", k + 1))?;
+            pass.push(XdpPass::attach(&branch, &b)?);
+            branch.exec_ok(&["ethtool", "-K", &b, "tx", "off"])?;
         }
+        branch.ip(&format!("addr add {BRANCH}/32 dev lo"))?;
+        branch.sysctl("net.ipv4.fib_multipath_hash_policy", "1")?;
+        branch.ip("route add default nexthop via 172.31.1.1 nexthop via 172.31.2.1")?;
         for (k, r) in rs.iter().enumerate() {
             let port = format!("r{}", k + 1);
             veth(&fabric, &port, r, "eth0")?;
@@ -142,6 +162,7 @@ impl AzureHub {
             rs,
             ergw,
             vwan,
+            branch,
             spokes,
             nvas,
             _pass: pass,
@@ -294,6 +315,11 @@ pub fn nva_config(k: usize, passive: bool) -> String {
 drain_ms = 1500
 [[interfaces]]
 name = "eth0"
+[[interfaces]]
+name = "eth1"
+[[routes]]
+prefix = "172.16.0.0/16"
+nexthops = [{{ via = "172.31.{k}.2" }}]
 [[routes]]
 prefix = "10.0.255.4/32"
 nexthops = [{{ via = "10.0.1.1" }}]
@@ -303,7 +329,7 @@ nexthops = [{{ via = "10.0.1.1" }}]
 [bgp]
 local_as = 65001
 router_id = "10.0.1.{ip}"
-announce = ["10.0.0.0/8", "192.168.0.0/16"]
+announce = ["10.0.0.0/8", "192.168.0.0/16", "172.16.0.0/16"]
 [[bgp.peers]]
 name = "rs1"
 address = "10.0.255.4"

@@ -603,6 +603,19 @@ fn sighup_adds_and_removes_peers_and_applies_new_policy() {
     });
     assert!(established(&nva, "rs1"), "the session itself was not reset");
 
+    // The same policy edited, under the same name (it no longer rejects that prefix):
+    // applied as well (before, only a renamed policy took effect).
+    let relaxed = strict.replace("10.200.1.0/24\"] }", "10.250.0.0/24\"] }");
+    assert_ne!(relaxed, strict);
+    sighup(&nva, &relaxed);
+    wait_route(&nva, &server_unique_v4(1).to_string(), |r| {
+        r["route"]["source"] == "bgp"
+    });
+    sighup(&nva, &strict);
+    wait_route(&nva, &server_unique_v4(1).to_string(), |r| {
+        r["route"].is_null()
+    });
+
     // Remove rs2: its routes go, and it is no longer a peer.
     let only_rs1_strict = strict.replace(&peer("rs2", "10.0.255.5", ""), "");
     sighup(&nva, &only_rs1_strict);

@@ -6,7 +6,8 @@ use std::time::{Duration, Instant};
 use nva_tests::{
     NvaProcess,
     azure::{
-        AzureHub, ONPREM, SPOKE1, SPOKE2, daemons, deliver, fabric_nexthops, nva_config, sink,
+        AzureHub, BRANCH, ONPREM, SPOKE1, SPOKE2, daemons, deliver, fabric_nexthops, nva_config,
+        sink,
     },
     paced, require_root, sequence_numbers, serial, wait_until,
 };
@@ -144,7 +145,18 @@ fn hub_nvas_forward_what_the_route_server_teaches() {
         "spoke1 -> spoke2",
         deliver(&lab.spokes[0], &spoke2, SPOKE2, 500),
     );
+    // The branch behind the NVAs: redirected between their two NICs, both ways.
+    let branch = sink(&lab.branch, BRANCH).unwrap();
+    explain(
+        "spoke1 -> branch",
+        deliver(&lab.spokes[0], &branch, BRANCH, 500),
+    );
+    explain(
+        "branch -> spoke1",
+        deliver(&lab.branch, &spoke1, SPOKE1, 500),
+    );
     let mut tx_total = 0;
+    let mut redirected = 0;
     for (k, nva) in nvas.iter().enumerate() {
         let c = nva.counters().unwrap().since(&before[k]);
         let tx = c.get("eth0", "tx");
@@ -158,8 +170,11 @@ fn hub_nvas_forward_what_the_route_server_teaches() {
         assert!(tx > 100, "nva{} carried {tx} packets", k + 1);
         assert_eq!(c.get("eth0", "passed-no-route"), 0);
         tx_total += tx;
+        redirected += c.get("eth0", "forwarded") + c.get("eth1", "forwarded");
+        assert_eq!(c.get("eth1", "passed-no-route"), 0);
     }
-    assert!(tx_total >= 1500, "{tx_total} of 1500 forwarded in XDP");
+    assert!(tx_total >= 1500, "{tx_total} of 1500 hairpinned in XDP");
+    assert!(redirected >= 1000, "{redirected} of 1000 redirected in XDP");
 
     // Graceful stop of nva2 under traffic: it withdraws, the fabric moves its flows.
     let sent = paced(&lab.spokes[0], ONPREM, 4000, Duration::from_millis(1));

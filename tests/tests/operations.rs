@@ -55,6 +55,18 @@ fn cli_and_metrics_against_a_running_daemon() {
 
     let status = nva.cli(&["status"]).unwrap();
     assert_eq!(status["interfaces"].as_array().unwrap().len(), 3);
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(nva.socket())
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(
+            mode & 0o777,
+            0o600,
+            "the control socket is root's alone by default"
+        );
+    }
     assert!(
         status["interfaces"]
             .as_array()
@@ -146,6 +158,53 @@ fn cli_and_metrics_against_a_running_daemon() {
         Some(1.0)
     );
     assert!(metric(&text, "nva_fib_updates_total").unwrap() >= 2.0);
+
+    // A second `nva run` on the same control socket refuses before touching anything:
+    // the first one's kernel routes stay, and it still answers.
+    let kernel_routes = || hub.nva.ip("route show proto 250").unwrap();
+    let before_second = kernel_routes();
+    assert!(!before_second.is_empty());
+    let second = hub
+        .nva
+        .exec(&[
+            nva_tests::nva_binary().unwrap().to_str().unwrap(),
+            "run",
+            "--config",
+            nva.config_path().to_str().unwrap(),
+            "--socket",
+            nva.socket().to_str().unwrap(),
+        ])
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&second.stderr);
+    assert!(!second.status.success());
+    assert!(stderr.contains("another nva is running"), "{stderr}");
+    assert_eq!(kernel_routes(), before_second);
+    assert!(nva.cli(&["status"]).is_ok());
+
+    // `nva routes | head -0`: a closed pipe ends the client quietly, like other tools
+    // (it panicked with exit code 101 before).
+    let mut fds = [0i32; 2];
+    // SAFETY: pipe(2) fills two fds we then own.
+    assert_eq!(unsafe { libc::pipe(fds.as_mut_ptr()) }, 0);
+    // SAFETY: fresh fds from pipe(2), each owned once.
+    let (read, write) = unsafe {
+        use std::os::fd::FromRawFd;
+        (
+            std::os::fd::OwnedFd::from_raw_fd(fds[0]),
+            std::os::fd::OwnedFd::from_raw_fd(fds[1]),
+        )
+    };
+    drop(read);
+    let out = std::process::Command::new(nva_tests::nva_binary().unwrap())
+        .args(["routes", "--socket"])
+        .arg(nva.socket())
+        .stdout(std::process::Stdio::from(write))
+        .stderr(std::process::Stdio::piped())
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_ne!(out.status.code(), Some(101), "{stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
 }
 
 /// Sends `count` datagrams to `dst`, one per millisecond, from one socket (one flow).
@@ -245,4 +304,106 @@ fn sighup_reload_changes_a_route_without_touching_the_others() {
         .unwrap();
     assert_eq!(r["route"]["action"], "forward");
     assert!(nva.log().contains("interfaces[0].name") || nva.log().contains("name"));
+}
+
+/// Sends `request` to the metrics endpoint and returns the whole response.
+fn http(hub: &Hub, request: &str) -> String {
+    let request = request.to_string();
+    hub.nva.run(move || {
+        let mut s = TcpStream::connect(METRICS).expect("metrics endpoint");
+        s.write_all(request.as_bytes()).unwrap();
+        let mut out = String::new();
+        let _ = s.read_to_string(&mut out);
+        out
+    })
+}
+
+/// No other door can take routing down: a pile of idle connections to the metrics port
+/// (with few file descriptors, as under a unit's LimitNOFILE) and an endless line on the
+/// control socket leave the CLI answering and the self check healthy (before, accept
+/// failed in a loop, `nva status` failed and the self check saw "0 XDP links").
+#[test]
+fn idle_connections_and_long_lines_never_disturb_the_daemon() {
+    if !require_root("idle_connections_and_long_lines_never_disturb_the_daemon") {
+        return;
+    }
+    let _g = serial();
+    let hub = Hub::build(2).unwrap();
+    // nva with 256 file descriptors.
+    let dir = std::env::temp_dir().join(format!("nva-limited-{}", nva_tests::unique_suffix()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let wrapper = dir.join("nva");
+    std::fs::write(
+        &wrapper,
+        format!(
+            "#!/bin/sh\nexec prlimit --nofile=256:256 {} \"$@\"\n",
+            nva_tests::nva_binary().unwrap().display()
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(
+        &wrapper,
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .unwrap();
+    let config = format!("[control]\ngroup = \"daemon\"\n{}", config(""));
+    let nva = NvaProcess::start_with_binary(&wrapper, &hub.nva, &config).unwrap();
+    // The control socket belongs to the configured group (root's alone otherwise).
+    {
+        use std::os::unix::fs::{MetadataExt, PermissionsExt};
+        let meta = std::fs::metadata(nva.socket()).unwrap();
+        assert_eq!(meta.permissions().mode() & 0o777, 0o660);
+        // SAFETY: getgrnam(3) with a valid C string, read at once.
+        let gid = unsafe { (*libc::getgrnam(c"daemon".as_ptr())).gr_gid };
+        assert_eq!(meta.gid(), gid);
+    }
+
+    let idle: Vec<TcpStream> = hub.nva.run(|| {
+        (0..400)
+            .filter_map(|_| TcpStream::connect(METRICS).ok())
+            .collect()
+    });
+    assert!(idle.len() >= 100, "{} connections", idle.len());
+    std::thread::sleep(Duration::from_millis(500));
+    let status = nva.cli(&["status"]).expect("nva status answers");
+    assert!(status["interfaces"].is_array());
+    let health = nva.cli(&["health"]).unwrap();
+    assert_eq!(health["healthy"], true, "{health}");
+    // Scrapes are served again once the idle connections time out (they hold at most
+    // a bounded number of slots, for a few seconds).
+    wait_until(Duration::from_secs(15), Duration::from_millis(200), || {
+        Ok(http(&hub, "GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n").starts_with("HTTP/1.1 200 OK"))
+    })
+    .unwrap();
+    drop(idle);
+
+    // HEAD gets the headers, other methods 405, other paths 404.
+    let head = http(&hub, "HEAD /metrics HTTP/1.1\r\n\r\n");
+    assert!(
+        head.starts_with("HTTP/1.1 200 OK") && head.ends_with("\r\n\r\n"),
+        "{head}"
+    );
+    assert!(http(&hub, "POST /metrics HTTP/1.1\r\n\r\n").starts_with("HTTP/1.1 405"));
+    assert!(http(&hub, "GET /secret HTTP/1.1\r\n\r\n").starts_with("HTTP/1.1 404"));
+
+    // An 8 MiB line without a newline on the control socket is refused, not buffered.
+    let socket = nva.socket().to_path_buf();
+    let reply = std::thread::spawn(move || {
+        let mut s = std::os::unix::net::UnixStream::connect(socket).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        s.set_write_timeout(Some(Duration::from_secs(10))).unwrap();
+        let chunk = vec![b'x'; 1 << 20];
+        for _ in 0..8 {
+            if s.write_all(&chunk).is_err() {
+                break;
+            }
+        }
+        let mut out = String::new();
+        let _ = s.read_to_string(&mut out);
+        out
+    })
+    .join()
+    .unwrap();
+    assert!(reply.contains("longer than"), "{reply}");
+    assert!(nva.cli(&["status"]).is_ok());
 }

@@ -398,17 +398,22 @@ impl Dataplane {
 
     /// XDP links the kernel has for this program (checks that nothing detached it
     /// behind our back, e.g. `bpftool link detach`); None when it cannot tell.
+    ///
+    /// None when it cannot be told (e.g. no file descriptor left to open a link with):
+    /// a fact that cannot be read is not a failure, and must never make nva withdraw its
+    /// routes.
     pub fn kernel_links(&self) -> Option<usize> {
         let id = self.program().ok()?.info().ok()?.id();
-        Some(
-            aya::programs::loaded_links()
-                .filter_map(Result::ok)
-                .filter(|l| {
-                    l.program_id() == id
-                        && matches!(l.link_type(), Ok(aya::programs::links::LinkType::Xdp))
-                })
-                .count(),
-        )
+        let mut count = 0;
+        for link in aya::programs::loaded_links() {
+            let link = link.ok()?;
+            if link.program_id() == id
+                && matches!(link.link_type(), Ok(aya::programs::links::LinkType::Xdp))
+            {
+                count += 1;
+            }
+        }
+        Some(count)
     }
 
     pub fn attached(&self) -> impl Iterator<Item = u32> + '_ {
