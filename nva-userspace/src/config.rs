@@ -717,10 +717,29 @@ impl Config {
             }
         }
         let mut addrs = HashSet::new();
+        let mut peer_names = HashSet::new();
         for (i, peer) in bgp.peers.iter().enumerate() {
             let field = format!("bgp.peers[{i}]");
             if !addrs.insert(peer.address) {
                 bail!("{field}.address: {} is configured twice", peer.address);
+            }
+            if peer.name.is_empty() || !peer_names.insert(peer.name.as_str()) {
+                bail!("{field}.name: {:?} is empty or used twice", peer.name);
+            }
+            // What the session would refuse later, refused before anything is attached.
+            if let Some(h) = peer.hold_time
+                && (h == 1 || h == 2)
+            {
+                bail!("{field}.hold_time: must be 0 or at least 3 (RFC 4271)");
+            }
+            if let (Some(k), Some(h)) = (peer.keepalive, peer.hold_time)
+                && h != 0
+                && k >= h
+            {
+                bail!("{field}.keepalive: {k} must be less than hold_time {h}");
+            }
+            if peer.md5_password.as_ref().is_some_and(|p| p.len() > 80) {
+                bail!("{field}.md5_password: longer than 80 bytes (TCP MD5 key limit)");
             }
             if peer.remote_as == 0 {
                 bail!("{field}.remote_as: 0 is not an AS number");
@@ -793,6 +812,8 @@ impl Config {
         }
         let mut names = HashSet::new();
         let mut seen = HashSet::new();
+        // Every prefix with its segment, to find overlaps across segments.
+        let mut all: Vec<(IpNet, usize)> = Vec::new();
         for (i, seg) in self.segments.iter().enumerate() {
             if seg.name.is_empty() {
                 bail!("segments[{i}].name: must not be empty");
@@ -807,6 +828,17 @@ impl Config {
                 if !seen.insert(*p) {
                     bail!("segments[{i}].prefixes[{j}]: {p} is in two segments");
                 }
+                // A prefix inside another segment's would silently take part of it.
+                if let Some((q, k)) = all
+                    .iter()
+                    .find(|(q, k)| *k != i && (q.contains(p) || p.contains(q)))
+                {
+                    bail!(
+                        "segments[{i}].prefixes[{j}]: {p} overlaps {q} of segment {:?}",
+                        self.segments[*k].name
+                    );
+                }
+                all.push((*p, i));
             }
         }
         for (i, rule) in self.segment_rules.iter().enumerate() {

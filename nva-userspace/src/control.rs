@@ -62,9 +62,18 @@ fn restrict(path: &Path, group: Option<&str>) -> Result<()> {
         .with_context(|| format!("chmod {}", path.display()))
 }
 
+/// A reload asked for over the socket: the daemon's main loop applies the file and
+/// answers with a summary of what changed, or why nothing did.
+pub type ReloadRequest = tokio::sync::oneshot::Sender<Result<String, String>>;
+
 /// Starts serving on `path` (replacing a stale socket file), usable by root and, when
-/// given, by `group`.
-pub fn serve(path: &Path, group: Option<&str>, state: Shared) -> Result<JoinHandle<()>> {
+/// given, by `group`. `reload` reaches the main loop.
+pub fn serve(
+    path: &Path,
+    group: Option<&str>,
+    state: Shared,
+    reload: tokio::sync::mpsc::Sender<ReloadRequest>,
+) -> Result<JoinHandle<()>> {
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     }
@@ -88,6 +97,7 @@ pub fn serve(path: &Path, group: Option<&str>, state: Shared) -> Result<JoinHand
                 continue;
             };
             let state = state.clone();
+            let reload = reload.clone();
             tokio::spawn(async move {
                 let _slot = slot;
                 let (read, mut write) = stream.into_split();
@@ -108,6 +118,19 @@ pub fn serve(path: &Path, group: Option<&str>, state: Shared) -> Result<JoinHand
                         break;
                     }
                     let reply = match serde_json::from_slice::<Request>(&line) {
+                        Ok(req) if req.cmd == "reload" => {
+                            let (tx, rx) = tokio::sync::oneshot::channel();
+                            let result = match reload.send(tx).await {
+                                Ok(()) => {
+                                    rx.await.unwrap_or_else(|_| Err("nva is stopping".into()))
+                                }
+                                Err(_) => Err("nva is stopping".into()),
+                            };
+                            match result {
+                                Ok(summary) => json!({"ok": true, "data": summary}),
+                                Err(e) => json!({"ok": false, "error": e}),
+                            }
+                        }
                         Ok(req) => match handle(&state, &req.cmd, req.arg.as_deref()) {
                             Ok(data) => json!({"ok": true, "data": data}),
                             Err(e) => json!({"ok": false, "error": format!("{e:#}")}),
@@ -333,7 +356,9 @@ pub fn request_with(path: &Path, cmd: &str, arg: Option<&str>) -> Result<Value> 
             path.display()
         )
     })?;
-    stream.set_read_timeout(Some(Duration::from_secs(10)))?;
+    // A reload may drain BGP sessions or rewrite a full table.
+    let timeout = if cmd == "reload" { 120 } else { 10 };
+    stream.set_read_timeout(Some(Duration::from_secs(timeout)))?;
     let mut line = serde_json::to_string(&Request {
         cmd: cmd.to_string(),
         arg: arg.map(str::to_string),

@@ -559,15 +559,23 @@ impl State {
             }
         }
         self.segment_prefixes = programmed;
+        // Each cell is written once with its final value: a reload never opens a window
+        // in which a denied pair is allowed (clearing the matrix first did).
+        let denied: HashSet<(u32, u32)> = config
+            .segment_rules
+            .iter()
+            .filter(|r| r.action == SegmentAction::Deny)
+            .map(|r| {
+                (
+                    config.segment_id(&r.from).expect("validated"),
+                    config.segment_id(&r.to).expect("validated"),
+                )
+            })
+            .collect();
         for from in 0..MAX_SEGMENTS {
             for to in 0..MAX_SEGMENTS {
-                dp.set_segment_policy(from, to, false)?;
+                dp.set_segment_policy(from, to, denied.contains(&(from, to)))?;
             }
-        }
-        for rule in &config.segment_rules {
-            let from = config.segment_id(&rule.from).expect("validated");
-            let to = config.segment_id(&rule.to).expect("validated");
-            dp.set_segment_policy(from, to, rule.action == SegmentAction::Deny)?;
         }
         Ok(())
     }
@@ -1061,6 +1069,17 @@ fn free_slot(ifaces: &[Iface]) -> Result<u32> {
         .context("too many interfaces")
 }
 
+/// `nva config check`: what `nva run` checks against the machine before it touches
+/// anything (interfaces exist, next hops are connected or resolve).
+pub async fn check_on_host(config: &Config) -> Result<()> {
+    let nl = Netlink::connect()?;
+    let links = nl.links().await?;
+    let addrs = nl.addresses().await?;
+    let kernel = nl.gateway_routes().await?;
+    plan(config, &links, &addrs, &kernel)?;
+    Ok(())
+}
+
 /// An exclusive lock held for the daemon's lifetime (released by the kernel when the
 /// process ends, however it ends).
 struct InstanceLock(#[allow(dead_code)] std::fs::File);
@@ -1246,7 +1265,8 @@ pub async fn run(config: Config, config_path: PathBuf, socket: PathBuf) -> Resul
         .control
         .group
         .clone();
-    let control = control::serve(&socket, group.as_deref(), state.clone())
+    let (reload_tx, mut reload_requests) = mpsc::channel::<control::ReloadRequest>(4);
+    let control = control::serve(&socket, group.as_deref(), state.clone(), reload_tx)
         .with_context(|| format!("control socket {}", socket.display()))?;
     let metrics = match metrics_listen {
         Some(addr) => Some(
@@ -1324,32 +1344,18 @@ pub async fn run(config: Config, config_path: PathBuf, socket: PathBuf) -> Resul
                 break;
             }
             _ = sighup.recv() => {
-                match reload(&nl, &state).await {
-                    Ok(bgp) => {
-                        info!("SIGHUP: configuration reloaded");
-                        if let Some(r) = bgp {
-                            for peer in r.remove {
-                                speaker.remove_peer(peer).await;
-                            }
-                            for cfg in r.add {
-                                if let Err(e) = speaker.add_peer(cfg) {
-                                    warn!("SIGHUP: BGP peer not added: {e}");
-                                }
-                            }
-                            send_commands(&speaker, r.commands).await;
-                        }
-                    }
-                    Err(e) => warn!("SIGHUP: configuration not reloaded: {e:#}"),
+                match apply_reload(&nl, &state, &mut speaker, &kernel).await {
+                    Ok(summary) => info!(%summary, "SIGHUP: configuration reloaded"),
+                    Err(e) => warn!("SIGHUP: configuration not reloaded: {e}"),
                 }
-                let commands = {
-                    let mut st = state.lock().expect("state lock");
-                    let commands = st.follow_resolution();
-                    for op in st.fib.take_kernel_ops() {
-                        let _ = kernel.send(op);
-                    }
-                    commands
-                };
-                send_commands(&speaker, commands).await;
+            }
+            Some(reply) = reload_requests.recv() => {
+                let result = apply_reload(&nl, &state, &mut speaker, &kernel).await;
+                match &result {
+                    Ok(summary) => info!(%summary, "reload: configuration reloaded"),
+                    Err(e) => warn!("reload: configuration not reloaded: {e}"),
+                }
+                let _ = reply.send(result);
             }
             Some(event) = health_events.recv() => {
                 let commands = {
@@ -1535,6 +1541,98 @@ async fn send_commands(speaker: &Speaker, commands: Vec<(PeerId, BgpCommand)>) {
         if let Some(tx) = speaker.commands(peer) {
             let _ = tx.send(command).await;
         }
+    }
+}
+
+/// Reloads the config file (SIGHUP or `nva reload`): applies it, starts and stops BGP
+/// sessions, follows the new resolution; returns a summary of what changed, or why
+/// nothing did.
+async fn apply_reload(
+    nl: &Netlink,
+    state: &Shared,
+    speaker: &mut Speaker,
+    kernel: &mpsc::UnboundedSender<KernelOp>,
+) -> Result<String, String> {
+    let before = state.lock().expect("state lock").config.clone();
+    let outcome = reload(nl, state).await;
+    let mut failures = Vec::new();
+    if let Ok(Some(r)) = &outcome {
+        for peer in &r.remove {
+            speaker.remove_peer(*peer).await;
+        }
+        for cfg in &r.add {
+            if let Err(e) = speaker.add_peer(cfg.clone()) {
+                failures.push(format!("BGP peer {} not added: {e}", cfg.name));
+            }
+        }
+    }
+    let commands = {
+        let mut st = state.lock().expect("state lock");
+        let commands = st.follow_resolution();
+        for op in st.fib.take_kernel_ops() {
+            let _ = kernel.send(op);
+        }
+        commands
+    };
+    send_commands(speaker, commands).await;
+    match outcome {
+        Err(e) => Err(format!("{e:#}")),
+        Ok(bgp) => {
+            if let Some(r) = bgp {
+                send_commands(speaker, r.commands).await;
+            }
+            let after = state.lock().expect("state lock").config.clone();
+            let summary = config_changes(&before, &after);
+            if failures.is_empty() {
+                Ok(summary)
+            } else {
+                Err(format!("{summary}; but {}", failures.join("; ")))
+            }
+        }
+    }
+}
+
+/// What a reload changed, in a line.
+fn config_changes(old: &Config, new: &Config) -> String {
+    fn diff<T: PartialEq>(old: &[T], new: &[T]) -> (usize, usize) {
+        (
+            new.iter().filter(|x| !old.contains(x)).count(),
+            old.iter().filter(|x| !new.contains(x)).count(),
+        )
+    }
+    let mut parts = Vec::new();
+    let (added, removed) = diff(&old.routes, &new.routes);
+    if added + removed > 0 {
+        parts.push(format!("static routes +{added} -{removed}"));
+    }
+    let (added, removed) = diff(&old.interfaces, &new.interfaces);
+    if added + removed > 0 {
+        parts.push(format!("interfaces +{added} -{removed}"));
+    }
+    let peers = |c: &Config| c.bgp.as_ref().map(|b| b.peers.clone()).unwrap_or_default();
+    let (added, removed) = diff(&peers(old), &peers(new));
+    if added + removed > 0 {
+        parts.push(format!("BGP peers +{added} -{removed}"));
+    }
+    if old.policies != new.policies || old.prefix_lists != new.prefix_lists {
+        parts.push("policies".into());
+    }
+    if old.segments != new.segments || old.segment_rules != new.segment_rules {
+        parts.push("segments".into());
+    }
+    if old.separation != new.separation {
+        parts.push("separation".into());
+    }
+    if old.health != new.health {
+        parts.push("health".into());
+    }
+    if parts.is_empty() && old != new {
+        parts.push("settings".into());
+    }
+    if parts.is_empty() {
+        "reloaded: nothing changed".into()
+    } else {
+        format!("reloaded: {}", parts.join(", "))
     }
 }
 

@@ -1,7 +1,7 @@
 //! The `nva` command: the daemon (`nva run`) and the CLI that talks to it.
 use std::path::PathBuf;
 
-use anyhow::Result;
+use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
 use nva::{
     config::{Config, DEFAULT_SOCKET},
@@ -38,6 +38,9 @@ enum Command {
     },
     /// Daemon status: interfaces, route and next-hop counts.
     Status(ClientArgs),
+    /// Re-read the config file and apply it (what SIGHUP does), and say whether it
+    /// worked and what changed (the service's ExecReload).
+    Reload(ClientArgs),
     /// Per-interface packet counters by reason.
     Stats(ClientArgs),
     /// Installed routes; with an address, the route it matches (like `ip route get`).
@@ -70,8 +73,14 @@ enum Command {
 
 #[derive(Subcommand)]
 enum ConfigCommand {
-    /// Validate a configuration file.
-    Check { file: PathBuf },
+    /// Validate a configuration file: everything `nva run` checks before it touches
+    /// anything, including against this machine (interfaces, next hops).
+    Check {
+        file: PathBuf,
+        /// Only the file itself, not against this machine.
+        #[arg(long)]
+        offline: bool,
+    },
 }
 
 fn main() {
@@ -110,16 +119,24 @@ fn real_main() -> Result<()> {
                 .block_on(daemon::run(config, config_path, socket))
         }
         Command::Config {
-            command: ConfigCommand::Check { file },
+            command: ConfigCommand::Check { file, offline },
         } => {
             let config = Config::from_file(&file)?;
             for w in config.warnings() {
                 println!("warning: {w}");
             }
+            if !offline {
+                tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()?
+                    .block_on(daemon::check_on_host(&config))
+                    .with_context(|| format!("{} on this machine", file.display()))?;
+            }
             println!("{}: ok", file.display());
             Ok(())
         }
         Command::Status(args) => client(&args, "status", print_status),
+        Command::Reload(args) => client(&args, "reload", |d| println!("{}", s(d))),
         Command::Stats(args) => client(&args, "stats", print_stats),
         Command::Routes {
             target,

@@ -375,9 +375,12 @@ impl BgpFeed {
                     st.received += announced.len() as u64;
                 }
                 let mut per_table: [Batch; 2] = Default::default();
+                // A withdrawal goes to both tables: a reload may have changed the
+                // prefix's class since the path was learned (the RIB ignores withdrawals
+                // of paths it does not have).
                 for prefix in withdrawn {
-                    let t = table_index(self.table_for(peer, &prefix, fib));
-                    per_table[t].1.push(prefix);
+                    per_table[0].1.push(prefix);
+                    per_table[1].1.push(prefix);
                 }
                 // The routes of one UPDATE share their next hop: judge it once.
                 let mut judged: Option<(IpAddr, bool)> = None;
@@ -397,7 +400,8 @@ impl BgpFeed {
                         if !ok {
                             // RFC 7606 treat-as-withdraw: it can never be forwarded to.
                             invalid += 1;
-                            per_table[t].1.push(prefix);
+                            per_table[0].1.push(prefix);
+                            per_table[1].1.push(prefix);
                             continue;
                         }
                     }
@@ -410,7 +414,10 @@ impl BgpFeed {
                     match accepted {
                         Some(a) => per_table[t].0.push((prefix, a)),
                         // Rejected: if an earlier version was accepted, it goes.
-                        None => per_table[t].1.push(prefix),
+                        None => {
+                            per_table[0].1.push(prefix);
+                            per_table[1].1.push(prefix);
+                        }
                     }
                 }
                 if invalid > 0

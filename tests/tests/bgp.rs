@@ -915,3 +915,37 @@ nexthops = [{{ via = "{s2}", probe = "icmp" }}]
         r["route"]["nexthops"] == serde_json::json!([s1.to_string()])
     });
 }
+
+/// A withdrawal reaches the table the path is in, even after a reload moved the
+/// prefix to the other class (before, it went to the new class's RIB and the route
+/// stayed installed in the old one for good).
+#[test]
+fn a_withdrawal_after_reclassification_reaches_the_old_table() {
+    if !require_root("a_withdrawal_after_reclassification_reaches_the_old_table") {
+        return;
+    }
+    let _g = serial();
+    let lab = lab(1);
+    let s1 = server_v4(1);
+    let statics = format!(
+        "protocol static doc {{ ipv4; route 203.0.113.0/24 via {s1} {{ bgp_next_hop = {s1}; }}; }}\n"
+    );
+    let rs1 = Bird::start(&lab.rs, &bird_rs("10.0.255.4", &statics, "")).unwrap();
+    let config = nva_config(&peer("rs1", "10.0.255.4", ""), "")
+        .replace("[[interfaces]]\nname = \"s2\"\n", "");
+    let nva = NvaProcess::start(&lab.hub.nva, &config).unwrap();
+    wait_route(&nva, "203.0.113.1", |r| {
+        r["route"]["source"] == "bgp" && r["route"]["table"] == "north-south"
+    });
+    // 203.0.113.0/24 becomes east-west; the path learned before stays where it is.
+    let reclassified = format!("[separation]\neast_west = [\"203.0.113.0/24\"]\n{config}");
+    sighup(&nva, &reclassified);
+    std::thread::sleep(Duration::from_millis(500));
+    rs1.birdc(&["disable", "doc"]);
+    wait_route(&nva, "203.0.113.1@north-south", |r| r["route"].is_null());
+    wait_route(&nva, "203.0.113.1@east-west", |r| r["route"].is_null());
+    assert_eq!(
+        nva.cli(&["bgp", "203.0.113.0/24"]).unwrap(),
+        serde_json::json!([])
+    );
+}

@@ -304,6 +304,30 @@ fn sighup_reload_changes_a_route_without_touching_the_others() {
         .unwrap();
     assert_eq!(r["route"]["action"], "forward");
     assert!(nva.log().contains("interfaces[0].name") || nva.log().contains("name"));
+
+    // `nva reload` (the service's ExecReload) answers: the error and a non-zero exit
+    // for the bad file, then what changed for a good one.
+    let out = nva.cli_raw(&["reload"]).unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("invalid config file") && stderr.contains("name = 42"), "{stderr}");
+    std::fs::write(
+        nva.config_path(),
+        config("[[routes]]\nprefix = \"10.99.0.0/16\"\naction = \"blackhole\"\n"),
+    )
+    .unwrap();
+    let out = nva.cli_raw(&["reload"]).unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("reloaded: static routes +"), "{stdout}");
+    assert_eq!(
+        nva.cli(&["routes", "10.99.1.1"]).unwrap()["route"]["action"],
+        "blackhole"
+    );
 }
 
 /// Sends `request` to the metrics endpoint and returns the whole response.

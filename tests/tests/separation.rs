@@ -201,3 +201,49 @@ fn east_west_north_south_and_segments() {
     assert!(ns_only.iter().all(|r| r["table"] == "north-south"));
     assert!(ns_only.iter().any(|r| r["prefix"] == "0.0.0.0/0"));
 }
+
+/// Reloads never open a window in which a denied segment pair is allowed (before, every
+/// SIGHUP cleared the matrix to "allow" and wrote the denies back): denied traffic
+/// flows during twenty reloads and none of it arrives.
+#[test]
+fn reloads_never_let_a_denied_pair_through() {
+    if !require_root("reloads_never_let_a_denied_pair_through") {
+        return;
+    }
+    let _g = serial();
+    let hub = Hub::build(4).unwrap();
+    let nva = NvaProcess::start(&hub.nva, &config()).unwrap();
+    let prod = UdpSink::start(
+        hub.server(1),
+        &[SocketAddr::new(server_unique_v4(1).into(), 7000)],
+    )
+    .unwrap();
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let flood = {
+        let stop = stop.clone();
+        let dst = SocketAddr::new(server_unique_v4(1).into(), 7000);
+        hub.client.spawn_thread(move || {
+            let s = std::net::UdpSocket::bind("0.0.0.0:0").unwrap();
+            let mut sent = 0u64;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let _ = s.send_to(b"dev->prod", dst);
+                sent += 1;
+            }
+            sent
+        })
+    };
+    for _ in 0..20 {
+        let pid = nva.pid().unwrap().to_string();
+        std::process::Command::new("kill")
+            .args(["-HUP", &pid])
+            .status()
+            .unwrap();
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let sent = flood.join().unwrap();
+    std::thread::sleep(Duration::from_millis(200));
+    assert!(sent > 1000, "{sent} datagrams sent");
+    assert_eq!(prod.count(), 0, "denied datagrams arrived during reloads");
+    assert!(nva.log().matches("configuration reloaded").count() >= 10);
+}
