@@ -141,8 +141,10 @@ pub const NH_RESOLVED: u32 = 2;
 /// `DIR8` for destinations under a prefix longer than /24. One u32 per entry, so every
 /// entry update is a single atomic store and a lookup never sees half a route.
 pub const DIR24_ENTRIES: u32 = 1 << 24;
-/// Number of 256-entry blocks for prefixes longer than /24.
-pub const DIR8_BLOCKS: u32 = 1 << 14;
+/// Default number of 256-entry blocks for prefixes longer than /24 (64 MiB per table):
+/// a full table where 64k /24s hold longer prefixes (links, host routes) fits.
+/// `dataplane.ipv4_fib_blocks` sets it per start.
+pub const DIR8_BLOCKS: u32 = 1 << 16;
 /// Entry bit: the low 24 bits are a DIR8 block index.
 pub const DIR_EXT: u32 = 1 << 31;
 /// Route entries: action in bits 28..30, ECMP group in bits 0..27; 0 = no route.

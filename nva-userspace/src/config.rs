@@ -405,6 +405,11 @@ pub struct Dataplane {
     /// 400k routes of a table as sparse as a uniformly random one, more of a real one).
     #[serde(default)]
     pub ipv6_fib_blocks: Option<u32>,
+    /// Blocks of each DIR-24-8 IPv4 FIB for prefixes longer than /24: one per /24 that
+    /// holds any (1 KiB each; default 65536 = 64 MiB, a full table with 64k such /24s).
+    /// `nva status` shows the blocks in use. Takes effect at start.
+    #[serde(default)]
+    pub ipv4_fib_blocks: Option<u32>,
     /// bpffs directory (e.g. "/sys/fs/bpf/nva") where the XDP attachments, counters and
     /// settings are pinned so that a restarted nva takes over without a forwarding gap
     /// (exit with SIGQUIT to leave forwarding running). Off when absent.
@@ -433,6 +438,7 @@ impl Default for Dataplane {
             ipv6_fib_east_west: Ipv6FibKind::LpmTrie,
             ipv6_fib_north_south: Ipv6FibKind::LpmTrie,
             ipv6_fib_blocks: None,
+            ipv4_fib_blocks: None,
             pin_path: None,
         }
     }
@@ -579,6 +585,11 @@ impl Config {
             && !(1024..=1 << 24).contains(&n)
         {
             bail!("dataplane.ipv6_fib_blocks: {n} is outside 1024..=16777216");
+        }
+        if let Some(n) = self.dataplane.ipv4_fib_blocks
+            && !(16..=1 << 20).contains(&n)
+        {
+            bail!("dataplane.ipv4_fib_blocks: {n} is outside 16..=1048576");
         }
         for (i, p) in self.separation.east_west.iter().enumerate() {
             if p.trunc() != *p {
@@ -1033,5 +1044,40 @@ mod tests {
         let c = Config::parse(GOOD).unwrap();
         assert!(c.resolve.via_default && c.resolve.kernel_routes);
         assert_eq!(c.health.drain_ms, 5000);
+    }
+
+    #[test]
+    fn session_settings_are_checked_before_anything_runs() {
+        let bgp = "[bgp]\nlocal_as = 65001\nrouter_id = \"10.0.1.4\"\n";
+        let peer = |extra: &str| {
+            format!(
+                "{GOOD}\n{bgp}[[bgp.peers]]\nname = \"a\"\naddress = \"10.0.0.9\"\nremote_as = 65002\n{extra}"
+            )
+        };
+        for (extra, field) in [
+            ("hold_time = 2\n", "bgp.peers[0].hold_time"),
+            ("hold_time = 9\nkeepalive = 9\n", "bgp.peers[0].keepalive"),
+            (
+                &format!("md5_password = \"{}\"\n", "k".repeat(81)),
+                "bgp.peers[0].md5_password",
+            ),
+            (
+                "[[bgp.peers]]\nname = \"a\"\naddress = \"10.0.0.10\"\nremote_as = 65003\n",
+                "bgp.peers[1].name",
+            ),
+        ] {
+            let err = error_of(&peer(extra));
+            assert!(err.contains(field), "{err} should name {field}");
+        }
+        assert!(Config::parse(&peer("hold_time = 9\nkeepalive = 3\n")).is_ok());
+        let segments = format!(
+            "{GOOD}\n[[segments]]\nname = \"dev\"\nprefixes = [\"10.1.0.0/16\"]\n\
+             [[segments]]\nname = \"prod\"\nprefixes = [\"10.1.2.0/24\"]\n"
+        );
+        let err = error_of(&segments);
+        assert!(
+            err.contains("segments[1].prefixes[0]") && err.contains("overlaps"),
+            "{err}"
+        );
     }
 }

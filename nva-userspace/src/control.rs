@@ -163,7 +163,7 @@ fn handle(state: &Shared, cmd: &str, arg: Option<&str>) -> Result<Value> {
                     "name": f.name, "ifindex": f.ifindex, "up": f.port.up,
                     "mtu": f.port.mtu, "attached": st.fib.dataplane().attached().any(|i| i == f.ifindex),
                 })).collect::<Vec<_>>(),
-                "routes": {"ipv4": v4, "ipv6": v6},
+                "routes": {"ipv4": v4, "ipv6": v6, "uninstalled": st.fib.failed_count()},
                 "fib": st.fib.dataplane().fib_memory().iter().map(|m| json!({
                     "table": m.table(),
                     "family": m.family(),
@@ -229,6 +229,15 @@ fn handle(state: &Shared, cmd: &str, arg: Option<&str>) -> Result<Value> {
             Ok(value)
         }
         "nexthops" => Ok(serde_json::to_value(st.fib.nexthop_views())?),
+        "uninstalled" => Ok(Value::Array(
+            st.fib
+                .failed_routes()
+                .into_iter()
+                .map(|(table, prefix, why)| {
+                    json!({"table": table.name(), "prefix": prefix, "error": why})
+                })
+                .collect(),
+        )),
         "bgp" => match (st.bgp.as_ref(), arg) {
             (None, _) => Err(anyhow!("BGP is not configured")),
             (Some(feed), None) => Ok(serde_json::to_value(feed.statuses())?),

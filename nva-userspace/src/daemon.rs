@@ -280,6 +280,28 @@ impl State {
     }
 }
 
+impl State {
+    /// Routes that could not be installed are tried again (once a second): room may
+    /// have come back (blocks or groups freed, next hops released).
+    fn retry_failed_routes(&mut self) {
+        if self.bgp.is_some() {
+            let resolver = self.resolver();
+            let ports = self.ports();
+            let State { bgp, fib, .. } = self;
+            if let Some(feed) = bgp.as_mut() {
+                let nh = NextHops {
+                    resolver: &resolver,
+                    ports: &|i| ports.get(&i).cloned(),
+                };
+                if let Err(e) = feed.retry_unapplied(fib, &nh) {
+                    warn!("BGP: retrying routes: {e:#}");
+                }
+            }
+        }
+        self.fib.retry_failed();
+    }
+}
+
 /// Inputs of the BGP feed: session events and graceful-restart timers.
 pub enum BgpEvent {
     Session(crate::bgp::Event),
@@ -1058,6 +1080,7 @@ fn load_options(config: &Config) -> LoadOptions {
             config.dataplane.ipv6_fib_north_south == Ipv6FibKind::Multibit,
         ],
         multibit_blocks: config.dataplane.ipv6_fib_blocks.unwrap_or(0),
+        dir24_blocks: config.dataplane.ipv4_fib_blocks.unwrap_or(0),
         pin_dir: config.dataplane.pin_path.as_ref().map(PathBuf::from),
     }
 }
@@ -1464,7 +1487,14 @@ pub async fn run(config: Config, config_path: PathBuf, socket: PathBuf) -> Resul
                 None => bail!("netlink event stream ended"),
             },
             _ = tick.tick() => {
-                state.lock().expect("state lock").sample_rates();
+                {
+                    let mut st = state.lock().expect("state lock");
+                    st.sample_rates();
+                    st.retry_failed_routes();
+                    for op in st.fib.take_kernel_ops() {
+                        let _ = kernel.send(op);
+                    }
+                }
                 let commands = state.lock().expect("state lock").follow_self_health();
                 send_commands(&speaker, commands).await;
                 // Ask the kernel to resolve next hops we have no MAC for yet; packets

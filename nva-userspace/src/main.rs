@@ -50,6 +50,10 @@ enum Command {
         /// Only this table (east-west or north-south); for an address, look it up there.
         #[arg(long, value_parser = ["east-west", "north-south"])]
         table: Option<String>,
+        /// The routes that could not be installed (a full FIB, group or next-hop table),
+        /// with why; they are retried every second.
+        #[arg(long, conflicts_with_all = ["target", "table"])]
+        uninstalled: bool,
         #[command(flatten)]
         client: ClientArgs,
     },
@@ -139,9 +143,25 @@ fn real_main() -> Result<()> {
         Command::Reload(args) => client(&args, "reload", |d| println!("{}", s(d))),
         Command::Stats(args) => client(&args, "stats", print_stats),
         Command::Routes {
+            uninstalled: true,
+            client: args,
+            ..
+        } => client(&args, "uninstalled", |d| {
+            println!("{:<12} {:<28} ERROR", "TABLE", "PREFIX");
+            for r in items(d) {
+                println!(
+                    "{:<12} {:<28} {}",
+                    s(&r["table"]),
+                    s(&r["prefix"]),
+                    s(&r["error"])
+                );
+            }
+        }),
+        Command::Routes {
             target,
             table,
             client: args,
+            ..
         } => {
             let arg = match (&target, &table) {
                 (Some(t), Some(table)) => Some(format!("{t}@{table}")),

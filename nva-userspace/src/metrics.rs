@@ -393,6 +393,24 @@ pub fn render(st: &State) -> String {
     let _ = writeln!(out, "nva_fib_updates_total {}", fs.updates);
     header(
         &mut out,
+        "nva_routes_uninstalled",
+        "gauge",
+        "Selected routes that could not be installed (see nva routes --uninstalled).",
+    );
+    let _ = writeln!(out, "nva_routes_uninstalled {}", st.fib.failed_count());
+    header(
+        &mut out,
+        "nva_route_install_failures_total",
+        "counter",
+        "Route changes that could not be installed (each retried until it is).",
+    );
+    let _ = writeln!(
+        out,
+        "nva_route_install_failures_total {}",
+        fs.install_failures
+    );
+    header(
+        &mut out,
         "nva_fib_update_seconds_total",
         "counter",
         "Time spent writing route changes to the data plane maps.",

@@ -96,6 +96,9 @@ pub struct BgpFeed {
     aggregates: Vec<(config::Aggregate, HashSet<IpNet>)>,
     /// Per peer: prefixes held back by its `max_announce`.
     suppressed: HashMap<PeerId, HashSet<IpNet>>,
+    /// Selected routes none of whose next hops could be written (a full next-hop
+    /// table): tried again by `retry_unapplied`.
+    unapplied: HashSet<(Table, IpNet)>,
 }
 
 impl PeerStatus {
@@ -182,6 +185,7 @@ impl BgpFeed {
             tracker: Tracker::default(),
             aggregates: Vec::new(),
             suppressed: HashMap::new(),
+            unapplied: HashSet::new(),
             peers,
             config: bgp,
         };
@@ -756,6 +760,19 @@ impl BgpFeed {
         Ok(commands)
     }
 
+    /// Applies again the selected routes that could not be written (see `unapplied`).
+    pub fn retry_unapplied(&mut self, fib: &mut Fib, nh: &NextHops) -> Result<()> {
+        if self.unapplied.is_empty() {
+            return Ok(());
+        }
+        let keys: Vec<(Table, IpNet)> = self.unapplied.drain().collect();
+        let changes: Vec<(Table, RibChange)> = keys
+            .into_iter()
+            .filter_map(|(t, p)| Some((t, self.ribs[table_index(t)].selection(&p)?)))
+            .collect();
+        self.apply_changes(&changes, fib, nh)
+    }
+
     /// Writes RIB changes into the FIB: each best path's ECMP next hops become one group.
     fn apply_changes(
         &mut self,
@@ -783,9 +800,12 @@ impl BgpFeed {
                                     let Some(port) = (nh.ports)(key.ifindex) else {
                                         continue;
                                     };
-                                    let id = fib.nexthop(*key, &port)?;
-                                    if !ids.contains(&id) {
-                                        ids.push(id);
+                                    // A full next-hop table fails this next hop alone; the
+                                    // route goes over the others (retried later if none).
+                                    match fib.nexthop(*key, &port) {
+                                        Ok(id) if !ids.contains(&id) => ids.push(id),
+                                        Ok(_) => {}
+                                        Err(e) => warn!(next_hop = %key.via, "BGP: {e:#}"),
                                     }
                                 }
                             }
@@ -796,10 +816,15 @@ impl BgpFeed {
                         }
                     };
                     let Some(target) = target else {
-                        // No next hop we can reach: not in the data plane.
+                        // No next hop we can reach: not in the data plane (retried when
+                        // a resolution or the next-hop table changes).
                         fib.remove_route_in(*table, *prefix, Source::Bgp)?;
+                        if !nexthops.is_empty() {
+                            self.unapplied.insert((*table, *prefix));
+                        }
                         continue;
                     };
+                    self.unapplied.remove(&(*table, *prefix));
                     fib.set_route_in(*table, *prefix, Source::Bgp, target)?;
                 }
                 RibChange::Removed { prefix } => {

@@ -949,3 +949,93 @@ fn a_withdrawal_after_reclassification_reaches_the_old_table() {
         serde_json::json!([])
     );
 }
+
+/// A route that cannot be installed fails alone: with 16 DIR-24-8 blocks for prefixes
+/// longer than /24, 40 host routes in distinct /24s and 10 /24s arrive in the same
+/// UPDATEs; every /24 and 16 host routes are installed, the other 24 are listed as
+/// uninstalled, and they are retried once blocks are freed (before, the first failure
+/// aborted the rest of its UPDATE).
+#[test]
+fn a_route_that_does_not_fit_fails_alone_and_is_retried() {
+    if !require_root("a_route_that_does_not_fit_fails_alone_and_is_retried") {
+        return;
+    }
+    let _g = serial();
+    let lab = lab(1);
+    let s1 = server_v4(1);
+    let hosts = |from: u32, to: u32| {
+        (from..to)
+            .map(|k| format!("route 198.18.{k}.1/32 via {s1} {{ bgp_next_hop = {s1}; }};"))
+            .collect::<Vec<_>>()
+            .join("\n")
+    };
+    let nets = (100..110)
+        .map(|k| format!("route 198.18.{k}.0/24 via {s1} {{ bgp_next_hop = {s1}; }};"))
+        .collect::<Vec<_>>()
+        .join("\n");
+    let statics = format!(
+        "protocol static a {{ ipv4;\n{}\n{nets}\n}}\nprotocol static b {{ ipv4;\n{}\n}}\n",
+        hosts(0, 20),
+        hosts(20, 40)
+    );
+    let rs1 = Bird::start(&lab.rs, &bird_rs("10.0.255.4", &statics, "")).unwrap();
+    let config = format!(
+        "[dataplane]\nipv4_fib_north_south = \"dir-24-8\"\nipv4_fib_blocks = 16\n{}",
+        nva_config(&peer("rs1", "10.0.255.4", ""), "")
+            .replace("[[interfaces]]\nname = \"s2\"\n", "")
+    );
+    let nva = NvaProcess::start(&lab.hub.nva, &config).unwrap();
+    let uninstalled = || {
+        nva.cli(&["routes", "--uninstalled"])
+            .unwrap()
+            .as_array()
+            .unwrap()
+            .clone()
+    };
+    // Every route settles: installed, or listed (nva's own /32s take a few blocks too).
+    let hosts_in = || {
+        (0..40)
+            .filter(|k| {
+                route(&nva, &format!("198.18.{k}.1"))["route"]["prefix"]
+                    == format!("198.18.{k}.1/32")
+            })
+            .count()
+    };
+    wait_until(WAIT, Duration::from_millis(200), || {
+        Ok(uninstalled().len() + hosts_in() == 40 && !uninstalled().is_empty())
+    })
+    .unwrap_or_else(|e| panic!("{e:#}: {:?}\n{}", uninstalled(), nva.log()));
+    let fit = hosts_in();
+    assert!((8..20).contains(&fit), "{fit} host routes fit");
+    for k in 100..110 {
+        let r = route(&nva, &format!("198.18.{k}.5"));
+        assert_eq!(r["route"]["prefix"], format!("198.18.{k}.0/24"), "{r}");
+    }
+    assert!(
+        uninstalled()[0]["error"]
+            .as_str()
+            .unwrap()
+            .contains("ipv4_fib_blocks"),
+        "{:?}",
+        uninstalled()
+    );
+    let status = nva.cli(&["status"]).unwrap();
+    assert_eq!(status["routes"]["uninstalled"], 40 - fit, "{status}");
+    // Protocol a's 20 host routes go: their blocks are freed and b's are retried into
+    // them (as many as fit; the rest stay listed).
+    rs1.birdc(&["disable", "a"]);
+    wait_until(WAIT, Duration::from_millis(200), || {
+        let u = uninstalled();
+        Ok(u.len() == 20 - fit
+            && u.iter().all(|r| {
+                let p = r["prefix"].as_str().unwrap_or("");
+                let third: u32 = p
+                    .split('.')
+                    .nth(2)
+                    .and_then(|x| x.parse().ok())
+                    .unwrap_or(0);
+                (20..40).contains(&third)
+            }))
+    })
+    .unwrap_or_else(|e| panic!("{e:#} (fit {fit}): {:?}\n{}", uninstalled(), nva.log()));
+}

@@ -310,7 +310,10 @@ fn sighup_reload_changes_a_route_without_touching_the_others() {
     let out = nva.cli_raw(&["reload"]).unwrap();
     assert!(!out.status.success());
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(stderr.contains("invalid config file") && stderr.contains("name = 42"), "{stderr}");
+    assert!(
+        stderr.contains("invalid config file") && stderr.contains("name = 42"),
+        "{stderr}"
+    );
     std::fs::write(
         nva.config_path(),
         config("[[routes]]\nprefix = \"10.99.0.0/16\"\naction = \"blackhole\"\n"),

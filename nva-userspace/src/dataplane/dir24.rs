@@ -10,7 +10,7 @@ use std::collections::VecDeque;
 
 use anyhow::{Result, bail};
 use ipnet::Ipv4Net;
-use nva_common::{DIR_EXT, DIR8_BLOCKS, DIR24_ENTRIES};
+use nva_common::{DIR_EXT, DIR24_ENTRIES};
 
 pub use super::cells::{Cells, MmapCells};
 use super::routes::{Prefix, Routes};
@@ -27,21 +27,29 @@ pub struct Dir24<C: Cells> {
     /// Free blocks, reused oldest first: a lookup that read the pointer to a block just
     /// before it was freed still finds the block's last (still correct) entries.
     free_blocks: VecDeque<u32>,
+    /// Blocks in `tbl8`.
+    blocks: u32,
     routes: Routes<Ipv4Net>,
 }
 
 impl<C: Cells> Dir24<C> {
-    /// `tbl24` must hold DIR24_ENTRIES cells and `tbl8` DIR8_BLOCKS * 256, all zero.
-    pub fn new(tbl24: C, tbl8: C) -> Self {
+    /// `tbl24` must hold DIR24_ENTRIES cells and `tbl8` `blocks` * 256, all zero.
+    pub fn new(tbl24: C, tbl8: C, blocks: u32) -> Self {
         Self {
             tbl24,
             tbl8,
             depth24: vec![0; DIR24_ENTRIES as usize],
-            depth8: vec![0; DIR8_BLOCKS as usize * 256],
-            block_routes: vec![0; DIR8_BLOCKS as usize],
-            free_blocks: (0..DIR8_BLOCKS).collect(),
+            depth8: vec![0; blocks as usize * 256],
+            block_routes: vec![0; blocks as usize],
+            free_blocks: (0..blocks).collect(),
+            blocks,
             routes: Routes::default(),
         }
+    }
+
+    /// Blocks in all.
+    pub fn blocks_total(&self) -> usize {
+        self.blocks as usize
     }
 
     pub fn len(&self) -> usize {
@@ -54,7 +62,7 @@ impl<C: Cells> Dir24<C> {
 
     /// Blocks in use for prefixes longer than /24.
     pub fn blocks_used(&self) -> usize {
-        DIR8_BLOCKS as usize - self.free_blocks.len()
+        self.blocks as usize - self.free_blocks.len()
     }
 
     /// Inserts or replaces `prefix` with the (non-zero, non-extended) entry `value`.
@@ -155,7 +163,11 @@ impl<C: Cells> Dir24<C> {
             return Ok((entry & !DIR_EXT) as usize);
         }
         let Some(block) = self.free_blocks.pop_front() else {
-            bail!("DIR-24-8: all {DIR8_BLOCKS} blocks for prefixes longer than /24 are in use");
+            bail!(
+                "DIR-24-8: all {} blocks for prefixes longer than /24 are in use \
+                 (dataplane.ipv4_fib_blocks)",
+                self.blocks
+            );
         };
         let block = block as usize;
         for j in block * 256..block * 256 + 256 {
@@ -190,11 +202,13 @@ mod tests {
 
     use super::*;
     use crate::dataplane::testing::{Rng, assert_lookups_stay_valid, churn_routes, reference};
+    use nva_common::DIR8_BLOCKS;
 
     fn table() -> Dir24<Vec<u32>> {
         Dir24::new(
             vec![0; DIR24_ENTRIES as usize],
             vec![0; DIR8_BLOCKS as usize * 256],
+            DIR8_BLOCKS,
         )
     }
 
@@ -247,7 +261,7 @@ mod tests {
             SharedCells::new(DIR24_ENTRIES as usize),
             SharedCells::new(DIR8_BLOCKS as usize * 256),
         );
-        let mut t = Dir24::new(tbl24.clone(), tbl8.clone());
+        let mut t = Dir24::new(tbl24.clone(), tbl8.clone(), DIR8_BLOCKS);
         t.insert("10.0.0.0/8".parse().unwrap(), 1).unwrap();
         // Addresses in 10.0.0.0/12 so that readers and the writer's prefixes meet often.
         let addr = |r: u64| Ipv4Addr::from(0x0a00_0000 | (r as u32 & 0x000f_ffff));

@@ -48,6 +48,8 @@ pub struct LoadOptions {
     pub multibit_ipv6: [bool; 2],
     /// Blocks of each multibit trie (0: `MBT6_BLOCKS`).
     pub multibit_blocks: u32,
+    /// DIR-24-8 blocks for prefixes longer than /24 per table (0: `DIR8_BLOCKS`).
+    pub dir24_blocks: u32,
     /// bpffs directory for the state that outlives the process: the XDP links (so
     /// forwarding goes on while nva restarts), the counters, and the settings (so a
     /// restart keeps the ECMP hash seed). None: nothing outlives the process.
@@ -219,7 +221,11 @@ impl Dataplane {
             n => n.max(MBT6_LEVELS_MIN),
         };
         // u32 cells of each array of the mmap-written FIBs.
-        let dir_lens = (DIR24_ENTRIES, DIR8_BLOCKS * 256);
+        let dir_blocks = match options.dir24_blocks {
+            0 => DIR8_BLOCKS,
+            n => n,
+        };
+        let dir_lens = (DIR24_ENTRIES, dir_blocks * 256);
         let mbt_lens = (MBT6_ROOT_ENTRIES, mbt_blocks * MBT6_BLOCK);
         for c in 0..2 {
             for (used, names, lens) in [
@@ -251,7 +257,7 @@ impl Dataplane {
             if let Some((t24, t8)) =
                 map_pair(&mut ebpf, DIR24_MAPS[c], dir_lens, used, &mut dir_maps)?
             {
-                dir24[c] = Some(Dir24::new(t24, t8));
+                dir24[c] = Some(Dir24::new(t24, t8, dir_blocks));
             }
             let used = options.multibit_ipv6[c];
             if let Some((r, n)) = map_pair(&mut ebpf, MBT6_MAPS[c], mbt_lens, used, &mut dir_maps)?
@@ -459,7 +465,7 @@ impl Dataplane {
                     ipv6: false,
                     structure: "dir-24-8",
                     kernel_bytes: fast(tbl24) + fast(tbl8),
-                    blocks: Some((d.blocks_used(), DIR8_BLOCKS as usize)),
+                    blocks: Some((d.blocks_used(), d.blocks_total())),
                 },
                 None => FibMemory {
                     class,

@@ -267,6 +267,10 @@ pub struct Fib {
     keep_dead_routes: bool,
     /// Mirror BGP routes into the kernel.
     mirror_bgp: bool,
+    /// Routes that could not be installed, with why (see `settle`).
+    failed: std::collections::HashMap<(Table, IpNet), String>,
+    /// When a failure was last logged.
+    failure_logged: Option<std::time::Instant>,
 }
 
 /// How much work route changes cost (for metrics).
@@ -278,6 +282,8 @@ pub struct FibStats {
     pub seconds: f64,
     /// Longest single change.
     pub max_seconds: f64,
+    /// Route changes that could not be installed (each retried later).
+    pub install_failures: u64,
 }
 
 impl Fib {
@@ -295,6 +301,8 @@ impl Fib {
             stats: FibStats::default(),
             keep_dead_routes: false,
             mirror_bgp: true,
+            failed: std::collections::HashMap::new(),
+            failure_logged: None,
         }
     }
 
@@ -445,7 +453,8 @@ impl Fib {
             .insert(source, target);
         let result = self.reinstall(table, prefix);
         self.release_target(old)?;
-        result
+        self.settle(table, prefix, result);
+        Ok(())
     }
 
     /// Withdraws the routes of `source` for `prefix` from every table; another
@@ -468,7 +477,82 @@ impl Fib {
         };
         let result = self.reinstall(table, prefix);
         self.release_target(Some(removed))?;
-        result
+        self.settle(table, prefix, result);
+        Ok(())
+    }
+
+    /// Records how installing a prefix went. A route that cannot be installed (a full
+    /// DIR-24-8 or multibit FIB, a full group table, a map error) fails on its own: it
+    /// is listed (`nva routes --uninstalled`), counted, logged (at most every 10 s) and
+    /// retried by `retry_failed` until room comes back; other routes go on.
+    fn settle(&mut self, table: Table, prefix: IpNet, result: Result<()>) {
+        let key = (table, prefix);
+        match result {
+            Ok(()) => {
+                self.failed.remove(&key);
+            }
+            Err(e) => {
+                self.stats.install_failures += 1;
+                let now = std::time::Instant::now();
+                if self
+                    .failure_logged
+                    .is_none_or(|t| now.duration_since(t) >= std::time::Duration::from_secs(10))
+                {
+                    self.failure_logged = Some(now);
+                    tracing::warn!(
+                        failed_routes = self.failed.len() + 1,
+                        "FIB: a route could not be installed (listed by `nva routes --uninstalled`, retried): {e:#}"
+                    );
+                }
+                self.failed.insert(key, format!("{e:#}"));
+            }
+        }
+    }
+
+    /// Tries the routes that could not be installed again (after room was freed).
+    /// Returns how many are installed now.
+    pub fn retry_failed(&mut self) -> usize {
+        if self.failed.is_empty() {
+            return 0;
+        }
+        let keys: Vec<(Table, IpNet)> = self.failed.keys().copied().collect();
+        let mut done = 0;
+        for (table, prefix) in keys {
+            if !self.entries.contains_key(&(table, prefix)) {
+                self.failed.remove(&(table, prefix));
+                continue;
+            }
+            let result = self.reinstall(table, prefix);
+            let ok = result.is_ok();
+            self.settle(table, prefix, result);
+            if ok {
+                done += 1;
+            }
+        }
+        if done > 0 {
+            tracing::info!(
+                installed = done,
+                left = self.failed.len(),
+                "FIB: routes that had failed are installed now"
+            );
+        }
+        done
+    }
+
+    /// How many routes could not be installed.
+    pub fn failed_count(&self) -> usize {
+        self.failed.len()
+    }
+
+    /// Routes that could not be installed: (table, prefix, why).
+    pub fn failed_routes(&self) -> Vec<(Table, IpNet, String)> {
+        let mut out: Vec<_> = self
+            .failed
+            .iter()
+            .map(|((t, p), why)| (*t, *p, why.clone()))
+            .collect();
+        out.sort_by_key(|(t, p, _)| (*t, *p));
+        out
     }
 
     /// (table, prefix) pairs a source currently has routes for.
@@ -791,7 +875,8 @@ impl Fib {
             .map(|(k, _)| *k)
             .collect();
         for (table, prefix) in keys {
-            self.reinstall(table, prefix)?;
+            let result = self.reinstall(table, prefix);
+            self.settle(table, prefix, result);
         }
         Ok(())
     }
