@@ -150,6 +150,10 @@ pub struct BgpPeer {
     pub max_announce: Option<usize>,
     #[serde(default)]
     pub max_prefix_action: MaxPrefixAction,
+    /// After a max-prefix teardown, start the session again after this many seconds
+    /// (default: stay down until `nva bgp clear PEER` or a restart).
+    #[serde(default)]
+    pub max_prefix_restart: Option<u16>,
     /// Only accept the peer's connections (needs `bgp.listen`).
     #[serde(default)]
     pub passive: bool,

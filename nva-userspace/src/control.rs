@@ -62,9 +62,18 @@ fn restrict(path: &Path, group: Option<&str>) -> Result<()> {
         .with_context(|| format!("chmod {}", path.display()))
 }
 
-/// A reload asked for over the socket: the daemon's main loop applies the file and
-/// answers with a summary of what changed, or why nothing did.
-pub type ReloadRequest = tokio::sync::oneshot::Sender<Result<String, String>>;
+/// What only the daemon's main loop can do (it owns the BGP speaker): asked for over the
+/// socket, answered with a summary or why it failed.
+pub enum Action {
+    /// Apply the config file (what SIGHUP does).
+    Reload,
+    /// Restart a BGP session (`soft`: ask the peer for its routes again and re-announce
+    /// ours, keeping the session).
+    ClearPeer { peer: String, soft: bool },
+}
+
+/// An action and where its answer goes.
+pub type ActionRequest = (Action, tokio::sync::oneshot::Sender<Result<String, String>>);
 
 /// Starts serving on `path` (replacing a stale socket file), usable by root and, when
 /// given, by `group`. `reload` reaches the main loop.
@@ -72,7 +81,7 @@ pub fn serve(
     path: &Path,
     group: Option<&str>,
     state: Shared,
-    reload: tokio::sync::mpsc::Sender<ReloadRequest>,
+    actions: tokio::sync::mpsc::Sender<ActionRequest>,
 ) -> Result<JoinHandle<()>> {
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
@@ -97,7 +106,7 @@ pub fn serve(
                 continue;
             };
             let state = state.clone();
-            let reload = reload.clone();
+            let actions = actions.clone();
             tokio::spawn(async move {
                 let _slot = slot;
                 let (read, mut write) = stream.into_split();
@@ -118,9 +127,20 @@ pub fn serve(
                         break;
                     }
                     let reply = match serde_json::from_slice::<Request>(&line) {
-                        Ok(req) if req.cmd == "reload" => {
+                        Ok(req) if req.cmd == "reload" || req.cmd == "bgp-clear" => {
+                            let action = match (req.cmd.as_str(), req.arg) {
+                                ("reload", _) => Action::Reload,
+                                (_, arg) => {
+                                    let arg = arg.unwrap_or_default();
+                                    let (peer, soft) = match arg.strip_suffix(" soft") {
+                                        Some(p) => (p.to_string(), true),
+                                        None => (arg, false),
+                                    };
+                                    Action::ClearPeer { peer, soft }
+                                }
+                            };
                             let (tx, rx) = tokio::sync::oneshot::channel();
-                            let result = match reload.send(tx).await {
+                            let result = match actions.send((action, tx)).await {
                                 Ok(()) => {
                                     rx.await.unwrap_or_else(|_| Err("nva is stopping".into()))
                                 }

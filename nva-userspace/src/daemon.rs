@@ -302,6 +302,48 @@ impl State {
     }
 }
 
+/// Graceful-restart timers, one generation per restart of a peer: a timer belongs to
+/// the restart that armed it, so an earlier restart's timer never sweeps the paths a
+/// later restart keeps.
+#[derive(Debug, Default)]
+struct RestartTimers(HashMap<PeerId, u64>);
+
+impl RestartTimers {
+    /// A restart of `peer` began: returns its generation.
+    fn arm(&mut self, peer: PeerId) -> u64 {
+        let g = self.0.entry(peer).or_default();
+        *g += 1;
+        *g
+    }
+
+    /// Whether the timer of `generation` is the current restart's.
+    fn expired(&self, peer: PeerId, generation: u64) -> bool {
+        self.0.get(&peer) == Some(&generation)
+    }
+}
+
+#[cfg(test)]
+mod restart_timer_tests {
+    use super::RestartTimers;
+
+    #[test]
+    fn a_timer_of_an_earlier_restart_does_not_sweep() {
+        let peer = "10.0.255.4".parse().unwrap();
+        let other = "10.0.255.5".parse().unwrap();
+        let mut t = RestartTimers::default();
+        let first = t.arm(peer);
+        let o = t.arm(other);
+        assert!(t.expired(peer, first));
+        let second = t.arm(peer);
+        assert!(
+            !t.expired(peer, first),
+            "the first restart's timer is stale"
+        );
+        assert!(t.expired(peer, second));
+        assert!(t.expired(other, o));
+    }
+}
+
 /// Inputs of the BGP feed: session events and graceful-restart timers.
 pub enum BgpEvent {
     Session(crate::bgp::Event),
@@ -1288,8 +1330,8 @@ pub async fn run(config: Config, config_path: PathBuf, socket: PathBuf) -> Resul
         .control
         .group
         .clone();
-    let (reload_tx, mut reload_requests) = mpsc::channel::<control::ReloadRequest>(4);
-    let control = control::serve(&socket, group.as_deref(), state.clone(), reload_tx)
+    let (action_tx, mut actions) = mpsc::channel::<control::ActionRequest>(4);
+    let control = control::serve(&socket, group.as_deref(), state.clone(), action_tx)
         .with_context(|| format!("control socket {}", socket.display()))?;
     let metrics = match metrics_listen {
         Some(addr) => Some(
@@ -1302,7 +1344,8 @@ pub async fn run(config: Config, config_path: PathBuf, socket: PathBuf) -> Resul
 
     // BGP: sessions run on their own tasks; their events come back here.
     let (session_tx, mut session_rx) = mpsc::channel::<SessionEvent>(1024);
-    let (sweep_tx, mut sweep_rx) = mpsc::unbounded_channel::<PeerId>();
+    let (sweep_tx, mut sweep_rx) = mpsc::unbounded_channel::<(PeerId, u64)>();
+    let mut restarts = RestartTimers::default();
     let mut speaker = Speaker::new(session_tx);
     let initial = {
         let mut st = state.lock().expect("state lock");
@@ -1372,12 +1415,20 @@ pub async fn run(config: Config, config_path: PathBuf, socket: PathBuf) -> Resul
                     Err(e) => warn!("SIGHUP: configuration not reloaded: {e}"),
                 }
             }
-            Some(reply) = reload_requests.recv() => {
-                let result = apply_reload(&nl, &state, &mut speaker, &kernel).await;
-                match &result {
-                    Ok(summary) => info!(%summary, "reload: configuration reloaded"),
-                    Err(e) => warn!("reload: configuration not reloaded: {e}"),
-                }
+            Some((action, reply)) = actions.recv() => {
+                let result = match action {
+                    control::Action::Reload => {
+                        let result = apply_reload(&nl, &state, &mut speaker, &kernel).await;
+                        match &result {
+                            Ok(summary) => info!(%summary, "reload: configuration reloaded"),
+                            Err(e) => warn!("reload: configuration not reloaded: {e}"),
+                        }
+                        result
+                    }
+                    control::Action::ClearPeer { peer, soft } => {
+                        clear_peer(&state, &mut speaker, &peer, soft).await
+                    }
+                };
                 let _ = reply.send(result);
             }
             Some(event) = health_events.recv() => {
@@ -1447,13 +1498,18 @@ pub async fn run(config: Config, config_path: PathBuf, socket: PathBuf) -> Resul
                 }
                 if let Some((peer, after)) = stale {
                     let tx = sweep_tx.clone();
+                    let generation = restarts.arm(peer);
                     tokio::spawn(async move {
                         tokio::time::sleep(after).await;
-                        let _ = tx.send(peer);
+                        let _ = tx.send((peer, generation));
                     });
                 }
             }
-            Some(peer) = sweep_rx.recv() => {
+            Some((peer, generation)) = sweep_rx.recv() => {
+                if !restarts.expired(peer, generation) {
+                    // The timer of an earlier restart: a later one has its own.
+                    continue;
+                }
                 let commands = {
                     let mut st = state.lock().expect("state lock");
                     let commands = st.bgp_event(BgpEvent::SweepStale(peer));
@@ -1487,13 +1543,24 @@ pub async fn run(config: Config, config_path: PathBuf, socket: PathBuf) -> Resul
                 None => bail!("netlink event stream ended"),
             },
             _ = tick.tick() => {
-                {
+                let due = {
                     let mut st = state.lock().expect("state lock");
                     st.sample_rates();
                     st.retry_failed_routes();
                     for op in st.fib.take_kernel_ops() {
                         let _ = kernel.send(op);
                     }
+                    st.bgp.as_mut().map(|feed| {
+                        let configs = feed.session_configs();
+                        feed.due_restarts()
+                            .into_iter()
+                            .filter_map(|p| configs.iter().find(|c| c.remote_addr == p).cloned())
+                            .collect::<Vec<_>>()
+                    })
+                };
+                for config in due.unwrap_or_default() {
+                    info!(peer = %config.name, "BGP: max-prefix restart timer: starting the session again");
+                    restart_session(&state, &mut speaker, config.remote_addr, config).await;
                 }
                 let commands = state.lock().expect("state lock").follow_self_health();
                 send_commands(&speaker, commands).await;
@@ -1572,6 +1639,65 @@ async fn send_commands(speaker: &Speaker, commands: Vec<(PeerId, BgpCommand)>) {
             let _ = tx.send(command).await;
         }
     }
+}
+
+/// `nva bgp clear PEER [--soft]`: restarts the session (a hard clear, e.g. after a
+/// max-prefix teardown), or asks the peer for its routes again and re-announces ours.
+async fn clear_peer(
+    state: &Shared,
+    speaker: &mut Speaker,
+    name: &str,
+    soft: bool,
+) -> Result<String, String> {
+    let (id, config, commands) = {
+        let mut st = state.lock().expect("state lock");
+        let Some(feed) = st.bgp.as_mut() else {
+            return Err("BGP is not configured".into());
+        };
+        let Some(id) = feed.peer_by_name_or_address(name) else {
+            return Err(format!("no BGP peer {name:?}"));
+        };
+        let config = feed
+            .session_configs()
+            .into_iter()
+            .find(|c| c.remote_addr == id);
+        let commands = if soft { feed.export_all() } else { Vec::new() };
+        (id, config, commands)
+    };
+    if soft {
+        send_commands(speaker, vec![(id, BgpCommand::RouteRefresh)]).await;
+        send_commands(speaker, commands).await;
+        return Ok(format!(
+            "soft clear of {name}: route refresh sent, announcements sent again"
+        ));
+    }
+    let Some(config) = config else {
+        return Err(format!("no session configuration for {name:?}"));
+    };
+    restart_session(state, speaker, id, config).await;
+    Ok(format!("session with {name} restarted"))
+}
+
+/// Stops a BGP session and starts it afresh (its routes go, then come back with it).
+async fn restart_session(
+    state: &Shared,
+    speaker: &mut Speaker,
+    peer: PeerId,
+    config: crate::bgp::PeerConfig,
+) {
+    speaker.remove_peer(peer).await;
+    if let Err(e) = speaker.add_peer(config) {
+        warn!(%peer, "BGP: session not restarted: {e}");
+        return;
+    }
+    let commands = state
+        .lock()
+        .expect("state lock")
+        .bgp
+        .as_mut()
+        .map(|feed| feed.session_restarted(peer))
+        .unwrap_or_default();
+    send_commands(speaker, commands).await;
 }
 
 /// Reloads the config file (SIGHUP or `nva reload`): applies it, starts and stops BGP

@@ -63,8 +63,15 @@ enum Command {
     Health(ClientArgs),
     /// BGP peers: state, uptime, prefixes received/accepted/announced; with a prefix,
     /// the paths the RIB holds for it.
+    /// BGP peers; `nva bgp PREFIX`: the paths for a prefix; `nva bgp clear PEER
+    /// [--soft]`: restart a session (soft: ask for its routes again, keep the session).
     Bgp {
         prefix: Option<String>,
+        /// The peer (name or address) for `clear`.
+        peer: Option<String>,
+        /// With `clear`: a route refresh and our announcements again, no session reset.
+        #[arg(long)]
+        soft: bool,
         #[command(flatten)]
         client: ClientArgs,
     },
@@ -184,8 +191,20 @@ fn real_main() -> Result<()> {
         Command::Nexthops(args) => client(&args, "nexthops", print_nexthops),
         Command::Health(args) => client(&args, "health", print_health),
         Command::Bgp {
+            prefix: Some(clear),
+            peer: Some(peer),
+            soft,
+            client: args,
+        } if clear == "clear" => {
+            let arg = if soft { format!("{peer} soft") } else { peer };
+            let data = control::request_with(&args.socket, "bgp-clear", Some(&arg))?;
+            println!("{}", s(&data));
+            Ok(())
+        }
+        Command::Bgp {
             prefix,
             client: args,
+            ..
         } => {
             let data = control::request_with(&args.socket, "bgp", prefix.as_deref())?;
             if args.json {

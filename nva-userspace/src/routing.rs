@@ -99,6 +99,8 @@ pub struct BgpFeed {
     /// Selected routes none of whose next hops could be written (a full next-hop
     /// table): tried again by `retry_unapplied`.
     unapplied: HashSet<(Table, IpNet)>,
+    /// Peers torn down by max-prefix with a restart timer: when to start them again.
+    restarts: HashMap<PeerId, Instant>,
 }
 
 impl PeerStatus {
@@ -186,6 +188,7 @@ impl BgpFeed {
             aggregates: Vec::new(),
             suppressed: HashMap::new(),
             unapplied: HashSet::new(),
+            restarts: HashMap::new(),
             peers,
             config: bgp,
         };
@@ -482,6 +485,14 @@ impl BgpFeed {
                 }
                 if teardown {
                     commands.push((peer, Command::Stop(Notification::cease(1))));
+                    if let Some(secs) = self
+                        .peer_configs
+                        .get(&peer)
+                        .and_then(|p| p.max_prefix_restart)
+                    {
+                        self.restarts
+                            .insert(peer, Instant::now() + Duration::from_secs(u64::from(secs)));
+                    }
                     changes.extend(self.drop_peer(peer, "maximum number of prefixes reached"));
                 }
             }
@@ -833,6 +844,41 @@ impl BgpFeed {
             }
         }
         Ok(())
+    }
+
+    /// The peer named `name` (or with that address).
+    pub fn peer_by_name_or_address(&self, name: &str) -> Option<PeerId> {
+        self.peers
+            .iter()
+            .find(|(id, st)| st.name == name || id.to_string() == name)
+            .map(|(id, _)| *id)
+    }
+
+    /// Peers whose max-prefix restart timer has run out (taken: the caller restarts them).
+    pub fn due_restarts(&mut self) -> Vec<PeerId> {
+        let now = Instant::now();
+        let due: Vec<PeerId> = self
+            .restarts
+            .iter()
+            .filter(|(_, at)| **at <= now)
+            .map(|(p, _)| *p)
+            .collect();
+        for p in &due {
+            self.restarts.remove(p);
+        }
+        due
+    }
+
+    /// A fresh session task replaced the peer's: it knows nothing of what we announced,
+    /// so everything is announced again (and the max-prefix state is reset).
+    pub fn session_restarted(&mut self, peer: PeerId) -> Vec<(PeerId, Command)> {
+        self.exported.remove(&peer);
+        self.suppressed.remove(&peer);
+        self.restarts.remove(&peer);
+        if let Some(st) = self.peers.get_mut(&peer) {
+            st.max_prefix_reached = false;
+        }
+        self.export_all()
     }
 
     /// A peer's Established status for the self-health and CLI.

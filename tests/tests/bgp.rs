@@ -1039,3 +1039,69 @@ fn a_route_that_does_not_fit_fails_alone_and_is_retried() {
     })
     .unwrap_or_else(|e| panic!("{e:#} (fit {fit}): {:?}\n{}", uninstalled(), nva.log()));
 }
+
+/// A peer torn down by max-prefix comes back by itself after `max_prefix_restart` (it
+/// stayed down until nva restarted before), and `nva bgp clear` restarts a session or,
+/// with `--soft`, asks for its routes again without one.
+#[test]
+fn max_prefix_restart_and_bgp_clear() {
+    if !require_root("max_prefix_restart_and_bgp_clear") {
+        return;
+    }
+    let _g = serial();
+    let lab = lab(1);
+    let s1 = server_v4(1);
+    let route = |k: u32| format!("route 10.230.{k}.0/24 via {s1} {{ bgp_next_hop = {s1}; }};");
+    let statics = format!(
+        "protocol static two {{ ipv4; {} {} }}\nprotocol static extra {{ ipv4; {} }}\n",
+        route(1),
+        route(2),
+        route(3)
+    );
+    let rs1 = Bird::start(&lab.rs, &bird_rs("10.0.255.4", &statics, "")).unwrap();
+    let config = nva_config(
+        &peer(
+            "rs1",
+            "10.0.255.4",
+            "max_prefix = 2\nmax_prefix_action = \"teardown\"\nmax_prefix_restart = 2",
+        ),
+        "",
+    )
+    .replace("[[interfaces]]\nname = \"s2\"\n", "");
+    let nva = NvaProcess::start(&lab.hub.nva, &config).unwrap();
+    wait_until(WAIT, Duration::from_millis(200), || {
+        Ok(nva.log().contains("max-prefix restart timer"))
+    })
+    .unwrap_or_else(|e| panic!("{e:#}\n{}", nva.log()));
+    // Within the limit again: the next restart stays up.
+    rs1.birdc(&["disable", "extra"]);
+    wait_until(WAIT, Duration::from_millis(200), || {
+        Ok(established(&nva, "rs1")
+            && route_of(&nva, "10.230.2.1")
+            && !route_of(&nva, "10.230.3.1"))
+    })
+    .unwrap_or_else(|e| panic!("{e:#}\n{}", nva.log()));
+    let sessions = || nva.log().matches("BGP session established").count();
+    let before = sessions();
+    let out = nva.cli_raw(&["bgp", "clear", "rs1", "--soft"]).unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("soft clear"));
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(sessions(), before, "a soft clear keeps the session");
+    let out = nva.cli_raw(&["bgp", "clear", "10.0.255.4"]).unwrap();
+    assert!(String::from_utf8_lossy(&out.stdout).contains("restarted"));
+    wait_until(WAIT, Duration::from_millis(200), || {
+        Ok(sessions() > before && established(&nva, "rs1") && route_of(&nva, "10.230.1.1"))
+    })
+    .unwrap_or_else(|e| panic!("{e:#}\n{}", nva.log()));
+    let out = nva.cli_raw(&["bgp", "clear", "nobody"]).unwrap();
+    assert!(!out.status.success());
+}
+
+fn route_of(nva: &NvaProcess, addr: &str) -> bool {
+    route(nva, addr)["route"]["source"] == "bgp"
+}

@@ -596,7 +596,6 @@ impl Session {
                     extended_message: info.extended_message,
                     ibgp: info.ibgp,
                 };
-                conn.set_max_len(self.ctx.max_message_len());
                 let hold_time = info.hold_time;
                 self.info = Some(info);
                 self.dispatch(FsmEvent::OpenReceived { hold_time }).await;

@@ -4,15 +4,13 @@
 
 use std::io;
 use std::net::SocketAddr;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
-use super::codec::{HEADER_LEN, MAX_MESSAGE_LEN, Notification, parse_header};
+use super::codec::{HEADER_LEN, MAX_EXTENDED_MESSAGE_LEN, Notification, parse_header};
 use super::socket::NOTIFICATION_FLUSH;
 
 /// Messages read ahead before the reader waits for the session (TCP back-pressure).
@@ -36,7 +34,6 @@ pub struct Connection {
     pub outbound: bool,
     tx: Option<mpsc::Sender<Vec<u8>>>,
     rx: mpsc::Receiver<Result<Vec<u8>, ReadError>>,
-    max_len: Arc<AtomicUsize>,
     reader: Option<JoinHandle<()>>,
     writer: Option<JoinHandle<()>>,
 }
@@ -46,12 +43,15 @@ impl Connection {
         let local = stream.local_addr()?;
         let remote = stream.peer_addr()?;
         let (mut rd, mut wr) = stream.into_split();
-        let max_len = Arc::new(AtomicUsize::new(MAX_MESSAGE_LEN));
         let (in_tx, rx) = mpsc::channel(READ_AHEAD);
-        let limit = max_len.clone();
         let reader = tokio::spawn(async move {
             loop {
-                let msg = read_message(&mut rd, limit.load(Ordering::Relaxed)).await;
+                // Framing only, at the largest size any session may negotiate: the reader
+                // runs ahead of the session, so it may read an UPDATE before the OPEN
+                // that allows it is processed (BIRD sends OPEN and KEEPALIVE in one
+                // segment, then large UPDATEs at once). The session's decoder enforces
+                // the negotiated limit on each message.
+                let msg = read_message(&mut rd, MAX_EXTENDED_MESSAGE_LEN).await;
                 let stop = msg.is_err();
                 if in_tx.send(msg).await.is_err() {
                     // Closed by the session: read on to the peer's FIN, so that the
@@ -80,15 +80,9 @@ impl Connection {
             outbound,
             tx: Some(tx),
             rx,
-            max_len,
             reader: Some(reader),
             writer: Some(writer),
         })
-    }
-
-    /// Raises the accepted message size once extended messages are negotiated.
-    pub fn set_max_len(&self, len: usize) {
-        self.max_len.store(len, Ordering::Relaxed);
     }
 
     /// Queues one encoded message; `Err` when the connection is gone.
@@ -210,5 +204,32 @@ mod tests {
         peer.write_all(b"bye")
             .await
             .expect("the connection was reset, not closed");
+    }
+
+    /// The peer's OPEN, KEEPALIVE and a first UPDATE larger than 4,096 bytes in one
+    /// segment (what BIRD sends once extended messages are negotiated): the reader must
+    /// not judge the UPDATE by the pre-OPEN limit (it rejected it with 1/2 before).
+    #[tokio::test]
+    async fn a_large_update_right_behind_the_open_is_framed() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let mut peer = TcpStream::connect(addr).await.unwrap();
+        let (ours, _) = listener.accept().await.unwrap();
+        let mut conn = Connection::new(ours, false).unwrap();
+        let message = |kind: u8, len: usize| {
+            let mut m = vec![0xffu8; 16];
+            m.extend_from_slice(&(len as u16).to_be_bytes());
+            m.push(kind);
+            m.resize(len, 0);
+            m
+        };
+        let mut burst = message(1, 29);
+        burst.extend(message(4, 19));
+        burst.extend(message(2, 5000));
+        peer.write_all(&burst).await.unwrap();
+        for len in [29, 19, 5000] {
+            let msg = conn.recv().await.expect("framed");
+            assert_eq!(msg.len(), len);
+        }
     }
 }

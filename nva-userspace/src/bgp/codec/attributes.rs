@@ -300,8 +300,8 @@ fn nlri_error() -> DecodeError {
     DecodeError::reset(code::UPDATE, update_sub::INVALID_NETWORK_FIELD, Vec::new())
 }
 
-/// RFC 4760 §3. A structure we cannot walk (so cannot find the prefixes to withdraw)
-/// resets the session (RFC 7606 §7.11); a bad next hop only withdraws.
+/// RFC 4760 §3. A structure we cannot walk (so cannot find the prefixes to withdraw), or
+/// a next-hop length the family has no encoding for, resets the session (RFC 7606 §7.11).
 fn decode_mp_reach(list: &mut AttrList, value: &[u8], raw: &[u8]) -> Result<(), DecodeError> {
     let mut r = Reader::new(value);
     let afi = r.u16().ok_or_else(|| mp_error(raw))?;
@@ -330,8 +330,10 @@ fn decode_mp_reach(list: &mut AttrList, value: &[u8], raw: &[u8]) -> Result<(), 
         },
         _ => None,
     };
+    // RFC 7606 §7.11: a next-hop length that fits no encoding of the family must not
+    // be treated as withdraw (the parse cannot be trusted): the session is reset.
     if next_hop.is_none() {
-        list.withdraw(MP_REACH_NLRI, "bad MP_REACH_NLRI next hop length");
+        return Err(mp_error(raw));
     }
     list.mp_reach = Some((family, next_hop, nlri));
     Ok(())

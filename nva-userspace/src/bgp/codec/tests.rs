@@ -569,6 +569,21 @@ fn update_session_reset_cases() {
             raw_update(&[], &[0x40, 1, 5, 0], &[]),
             (3, 1),
         ),
+        (
+            // RFC 7606 §7.11: a next-hop length IPv6 has no encoding for (8 bytes) is
+            // never treat-as-withdraw.
+            "MP_REACH next-hop length 8",
+            raw_update(
+                &[],
+                &attrs_with(&[
+                    &hex("900e00140002010820010db80000000000302001 0db80001"),
+                    ORIGIN_IGP,
+                    PATH_65002,
+                ]),
+                &[],
+            ),
+            (3, 9),
+        ),
     ];
     for (what, msg, want) in cases {
         assert_eq!(reset(&msg, &FOUR), want, "{what}");
