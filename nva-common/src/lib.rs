@@ -280,10 +280,13 @@ pub mod reason {
     /// A unicast frame for another MAC (flooded on a shared segment): not forwarded,
     /// so two routers on one segment never both forward it.
     pub const PASS_OTHER_HOST: u32 = 15;
+    /// Something failed after the frame was already rewritten (TTL, MACs): it can no
+    /// longer go to the kernel as it came, so it is dropped.
+    pub const DROP_EXCEPTION: u32 = 16;
     /// The highest reason in use.
-    pub const LAST: u32 = PASS_OTHER_HOST;
+    pub const LAST: u32 = DROP_EXCEPTION;
 
-    pub const NAMES: [&str; super::NUM_REASONS as usize] = [
+    pub const NAMES: [&str; LAST as usize + 1] = [
         "forwarded",
         "tx",
         "passed-not-ip",
@@ -300,11 +303,12 @@ pub mod reason {
         "passed-exception",
         "dropped-segment",
         "passed-other-host",
+        "dropped-exception",
     ];
 }
 
 /// Counter cells per interface slot (a power of two, so the index is a shift).
-pub const NUM_REASONS: u32 = 16;
+pub const NUM_REASONS: u32 = 32;
 
 #[cfg(feature = "user")]
 mod pod {

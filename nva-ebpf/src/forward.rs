@@ -298,6 +298,9 @@ fn ipv4(ctx: &XdpContext, port: &PortInfo, l3: usize, in_vlan: bool) -> Verdict 
     if tot_len > nh.mtu as usize {
         return in_class(pass(reason::PASS_MTU), class);
     }
+    if !egress_ready(ctx, &nh) {
+        return in_class(pass(reason::PASS_NO_TXPORT), class);
+    }
 
     // TTL decrement with incremental checksum update (RFC 1624), as xdp_fwd does.
     unsafe {
@@ -397,6 +400,9 @@ fn ipv6(ctx: &XdpContext, port: &PortInfo, l3: usize, in_vlan: bool) -> Verdict 
     if IPV6_LEN + payload_len > nh.mtu as usize {
         return in_class(pass(reason::PASS_MTU), class);
     }
+    if !egress_ready(ctx, &nh) {
+        return in_class(pass(reason::PASS_NO_TXPORT), class);
+    }
     unsafe { (*ip).hop_limit -= 1 };
     in_class(emit(ctx, &nh, in_vlan, ETH_P_IPV6), class)
 }
@@ -480,6 +486,10 @@ fn select_nexthop(group: u32, hash: u32) -> Option<NextHop> {
 
 /// Writes the L2 header for the next hop (adding, removing or rewriting the VLAN tag)
 /// and sends the frame: XDP_TX back out of the ingress port, else redirect.
+///
+/// The caller has already rewritten the frame (TTL / hop limit) and checked the egress
+/// port (`egress_ready`): from here on a failure cannot hand the frame to the kernel as
+/// it came, so it drops it (counted).
 #[inline(always)]
 fn emit(ctx: &XdpContext, nh: &NextHop, in_vlan: bool, ethertype: u16) -> Verdict {
     let out_vlan = nh.vlan != 0;
@@ -489,10 +499,10 @@ fn emit(ctx: &XdpContext, nh: &NextHop, in_vlan: bool, ethertype: u16) -> Verdic
         _ => 0,
     };
     if delta != 0 && unsafe { bpf_xdp_adjust_head(ctx.ctx, delta) } != 0 {
-        return pass(reason::PASS_EXCEPTION);
+        return drop(reason::DROP_EXCEPTION);
     }
     let Some(eth) = ptr_at::<EthHdr>(ctx, 0) else {
-        return pass(reason::PASS_EXCEPTION);
+        return drop(reason::DROP_EXCEPTION);
     };
     unsafe {
         (*eth).dst = nh.dmac;
@@ -500,7 +510,7 @@ fn emit(ctx: &XdpContext, nh: &NextHop, in_vlan: bool, ethertype: u16) -> Verdic
     }
     if out_vlan {
         let Some(tag) = ptr_at::<VlanHdr>(ctx, ETH_LEN) else {
-            return pass(reason::PASS_EXCEPTION);
+            return drop(reason::DROP_EXCEPTION);
         };
         unsafe {
             (*eth).proto = ETH_P_8021Q;
@@ -518,12 +528,20 @@ fn emit(ctx: &XdpContext, nh: &NextHop, in_vlan: bool, ethertype: u16) -> Verdic
             class: NO_CLASS,
         };
     }
-    match TX_PORTS.redirect(nh.ifindex, XDP_PASS as u64) {
+    match TX_PORTS.redirect(nh.ifindex, XDP_DROP as u64) {
         Ok(action) => Verdict {
             action,
             reason: reason::FORWARDED,
             class: NO_CLASS,
         },
-        Err(_) => pass(reason::PASS_NO_TXPORT),
+        Err(_) => drop(reason::DROP_EXCEPTION),
     }
+}
+
+/// The next hop's egress port can take the frame: the ingress port itself (XDP_TX), or
+/// a port in the redirect map. Checked before the frame is touched, as the kernel's
+/// xdp_fwd sample does (an interface a reload is removing may be gone from the map).
+#[inline(always)]
+fn egress_ready(ctx: &XdpContext, nh: &NextHop) -> bool {
+    nh.ifindex == ctx.ingress_ifindex() as u32 || TX_PORTS.get(nh.ifindex).is_some()
 }

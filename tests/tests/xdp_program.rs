@@ -702,3 +702,20 @@ fn unicast_frames_for_another_mac_are_not_forwarded() {
         assert_eq!(rig.count(1, reason::PASS_OTHER_HOST), 1);
     });
 }
+
+/// An egress port missing from the redirect map (an interface a reload is removing):
+/// the frame goes to the kernel exactly as it came, TTL and MACs untouched (before, it
+/// was passed up already rewritten).
+#[test]
+fn a_missing_egress_port_passes_the_frame_untouched() {
+    with_rig("no_txport", default_settings(), |rig| {
+        rig.route("10.100.0.0/16", 1, 0);
+        let b = rig.b;
+        rig.fib.dataplane_mut().remove_port(b).unwrap();
+        let frame = udp4(SERVICE, 4000, 64);
+        let (action, out) = rig.run(&frame);
+        assert_eq!(action, XDP_PASS);
+        assert_eq!(out, frame, "passed as it came");
+        assert_eq!(rig.count(1, reason::PASS_NO_TXPORT), 1);
+    });
+}
