@@ -30,8 +30,9 @@ pub fn reject(conn: Connection, subcode: u8) {
     });
 }
 
-/// Reads a colliding connection's OPEN (peers send theirs without waiting for ours).
-pub async fn wait_for_open(mut conn: Connection) -> Option<(Connection, Open)> {
+/// Sends our OPEN (encoded) on a colliding connection and reads the peer's.
+pub async fn wait_for_open(mut conn: Connection, our_open: Vec<u8>) -> Option<(Connection, Open)> {
+    conn.send(our_open).await.ok()?;
     let msg = tokio::time::timeout(OPEN_WAIT, conn.recv())
         .await
         .ok()?

@@ -77,6 +77,8 @@ struct Session {
     /// A second connection from the peer while we are in OpenSent/OpenConfirm, waiting
     /// for its OPEN so the collision can be resolved (RFC 4271 §6.8).
     candidate: Option<Candidate>,
+    /// The connection taking over after a collision was sent our OPEN already.
+    open_already_sent: bool,
     local_open: Open,
     info: Option<SessionInfo>,
     ctx: CodecCtx,
@@ -132,6 +134,7 @@ impl Session {
             conn: None,
             connecting: None,
             candidate: None,
+            open_already_sent: false,
             local_open,
             info: None,
             ctx: CodecCtx::default(),
@@ -261,6 +264,11 @@ impl Session {
             }
             Action::StopConnectRetryTimer => {
                 self.retry_at = None;
+                None
+            }
+            Action::SendOpen if self.open_already_sent => {
+                // A collision's connection that took over: it has had our OPEN.
+                self.open_already_sent = false;
                 None
             }
             Action::SendOpen => self.send(&Message::Open(self.local_open.clone())).await,
@@ -431,7 +439,14 @@ impl Session {
                     reject(conn, cease_sub::CONNECTION_COLLISION);
                     return;
                 }
-                self.candidate = Some(tokio::spawn(collision::wait_for_open(conn)));
+                // Our OPEN goes out on it at once: a peer may wait for it before it sends
+                // its own (which would leave both sides waiting OPEN_WAIT).
+                let open = codec::encode_message(
+                    &Message::Open(self.local_open.clone()),
+                    &CodecCtx::default(),
+                )
+                .unwrap_or_default();
+                self.candidate = Some(tokio::spawn(collision::wait_for_open(conn, open)));
             }
             State::Established => {
                 let restarting = self
@@ -471,7 +486,10 @@ impl Session {
         self.dispatch(FsmEvent::Start).await;
         self.connecting = None;
         self.conn = Some(conn);
+        // A collision's connection (it comes with the peer's OPEN) had ours already.
+        self.open_already_sent = open.is_some();
         self.dispatch(FsmEvent::TcpConnected).await;
+        self.open_already_sent = false;
         if let Some(open) = open {
             self.on_open(open).await;
         }

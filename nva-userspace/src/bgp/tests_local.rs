@@ -598,3 +598,40 @@ async fn session_throughput() {
     p.a.shutdown().await;
     p.b.shutdown().await;
 }
+
+/// A colliding second connection (RFC 4271 §6.8) gets our OPEN at once: a peer that
+/// waits for it before sending its own no longer waits 30 s for nothing, and the
+/// connection of the higher identifier (the peer's) becomes the session.
+#[tokio::test]
+async fn a_colliding_connection_gets_our_open_at_once() {
+    init_tracing();
+    let (l, cfg, open) = fake_peer(peer_open(65010, 90)).await;
+    let (tx, mut rx) = mpsc::channel(64);
+    let mut sp = Speaker::new(tx);
+    let listening = sp.listen("127.0.0.1:0".parse().unwrap()).unwrap();
+    sp.add_peer(cfg).unwrap();
+    let ctx = CodecCtx {
+        four_octet_as: true,
+        ..CodecCtx::default()
+    };
+    // Our outbound connection: its OPEN arrives, the peer does not answer on it.
+    let (mut first, _) = l.accept().await.unwrap();
+    read_open(&mut first, &ctx).await;
+    // The peer's own connection, from its address, waiting for our OPEN first.
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.bind("127.0.0.4:0".parse().unwrap()).unwrap();
+    let mut second = socket.connect(listening).await.unwrap();
+    let ours = tokio::time::timeout(Duration::from_secs(5), read_open(&mut second, &ctx))
+        .await
+        .expect("our OPEN on the colliding connection");
+    assert_eq!(ours.router_id, Ipv4Addr::new(1, 1, 1, 1));
+    send(&mut second, Message::Open(open), &ctx).await;
+    send(&mut second, Message::Keepalive, &ctx).await;
+    tokio::time::timeout(
+        Duration::from_secs(5),
+        wait_for(&mut rx, |e| matches!(e, Event::Established { .. })),
+    )
+    .await
+    .expect("established on the peer's connection");
+    sp.shutdown().await;
+}
