@@ -654,6 +654,25 @@ impl State {
         links: &[LinkInfo],
         addrs: &[AddrInfo],
     ) -> Result<Option<Reconfigured>> {
+        // The new config is recorded as running only once all of it applied: when a part
+        // fails, the old one stays recorded, so the same file sent again is applied again
+        // (and what did apply is left as it is, consistent on its own).
+        let old_config = self.config.clone();
+        let old_planned = self.planned.clone();
+        let result = self.apply_config(config, links, addrs);
+        if result.is_err() {
+            self.config = old_config;
+            self.planned = old_planned;
+        }
+        result
+    }
+
+    fn apply_config(
+        &mut self,
+        config: Config,
+        links: &[LinkInfo],
+        addrs: &[AddrInfo],
+    ) -> Result<Option<Reconfigured>> {
         let kernel: Vec<GatewayRoute> = self.kernel_routes.values().cloned().collect();
         let (new_ifaces, planned) = plan(&config, links, addrs, &kernel)?;
         if config.control != self.config.control {
@@ -710,12 +729,10 @@ impl State {
             .set_keep_dead_routes(config.health.keep_dead_routes);
         self.apply_separation(&config)?;
         // Resolution reads the new config's settings and static routes.
-        let old_config = std::mem::replace(&mut self.config, config.clone());
+        self.config = config.clone();
         self.planned = planned.clone();
-        if let Err(e) = self.apply_static_routes(&planned) {
-            self.config = old_config;
-            return Err(e);
-        }
+        self.apply_static_routes(&planned)
+            .context("static routes")?;
         let specs = self.wanted_probes();
         self.prober.set(specs);
         // Interfaces no longer configured: nothing routes through them now.
@@ -741,7 +758,7 @@ impl State {
             info!(mode = ?config.dataplane.xdp_mode, "XDP re-attached in the new mode");
         }
         let reconfigured = if bgp_changed {
-            self.reconfigure_bgp(&config)?
+            self.reconfigure_bgp(&config).context("BGP")?
         } else {
             None
         };
