@@ -1245,7 +1245,7 @@ pub async fn run(config: Config, config_path: PathBuf, socket: PathBuf) -> Resul
     for iface in &ifaces {
         dp.add_port(iface.ifindex, iface.slot, iface.flags, iface.port.mac)?;
     }
-    let kernel = spawn_kernel_sync(nl.clone());
+    let (kernel, kernel_sync) = spawn_kernel_sync(nl.clone());
 
     // Program everything before attaching: after a restart the new program replaces
     // the running one atomically, so its tables must be complete first.
@@ -1641,9 +1641,26 @@ pub async fn run(config: Config, config_path: PathBuf, socket: PathBuf) -> Resul
         .dataplane_mut()
         .unpin_and_detach();
     info!("XDP detached");
+    // Pending mirror updates are moot: everything of nva's goes. (Requests already
+    // queued on the netlink socket reach the kernel before the flush's dump does.)
     drop(kernel);
+    kernel_sync.abort();
+    let _ = kernel_sync.await;
+    // The flush's own deletions would come back as a million notifications to parse.
+    drop(route_events);
+    // What nva mirrored, by prefix (no dump of a million routes to parse); then a flush
+    // of anything of nva's still there (little or nothing).
+    let prefixes = state.lock().expect("state lock").fib.kernel_prefixes();
+    match tokio::task::spawn_blocking(move || netlink::routes::delete_routes_batched(&prefixes))
+        .await
+    {
+        Ok(Ok(0)) => {}
+        Ok(Ok(n)) => warn!(failed = n, "removing kernel routes: some deletions failed"),
+        Ok(Err(e)) => warn!("removing kernel routes: {e:#}"),
+        Err(e) => warn!("removing kernel routes: {e}"),
+    }
     match nl.flush_own_routes().await {
-        Ok(n) => info!(removed = n, "kernel routes removed"),
+        Ok(n) => info!(left_over = n, "kernel routes removed"),
         Err(e) => warn!("removing kernel routes: {e:#}"),
     }
     Ok(())
@@ -1829,10 +1846,12 @@ async fn reload(nl: &Netlink, state: &Shared) -> Result<Option<Reconfigured>> {
 /// Only each prefix's final state matters, so what is queued is coalesced per prefix and
 /// up to 64 requests are in flight at once: a full table reaches the kernel in seconds
 /// instead of one netlink round trip per route.
-fn spawn_kernel_sync(nl: Netlink) -> mpsc::UnboundedSender<KernelOp> {
+fn spawn_kernel_sync(
+    nl: Netlink,
+) -> (mpsc::UnboundedSender<KernelOp>, tokio::task::JoinHandle<()>) {
     use futures::StreamExt;
     let (tx, mut rx) = mpsc::unbounded_channel::<KernelOp>();
-    tokio::spawn(async move {
+    let task = tokio::spawn(async move {
         while let Some(first) = rx.recv().await {
             let mut latest: HashMap<IpNet, Option<crate::netlink::routes::KernelRoute>> =
                 HashMap::new();
@@ -1861,7 +1880,7 @@ fn spawn_kernel_sync(nl: Netlink) -> mpsc::UnboundedSender<KernelOp> {
                 .await;
         }
     });
-    tx
+    (tx, task)
 }
 
 fn apply_event(st: &mut State, event: NetEvent) -> Result<()> {

@@ -303,6 +303,11 @@ impl NvaProcess {
     /// SIGTERM, wait up to 15 s (a BGP drain takes `health.drain_ms`, 5 s by default),
     /// then SIGKILL; returns the exit status.
     pub fn stop(&mut self) -> Result<ExitStatus> {
+        self.stop_within(Duration::from_secs(15))
+    }
+
+    /// SIGTERM, wait up to `patience`, then SIGKILL; returns the exit status.
+    pub fn stop_within(&mut self, patience: Duration) -> Result<ExitStatus> {
         let mut child = self
             .child
             .take()
@@ -312,14 +317,14 @@ impl NvaProcess {
         }
         // SAFETY: kill(2) on our own child's pid, which is not yet reaped.
         unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
-        let deadline = Instant::now() + Duration::from_secs(15);
+        let deadline = Instant::now() + patience;
         while Instant::now() < deadline {
             if let Some(st) = child.try_wait()? {
                 return Ok(st);
             }
             std::thread::sleep(Duration::from_millis(20));
         }
-        eprintln!("nva-tests: nva did not exit 15 s after SIGTERM; killing it");
+        eprintln!("nva-tests: nva did not exit {patience:?} after SIGTERM; killing it");
         child.kill()?;
         Ok(child.wait()?)
     }

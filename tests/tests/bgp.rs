@@ -785,6 +785,12 @@ default = "accept"
     let peers = nva.cli(&["bgp"]).unwrap();
     let p = &peers.as_array().unwrap()[1];
     assert_eq!(p["announce_suppressed"], 0, "{peers}");
+    // A graceful stop leaves none of nva's kernel routes behind (static and BGP).
+    let mut nva = nva;
+    assert!(!lab.hub.nva.ip("route show proto 250").unwrap().is_empty());
+    nva.stop().unwrap();
+    assert_eq!(lab.hub.nva.ip("route show proto 250").unwrap(), "");
+    assert_eq!(lab.hub.nva.ip("-6 route show proto 250").unwrap(), "");
 }
 
 /// Next-hop tracking: the BGP routes over a next hop that resolves through a static

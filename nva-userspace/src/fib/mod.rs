@@ -317,6 +317,21 @@ impl Fib {
         std::mem::take(&mut self.kernel_ops)
     }
 
+    /// Prefixes whose route nva mirrors into the kernel now (what to remove on exit).
+    pub fn kernel_prefixes(&self) -> Vec<IpNet> {
+        let mut out: Vec<IpNet> = self
+            .entries
+            .iter()
+            .filter_map(|((_, p), e)| {
+                let i = e.installed.as_ref()?;
+                self.mirrored(i.source, &i.target).then_some(*p)
+            })
+            .collect();
+        out.sort_unstable();
+        out.dedup();
+        out
+    }
+
     /// Whether a route of `source` with `target` is mirrored into the kernel.
     fn mirrored(&self, source: Source, target: &Target) -> bool {
         let by_source = match source {

@@ -146,6 +146,8 @@ fn main() -> Result<()> {
     feeder.exec_ok(&["ping", "-c", "1", "-W", "2", "10.0.250.1"])?;
 
     let config = r#"
+[health]
+drain_ms = 0
 [dataplane]
 ipv4_fib_north_south = "dir-24-8"
 ipv6_fib_north_south = "multibit"
@@ -315,6 +317,27 @@ connect_retry = 1
             "| time until the kernel has every IPv4 route (bgp.kernel_routes) | {:.2} s |",
             t.as_secs_f64()
         );
+    }
+    // Graceful stop with the whole table: SIGTERM until exit, nva's kernel routes all
+    // removed (health.drain_ms = 0 here: the drain is a configured wait, not work).
+    let mut nva = nva;
+    let t = Instant::now();
+    let status = nva.stop_within(Duration::from_secs(120))?;
+    let stop = t.elapsed();
+    let left = nva_ns
+        .exec_ok(&["ip", "route", "show", "proto", "250"])?
+        .lines()
+        .count()
+        + nva_ns
+            .exec_ok(&["ip", "-6", "route", "show", "proto", "250"])?
+            .lines()
+            .count();
+    println!(
+        "| graceful stop (SIGTERM) with the table: time to exit, nva kernel routes left | {:.2} s ({status}), {left} |",
+        stop.as_secs_f64()
+    );
+    if std::env::args().any(|a| a == "--verbose") {
+        eprintln!("{}", nva.log());
     }
     Ok(())
 }
