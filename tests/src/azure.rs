@@ -263,40 +263,23 @@ protocol bgp rs1 from ars { neighbor 10.0.255.4 as 65515; }
 protocol bgp rs2 from ars { neighbor 10.0.255.5 as 65515; }
 "#;
 
-/// GoBGP as the ExpressRoute gateway (the on-prem route is added by [`daemons`]).
-pub const ERGW: &str = r#"
-[global.config]
-  as = 12076
-  router-id = "10.0.200.4"
-  port = 179
-  local-address-list = ["10.0.200.4"]
-[[neighbors]]
-  [neighbors.config]
-    neighbor-address = "10.0.255.4"
-    peer-as = 65515
-  [neighbors.transport.config]
-    local-address = "10.0.200.4"
-  [neighbors.ebgp-multihop.config]
-    enabled = true
-    multihop-ttl = 3
-  [neighbors.timers.config]
-    hold-time = 3
-    keepalive-interval = 1
-    connect-retry = 1
-[[neighbors]]
-  [neighbors.config]
-    neighbor-address = "10.0.255.5"
-    peer-as = 65515
-  [neighbors.transport.config]
-    local-address = "10.0.200.4"
-  [neighbors.ebgp-multihop.config]
-    enabled = true
-    multihop-ttl = 3
-  [neighbors.timers.config]
-    hold-time = 3
-    keepalive-interval = 1
-    connect-retry = 1
-"#;
+/// GoBGP as the ExpressRoute gateway (the on-prem route is added by [`daemons`]),
+/// multihop to both route-server endpoints.
+pub fn ergw_config() -> String {
+    let mut c = String::from(
+        "[global.config]\n  as = 12076\n  router-id = \"10.0.200.4\"\n  port = 179\n  \
+         local-address-list = [\"10.0.200.4\"]\n",
+    );
+    for rs in ["10.0.255.4", "10.0.255.5"] {
+        c += &format!(
+            "[[neighbors]]\n  [neighbors.config]\n    neighbor-address = \"{rs}\"\n    peer-as = 65515\n\
+             \x20 [neighbors.transport.config]\n    local-address = \"10.0.200.4\"\n\
+             \x20 [neighbors.ebgp-multihop.config]\n    enabled = true\n    multihop-ttl = 3\n\
+             \x20 [neighbors.timers.config]\n    hold-time = 3\n    keepalive-interval = 1\n    connect-retry = 1\n"
+        );
+    }
+    c
+}
 
 /// The README's hub recipe: one NIC, /32 routes to both route-server endpoints via
 /// the subnet gateway, one peer per endpoint (grouped: nothing learned from one is
@@ -395,7 +378,7 @@ pub fn daemons(lab: &AzureHub) -> anyhow::Result<Daemons> {
         .map(|k| Bird::start(&lab.rs[k - 1], &route_server(k)))
         .collect::<anyhow::Result<_>>()?;
     let fabric = Bird::start(&lab.fabric, FABRIC)?;
-    let ergw = Gobgp::start(&lab.ergw, ERGW)?;
+    let ergw = Gobgp::start(&lab.ergw, &ergw_config())?;
     let add = ergw.gobgp(&[
         "global",
         "rib",

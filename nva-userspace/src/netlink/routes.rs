@@ -78,26 +78,6 @@ impl Netlink {
         }
     }
 
-    /// Removes nva's kernel routes for `prefixes` (absent ones are fine), pipelined: no
-    /// dump to parse, 1024 requests in flight.
-    pub async fn delete_routes(&self, prefixes: Vec<IpNet>) -> Result<usize> {
-        use futures::StreamExt;
-        let n = prefixes.len();
-        let failures: Vec<String> = futures::stream::iter(prefixes)
-            .map(|p| async move { self.delete_route(p).await.err().map(|e| format!("{e:#}")) })
-            .buffer_unordered(1024)
-            .filter_map(|r| async move { r })
-            .collect()
-            .await;
-        if let Some(first) = failures.first() {
-            anyhow::bail!(
-                "removing {} of {n} nva kernel routes failed: {first}",
-                failures.len()
-            );
-        }
-        Ok(n)
-    }
-
     /// Removes every kernel route with nva's protocol.
     pub async fn flush_own_routes(&self) -> Result<usize> {
         self.flush_own_routes_except(&std::collections::HashSet::new())
