@@ -1339,6 +1339,23 @@ pub async fn run(config: Config, config_path: PathBuf, socket: PathBuf) -> Resul
     }
     let (v4, v6) = state.fib.route_count();
     info!(routes_v4 = v4, routes_v6 = v6, "FIB programmed");
+    let fibs: Vec<String> = state
+        .fib
+        .dataplane()
+        .fib_memory()
+        .iter()
+        .map(|m| format!("{}/{}={}", m.table(), m.family(), m.structure))
+        .collect();
+    info!(
+        version = env!("CARGO_PKG_VERSION"),
+        config = %state.config_path.display(),
+        control = %socket.display(),
+        metrics = ?state.config.metrics.listen,
+        bgp = state.config.bgp.is_some(),
+        fib = %fibs.join(","),
+        interfaces = state.ifaces.len(),
+        "nva started"
+    );
     let state: Shared = Arc::new(Mutex::new(state));
     let group = state
         .lock()

@@ -112,14 +112,26 @@ fn real_main() -> Result<()> {
     }
     match cli.command {
         Command::Run { config, socket } => {
-            tracing_subscriber::fmt()
+            // Under systemd (stderr is the journal): each line starts with its syslog
+            // priority, so `journalctl -p warning` finds the warnings; the journal adds
+            // its own time stamps.
+            let journal = std::env::var_os("JOURNAL_STREAM").is_some();
+            let builder = tracing_subscriber::fmt()
                 .with_env_filter(
                     tracing_subscriber::EnvFilter::try_from_default_env()
                         .unwrap_or_else(|_| "info".into()),
                 )
-                .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-                .with_writer(std::io::stderr)
-                .init();
+                .with_ansi(!journal && std::io::IsTerminal::is_terminal(&std::io::stderr()))
+                .with_writer(std::io::stderr);
+            if journal {
+                builder
+                    .event_format(logging::JournalPriority(
+                        tracing_subscriber::fmt::format().without_time(),
+                    ))
+                    .init();
+            } else {
+                builder.init();
+            }
             let config_path = config;
             let config = Config::from_file(&config_path)?;
             let socket = socket.unwrap_or_else(|| PathBuf::from(&config.control.socket));
@@ -470,5 +482,40 @@ fn print_nexthops(d: &Value) {
             s(&n["live"]),
             s(&n["routes"])
         );
+    }
+}
+
+mod logging {
+    use tracing::{Event, Level, Subscriber};
+    use tracing_subscriber::{
+        fmt::{FmtContext, FormatEvent, FormatFields, format::Writer},
+        registry::LookupSpan,
+    };
+
+    /// Prefixes each line with its syslog priority (`<3>` error ... `<7>` debug), the
+    /// form journald reads from a service's stderr.
+    pub struct JournalPriority<F>(pub F);
+
+    impl<S, N, F> FormatEvent<S, N> for JournalPriority<F>
+    where
+        F: FormatEvent<S, N>,
+        S: Subscriber + for<'a> LookupSpan<'a>,
+        N: for<'a> FormatFields<'a> + 'static,
+    {
+        fn format_event(
+            &self,
+            ctx: &FmtContext<'_, S, N>,
+            mut writer: Writer<'_>,
+            event: &Event<'_>,
+        ) -> std::fmt::Result {
+            let priority = match *event.metadata().level() {
+                Level::ERROR => 3,
+                Level::WARN => 4,
+                Level::INFO => 6,
+                _ => 7,
+            };
+            write!(writer, "<{priority}>")?;
+            self.0.format_event(ctx, writer, event)
+        }
     }
 }

@@ -434,3 +434,39 @@ fn idle_connections_and_long_lines_never_disturb_the_daemon() {
     assert!(reply.contains("longer than"), "{reply}");
     assert!(nva.cli(&["status"]).is_ok());
 }
+
+/// Under systemd (stderr is the journal) every log line carries its syslog priority
+/// (`journalctl -p warning` finds the warnings), and one line at start says what runs:
+/// version, config, control socket, metrics, FIB structures.
+#[test]
+fn journal_priorities_and_the_startup_line() {
+    if !require_root("journal_priorities_and_the_startup_line") {
+        return;
+    }
+    let _g = serial();
+    let hub = Hub::build(2).unwrap();
+    // SAFETY: tests in this binary hold `serial()`; no other thread reads the
+    // environment while the child is spawned.
+    unsafe { std::env::set_var("JOURNAL_STREAM", "8:12345") };
+    let started = NvaProcess::start(&hub.nva, &config(""));
+    // SAFETY: as above.
+    unsafe { std::env::remove_var("JOURNAL_STREAM") };
+    let nva = started.unwrap();
+    let log = nva.log();
+    let lines: Vec<&str> = log.lines().filter(|l| !l.is_empty()).collect();
+    assert!(!lines.is_empty());
+    for l in &lines {
+        assert!(
+            l.len() > 3 && l.starts_with('<') && l.as_bytes()[2] == b'>',
+            "no priority: {l}"
+        );
+    }
+    let start = lines
+        .iter()
+        .find(|l| l.contains("nva started"))
+        .unwrap_or_else(|| panic!("{log}"));
+    assert!(start.starts_with("<6>"), "{start}");
+    for field in ["version=", "config=", "control=", "metrics=", "fib="] {
+        assert!(start.contains(field), "{field} missing: {start}");
+    }
+}
