@@ -292,6 +292,21 @@ pub fn nva_config(k: usize, passive: bool) -> String {
     } else {
         ""
     };
+    // One per route-server endpoint (the hub's two, grouped) and the Virtual WAN's.
+    let peers: String = [
+        ("rs1", "10.0.255.4", 65515, "rs", "to-rs"),
+        ("rs2", "10.0.255.5", 65515, "rs", "to-rs"),
+        ("vwan", "10.0.254.4", 65520, "vwan", "to-vwan"),
+    ]
+    .iter()
+    .map(|(name, address, asn, group, export)| {
+        format!(
+            "[[bgp.peers]]\nname = \"{name}\"\naddress = \"{address}\"\nremote_as = {asn}\n\
+             group = \"{group}\"\nmultihop_ttl = 2\nhold_time = 3\nkeepalive = 1\n\
+             connect_retry = 1\nexport = \"{export}\"\n"
+        )
+    })
+    .collect();
     format!(
         r#"
 [health]
@@ -313,37 +328,7 @@ nexthops = [{{ via = "10.0.1.1" }}]
 local_as = 65001
 router_id = "10.0.1.{ip}"
 announce = ["10.0.0.0/8", "192.168.0.0/16", "172.16.0.0/16"]
-[[bgp.peers]]
-name = "rs1"
-address = "10.0.255.4"
-remote_as = 65515
-group = "rs"
-multihop_ttl = 2
-hold_time = 3
-keepalive = 1
-connect_retry = 1
-export = "to-rs"
-[[bgp.peers]]
-name = "rs2"
-address = "10.0.255.5"
-remote_as = 65515
-group = "rs"
-multihop_ttl = 2
-hold_time = 3
-keepalive = 1
-connect_retry = 1
-export = "to-rs"
-[[bgp.peers]]
-name = "vwan"
-address = "10.0.254.4"
-remote_as = 65520
-group = "vwan"
-multihop_ttl = 2
-hold_time = 3
-keepalive = 1
-connect_retry = 1
-export = "to-vwan"
-[[policies]]
+{peers}[[policies]]
 name = "to-rs"
 default = "accept"
 [[policies.rules]]
@@ -401,19 +386,11 @@ pub fn daemons(lab: &AzureHub) -> anyhow::Result<Daemons> {
 
 /// The fabric's learned route for `prefix`: its next hops.
 pub fn fabric_nexthops(lab: &AzureHub, prefix: &str) -> Vec<String> {
-    let out = lab
-        .fabric
-        .ip(&format!("route show table 100 {prefix}"))
-        .unwrap_or_default();
-    let mut hops: Vec<String> = out
-        .split_whitespace()
-        .collect::<Vec<_>>()
-        .windows(2)
-        .filter(|w| w[0] == "via")
-        .map(|w| w[1].to_string())
-        .collect();
-    hops.sort();
-    hops
+    crate::netns::route_gateways(
+        &lab.fabric
+            .ip(&format!("route show table 100 {prefix}"))
+            .unwrap_or_default(),
+    )
 }
 
 /// A UDP sink on port 7000 of `addr` in `ns`.

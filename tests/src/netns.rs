@@ -310,6 +310,19 @@ pub fn veth(a: &Netns, a_if: &str, b: &Netns, b_if: &str) -> Result<()> {
     Ok(())
 }
 
+/// The gateways (`via ADDR`) in `ip route show` output, sorted.
+pub fn route_gateways(ip_route_output: &str) -> Vec<String> {
+    let mut hops: Vec<String> = ip_route_output
+        .split_whitespace()
+        .collect::<Vec<_>>()
+        .windows(2)
+        .filter(|w| w[0] == "via")
+        .map(|w| w[1].to_string())
+        .collect();
+    hops.sort();
+    hops
+}
+
 /// Returns the index of `ifname` in the calling thread's network namespace.
 pub fn if_nametoindex(ifname: &str) -> Result<u32> {
     let c = CString::new(ifname)?;

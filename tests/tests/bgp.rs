@@ -114,6 +114,11 @@ announce = ["10.99.0.0/16"]
     )
 }
 
+/// [`nva_config`] for a lab with one server (no `s2`).
+fn one_server_config(peers: &str, extra: &str) -> String {
+    nva_config(peers, extra).replace("[[interfaces]]\nname = \"s2\"\n", "")
+}
+
 fn peer(name: &str, address: &str, extra: &str) -> String {
     format!(
         "[[bgp.peers]]\nname = \"{name}\"\naddress = \"{address}\"\nremote_as = 65515\n\
@@ -503,7 +508,7 @@ fn gobgp_peer_routes_reach_the_data_plane() {
     .unwrap();
     let peers = "[[bgp.peers]]\nname = \"vwan\"\naddress = \"10.0.255.4\"\nremote_as = 65520\n\
                  multihop_ttl = 2\nhold_time = 9\nkeepalive = 3\nconnect_retry = 1\n";
-    let config = nva_config(peers, "").replace("[[interfaces]]\nname = \"s2\"\n", "");
+    let config = one_server_config(peers, "");
     let nva = NvaProcess::start(&lab.hub.nva, &config).unwrap();
     wait_until(WAIT, Duration::from_millis(100), || {
         Ok(established(&nva, "vwan"))
@@ -661,11 +666,10 @@ protocol static s4 {{ ipv4;
     );
     let _rs1 = Bird::start(&lab.rs, &bird_rs("10.0.255.4", &rs1_statics, "")).unwrap();
     let _rs2 = Bird::start(&lab.rs, &bird_rs("10.0.255.5", &rs2_statics, "")).unwrap();
-    let config = nva_config(
+    let config = one_server_config(
         &(peer("rs1", "10.0.255.4", "") + &peer("rs2", "10.0.255.5", "")),
         "",
-    )
-    .replace("[[interfaces]]\nname = \"s2\"\n", "");
+    );
     let nva = NvaProcess::start(&lab.hub.nva, &config).unwrap();
     wait_route(&nva, "10.77.1.1", |r| {
         r["route"]["source"] == "bgp" && r["route"]["nexthops"] == serde_json::json!([s1])
@@ -735,12 +739,11 @@ summary_only = true
 name = "all"
 default = "accept"
 "#;
-    let config = nva_config(
+    let config = one_server_config(
         &(peer("rs1", "10.0.255.4", "")
             + &peer("rs2", "10.0.255.5", "export = \"all\"\nmax_announce = 2")),
         extra,
-    )
-    .replace("[[interfaces]]\nname = \"s2\"\n", "");
+    );
     let nva = NvaProcess::start(&lab.hub.nva, &config).unwrap();
     let rs2_routes = || rs2.birdc(&["show", "route", "protocol", "nva"]);
     // rs2 gets the originated prefix and the summary; the /24s are summarised and
@@ -937,8 +940,7 @@ fn a_withdrawal_after_reclassification_reaches_the_old_table() {
         "protocol static doc {{ ipv4; route 203.0.113.0/24 via {s1} {{ bgp_next_hop = {s1}; }}; }}\n"
     );
     let rs1 = Bird::start(&lab.rs, &bird_rs("10.0.255.4", &statics, "")).unwrap();
-    let config = nva_config(&peer("rs1", "10.0.255.4", ""), "")
-        .replace("[[interfaces]]\nname = \"s2\"\n", "");
+    let config = one_server_config(&peer("rs1", "10.0.255.4", ""), "");
     let nva = NvaProcess::start(&lab.hub.nva, &config).unwrap();
     wait_route(&nva, "203.0.113.1", |r| {
         r["route"]["source"] == "bgp" && r["route"]["table"] == "north-south"
@@ -987,8 +989,7 @@ fn a_route_that_does_not_fit_fails_alone_and_is_retried() {
     let rs1 = Bird::start(&lab.rs, &bird_rs("10.0.255.4", &statics, "")).unwrap();
     let config = format!(
         "[dataplane]\nipv4_fib_north_south = \"dir-24-8\"\nipv4_fib_blocks = 16\n{}",
-        nva_config(&peer("rs1", "10.0.255.4", ""), "")
-            .replace("[[interfaces]]\nname = \"s2\"\n", "")
+        one_server_config(&peer("rs1", "10.0.255.4", ""), "")
     );
     let nva = NvaProcess::start(&lab.hub.nva, &config).unwrap();
     let uninstalled = || {
@@ -1065,15 +1066,14 @@ fn max_prefix_restart_and_bgp_clear() {
         route(3)
     );
     let rs1 = Bird::start(&lab.rs, &bird_rs("10.0.255.4", &statics, "")).unwrap();
-    let config = nva_config(
+    let config = one_server_config(
         &peer(
             "rs1",
             "10.0.255.4",
             "max_prefix = 2\nmax_prefix_action = \"teardown\"\nmax_prefix_restart = 2",
         ),
         "",
-    )
-    .replace("[[interfaces]]\nname = \"s2\"\n", "");
+    );
     let nva = NvaProcess::start(&lab.hub.nva, &config).unwrap();
     wait_until(WAIT, Duration::from_millis(200), || {
         Ok(nva.log().contains("max-prefix restart timer"))

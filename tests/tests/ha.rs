@@ -8,10 +8,7 @@
 //! client (BIRD, AS 65515) --c1-- nva1 --s1-- server (10.100.0.1)
 //!                         --c2-- nva2 --s2--
 //! ```
-use std::{
-    net::{Ipv4Addr, SocketAddr, UdpSocket},
-    time::{Duration, Instant},
-};
+use std::time::{Duration, Instant};
 
 use nva_tests::{
     Netns, NvaProcess, UdpSink, daemons::Bird, require_root, serial, veth, wait_until,
@@ -101,42 +98,7 @@ fn nva_config(k: usize, prepend: bool) -> String {
 
 /// The client's kernel route to the service: its next hops.
 fn client_nexthops(lab: &Lab) -> Vec<String> {
-    let out = lab.client.ip("route show 10.100.0.0/16").unwrap();
-    let mut hops: Vec<String> = out
-        .split_whitespace()
-        .collect::<Vec<_>>()
-        .windows(2)
-        .filter(|w| w[0] == "via")
-        .map(|w| w[1].to_string())
-        .collect();
-    hops.sort();
-    hops
-}
-
-/// Sends `count` datagrams, one per millisecond, round-robin over 32 flows; returns
-/// the send time of each sequence number.
-fn paced(lab: &Lab, count: u32) -> std::thread::JoinHandle<Vec<Instant>> {
-    let dst: SocketAddr = format!("{SERVICE}:7000").parse().unwrap();
-    lab.client.spawn_thread(move || {
-        let socks: Vec<UdpSocket> = (0..32)
-            .map(|i| {
-                let s = UdpSocket::bind((Ipv4Addr::UNSPECIFIED, 52000 + i)).unwrap();
-                s.connect(dst).unwrap();
-                s
-            })
-            .collect();
-        let start = Instant::now();
-        let mut sent = Vec::with_capacity(count as usize);
-        for n in 0..count {
-            let due = start + Duration::from_millis(n as u64);
-            if let Some(w) = due.checked_duration_since(Instant::now()) {
-                std::thread::sleep(w);
-            }
-            sent.push(Instant::now());
-            let _ = socks[(n % 32) as usize].send(&n.to_be_bytes());
-        }
-        sent
-    })
+    nva_tests::netns::route_gateways(&lab.client.ip("route show 10.100.0.0/16").unwrap())
 }
 
 /// Takes an NVA down like a failed VM: its links go down (no FIN for BGP either).
@@ -178,7 +140,7 @@ fn n_active_nvas_fail_over_through_the_route_server() {
     let via1 = lab.server.ifindex("s1").unwrap();
 
     // 6000 datagrams over 6 s; nva1 fails after 1.5 s.
-    let sender = paced(&lab, 6000);
+    let sender = nva_tests::paced(&lab.client, SERVICE, 6000, Duration::from_millis(1));
     std::thread::sleep(Duration::from_millis(1500));
     let failed_at = Instant::now();
     fail(&lab, 1, &mut nva1);
@@ -264,7 +226,7 @@ fn graceful_shutdown_withdraws_first_and_loses_nothing() {
     })
     .unwrap();
     let sink = UdpSink::start(&lab.server, &[format!("{SERVICE}:7000").parse().unwrap()]).unwrap();
-    let sender = paced(&lab, 4000);
+    let sender = nva_tests::paced(&lab.client, SERVICE, 4000, Duration::from_millis(1));
     std::thread::sleep(Duration::from_millis(1000));
     let stopped_at = Instant::now();
     // SIGTERM: withdraw, drain, then detach.
@@ -350,7 +312,7 @@ fn restart_behind_a_route_server_keeps_routes_and_packets() {
     })
     .unwrap();
     let sink = UdpSink::start(&lab.server, &[format!("{SERVICE}:7000").parse().unwrap()]).unwrap();
-    let sender = paced(&lab, 4000);
+    let sender = nva_tests::paced(&lab.client, SERVICE, 4000, Duration::from_millis(1));
     std::thread::sleep(Duration::from_millis(1000));
     first.kill().unwrap();
     // The route server keeps the routes of the restarting nva.

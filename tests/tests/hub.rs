@@ -133,28 +133,17 @@ fn hub_nvas_forward_what_the_route_server_teaches() {
             );
         }
     };
-    explain(
-        "spoke1 -> on-prem",
-        deliver(&lab.spokes[0], &onprem, ONPREM, 500),
-    );
-    explain(
-        "on-prem -> spoke1",
-        deliver(&lab.ergw, &spoke1, SPOKE1, 500),
-    );
-    explain(
-        "spoke1 -> spoke2",
-        deliver(&lab.spokes[0], &spoke2, SPOKE2, 500),
-    );
     // The branch behind the NVAs: redirected between their two NICs, both ways.
     let branch = sink(&lab.branch, BRANCH).unwrap();
-    explain(
-        "spoke1 -> branch",
-        deliver(&lab.spokes[0], &branch, BRANCH, 500),
-    );
-    explain(
-        "branch -> spoke1",
-        deliver(&lab.branch, &spoke1, SPOKE1, 500),
-    );
+    for (what, from, to, dst) in [
+        ("spoke1 -> on-prem", &lab.spokes[0], &onprem, ONPREM),
+        ("on-prem -> spoke1", &lab.ergw, &spoke1, SPOKE1),
+        ("spoke1 -> spoke2", &lab.spokes[0], &spoke2, SPOKE2),
+        ("spoke1 -> branch", &lab.spokes[0], &branch, BRANCH),
+        ("branch -> spoke1", &lab.branch, &spoke1, SPOKE1),
+    ] {
+        explain(what, deliver(from, to, dst, 500));
+    }
     let mut tx_total = 0;
     let mut redirected = 0;
     for (k, nva) in nvas.iter().enumerate() {
