@@ -99,41 +99,47 @@ impl State {
         if self.bgp.is_none() {
             return Vec::new();
         }
+        let before: HashSet<u16> = self.fib.nexthop_views().iter().map(|n| n.id).collect();
+        let out = self.with_feed(|feed, fib, nh| match event {
+            BgpEvent::Session(e) => feed.handle_event(e, fib, nh),
+            BgpEvent::SweepStale(peer) => feed.sweep_stale(peer, fib, nh),
+        });
+        // New next hops: use MACs already known from the neighbour table.
+        for nh in self.fib.nexthop_views() {
+            if !before.contains(&nh.id)
+                && let Some(mac) = self.known_macs.get(&(nh.ifindex, nh.via))
+            {
+                let _ = self
+                    .fib
+                    .update_neighbour(nh.ifindex, nh.via, Some(*mac), false);
+            }
+        }
+        match out {
+            Some(Ok(commands)) => commands,
+            Some(Err(e)) => {
+                warn!("BGP: programming the FIB failed: {e:#}");
+                Vec::new()
+            }
+            None => Vec::new(),
+        }
+    }
+
+    /// Runs `f` on the BGP feed with the FIB and the next hops' current resolution (a
+    /// snapshot of what they resolve through, and the egress ports); None without BGP.
+    fn with_feed<R>(
+        &mut self,
+        f: impl FnOnce(&mut BgpFeed, &mut Fib, &NextHops) -> R,
+    ) -> Option<R> {
+        self.bgp.as_ref()?;
         let resolver = self.resolver();
         let ports = self.ports();
-        let State {
-            bgp,
-            fib,
-            known_macs,
-            ..
-        } = self;
-        let Some(feed) = bgp.as_mut() else {
-            return Vec::new();
-        };
+        let State { bgp, fib, .. } = self;
+        let feed = bgp.as_mut()?;
         let nh = NextHops {
             resolver: &resolver,
             ports: &|i| ports.get(&i).cloned(),
         };
-        let before: HashSet<u16> = fib.nexthop_views().iter().map(|n| n.id).collect();
-        let out = match event {
-            BgpEvent::Session(e) => feed.handle_event(e, fib, &nh),
-            BgpEvent::SweepStale(peer) => feed.sweep_stale(peer, fib, &nh),
-        };
-        // New next hops: use MACs already known from the neighbour table.
-        for nh in fib.nexthop_views() {
-            if !before.contains(&nh.id)
-                && let Some(mac) = known_macs.get(&(nh.ifindex, nh.via))
-            {
-                let _ = fib.update_neighbour(nh.ifindex, nh.via, Some(*mac), false);
-            }
-        }
-        match out {
-            Ok(commands) => commands,
-            Err(e) => {
-                warn!("BGP: programming the FIB failed: {e:#}");
-                Vec::new()
-            }
-        }
+        Some(f(feed, fib, &nh))
     }
 }
 
@@ -204,25 +210,13 @@ impl State {
             warn!("re-resolving static routes: {e:#}");
         }
         self.planned = planned;
-        if self.bgp.is_none() {
-            return Vec::new();
-        }
-        let resolver = self.resolver();
-        let ports = self.ports();
-        let State { bgp, fib, .. } = self;
-        let Some(feed) = bgp.as_mut() else {
-            return Vec::new();
-        };
-        let nh = NextHops {
-            resolver: &resolver,
-            ports: &|i| ports.get(&i).cloned(),
-        };
-        match feed.follow_resolution(fib, &nh) {
-            Ok(commands) => commands,
-            Err(e) => {
+        match self.with_feed(|feed, fib, nh| feed.follow_resolution(fib, nh)) {
+            Some(Ok(commands)) => commands,
+            Some(Err(e)) => {
                 warn!("BGP: following next-hop resolution failed: {e:#}");
                 Vec::new()
             }
+            None => Vec::new(),
         }
     }
 }
@@ -284,19 +278,11 @@ impl State {
     /// Routes that could not be installed are tried again (once a second): room may
     /// have come back (blocks or groups freed, next hops released).
     fn retry_failed_routes(&mut self) {
-        if self.bgp.is_some() {
-            let resolver = self.resolver();
-            let ports = self.ports();
-            let State { bgp, fib, .. } = self;
-            if let Some(feed) = bgp.as_mut() {
-                let nh = NextHops {
-                    resolver: &resolver,
-                    ports: &|i| ports.get(&i).cloned(),
-                };
-                if let Err(e) = feed.retry_unapplied(fib, &nh) {
-                    warn!("BGP: retrying routes: {e:#}");
-                }
-            }
+        // The resolver snapshot is built only when a BGP route waits for it.
+        if self.bgp.as_ref().is_some_and(BgpFeed::has_unapplied)
+            && let Some(Err(e)) = self.with_feed(|feed, fib, nh| feed.retry_unapplied(fib, nh))
+        {
+            warn!("BGP: retrying routes: {e:#}");
         }
         self.fib.retry_failed();
     }
@@ -769,19 +755,12 @@ impl State {
     /// BGP peers, policies or announcements changed: the feed adapts, and the daemon
     /// starts/stops sessions as returned.
     fn reconfigure_bgp(&mut self, config: &Config) -> Result<Option<Reconfigured>> {
-        let resolver = self.resolver();
-        let ports = self.ports();
-        let State { bgp, fib, .. } = self;
-        let nh = NextHops {
-            resolver: &resolver,
-            ports: &|i| ports.get(&i).cloned(),
-        };
-        let out = match bgp.as_mut() {
-            Some(feed) => Some(feed.reconfigure(config, fib, &nh)?),
+        let out = match self.with_feed(|feed, fib, nh| feed.reconfigure(config, fib, nh)) {
+            Some(result) => Some(result?),
             None => BgpFeed::new(config).map(|mut feed| {
                 let add = feed.session_configs();
                 let commands = feed.export_all();
-                *bgp = Some(feed);
+                self.bgp = Some(feed);
                 Reconfigured {
                     add,
                     remove: Vec::new(),
@@ -790,7 +769,7 @@ impl State {
             }),
         };
         if config.bgp.is_none() {
-            *bgp = None;
+            self.bgp = None;
         }
         Ok(out)
     }

@@ -771,6 +771,11 @@ impl BgpFeed {
         Ok(commands)
     }
 
+    /// Whether some selected routes wait to be written again.
+    pub fn has_unapplied(&self) -> bool {
+        !self.unapplied.is_empty()
+    }
+
     /// Applies again the selected routes that could not be written (see `unapplied`).
     pub fn retry_unapplied(&mut self, fib: &mut Fib, nh: &NextHops) -> Result<()> {
         if self.unapplied.is_empty() {

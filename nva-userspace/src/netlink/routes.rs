@@ -93,20 +93,14 @@ impl Netlink {
     ) -> Result<usize> {
         use futures::StreamExt;
         let mut stale = Vec::new();
-        for version in [IpVersion::V4, IpVersion::V6] {
-            let query = match version {
-                IpVersion::V4 => RouteMessageBuilder::<std::net::Ipv4Addr>::new().build(),
-                IpVersion::V6 => RouteMessageBuilder::<std::net::Ipv6Addr>::new().build(),
-            };
-            let mut routes = self.handle().route().get(query).execute();
-            while let Some(route) = routes.try_next().await.context("dumping kernel routes")? {
-                if route.header.protocol == RouteProtocol::Other(RTPROT_NVA)
-                    && !keep.contains(&prefix_of(&route))
-                {
-                    stale.push(route);
-                }
+        self.each_route(|route| {
+            if route.header.protocol == RouteProtocol::Other(RTPROT_NVA)
+                && !keep.contains(&prefix_of(&route))
+            {
+                stale.push(route);
             }
-        }
+        })
+        .await?;
         let removed = stale.len();
         let failures: Vec<String> = futures::stream::iter(stale)
             .map(|route| async move {
@@ -259,6 +253,13 @@ impl Netlink {
     /// The kernel's gateway routes that are not nva's own (main table, both families).
     pub async fn gateway_routes(&self) -> Result<Vec<GatewayRoute>> {
         let mut out = Vec::new();
+        self.each_route(|route| out.extend(gateway_route(&route)))
+            .await?;
+        Ok(out)
+    }
+
+    /// Dumps the kernel's routes (IPv4, then IPv6) into `each`, one message at a time.
+    async fn each_route(&self, mut each: impl FnMut(RouteMessage)) -> Result<()> {
         for version in [IpVersion::V4, IpVersion::V6] {
             let query = match version {
                 IpVersion::V4 => RouteMessageBuilder::<std::net::Ipv4Addr>::new().build(),
@@ -266,10 +267,10 @@ impl Netlink {
             };
             let mut routes = self.handle().route().get(query).execute();
             while let Some(route) = routes.try_next().await.context("dumping kernel routes")? {
-                out.extend(gateway_route(&route));
+                each(route);
             }
         }
-        Ok(out)
+        Ok(())
     }
 }
 
