@@ -1142,8 +1142,18 @@ pub async fn check_on_host(config: &Config) -> Result<()> {
 }
 
 /// An exclusive lock held for the daemon's lifetime (released by the kernel when the
-/// process ends, however it ends).
-struct InstanceLock(#[allow(dead_code)] std::fs::File);
+/// process ends, however it ends). A clean exit also removes the file, while still
+/// holding the lock, so stopped instances leave nothing behind.
+struct InstanceLock {
+    path: PathBuf,
+    _file: std::fs::File,
+}
+
+impl Drop for InstanceLock {
+    fn drop(&mut self) {
+        std::fs::remove_file(&self.path).ok();
+    }
+}
 
 /// Takes the lock at `path` or says who holds it: a second `nva run` on the same control
 /// socket or pin path must refuse before it touches anything (kernel routes, XDP, maps).
@@ -1170,7 +1180,10 @@ fn lock_instance(path: &std::path::Path, what: &str) -> Result<InstanceLock> {
     }
     file.set_len(0)?;
     write!(file, "{}", std::process::id())?;
-    Ok(InstanceLock(file))
+    Ok(InstanceLock {
+        path: path.to_path_buf(),
+        _file: file,
+    })
 }
 
 /// The instance locks: one per control socket, one per pin path.

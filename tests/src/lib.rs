@@ -47,6 +47,30 @@ pub fn unique_suffix() -> String {
     )
 }
 
+/// A directory under the temp dir named `{prefix}-{pid}-{n}`, removed with everything in it
+/// when dropped (also when the test panics).
+pub struct ScratchDir(std::path::PathBuf);
+
+impl ScratchDir {
+    /// Creates the directory.
+    pub fn new(prefix: &str) -> std::io::Result<Self> {
+        let dir = std::env::temp_dir().join(format!("{prefix}-{}", unique_suffix()));
+        std::fs::create_dir_all(&dir)?;
+        Ok(Self(dir))
+    }
+
+    /// The directory.
+    pub fn path(&self) -> &std::path::Path {
+        &self.0
+    }
+}
+
+impl Drop for ScratchDir {
+    fn drop(&mut self) {
+        std::fs::remove_dir_all(&self.0).ok();
+    }
+}
+
 /// True when running as root; otherwise prints a skip message naming `test` and returns false.
 pub fn require_root(test: &str) -> bool {
     // SAFETY: geteuid has no preconditions and cannot fail.

@@ -351,6 +351,8 @@ impl Drop for NvaProcess {
             eprintln!("--- nva log ({}) ---\n{}", self.log.display(), self.log());
         }
         let _ = std::fs::remove_file(&self.socket);
+        // nva removes its lock on a clean exit; not when it was killed.
+        let _ = std::fs::remove_file(format!("{}.lock", self.socket.display()));
         let _ = std::fs::remove_dir_all(&self.dir);
     }
 }

@@ -368,11 +368,10 @@ fn counters_match_what_was_sent() {
 }
 
 fn run_with_config(hub: &Hub, config: &str) -> (bool, String) {
-    let dir = std::env::temp_dir().join(format!("nva-badcfg-{}", nva_tests::unique_suffix()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let path = dir.join("nva.toml");
+    let dir = nva_tests::ScratchDir::new("nva-badcfg").unwrap();
+    let path = dir.path().join("nva.toml");
     std::fs::write(&path, config).unwrap();
-    let sock = dir.join("nva.sock");
+    let sock = dir.path().join("nva.sock");
     let bin = nva_binary().unwrap();
     let out = Command::new("ip")
         .args(["netns", "exec", hub.nva.name()])
@@ -383,7 +382,6 @@ fn run_with_config(hub: &Hub, config: &str) -> (bool, String) {
         .arg(&sock)
         .output()
         .unwrap();
-    std::fs::remove_dir_all(&dir).ok();
     (
         out.status.success(),
         String::from_utf8_lossy(&out.stderr).into_owned(),

@@ -357,9 +357,8 @@ fn idle_connections_and_long_lines_never_disturb_the_daemon() {
     let _g = serial();
     let hub = Hub::build(2).unwrap();
     // nva with 256 file descriptors.
-    let dir = std::env::temp_dir().join(format!("nva-limited-{}", nva_tests::unique_suffix()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let wrapper = dir.join("nva");
+    let dir = nva_tests::ScratchDir::new("nva-limited").unwrap();
+    let wrapper = dir.path().join("nva");
     std::fs::write(
         &wrapper,
         format!(
