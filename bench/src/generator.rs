@@ -127,6 +127,32 @@ fn interrupted(e: &(dyn std::error::Error + 'static)) -> bool {
     false
 }
 
+/// Whether this kernel injects live frames from BPF_PROG_TEST_RUN: some hardened
+/// kernels refuse BPF_F_TEST_XDP_LIVE_FRAMES with EPERM even to root (seen on a
+/// 6.18 kernel with lockdown=integrity). One XDP_PASS frame out of `ifindex` in `gen_ns`.
+pub fn live_frames_allowed(obj: &BenchObject, gen_ns: &Netns, ifindex: u32) -> Result<bool> {
+    let prog = obj.program(crate::object::PASS)?;
+    let frame = vec![0u8; 64];
+    let mut ctx = Vec::new();
+    for v in [0u32, frame.len() as u32, 0, ifindex, 0, 0] {
+        ctx.extend_from_slice(&v.to_ne_bytes());
+    }
+    gen_ns.run(|| {
+        let opts = TestRunOptions {
+            data_in: Some(&frame),
+            ctx_in: Some(&ctx),
+            repeat: 1,
+            attrs: TestRunAttrs::new().xdp_live_frames(1),
+            ..Default::default()
+        };
+        match prog.test_run(opts) {
+            Ok(_) => Ok(true),
+            Err(e) if format!("{e:#}").contains("not permitted") => Ok(false),
+            Err(e) => Err(anyhow::Error::new(e).context("probing live frames")),
+        }
+    })
+}
+
 /// Generates `frame`s out of `ifindex` (in `gen`) on `cpu` while `measure` runs on the
 /// calling thread, then stops the generator. `max_frames` bounds the run in any case.
 pub fn run<R>(

@@ -7,6 +7,8 @@ pub struct Machine {
     pub kernel: String,
     pub pktgen: bool,
     pub xdp_forward: bool,
+    /// Whether BPF_PROG_TEST_RUN injects live frames here (None: not probed).
+    pub live_frames: Option<bool>,
 }
 
 pub fn loadavg() -> String {
@@ -51,5 +53,6 @@ pub fn probe() -> Machine {
         kernel,
         pktgen: std::path::Path::new("/proc/net/pktgen").exists(),
         xdp_forward,
+        live_frames: None,
     }
 }

@@ -217,7 +217,7 @@ fn main() -> Result<()> {
     }
     netns::cleanup_stale();
     install_handlers();
-    let m = machine::probe();
+    let mut m = machine::probe();
     let load_before = machine::loadavg();
     eprintln!(
         "nva-bench: {} x {}, kernel {}, load {load_before}",
@@ -240,7 +240,17 @@ fn main() -> Result<()> {
     let topo = Topology::build(o.nexthops).context("building the topology")?;
     let mut prog = Vec::new();
     if o.prog {
-        let helpers = object::BenchObject::load()?;
+        let mut helpers = object::BenchObject::load()?;
+        for ipv6 in [false, true] {
+            let r = progcost::reference(&topo.duts[0], &mut helpers, ipv6, &o.prog_params, o.seed)?;
+            eprintln!(
+                "nva-bench: program {} minimal forwarder (reference): {:.1} ns/packet repeated, {:.1} cycling",
+                if ipv6 { "IPv6" } else { "IPv4" },
+                report::stats(&r.ns).1,
+                report::stats(&r.cycling_ns).1,
+            );
+            prog.push(r);
+        }
         let empty = helpers.program(object::PASS)?;
         let mut sizes: Vec<(bool, bool, usize)> = Vec::new();
         for (ipv6, list) in [(false, &o.prog_v4), (true, &o.prog_v6)] {
@@ -281,6 +291,19 @@ fn main() -> Result<()> {
 
     let (mut cells, mut installs, mut churn, mut mix) = (Vec::new(), None, None, Vec::new());
     if o.live {
+        let helpers = object::BenchObject::load()?;
+        m.live_frames = Some(generator::live_frames_allowed(
+            &helpers,
+            &topo.gen_ns,
+            topo.duts[0].gen_ifindex,
+        )?);
+        if m.live_frames == Some(false) {
+            eprintln!(
+                "nva-bench: this kernel refuses live-frames test runs (BPF_F_TEST_XDP_LIVE_FRAMES: EPERM) and has no pktgen: live forwarding cannot be measured here; program-only figures only"
+            );
+        }
+    }
+    if o.live && m.live_frames != Some(false) {
         let small = [
             IpNet::V4(routes::single_v4()),
             IpNet::V6(routes::single_v6()),

@@ -9,9 +9,31 @@ use nva::{
     dataplane::{Dataplane, LoadOptions},
     fib::{Fib, NhKey, Port, Source, Target},
 };
-use nva_common::Settings;
+use nva_common::{SET_SEGMENTS, Settings};
 
 use crate::topology::{Dut, nexthop_v4, nexthop_v6};
+
+/// What nva does per packet besides the lookup, as an operator would configure it:
+/// east-west prefixes (the classifier runs on every packet), segments with denied pairs
+/// (checked for east-west traffic), ECMP over all egress ports.
+pub struct Features {
+    pub east_west: Vec<IpNet>,
+    /// Prefix -> segment id.
+    pub segments: Vec<(IpNet, u32)>,
+    /// Denied (from, to) segment pairs.
+    pub deny: Vec<(u32, u32)>,
+}
+
+impl Features {
+    /// Nothing but the lookup (for measurements that configure features themselves).
+    pub fn none() -> Features {
+        Features {
+            east_west: Vec::new(),
+            segments: Vec::new(),
+            deny: Vec::new(),
+        }
+    }
+}
 
 pub struct NvaDut {
     pub fib: Fib,
@@ -36,8 +58,8 @@ impl NvaDut {
     /// Loads the program (`fast`: IPv4 FIBs as DIR-24-8 and IPv6 FIBs as the multibit
     /// trie instead of the LPM tries),
     /// registers the DUT's ports (ingress slot 1, egress 2..) and one resolved next hop
-    /// per egress port and family. No routes yet.
-    pub fn load(dut: &Dut, fast: bool) -> Result<NvaDut> {
+    /// per egress port and family, and `features`. No routes yet.
+    pub fn load(dut: &Dut, fast: bool, features: &Features) -> Result<NvaDut> {
         dut.ns.run(|| {
             let mut dp = if fast {
                 Dataplane::load_with(LoadOptions {
@@ -50,13 +72,24 @@ impl NvaDut {
             };
             dp.set_settings(Settings {
                 hash_seed: 0x5eed_1234,
-                flags: 0,
+                flags: if features.segments.is_empty() {
+                    0
+                } else {
+                    SET_SEGMENTS
+                },
             })?;
+            for (prefix, id) in &features.segments {
+                dp.set_segment_prefix(prefix, Some(*id))?;
+            }
+            for (from, to) in &features.deny {
+                dp.set_segment_policy(*from, *to, true)?;
+            }
             dp.add_port(dut.ingress, 1, 0, [0; 6])?;
             for (i, e) in dut.egress.iter().enumerate() {
                 dp.add_port(e.ifindex, 2 + i as u32, 0, [0; 6])?;
             }
             let mut fib = Fib::new(dp);
+            fib.set_east_west(&features.east_west)?;
             let (mut nh_v4, mut nh_v6) = (Vec::new(), Vec::new());
             for (i, e) in dut.egress.iter().enumerate() {
                 let port = Port {

@@ -4,7 +4,7 @@ use std::net::IpAddr;
 use anyhow::{Context, Result, anyhow};
 use aya::{
     Ebpf,
-    maps::{Array, MapData, PerCpuArray},
+    maps::{Array, DevMap, MapData, PerCpuArray},
     programs::{Xdp, XdpMode, xdp::XdpLink},
 };
 use nva::bench_object::BENCH_OBJECT;
@@ -14,6 +14,21 @@ use crate::{generator::GenConfig, netns::Netns};
 pub const GEN: &str = "bench_gen";
 pub const SINK: &str = "bench_sink";
 pub const PASS: &str = "bench_pass";
+pub const FWD: &str = "bench_fwd";
+
+/// Mirror of `FwdPort` in `nva-ebpf/src/bench.rs`.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct FwdPort {
+    pub dmac: [u8; 6],
+    pub smac: [u8; 6],
+}
+
+// SAFETY: plain old data, no padding (12 bytes of u8).
+unsafe impl aya::Pod for FwdPort {}
+
+/// Capacity of the reference forwarder's port maps.
+const FWD_MAX_PORTS: usize = 8;
 
 /// Capacity of GEN_DSTS.
 pub const MAX_DSTS: usize = 1 << 16;
@@ -24,6 +39,9 @@ pub struct BenchObject {
     dsts: Array<MapData, [u16; 8]>,
     seq: PerCpuArray<MapData, u64>,
     sink: PerCpuArray<MapData, u64>,
+    fwd_macs: Array<MapData, FwdPort>,
+    fwd_tx: DevMap<MapData>,
+    fwd_mask: Array<MapData, u32>,
 }
 
 fn take<T: TryFrom<aya::maps::Map, Error = aya::maps::MapError>>(
@@ -42,7 +60,7 @@ pub struct Attached(#[allow(dead_code)] XdpLink);
 impl BenchObject {
     pub fn load() -> Result<BenchObject> {
         let mut ebpf = Ebpf::load(BENCH_OBJECT).context("loading the bench object")?;
-        for name in [GEN, SINK, PASS] {
+        for name in [GEN, SINK, PASS, FWD] {
             let p: &mut Xdp = ebpf
                 .program_mut(name)
                 .ok_or_else(|| anyhow!("no program {name}"))?
@@ -54,6 +72,9 @@ impl BenchObject {
             dsts: take(&mut ebpf, "GEN_DSTS")?,
             seq: take(&mut ebpf, "GEN_SEQ")?,
             sink: take(&mut ebpf, "SINK_COUNT")?,
+            fwd_macs: take(&mut ebpf, "FWD_MACS")?,
+            fwd_tx: take(&mut ebpf, "FWD_TX")?,
+            fwd_mask: take(&mut ebpf, "FWD_PORT_MASK")?,
             ebpf,
         })
     }
@@ -78,6 +99,29 @@ impl BenchObject {
             .run(|| p.attach_to_if_index(ifindex, XdpMode::Driver))
             .with_context(|| format!("attaching {name} to {}:{ifname}", ns.name()))?;
         Ok(Attached(p.take_link(link)?))
+    }
+
+    /// Sets the reference forwarder's egress ports (ifindex, own MAC, next hop's MAC; a
+    /// power of two of them), with ifindexes of `ns`.
+    pub fn set_forwarder(&mut self, ns: &Netns, ports: &[(u32, [u8; 6], [u8; 6])]) -> Result<()> {
+        anyhow::ensure!(
+            ports.len().is_power_of_two() && ports.len() <= FWD_MAX_PORTS,
+            "reference forwarder: a power of two of ports, at most {FWD_MAX_PORTS}"
+        );
+        for (i, (ifindex, smac, dmac)) in ports.iter().enumerate() {
+            self.fwd_macs.set(
+                i as u32,
+                FwdPort {
+                    dmac: *dmac,
+                    smac: *smac,
+                },
+                0,
+            )?;
+            // DEVMAP resolves the ifindex in the caller's namespace.
+            ns.run(|| self.fwd_tx.set(i as u32, *ifindex, None, 0))?;
+        }
+        self.fwd_mask.set(0, ports.len() as u32 - 1, 0)?;
+        Ok(())
     }
 
     pub fn set_config(&mut self, cfg: &GenConfig) -> Result<()> {

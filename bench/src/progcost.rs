@@ -22,6 +22,7 @@ use crate::{
     frames::{self, Udp},
     live::INTERRUPTED,
     nva_dut::{Install, NvaDut},
+    object::{BenchObject, FWD, PASS},
     routes,
     topology::{DUT_MAC, Dut, GEN_MAC, GEN_V4, GEN_V6},
 };
@@ -40,6 +41,8 @@ pub struct Params {
 }
 
 pub struct ProgCost {
+    /// The reference DUT (the minimal forwarder, no lookup) instead of nva.
+    pub reference: bool,
     pub ipv6: bool,
     /// The fast FIBs (IPv4 DIR-24-8, IPv6 multibit) instead of the LPM tries.
     pub fast: bool,
@@ -107,7 +110,7 @@ pub fn measure(
     seed: u64,
 ) -> Result<ProgCost> {
     let ipv6 = table[0].addr().is_ipv6();
-    let mut nva = NvaDut::load(dut, fast)?;
+    let mut nva = NvaDut::load(dut, fast, &crate::live::features(table.len() > 1))?;
     let install = nva.install(table)?;
     let hot = frames_to(&routes::destinations(table, p.frames, seed).0, seed);
     let cold = frames_to(&routes::destinations(table, p.cycle, seed + 1).0, seed + 1);
@@ -150,6 +153,7 @@ pub fn measure(
     nva.detach();
     let runs = p.rounds * (hot.len() * p.calls * REPEAT as usize + cold.len());
     Ok(ProgCost {
+        reference: false,
         ipv6,
         fast,
         routes: table.len(),
@@ -157,6 +161,64 @@ pub fn measure(
         ns,
         cycling_ns,
         forwarded: (after - before) as f64 / runs as f64,
+    })
+}
+
+/// The same two figures for the reference DUT, the minimal forwarder with no lookup
+/// (`bench_fwd`), over the DUT's egress ports, to the 1-route table's destinations.
+pub fn reference(
+    dut: &Dut,
+    helpers: &mut BenchObject,
+    ipv6: bool,
+    p: &Params,
+    seed: u64,
+) -> Result<ProgCost> {
+    let ports: Vec<_> = dut
+        .egress
+        .iter()
+        .map(|e| (e.ifindex, e.mac, e.sink_mac))
+        .collect();
+    helpers.set_forwarder(&dut.ns, &ports)?;
+    let table = [if ipv6 {
+        IpNet::V6(routes::single_v6())
+    } else {
+        IpNet::V4(routes::single_v4())
+    }];
+    let hot = frames_to(&routes::destinations(&table, p.frames, seed).0, seed);
+    let cold = frames_to(&routes::destinations(&table, p.cycle, seed + 1).0, seed + 1);
+    // Attached for the same reason as nva's program (see `measure`).
+    let _attached = helpers.attach(FWD, &dut.ns, "d0")?;
+    let prog = helpers.program(FWD)?;
+    let empty = helpers.program(PASS)?;
+    let (ns, cycling_ns) = dut.ns.run(|| -> Result<(Vec<f64>, Vec<f64>)> {
+        let (mut ns, mut cycling) = (Vec::new(), Vec::new());
+        for _ in 0..p.rounds {
+            let mut total = 0.0;
+            for f in &hot {
+                ensure!(!INTERRUPTED.load(Ordering::SeqCst), "interrupted");
+                let (t, action) = time(prog, f, dut.ingress, REPEAT, p.calls)?;
+                ensure!(action == XDP_REDIRECT, "reference forwarder: action {action}");
+                total += t;
+            }
+            ns.push(total / hot.len() as f64);
+            let (mut t_fwd, mut t_empty) = (0.0, 0.0);
+            for f in &cold {
+                t_fwd += time(prog, f, dut.ingress, 1, 1)?.0;
+                t_empty += time(empty, f, dut.ingress, 1, 1)?.0;
+            }
+            cycling.push((t_fwd - t_empty) / cold.len() as f64);
+        }
+        Ok((ns, cycling))
+    })?;
+    Ok(ProgCost {
+        reference: true,
+        ipv6,
+        fast: false,
+        routes: 0,
+        install: Install::default(),
+        ns,
+        cycling_ns,
+        forwarded: 1.0,
     })
 }
 
@@ -172,7 +234,7 @@ pub fn separation_cost(dut: &Dut, p: &Params) -> Result<Vec<(&'static str, f64)>
     use nva::fib::{DEFAULT_EAST_WEST, Source, Table, Target};
     use nva_common::{SET_SEGMENTS, Settings};
 
-    let mut nva = NvaDut::load(dut, false)?;
+    let mut nva = NvaDut::load(dut, false, &crate::nva_dut::Features::none())?;
     let ns_dst: IpAddr = "198.18.0.1".parse().expect("addr");
     let ew_dst: IpAddr = "10.77.0.1".parse().expect("addr");
     let hops = Target::Forward(nva.nh_v4.as_slice().into());

@@ -1,7 +1,9 @@
 //! Route tables with a realistic prefix-length mix, generated from a seed.
 //!
 //! IPv4 follows the shape of the public IPv4 table (about 60% /24, then /22 and /23,
-//! then /16-/21, a few shorter); IPv6 the shape of the public IPv6 table (/48 heavy,
+//! then /16-/21, a few shorter) plus what an enterprise's table adds: 3% longer than /24
+//! (/28-/30 links and /32 hosts, one or two per /24, so about 30,000 /24s of a million
+//! routes hold longer prefixes); IPv6 the shape of the public IPv6 table (/48 heavy,
 //! then /32, /44, /40, /36, /29). Prefixes are drawn uniformly from public unicast space
 //! (minus private, reserved and the ranges the benchmark topology uses), so some nest
 //! inside others as in a real table. A table of size 1 is one benchmarking prefix.
@@ -34,6 +36,10 @@ pub const V4_MIX: &[(u8, f64)] = &[
     (9, 0.01),
     (8, 0.02),
 ];
+
+/// Share in percent of IPv4 routes longer than /24, and their (length, share) mix.
+pub const V4_LONG_SHARE: f64 = 3.0;
+pub const V4_LONG_MIX: &[(u8, f64)] = &[(32, 40.0), (30, 30.0), (29, 15.0), (28, 15.0)];
 
 /// (prefix length, share in percent) of the IPv6 table.
 pub const V6_MIX: &[(u8, f64)] = &[
@@ -120,7 +126,11 @@ pub fn table_v4(n: usize, seed: u64) -> Vec<Ipv4Net> {
     let mut seen = HashSet::with_capacity(n);
     let mut out = Vec::with_capacity(n);
     while out.len() < n {
-        let len = pick_len(V4_MIX, &mut rng);
+        let len = if rng.unit() * 100.0 < V4_LONG_SHARE {
+            pick_len(V4_LONG_MIX, &mut rng)
+        } else {
+            pick_len(V4_MIX, &mut rng)
+        };
         let addr = Ipv4Addr::from(rng.next_u64() as u32);
         let net = Ipv4Net::new(addr, len).expect("len <= 32").trunc();
         if reserved
@@ -216,6 +226,9 @@ mod tests {
         let h = histogram(&a.iter().map(|n| IpNet::V4(*n)).collect::<Vec<_>>());
         let p24 = h.iter().find(|(l, _)| *l == 24).unwrap().1;
         assert!((57.0..63.0).contains(&p24), "{p24}");
+        let long: f64 = h.iter().filter(|(l, _)| *l > 24).map(|(_, s)| s).sum();
+        assert!((2.5..3.5).contains(&long), "{long}");
+        assert!(h.iter().any(|(l, _)| *l == 32));
         let b = table_v6(5_000, 7);
         assert!(b.iter().all(|n| n.network().segments()[0] >> 13 == 1));
     }

@@ -8,6 +8,11 @@
 //!   number (so ECMP spreads the flows), and returns XDP_TX (sent to the DUT).
 //! - `bench_sink`: counts frames per CPU and ingress ifindex, then drops them.
 //! - `bench_pass`: XDP_PASS, so a veth has NAPI for Linux's own forwarding path.
+//! - `bench_fwd`: the reference DUT, a minimal forwarder with no lookup: it checks the
+//!   headers it touches, decrements the TTL / hop limit (IPv4 checksum updated as
+//!   xdp_fwd does), picks one of `FWD_PORTS` egress ports by the UDP source port (so it
+//!   spreads over the same ports as nva's ECMP), rewrites both MACs and redirects. What
+//!   nva does beyond that (classes, lookup, segments, hashing, counters) is its cost.
 //!
 //! The layout of `GenConfig` is mirrored in `bench/src/generator.rs`.
 #![cfg_attr(target_arch = "bpf", no_std)]
@@ -18,7 +23,7 @@ mod programs {
     use aya_ebpf::{
         bindings::xdp_action::{XDP_ABORTED, XDP_DROP, XDP_PASS, XDP_TX},
         macros::{map, xdp},
-        maps::{Array, PerCpuArray},
+        maps::{Array, DevMap, PerCpuArray},
         programs::XdpContext,
     };
 
@@ -55,6 +60,75 @@ mod programs {
     /// Frames received, per CPU, indexed by ingress ifindex & 63.
     #[map]
     static SINK_COUNT: PerCpuArray<u64> = PerCpuArray::with_max_entries(64, 0);
+
+    /// The reference forwarder's egress ports: MACs per port index (`FwdPort`, mirrored
+    /// in `bench/src/object.rs`) and the DEVMAP it redirects through (same index).
+    #[repr(C)]
+    pub struct FwdPort {
+        pub dmac: [u8; 6],
+        pub smac: [u8; 6],
+    }
+
+    pub const FWD_MAX_PORTS: u32 = 8;
+
+    #[map]
+    static FWD_MACS: Array<FwdPort> = Array::with_max_entries(FWD_MAX_PORTS, 0);
+
+    #[map]
+    static FWD_TX: DevMap = DevMap::with_max_entries(FWD_MAX_PORTS, 0);
+
+    /// Egress ports in use - 1 (a power of two minus one), in entry 0.
+    #[map]
+    static FWD_PORT_MASK: Array<u32> = Array::with_max_entries(1, 0);
+
+    #[xdp]
+    pub fn bench_fwd(ctx: XdpContext) -> u32 {
+        let data = ctx.data();
+        // Ethernet + IPv6 + UDP ports: enough for either family's fields below.
+        if data + ETH + 44 > ctx.data_end() {
+            return XDP_PASS;
+        }
+        let mask = match FWD_PORT_MASK.get(0) {
+            Some(m) => *m,
+            None => return XDP_ABORTED,
+        };
+        // SAFETY: the bytes read and written below lie in the first ETH + 44 bytes,
+        // checked above; 16-bit fields sit at even offsets of an aligned frame.
+        unsafe {
+            let h = data as *mut u16;
+            let proto = u16::from_be(*h.add(6));
+            let sport = match proto {
+                0x0800 => {
+                    let b = data as *mut u8;
+                    if *b.add(ETH) != 0x45 || *b.add(ETH + 8) <= 1 {
+                        return XDP_PASS;
+                    }
+                    *b.add(ETH + 8) -= 1;
+                    let mut check = *h.add((ETH + 10) / 2) as u32;
+                    check += 0x0100u16.to_be() as u32;
+                    *h.add((ETH + 10) / 2) = (check + (check >= 0xffff) as u32) as u16;
+                    u16::from_be(*h.add((ETH + 20) / 2))
+                }
+                0x86dd => {
+                    let b = data as *mut u8;
+                    if *b.add(ETH + 7) <= 1 {
+                        return XDP_PASS;
+                    }
+                    *b.add(ETH + 7) -= 1;
+                    u16::from_be(*h.add((ETH + 40) / 2))
+                }
+                _ => return XDP_PASS,
+            };
+            let port = sport as u32 & mask;
+            let Some(macs) = FWD_MACS.get(port) else {
+                return XDP_ABORTED;
+            };
+            let b = data as *mut [u8; 6];
+            *b = macs.dmac;
+            *b.add(1) = macs.smac;
+            FWD_TX.redirect(port, XDP_DROP as u64).unwrap_or(XDP_DROP)
+        }
+    }
 
     #[xdp]
     pub fn bench_gen(ctx: XdpContext) -> u32 {

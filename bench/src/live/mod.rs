@@ -13,8 +13,8 @@ mod churn;
 
 use crate::{
     generator, linux_dut,
-    nva_dut::{Install, NvaDut},
-    object::{Attached, BenchObject, MAX_DSTS, PASS, SINK},
+    nva_dut::{Features, Install, NvaDut},
+    object::{Attached, BenchObject, FWD, MAX_DSTS, PASS, SINK},
     routes,
     topology::Topology,
 };
@@ -26,6 +26,8 @@ pub static INTERRUPTED: AtomicBool = AtomicBool::new(false);
 pub enum Kind {
     /// XDP_DROP at the DUT's ingress: the generator's own ceiling.
     Drop,
+    /// The reference DUT: a minimal XDP forwarder with no lookup (`bench_fwd`).
+    Minimal,
     Nva,
     /// nva with its fast FIBs: IPv4 as DIR-24-8, IPv6 as the multibit trie
     /// (`LoadOptions::dir24_ipv4`, `multibit_ipv6`).
@@ -53,8 +55,9 @@ const fn mode(kind: Kind, full: bool, hot: bool) -> Mode {
     Mode { kind, full, hot }
 }
 
-pub const MODES: [Mode; 9] = [
+pub const MODES: [Mode; 10] = [
     mode(Kind::Drop, false, false),
+    mode(Kind::Minimal, false, false),
     mode(Kind::Nva, false, false),
     mode(Kind::Linux, false, false),
     mode(Kind::Nva, true, false),
@@ -162,10 +165,16 @@ impl<'t> Live<'t> {
             nva_fast: Vec::new(),
             linux: vec![],
         };
+        let ports: Vec<_> = topo.duts[0]
+            .egress
+            .iter()
+            .map(|e| (e.ifindex, e.mac, e.sink_mac))
+            .collect();
+        obj.set_forwarder(&topo.duts[0].ns, &ports)?;
         let (mut nva, mut dsts, mut dst_routes, mut sink_idx) = (vec![], vec![], vec![], vec![]);
         for (k, dut) in topo.duts.iter().enumerate() {
             let table = tables[k];
-            let mut n = NvaDut::load(dut, false)?;
+            let mut n = NvaDut::load(dut, false, &features(k == 1))?;
             linux_dut::nexthops(dut)?;
             let mut d: [Vec<IpAddr>; 2] = Default::default();
             let mut r: [Vec<IpNet>; 2] = Default::default();
@@ -195,7 +204,7 @@ impl<'t> Live<'t> {
         }
         let mut fast = None;
         if with_fast {
-            let mut n = NvaDut::load(&topo.duts[1], true)?;
+            let mut n = NvaDut::load(&topo.duts[1], true, &features(true))?;
             for ipv6 in [false, true] {
                 let t: Vec<IpNet> = tables[1]
                     .iter()
@@ -224,6 +233,7 @@ impl<'t> Live<'t> {
         let dut = &self.topo.duts[k];
         Ok(match mode.kind {
             Kind::Drop => Some(self.obj.attach(SINK, &dut.ns, "d0")?),
+            Kind::Minimal => Some(self.obj.attach(FWD, &dut.ns, "d0")?),
             Kind::Linux => Some(self.obj.attach(PASS, &dut.ns, "d0")?),
             Kind::Nva | Kind::NvaFast => {
                 self.nva_of(mode)?.attach(dut)?;
@@ -331,6 +341,29 @@ impl<'t> Live<'t> {
             }
         }
         Ok(cells)
+    }
+}
+
+/// All of nva's per-packet features on. The 1-route DUT's destination is east-west, in
+/// a segment with a denied pair (the packets pass the check); the full tables are
+/// north-south (the Internet), classified past the operator's private prefixes.
+pub fn features(full: bool) -> Features {
+    let net = |s: &str| -> IpNet { s.parse().expect("literal") };
+    let (v4, v6) = (IpNet::V4(routes::single_v4()), IpNet::V6(routes::single_v6()));
+    let mut east_west = vec![net("10.0.0.0/8"), net("172.16.0.0/12"), net("fd00::/8")];
+    if !full {
+        east_west.extend([v4, v6]);
+    }
+    Features {
+        east_west,
+        segments: vec![
+            (net("10.100.0.0/16"), 1),
+            (net("fd00:100::/32"), 1),
+            (v4, 2),
+            (v6, 2),
+            (net("10.250.0.0/16"), 3),
+        ],
+        deny: vec![(1, 3), (3, 2)],
     }
 }
 
