@@ -30,7 +30,7 @@ use std::{path::PathBuf, sync::atomic::Ordering};
 use anyhow::{Context, Result, bail};
 use ipnet::IpNet;
 
-use crate::{live::INTERRUPTED, report::Report, topology::Topology};
+use crate::{live::INTERRUPTED, nva_dut::FibKind, report::Report, topology::Topology};
 
 const HELP: &str = "nva-bench [options]
   --quick             short run (1 run of 1 s, tables up to 100k/20k)
@@ -116,7 +116,7 @@ fn parse() -> Result<Opts> {
         prog_params: progcost::Params {
             frames: 64,
             calls: 40,
-            cycle: 4096,
+            cycle: 65536,
             rounds: 3,
         },
     };
@@ -251,35 +251,45 @@ fn main() -> Result<()> {
             );
             prog.push(r);
         }
-        let empty = helpers.program(object::PASS)?;
-        let mut sizes: Vec<(bool, bool, usize)> = Vec::new();
+        let mut sizes: Vec<(bool, FibKind, usize)> = Vec::new();
         for (ipv6, list) in [(false, &o.prog_v4), (true, &o.prog_v6)] {
-            for fast in [false, true] {
-                if (fast && o.fast) || (!fast && o.trie) {
-                    sizes.extend(list.iter().map(|n| (ipv6, fast, *n)));
+            for fib in [FibKind::Trie, FibKind::Fast, FibKind::Dxr] {
+                let wanted = match fib {
+                    FibKind::Trie => o.trie,
+                    FibKind::Fast => o.fast,
+                    // DXR is IPv4 only (its IPv6 FIB is the multibit trie, as Fast's).
+                    FibKind::Dxr => o.fast && !ipv6,
+                };
+                if wanted {
+                    sizes.extend(list.iter().map(|n| (ipv6, fib, *n)));
                 }
             }
         }
-        for (ipv6, fast, n) in sizes {
+        for (ipv6, fib, n) in sizes {
             let table = if ipv6 {
                 v6(routes::table_v6(n, o.seed))
             } else {
                 v4(routes::table_v4(n, o.seed))
             };
-            let p = progcost::measure(&topo.duts[0], empty, &table, fast, &o.prog_params, o.seed)?;
+            let p = progcost::measure(
+                &topo.duts[0],
+                &mut helpers,
+                &table,
+                fib,
+                &o.prog_params,
+                o.seed,
+            )?;
             eprintln!(
-                "nva-bench: program {}{} {} routes: {:.1} ns/packet repeated, {:.1} cycling (installed at {:.0} routes/s, {:.1}% forwarded)",
+                "nva-bench: program {} {} {} routes: {:.1} ns/packet repeated, {:.1} cycling (installed at {:.0} routes/s, {:.1}% forwarded; FIB {} blocks/cells in use, {:.1} MiB in the kernel)",
                 if ipv6 { "IPv6" } else { "IPv4" },
-                match (ipv6, fast) {
-                    (false, true) => " DIR-24-8",
-                    (true, true) => " multibit",
-                    _ => "",
-                },
+                fib.name(ipv6),
                 n,
                 report::stats(&p.ns).1,
                 report::stats(&p.cycling_ns).1,
                 p.install.rate(),
-                100.0 * p.forwarded
+                100.0 * p.forwarded,
+                p.fib_use.0.map_or("-".into(), |n| n.to_string()),
+                p.fib_use.1 as f64 / (1 << 20) as f64,
             );
             prog.push(p);
         }

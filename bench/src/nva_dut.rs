@@ -54,22 +54,41 @@ impl Install {
     }
 }
 
+/// nva's FIB structures in a DUT.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FibKind {
+    /// The BPF LPM tries.
+    Trie,
+    /// IPv4 as DIR-24-8, IPv6 as the multibit trie.
+    Fast,
+    /// IPv4 as DXR, IPv6 as the multibit trie.
+    Dxr,
+}
+
+impl FibKind {
+    /// The structure of one family's FIB.
+    pub fn name(self, ipv6: bool) -> &'static str {
+        match (self, ipv6) {
+            (FibKind::Trie, _) => "LPM trie",
+            (_, true) => "multibit",
+            (FibKind::Fast, false) => "DIR-24-8",
+            (FibKind::Dxr, false) => "DXR",
+        }
+    }
+}
+
 impl NvaDut {
-    /// Loads the program (`fast`: IPv4 FIBs as DIR-24-8 and IPv6 FIBs as the multibit
-    /// trie instead of the LPM tries),
+    /// Loads the program with the FIB structures `fib`,
     /// registers the DUT's ports (ingress slot 1, egress 2..) and one resolved next hop
     /// per egress port and family, and `features`. No routes yet.
-    pub fn load(dut: &Dut, fast: bool, features: &Features) -> Result<NvaDut> {
+    pub fn load(dut: &Dut, fib: FibKind, features: &Features) -> Result<NvaDut> {
         dut.ns.run(|| {
-            let mut dp = if fast {
-                Dataplane::load_with(LoadOptions {
-                    dir24_ipv4: [true, true],
-                    multibit_ipv6: [true, true],
-                    ..Default::default()
-                })?
-            } else {
-                Dataplane::load()?
-            };
+            let mut dp = Dataplane::load_with(LoadOptions {
+                dir24_ipv4: [fib == FibKind::Fast; 2],
+                dxr_ipv4: [fib == FibKind::Dxr; 2],
+                multibit_ipv6: [fib != FibKind::Trie; 2],
+                ..Default::default()
+            })?;
             dp.set_settings(Settings {
                 hash_seed: 0x5eed_1234,
                 flags: if features.segments.is_empty() {

@@ -4,7 +4,7 @@ use std::net::IpAddr;
 use anyhow::{Context, Result, anyhow};
 use aya::{
     Ebpf,
-    maps::{Array, DevMap, MapData, PerCpuArray},
+    maps::{Array, DevMap, MapData, PerCpuArray, ProgramArray},
     programs::{Xdp, XdpMode, xdp::XdpLink},
 };
 use nva::bench_object::BENCH_OBJECT;
@@ -15,6 +15,7 @@ pub const GEN: &str = "bench_gen";
 pub const SINK: &str = "bench_sink";
 pub const PASS: &str = "bench_pass";
 pub const FWD: &str = "bench_fwd";
+pub const CYCLE: &str = "bench_cycle";
 
 /// Mirror of `FwdPort` in `nva-ebpf/src/bench.rs`.
 #[repr(C)]
@@ -42,6 +43,7 @@ pub struct BenchObject {
     fwd_macs: Array<MapData, FwdPort>,
     fwd_tx: DevMap<MapData>,
     fwd_mask: Array<MapData, u32>,
+    cycle_target: ProgramArray<MapData>,
 }
 
 fn take<T: TryFrom<aya::maps::Map, Error = aya::maps::MapError>>(
@@ -60,7 +62,7 @@ pub struct Attached(#[allow(dead_code)] XdpLink);
 impl BenchObject {
     pub fn load() -> Result<BenchObject> {
         let mut ebpf = Ebpf::load(BENCH_OBJECT).context("loading the bench object")?;
-        for name in [GEN, SINK, PASS, FWD] {
+        for name in [GEN, SINK, PASS, FWD, CYCLE] {
             let p: &mut Xdp = ebpf
                 .program_mut(name)
                 .ok_or_else(|| anyhow!("no program {name}"))?
@@ -75,6 +77,7 @@ impl BenchObject {
             fwd_macs: take(&mut ebpf, "FWD_MACS")?,
             fwd_tx: take(&mut ebpf, "FWD_TX")?,
             fwd_mask: take(&mut ebpf, "FWD_PORT_MASK")?,
+            cycle_target: take(&mut ebpf, "CYCLE_TARGET")?,
             ebpf,
         })
     }
@@ -122,6 +125,11 @@ impl BenchObject {
         }
         self.fwd_mask.set(0, ports.len() as u32 - 1, 0)?;
         Ok(())
+    }
+
+    /// The program `bench_cycle` tail-calls (a program of another object too).
+    pub fn set_cycle_target(&mut self, target: &aya::programs::ProgramFd) -> Result<()> {
+        Ok(self.cycle_target.set(0, target, 0)?)
     }
 
     pub fn set_config(&mut self, cfg: &GenConfig) -> Result<()> {

@@ -14,21 +14,23 @@
 use std::{net::IpAddr, sync::atomic::Ordering};
 
 use anyhow::{Result, ensure};
-use aya::programs::{TestRun, TestRunOptions, Xdp};
+use aya::programs::{ProgramFd, TestRun, TestRunOptions, Xdp};
 use ipnet::IpNet;
 use nva_common::reason;
 
 use crate::{
     frames::{self, Udp},
+    generator,
     live::INTERRUPTED,
-    nva_dut::{Install, NvaDut},
-    object::{BenchObject, FWD, PASS},
+    nva_dut::{FibKind, Install, NvaDut},
+    object::{BenchObject, CYCLE, FWD, PASS},
     routes,
     topology::{DUT_MAC, Dut, GEN_MAC, GEN_V4, GEN_V6},
 };
 
 /// Repetitions per call (TTL 255 leaves 254 forwarding passes).
 const REPEAT: u32 = 250;
+const XDP_PASS: u32 = 2;
 const XDP_REDIRECT: u32 = 4;
 
 pub struct Params {
@@ -44,8 +46,7 @@ pub struct ProgCost {
     /// The reference DUT (the minimal forwarder, no lookup) instead of nva.
     pub reference: bool,
     pub ipv6: bool,
-    /// The fast FIBs (IPv4 DIR-24-8, IPv6 multibit) instead of the LPM tries.
-    pub fast: bool,
+    pub fib: FibKind,
     pub routes: usize,
     pub install: Install,
     /// Mean ns per packet, same frame repeated, one value per round.
@@ -54,6 +55,8 @@ pub struct ProgCost {
     pub cycling_ns: Vec<f64>,
     /// Share of runs counted as forwarded (should be 1.0).
     pub forwarded: f64,
+    /// The FIB's blocks (DXR: range cells) in use, and its kernel memory in bytes.
+    pub fib_use: (Option<usize>, u64),
 }
 
 fn frames_to(dsts: &[IpAddr], seed: u64) -> Vec<Vec<u8>> {
@@ -99,21 +102,26 @@ fn time(prog: &Xdp, frame: &[u8], ingress: u32, repeat: u32, calls: usize) -> Re
     Ok((sum as f64 / calls as f64, action))
 }
 
-/// Builds a fresh nva data plane in `dut` with `table`, then times the program;
-/// `empty` is an XDP program that does nothing (for the timer's own cost).
+/// Builds a fresh nva data plane in `dut` with `table`, then times the program.
 pub fn measure(
     dut: &Dut,
-    empty: &Xdp,
+    helpers: &mut BenchObject,
     table: &[IpNet],
-    fast: bool,
+    fib: FibKind,
     p: &Params,
     seed: u64,
 ) -> Result<ProgCost> {
     let ipv6 = table[0].addr().is_ipv6();
-    let mut nva = NvaDut::load(dut, fast, &crate::live::features(table.len() > 1))?;
+    let mut nva = NvaDut::load(dut, fib, &crate::live::features(table.len() > 1))?;
     let install = nva.install(table)?;
+    let fib_use = nva
+        .fib
+        .dataplane()
+        .fib_memory()
+        .into_iter()
+        .find(|m| m.ipv6 == ipv6 && m.class == nva_common::CLASS_NORTH_SOUTH)
+        .map_or((None, 0), |m| (m.blocks.map(|b| b.0), m.kernel_bytes));
     let hot = frames_to(&routes::destinations(table, p.frames, seed).0, seed);
-    let cold = frames_to(&routes::destinations(table, p.cycle, seed + 1).0, seed + 1);
     // Attached (to the idle ingress), the program stays in the kernel's XDP dispatcher;
     // otherwise every test run with repeat > 1 rebuilds the dispatcher (two
     // synchronize_rcu calls: seconds per table on a busy machine, outside the timing).
@@ -121,11 +129,31 @@ pub fn measure(
     let dp = nva.fib.dataplane();
     let before = dp.counters(1)?[reason::FORWARDED as usize].packets;
     let prog = dp.program()?;
-    let (ns, cycling_ns) = dut.ns.run(|| -> Result<(Vec<f64>, Vec<f64>)> {
-        let (mut ns, mut cycling) = (Vec::new(), Vec::new());
+    let ns = repeated(dut, prog, &hot, p)?;
+    let cycling_ns = cycling(dut, helpers, prog.fd()?, table, ipv6, p, seed + 1)?;
+    let after = dp.counters(1)?[reason::FORWARDED as usize].packets;
+    nva.detach();
+    let runs = p.rounds * (hot.len() * p.calls * REPEAT as usize + CYCLE_REPEAT as usize);
+    Ok(ProgCost {
+        reference: false,
+        ipv6,
+        fib,
+        routes: table.len(),
+        install,
+        ns,
+        cycling_ns,
+        forwarded: (after - before) as f64 / runs as f64,
+        fib_use,
+    })
+}
+
+/// Same frame repeated: ns per run of `prog` per round (mean over the frames).
+fn repeated(dut: &Dut, prog: &Xdp, frames: &[Vec<u8>], p: &Params) -> Result<Vec<f64>> {
+    dut.ns.run(|| {
+        let mut ns = Vec::new();
         for _ in 0..p.rounds {
             let mut total = 0.0;
-            for f in &hot {
+            for f in frames {
                 ensure!(!INTERRUPTED.load(Ordering::SeqCst), "interrupted");
                 let (t, action) = time(prog, f, dut.ingress, REPEAT, p.calls)?;
                 ensure!(
@@ -134,34 +162,49 @@ pub fn measure(
                 );
                 total += t;
             }
-            ns.push(total / hot.len() as f64);
-            let (mut t_nva, mut t_empty) = (0.0, 0.0);
-            for f in &cold {
-                let (t, action) = time(prog, f, dut.ingress, 1, 1)?;
-                ensure!(
-                    action == XDP_REDIRECT,
-                    "XDP action {action} (expected redirect)"
-                );
-                t_nva += t;
-                t_empty += time(empty, f, dut.ingress, 1, 1)?.0;
-            }
-            cycling.push((t_nva - t_empty) / cold.len() as f64);
+            ns.push(total / frames.len() as f64);
         }
-        Ok((ns, cycling))
-    })?;
-    let after = dp.counters(1)?[reason::FORWARDED as usize].packets;
-    nva.detach();
-    let runs = p.rounds * (hot.len() * p.calls * REPEAT as usize + cold.len());
-    Ok(ProgCost {
-        reference: false,
-        ipv6,
-        fast,
-        routes: table.len(),
-        install,
-        ns,
-        cycling_ns,
-        forwarded: (after - before) as f64 / runs as f64,
+        Ok(ns)
     })
+}
+
+/// Packets per cycling run.
+const CYCLE_REPEAT: u32 = 1 << 20;
+
+/// A new destination per packet (drawn from `table`, `p.cycle` of them): per round, ns
+/// per packet of `bench_cycle` tail-calling `prog` minus that of it tail-calling an
+/// empty program (the frame writing's own cost).
+fn cycling(
+    dut: &Dut,
+    helpers: &mut BenchObject,
+    prog: &ProgramFd,
+    table: &[IpNet],
+    ipv6: bool,
+    p: &Params,
+    seed: u64,
+) -> Result<Vec<f64>> {
+    let dsts = routes::destinations(table, p.cycle, seed).0;
+    let frame = generator::configure(helpers, ipv6, 64, 1024, &dsts)?;
+    let empty = helpers.program(PASS)?.fd()?.try_clone()?;
+    let mut out = Vec::new();
+    for _ in 0..p.rounds {
+        let mut t = [0.0; 2];
+        for (i, (target, expected)) in [(prog, XDP_REDIRECT), (&empty, XDP_PASS)]
+            .into_iter()
+            .enumerate()
+        {
+            ensure!(!INTERRUPTED.load(Ordering::SeqCst), "interrupted");
+            helpers.set_cycle_target(target)?;
+            let cycle = helpers.program(CYCLE)?;
+            let (ns, action) = dut
+                .ns
+                .run(|| time(cycle, &frame, dut.ingress, CYCLE_REPEAT, 1))?;
+            ensure!(action == expected, "cycling: XDP action {action}");
+            t[i] = ns;
+        }
+        out.push(t[0] - t[1]);
+    }
+    Ok(out)
 }
 
 /// The same two figures for the reference DUT, the minimal forwarder with no lookup
@@ -185,40 +228,22 @@ pub fn reference(
         IpNet::V4(routes::single_v4())
     }];
     let hot = frames_to(&routes::destinations(&table, p.frames, seed).0, seed);
-    let cold = frames_to(&routes::destinations(&table, p.cycle, seed + 1).0, seed + 1);
     // Attached for the same reason as nva's program (see `measure`).
-    let _attached = helpers.attach(FWD, &dut.ns, "d0")?;
-    let prog = helpers.program(FWD)?;
-    let empty = helpers.program(PASS)?;
-    let (ns, cycling_ns) = dut.ns.run(|| -> Result<(Vec<f64>, Vec<f64>)> {
-        let (mut ns, mut cycling) = (Vec::new(), Vec::new());
-        for _ in 0..p.rounds {
-            let mut total = 0.0;
-            for f in &hot {
-                ensure!(!INTERRUPTED.load(Ordering::SeqCst), "interrupted");
-                let (t, action) = time(prog, f, dut.ingress, REPEAT, p.calls)?;
-                ensure!(action == XDP_REDIRECT, "reference forwarder: action {action}");
-                total += t;
-            }
-            ns.push(total / hot.len() as f64);
-            let (mut t_fwd, mut t_empty) = (0.0, 0.0);
-            for f in &cold {
-                t_fwd += time(prog, f, dut.ingress, 1, 1)?.0;
-                t_empty += time(empty, f, dut.ingress, 1, 1)?.0;
-            }
-            cycling.push((t_fwd - t_empty) / cold.len() as f64);
-        }
-        Ok((ns, cycling))
-    })?;
+    let attached = helpers.attach(FWD, &dut.ns, "d0")?;
+    let fwd = helpers.program(FWD)?.fd()?.try_clone()?;
+    let ns = repeated(dut, helpers.program(FWD)?, &hot, p)?;
+    let cycling_ns = cycling(dut, helpers, &fwd, &table, ipv6, p, seed + 1)?;
+    drop(attached);
     Ok(ProgCost {
         reference: true,
         ipv6,
-        fast: false,
+        fib: FibKind::Trie,
         routes: 0,
         install: Install::default(),
         ns,
         cycling_ns,
         forwarded: 1.0,
+        fib_use: (None, 0),
     })
 }
 
@@ -234,7 +259,7 @@ pub fn separation_cost(dut: &Dut, p: &Params) -> Result<Vec<(&'static str, f64)>
     use nva::fib::{DEFAULT_EAST_WEST, Source, Table, Target};
     use nva_common::{SET_SEGMENTS, Settings};
 
-    let mut nva = NvaDut::load(dut, false, &crate::nva_dut::Features::none())?;
+    let mut nva = NvaDut::load(dut, FibKind::Trie, &crate::nva_dut::Features::none())?;
     let ns_dst: IpAddr = "198.18.0.1".parse().expect("addr");
     let ew_dst: IpAddr = "10.77.0.1".parse().expect("addr");
     let hops = Target::Forward(nva.nh_v4.as_slice().into());

@@ -47,6 +47,10 @@ pub mod map_names {
     pub const MBT6_ROOT_NS: &str = "MBT6_ROOT_NS";
     pub const MBT6_NODES_EW: &str = "MBT6_NODES_EW";
     pub const MBT6_NODES_NS: &str = "MBT6_NODES_NS";
+    pub const DXR_TOP_EW: &str = "DXR_TOP_EW";
+    pub const DXR_TOP_NS: &str = "DXR_TOP_NS";
+    pub const DXR_RANGES_EW: &str = "DXR_RANGES_EW";
+    pub const DXR_RANGES_NS: &str = "DXR_RANGES_NS";
     pub const SETTINGS: &str = "SETTINGS";
 }
 
@@ -167,6 +171,43 @@ pub const fn dir_route(entry: u32) -> Option<Route> {
     })
 }
 
+/// DXR ("D16R", Zec et al.), the compact IPv4 FIB (per class, chosen in the config):
+/// a full table in a few MB instead of DIR-24-8's 64 MB first level, so that with many
+/// destinations a lookup stays in the caches and the TLB (a TLB miss under nested paging
+/// costs more than the rest of the program).
+///
+/// `DXR_TOP[dst >> 16]` (65,536 u32 cells) is either a route entry (DIR-24-8 encoding,
+/// 0 = no route) for the whole /16, or `DIR_EXT | offset` of a chunk in `DXR_RANGES`:
+/// one cell with the number n of ranges, then n range cells sorted by start. A range
+/// cell is `start << 16 | dxr_compact(entry)` where start is the low 16 bits of the
+/// first address of the range; a lookup binary-searches the last range starting at or
+/// before the destination (at most 17 steps, one or two cache lines for typical chunks).
+/// Chunks are written before the top cell switches to them (make-before-break).
+pub const DXR_TOP_ENTRIES: u32 = 1 << 16;
+/// Default cells of `DXR_RANGES` per table (16 MiB): a 1M-route table takes about
+/// 1.5M range cells, chunks are allocated in power-of-two sizes.
+pub const DXR_RANGE_CELLS: u32 = 1 << 22;
+/// Bits of the ECMP group in a compact range entry (`MAX_GROUPS` must fit).
+pub const DXR_GROUP_BITS: u32 = 12;
+const _: () = assert!(MAX_GROUPS <= 1 << DXR_GROUP_BITS);
+
+/// A route entry (DIR-24-8 encoding) as the 16 bits of a DXR range cell, or None if it
+/// does not fit (a group beyond `MAX_GROUPS`).
+pub const fn dxr_compact(entry: u32) -> Option<u32> {
+    let action = (entry >> DIR_ACTION_SHIFT) & 7;
+    let group = entry & DIR_GROUP_MASK;
+    if entry & DIR_EXT != 0 || group >= 1 << DXR_GROUP_BITS {
+        return None;
+    }
+    Some(action << DXR_GROUP_BITS | group)
+}
+
+/// The route entry (DIR-24-8 encoding) of a DXR range cell.
+pub const fn dxr_entry(cell: u32) -> u32 {
+    let c = cell & 0xffff;
+    ((c >> DXR_GROUP_BITS) << DIR_ACTION_SHIFT) | (c & ((1 << DXR_GROUP_BITS) - 1))
+}
+
 /// Multibit trie, the IPv6 counterpart of DIR-24-8 (per class, chosen in the config):
 /// `MBT6_ROOT[dst >> 108]` (the top 20 bits) is a route entry or points to a 16-entry
 /// block of `MBT6_NODES`, indexed by the next 4 bits of the destination, whose entries
@@ -235,6 +276,10 @@ pub const SET_DIR24_NS: u32 = 32;
 pub const SET_MBT6_EW: u32 = 64;
 /// North-south IPv6 lookups use the multibit trie instead of the LPM trie.
 pub const SET_MBT6_NS: u32 = 128;
+/// East-west IPv4 lookups use DXR.
+pub const SET_DXR_EW: u32 = 256;
+/// North-south IPv4 lookups use DXR.
+pub const SET_DXR_NS: u32 = 512;
 
 /// Per-CPU counter cell; `COUNTERS[slot * NUM_REASONS + reason]`.
 #[repr(C)]

@@ -6,6 +6,8 @@
 //!   every frame from a template (frames come back from the page pool carrying the DUT's
 //!   edits), picks a destination and a source port per frame from a per-CPU sequence
 //!   number (so ECMP spreads the flows), and returns XDP_TX (sent to the DUT).
+//! - `bench_cycle`: the generator's frame writing, then a tail call into the program
+//!   under test: program-only cost with a new destination for every packet.
 //! - `bench_sink`: counts frames per CPU and ingress ifindex, then drops them.
 //! - `bench_pass`: XDP_PASS, so a veth has NAPI for Linux's own forwarding path.
 //! - `bench_fwd`: the reference DUT, a minimal forwarder with no lookup: it checks the
@@ -23,7 +25,7 @@ mod programs {
     use aya_ebpf::{
         bindings::xdp_action::{XDP_ABORTED, XDP_DROP, XDP_PASS, XDP_TX},
         macros::{map, xdp},
-        maps::{Array, DevMap, PerCpuArray},
+        maps::{Array, DevMap, PerCpuArray, ProgramArray},
         programs::XdpContext,
     };
 
@@ -130,17 +132,19 @@ mod programs {
         }
     }
 
-    #[xdp]
-    pub fn bench_gen(ctx: XdpContext) -> u32 {
+    /// Writes the next generated frame over the frame's first HDR bytes; false when the
+    /// frame is too short or a map is missing.
+    #[inline(always)]
+    fn generate(ctx: &XdpContext) -> bool {
         let data = ctx.data();
         if data + HDR > ctx.data_end() {
-            return XDP_ABORTED;
+            return false;
         }
         let Some(cfg) = GEN_CONFIG.get(0) else {
-            return XDP_ABORTED;
+            return false;
         };
         let Some(seq) = GEN_SEQ.get_ptr_mut(0) else {
-            return XDP_ABORTED;
+            return false;
         };
         // SAFETY: per-CPU cell, no concurrent writer on this CPU.
         let n = unsafe {
@@ -150,7 +154,7 @@ mod programs {
         };
         let idx = ((n as u32).wrapping_mul(0x9e37_79b1) >> 8) & cfg.dst_mask;
         let Some(dst) = GEN_DSTS.get(idx) else {
-            return XDP_ABORTED;
+            return false;
         };
         let sport = (1024 + (n as u32 & cfg.flow_mask)) as u16;
         // SAFETY: the first HDR bytes are inside the frame (checked above); the frame
@@ -177,7 +181,30 @@ mod programs {
                 *h.add((ETH + 40) / 2) = sport.to_be();
             }
         }
-        XDP_TX
+        true
+    }
+
+    #[xdp]
+    pub fn bench_gen(ctx: XdpContext) -> u32 {
+        if generate(&ctx) { XDP_TX } else { XDP_ABORTED }
+    }
+
+    /// The program `bench_cycle` hands each generated frame to (slot 0).
+    #[map]
+    static CYCLE_TARGET: ProgramArray = ProgramArray::with_max_entries(1, 0);
+
+    /// Program-only cost with a new destination per packet: run by BPF_PROG_TEST_RUN with
+    /// a large repeat, it writes the next generated frame (as `bench_gen`) and tail-calls
+    /// the program under test. The same run with an empty target gives the cost of
+    /// generating, which is subtracted.
+    #[xdp]
+    pub fn bench_cycle(ctx: XdpContext) -> u32 {
+        if !generate(&ctx) {
+            return XDP_ABORTED;
+        }
+        // SAFETY: a tail call to an XDP program of the same kind.
+        let _ = unsafe { CYCLE_TARGET.tail_call(&ctx, 0) };
+        XDP_ABORTED
     }
 
     #[xdp]

@@ -13,15 +13,17 @@ use nva_common::{
     MBT6_ROOT_BITS, MBT6_STRIDE, NH_RESOLVED, NH_VALID, NextHop, PORT_FORCE_EAST_WEST,
     PORT_FORCE_NORTH_SOUTH, PortInfo, ROUTE_BLACKHOLE, ROUTE_CONNECTED, ROUTE_FORWARD, ROUTE_LOCAL,
     Route, SEGMENT_DENY, SET_DIR24_EW, SET_DIR24_NS, SET_DROP_NO_ROUTE_EW, SET_DROP_NO_ROUTE_NS,
-    SET_MBT6_EW, SET_MBT6_NS, SET_SEGMENTS, SET_SYMMETRIC_HASH, Settings, dir_route, reason,
+    SET_DXR_EW, SET_DXR_NS, SET_MBT6_EW, SET_MBT6_NS, SET_SEGMENTS, SET_SYMMETRIC_HASH, Settings,
+    dir_route, dxr_entry, reason,
 };
 
 use crate::{
     flow,
     maps::{
-        CLASS_V4, CLASS_V6, DIR8_EW, DIR8_NS, DIR24_EW, DIR24_NS, FIB_V4_EW, FIB_V4_NS, FIB_V6_EW,
-        FIB_V6_NS, GROUPS, MBT6_NODES_EW, MBT6_NODES_NS, MBT6_ROOT_EW, MBT6_ROOT_NS, NEXTHOPS,
-        SEGMENT_DROPS, SEGMENT_POLICY, SEGMENT_V4, SEGMENT_V6, SETTINGS, TX_PORTS,
+        CLASS_V4, CLASS_V6, DIR8_EW, DIR8_NS, DIR24_EW, DIR24_NS, DXR_RANGES_EW, DXR_RANGES_NS,
+        DXR_TOP_EW, DXR_TOP_NS, FIB_V4_EW, FIB_V4_NS, FIB_V6_EW, FIB_V6_NS, GROUPS, MBT6_NODES_EW,
+        MBT6_NODES_NS, MBT6_ROOT_EW, MBT6_ROOT_NS, NEXTHOPS, SEGMENT_DROPS, SEGMENT_POLICY,
+        SEGMENT_V4, SEGMENT_V6, SETTINGS, TX_PORTS,
     },
     packet::*,
 };
@@ -161,6 +163,33 @@ fn dir24_lookup(tbl24: &Array<u64>, tbl8: &Array<u64>, dst: [u8; 4]) -> Option<R
     dir_route(entry)
 }
 
+/// DXR lookup: the /16's top cell is the route, or points to a chunk of ranges sorted
+/// by first address: binary search for the last range starting at or before `dst`.
+#[inline(always)]
+fn dxr_lookup(top: &Array<u64>, ranges: &Array<u64>, dst: [u8; 4]) -> Option<Route> {
+    let addr = u32::from_be_bytes(dst);
+    let t = dir_cell(top, addr >> 16)?;
+    if t & DIR_EXT == 0 {
+        return dir_route(t);
+    }
+    let low = addr & 0xffff;
+    let off = t & !DIR_EXT;
+    let mut n = dir_cell(ranges, off)?;
+    let mut base = off + 1;
+    // At most 65,536 ranges: 16 halvings.
+    for _ in 0..17 {
+        if n <= 1 {
+            break;
+        }
+        let half = n / 2;
+        if dir_cell(ranges, base + half)? >> 16 <= low {
+            base += half;
+        }
+        n -= half;
+    }
+    dir_route(dxr_entry(dir_cell(ranges, base)?))
+}
+
 /// Multibit-trie IPv6 lookup: the root by the top 20 bits, then one 16-entry block
 /// (one cache line) per 4 bits until an entry is a route.
 #[inline(always)]
@@ -245,11 +274,15 @@ fn ipv4(ctx: &XdpContext, port: &PortInfo, l3: usize, in_vlan: bool) -> Verdict 
     let key = Key::new(32, dst);
     let class = classify(port, CLASS_V4.get(&key).is_some());
     let route = if class == CLASS_NORTH_SOUTH {
-        if settings.flags & SET_DIR24_NS != 0 {
+        if settings.flags & SET_DXR_NS != 0 {
+            dxr_lookup(&DXR_TOP_NS, &DXR_RANGES_NS, dst)
+        } else if settings.flags & SET_DIR24_NS != 0 {
             dir24_lookup(&DIR24_NS, &DIR8_NS, dst)
         } else {
             FIB_V4_NS.get(&key).copied()
         }
+    } else if settings.flags & SET_DXR_EW != 0 {
+        dxr_lookup(&DXR_TOP_EW, &DXR_RANGES_EW, dst)
     } else if settings.flags & SET_DIR24_EW != 0 {
         dir24_lookup(&DIR24_EW, &DIR8_EW, dst)
     } else {

@@ -82,6 +82,17 @@ pub static DIR8_EW: Array<u64> = Array::with_max_entries(1, BPF_F_MMAPABLE);
 #[map]
 pub static DIR8_NS: Array<u64> = Array::with_max_entries(1, BPF_F_MMAPABLE);
 
+/// DXR IPv4 FIBs per class (see nva-common), written through mmap like DIR-24-8 and
+/// sized the same way (one element in the object).
+#[map]
+pub static DXR_TOP_EW: Array<u64> = Array::with_max_entries(1, BPF_F_MMAPABLE);
+#[map]
+pub static DXR_TOP_NS: Array<u64> = Array::with_max_entries(1, BPF_F_MMAPABLE);
+#[map]
+pub static DXR_RANGES_EW: Array<u64> = Array::with_max_entries(1, BPF_F_MMAPABLE);
+#[map]
+pub static DXR_RANGES_NS: Array<u64> = Array::with_max_entries(1, BPF_F_MMAPABLE);
+
 /// Multibit IPv6 FIBs per class (see nva-common), written through mmap like DIR-24-8
 /// and sized the same way (one element in the object).
 #[map]

@@ -389,8 +389,10 @@ pub struct Dataplane {
     /// ECMP hash seed; random per start when absent.
     #[serde(default)]
     pub hash_seed: Option<u32>,
-    /// IPv4 FIB structure of the east-west table: `lpm-trie` (default) or `dir-24-8`
-    /// (constant lookup cost; about 100 MB per table). Takes effect at start.
+    /// IPv4 FIB structure of the east-west table: `lpm-trie` (default), `dir-24-8`
+    /// (constant lookup cost; about 100 MB per table) or `dxr` (a full table in a few MB,
+    /// so lookups stay in the caches; a binary search within the destination's /16).
+    /// Takes effect at start.
     #[serde(default)]
     pub ipv4_fib_east_west: FibKind,
     /// IPv4 FIB structure of the north-south table (where a full table lives).
@@ -414,6 +416,11 @@ pub struct Dataplane {
     /// `nva status` shows the blocks in use. Takes effect at start.
     #[serde(default)]
     pub ipv4_fib_blocks: Option<u32>,
+    /// Range cells of each DXR IPv4 FIB (4 bytes each; default 4194304 = 16 MiB, about
+    /// 2.5M routes of a full table). `nva status` shows the cells in use. Takes effect
+    /// at start.
+    #[serde(default)]
+    pub ipv4_fib_ranges: Option<u32>,
     /// bpffs directory (e.g. "/sys/fs/bpf/nva") where the XDP attachments, counters and
     /// settings are pinned so that a restarted nva takes over without a forwarding gap
     /// (exit with SIGQUIT to leave forwarding running). Off when absent.
@@ -428,6 +435,7 @@ pub enum FibKind {
     LpmTrie,
     #[serde(rename = "dir-24-8")]
     Dir24_8,
+    Dxr,
 }
 
 impl Default for Dataplane {
@@ -443,6 +451,7 @@ impl Default for Dataplane {
             ipv6_fib_north_south: Ipv6FibKind::LpmTrie,
             ipv6_fib_blocks: None,
             ipv4_fib_blocks: None,
+            ipv4_fib_ranges: None,
             pin_path: None,
         }
     }
@@ -594,6 +603,11 @@ impl Config {
             && !(16..=1 << 20).contains(&n)
         {
             bail!("dataplane.ipv4_fib_blocks: {n} is outside 16..=1048576");
+        }
+        if let Some(n) = self.dataplane.ipv4_fib_ranges
+            && !(1024..=1 << 28).contains(&n)
+        {
+            bail!("dataplane.ipv4_fib_ranges: {n} is outside 1024..=268435456");
         }
         for (i, p) in self.separation.east_west.iter().enumerate() {
             if p.trunc() != *p {

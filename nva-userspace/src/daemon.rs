@@ -1119,6 +1119,11 @@ fn load_options(config: &Config) -> LoadOptions {
         ],
         multibit_blocks: config.dataplane.ipv6_fib_blocks.unwrap_or(0),
         dir24_blocks: config.dataplane.ipv4_fib_blocks.unwrap_or(0),
+        dxr_ipv4: [
+            config.dataplane.ipv4_fib_east_west == FibKind::Dxr,
+            config.dataplane.ipv4_fib_north_south == FibKind::Dxr,
+        ],
+        dxr_cells: config.dataplane.ipv4_fib_ranges.unwrap_or(0),
         pin_dir: config.dataplane.pin_path.as_ref().map(PathBuf::from),
     }
 }

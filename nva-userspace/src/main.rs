@@ -283,6 +283,9 @@ fn print_status(d: &Value) {
     println!("memory: {} resident", size(&d["resident_bytes"]));
     for f in items(&d["fib"]) {
         let blocks = match (f["blocks_used"].as_u64(), f["blocks_total"].as_u64()) {
+            (Some(u), Some(t)) if s(&f["structure"]) == "dxr" => {
+                format!(", {u} of {t} range cells in use")
+            }
             (Some(u), Some(t)) => format!(", {u} of {t} blocks in use"),
             _ => String::new(),
         };

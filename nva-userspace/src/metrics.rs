@@ -338,7 +338,7 @@ pub fn render(st: &State) -> String {
         &mut out,
         "nva_fib_blocks",
         "gauge",
-        "Blocks of the DIR-24-8 and multibit FIBs, in use and in total.",
+        "Blocks of the DIR-24-8 and multibit FIBs (range cells of DXR), in use and in total.",
     );
     for m in &fibs {
         if let Some((used, total)) = m.blocks {

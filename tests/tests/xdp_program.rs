@@ -676,6 +676,29 @@ fn dir24_fib_answers_like_a_reference_lpm() {
     });
 }
 
+/// DXR answers like a reference longest-prefix match, in the real XDP program, for
+/// random nested tables across many /16 chunks, and while routes are removed.
+#[test]
+fn dxr_fib_answers_like_a_reference_lpm() {
+    let options = LoadOptions {
+        dxr_ipv4: [true, true],
+        ..Default::default()
+    };
+    with_rig_options("dxr", default_settings(), options, |rig| {
+        let forward = rig.route("203.0.113.0/24", 1, 0)[0];
+        let mut next = xorshift();
+        let addr = move || {
+            let r = next();
+            (
+                IpAddr::V4((0x0a00_0000 | (r as u32 & 0x00ff_ffff)).into()),
+                r,
+            )
+        };
+        let lens = [8u8, 12, 14, 16, 17, 20, 24, 24, 25, 27, 30, 32];
+        fib_answers_like_a_reference(rig, forward, Vec::new(), &lens, addr);
+    });
+}
+
 /// On a segment that floods (a failed router's MAC aged out of the switch), frames for
 /// another router's MAC reach us too: forwarding them would duplicate them. They go to
 /// the kernel (which drops them) and are counted.

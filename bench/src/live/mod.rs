@@ -13,7 +13,7 @@ mod churn;
 
 use crate::{
     generator, linux_dut,
-    nva_dut::{Features, Install, NvaDut},
+    nva_dut::{Features, FibKind, Install, NvaDut},
     object::{Attached, BenchObject, FWD, MAX_DSTS, PASS, SINK},
     routes,
     topology::Topology,
@@ -32,12 +32,14 @@ pub enum Kind {
     /// nva with its fast FIBs: IPv4 as DIR-24-8, IPv6 as the multibit trie
     /// (`LoadOptions::dir24_ipv4`, `multibit_ipv6`).
     NvaFast,
+    /// nva with IPv4 as DXR (IPv6 as the multibit trie: measured as NvaFast).
+    NvaDxr,
     Linux,
 }
 
 impl Kind {
     pub fn is_nva(self) -> bool {
-        matches!(self, Kind::Nva | Kind::NvaFast)
+        matches!(self, Kind::Nva | Kind::NvaFast | Kind::NvaDxr)
     }
 }
 
@@ -55,7 +57,7 @@ const fn mode(kind: Kind, full: bool, hot: bool) -> Mode {
     Mode { kind, full, hot }
 }
 
-pub const MODES: [Mode; 10] = [
+pub const MODES: [Mode; 12] = [
     mode(Kind::Drop, false, false),
     mode(Kind::Minimal, false, false),
     mode(Kind::Nva, false, false),
@@ -66,6 +68,8 @@ pub const MODES: [Mode; 10] = [
     mode(Kind::Linux, true, true),
     mode(Kind::NvaFast, true, false),
     mode(Kind::NvaFast, true, true),
+    mode(Kind::NvaDxr, true, false),
+    mode(Kind::NvaDxr, true, true),
 ];
 
 #[derive(Clone, Debug)]
@@ -108,6 +112,8 @@ pub struct Installs {
     pub nva: Vec<(bool, Install)>,
     /// Per family, into the fast FIBs (IPv4 DIR-24-8, IPv6 multibit).
     pub nva_fast: Vec<(bool, Install)>,
+    /// IPv4 into DXR.
+    pub nva_dxr: Option<Install>,
     pub linux: Vec<(bool, Install)>,
 }
 
@@ -127,8 +133,9 @@ pub struct Live<'t> {
     obj: BenchObject,
     _sinks: Vec<Attached>,
     nva: Vec<NvaDut>,
-    /// The full-table DUT's second nva, with the fast FIBs.
+    /// The full-table DUT's second nva, with the fast FIBs, and its third, with DXR.
     fast: Option<NvaDut>,
+    dxr: Option<NvaDut>,
     /// Destinations per DUT and family (0: IPv4, 1: IPv6), and the routes they fall in.
     dsts: Vec<[Vec<IpAddr>; 2]>,
     dst_routes: Vec<[Vec<IpNet>; 2]>,
@@ -163,6 +170,7 @@ impl<'t> Live<'t> {
         let mut installs = Installs {
             nva: vec![],
             nva_fast: Vec::new(),
+            nva_dxr: None,
             linux: vec![],
         };
         let ports: Vec<_> = topo.duts[0]
@@ -174,7 +182,7 @@ impl<'t> Live<'t> {
         let (mut nva, mut dsts, mut dst_routes, mut sink_idx) = (vec![], vec![], vec![], vec![]);
         for (k, dut) in topo.duts.iter().enumerate() {
             let table = tables[k];
-            let mut n = NvaDut::load(dut, false, &features(k == 1))?;
+            let mut n = NvaDut::load(dut, FibKind::Trie, &features(k == 1))?;
             linux_dut::nexthops(dut)?;
             let mut d: [Vec<IpAddr>; 2] = Default::default();
             let mut r: [Vec<IpNet>; 2] = Default::default();
@@ -202,9 +210,17 @@ impl<'t> Live<'t> {
                     .collect::<Result<_>>()?,
             );
         }
-        let mut fast = None;
+        let (mut fast, mut dxr) = (None, None);
         if with_fast {
-            let mut n = NvaDut::load(&topo.duts[1], true, &features(true))?;
+            let mut n = NvaDut::load(&topo.duts[1], FibKind::Dxr, &features(true))?;
+            let t: Vec<IpNet> = tables[1]
+                .iter()
+                .copied()
+                .filter(|p| p.addr().is_ipv4())
+                .collect();
+            installs.nva_dxr = Some(n.install(&t)?);
+            dxr = Some(n);
+            let mut n = NvaDut::load(&topo.duts[1], FibKind::Fast, &features(true))?;
             for ipv6 in [false, true] {
                 let t: Vec<IpNet> = tables[1]
                     .iter()
@@ -221,6 +237,7 @@ impl<'t> Live<'t> {
             _sinks: sinks,
             nva,
             fast,
+            dxr,
             dsts,
             dst_routes,
             sink_idx,
@@ -235,7 +252,7 @@ impl<'t> Live<'t> {
             Kind::Drop => Some(self.obj.attach(SINK, &dut.ns, "d0")?),
             Kind::Minimal => Some(self.obj.attach(FWD, &dut.ns, "d0")?),
             Kind::Linux => Some(self.obj.attach(PASS, &dut.ns, "d0")?),
-            Kind::Nva | Kind::NvaFast => {
+            Kind::Nva | Kind::NvaFast | Kind::NvaDxr => {
                 self.nva_of(mode)?.attach(dut)?;
                 None
             }
@@ -248,6 +265,10 @@ impl<'t> Live<'t> {
                 .fast
                 .as_mut()
                 .ok_or_else(|| anyhow::anyhow!("no DIR-24-8 DUT")),
+            Kind::NvaDxr => self
+                .dxr
+                .as_mut()
+                .ok_or_else(|| anyhow::anyhow!("no DXR DUT")),
             _ => Ok(&mut self.nva[mode.full as usize]),
         }
     }
@@ -305,6 +326,9 @@ impl<'t> Live<'t> {
                     if mode.kind == Kind::NvaFast && self.fast.is_none() {
                         continue;
                     }
+                    if mode.kind == Kind::NvaDxr && (self.dxr.is_none() || ipv6) {
+                        continue;
+                    }
                     cells.push(Cell {
                         ipv6,
                         size,
@@ -349,7 +373,10 @@ impl<'t> Live<'t> {
 /// north-south (the Internet), classified past the operator's private prefixes.
 pub fn features(full: bool) -> Features {
     let net = |s: &str| -> IpNet { s.parse().expect("literal") };
-    let (v4, v6) = (IpNet::V4(routes::single_v4()), IpNet::V6(routes::single_v6()));
+    let (v4, v6) = (
+        IpNet::V4(routes::single_v4()),
+        IpNet::V6(routes::single_v6()),
+    );
     let mut east_west = vec![net("10.0.0.0/8"), net("172.16.0.0/12"), net("fd00::/8")];
     if !full {
         east_west.extend([v4, v6]);

@@ -263,12 +263,9 @@ impl Report<'_> {
             }
             let _ = writeln!(
                 o,
-                "| {} | {} | {} | {} | {:.1}% | {:.0} routes/s |",
-                match (p.ipv6, p.fast) {
-                    (false, true) => "IPv4, DIR-24-8",
-                    (true, true) => "IPv6, multibit trie",
-                    (ipv6, false) => fam(ipv6),
-                },
+                "| {}, {} | {} | {} | {} | {:.1}% | {:.0} routes/s |",
+                fam(p.ipv6),
+                p.fib.name(p.ipv6),
                 count(p.routes),
                 mmm(&p.ns, 1),
                 mmm(&p.cycling_ns, 1),
@@ -298,6 +295,7 @@ impl Report<'_> {
                 Kind::Nva => "nva (XDP, LPM trie)",
                 Kind::NvaFast if c.ipv6 => "nva (XDP, multibit)",
                 Kind::NvaFast => "nva (XDP, DIR-24-8)",
+                Kind::NvaDxr => "nva (XDP, DXR)",
                 Kind::Linux => "Linux forwarding",
             };
             let spread = match (c.mode.kind, c.samples.last()) {

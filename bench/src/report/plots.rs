@@ -6,6 +6,7 @@ use anyhow::Result;
 use super::{Report, fam, stats};
 use crate::{
     live::{Kind, Mode},
+    nva_dut::FibKind,
     svg::{Series, chart},
 };
 
@@ -33,17 +34,18 @@ impl Report<'_> {
     fn prog_chart(&self) -> String {
         let mut series = Vec::new();
         let kinds = [
-            (false, false, "#1f77b4", "IPv4 trie"),
-            (false, true, "#2ca02c", "IPv4 DIR-24-8"),
-            (true, false, "#d62728", "IPv6 trie"),
-            (true, true, "#9467bd", "IPv6 multibit"),
+            (false, FibKind::Trie, "#1f77b4", "IPv4 trie"),
+            (false, FibKind::Fast, "#2ca02c", "IPv4 DIR-24-8"),
+            (false, FibKind::Dxr, "#ff7f0e", "IPv4 DXR"),
+            (true, FibKind::Trie, "#d62728", "IPv6 trie"),
+            (true, FibKind::Fast, "#9467bd", "IPv6 multibit"),
         ];
-        for (ipv6, fast, color, label) in kinds {
+        for (ipv6, fib, color, label) in kinds {
             for cycling in [false, true] {
                 let points: Vec<_> = self
                     .prog
                     .iter()
-                    .filter(|p| p.ipv6 == ipv6 && p.fast == fast)
+                    .filter(|p| !p.reference && p.ipv6 == ipv6 && p.fib == fib)
                     .map(|p| {
                         let (a, b, c) = stats(if cycling { &p.cycling_ns } else { &p.ns });
                         (p.routes as f64, b, a, c)

@@ -4,6 +4,7 @@
 //! write and in which order.
 pub mod cells;
 pub mod dir24;
+pub mod dxr;
 pub mod mbt6;
 mod routes;
 #[cfg(test)]
@@ -29,14 +30,16 @@ use aya::{
 };
 use ipnet::{IpNet, Ipv4Net, Ipv6Net};
 use nva_common::{
-    CLASS_EAST_WEST, CLASS_NORTH_SOUTH, Counter, DIR8_BLOCKS, DIR24_ENTRIES, EcmpGroup,
-    MAX_IF_SLOTS, MAX_IFINDEX, MAX_SEGMENTS, MBT6_BLOCK, MBT6_BLOCKS, MBT6_ROOT_ENTRIES,
-    NUM_REASONS, NextHop, PortInfo, Route, SEGMENT_DENY, SET_DIR24_EW, SET_DIR24_NS, SET_MBT6_EW,
-    SET_MBT6_NS, Settings, XDP_PROGRAM, dir_entry, dir_route, map_names,
+    CLASS_EAST_WEST, CLASS_NORTH_SOUTH, Counter, DIR8_BLOCKS, DIR24_ENTRIES, DXR_RANGE_CELLS,
+    DXR_TOP_ENTRIES, EcmpGroup, MAX_IF_SLOTS, MAX_IFINDEX, MAX_SEGMENTS, MBT6_BLOCK, MBT6_BLOCKS,
+    MBT6_ROOT_ENTRIES, NUM_REASONS, NextHop, PortInfo, Route, SEGMENT_DENY, SET_DIR24_EW,
+    SET_DIR24_NS, SET_DXR_EW, SET_DXR_NS, SET_MBT6_EW, SET_MBT6_NS, Settings, XDP_PROGRAM,
+    dir_entry, dir_route, map_names,
 };
 
 use cells::MmapCells;
 use dir24::Dir24;
+use dxr::Dxr;
 use mbt6::Mbt6;
 
 /// How to build the data plane's tables (fixed for the life of the loaded program).
@@ -50,6 +53,10 @@ pub struct LoadOptions {
     pub multibit_blocks: u32,
     /// DIR-24-8 blocks for prefixes longer than /24 per table (0: `DIR8_BLOCKS`).
     pub dir24_blocks: u32,
+    /// Per class: IPv4 FIB as DXR instead of the trie (exclusive with `dir24_ipv4`).
+    pub dxr_ipv4: [bool; 2],
+    /// Range cells of each DXR table (0: `DXR_RANGE_CELLS`).
+    pub dxr_cells: u32,
     /// bpffs directory for the state that outlives the process: the XDP links (so
     /// forwarding goes on while nva restarts), the counters, and the settings (so a
     /// restart keeps the ECMP hash seed). None: nothing outlives the process.
@@ -142,6 +149,10 @@ const DIR24_MAPS: [(&str, &str); 2] = [
     (map_names::DIR24_EW, map_names::DIR8_EW),
     (map_names::DIR24_NS, map_names::DIR8_NS),
 ];
+const DXR_MAPS: [(&str, &str); 2] = [
+    (map_names::DXR_TOP_EW, map_names::DXR_RANGES_EW),
+    (map_names::DXR_TOP_NS, map_names::DXR_RANGES_NS),
+];
 const MBT6_MAPS: [(&str, &str); 2] = [
     (map_names::MBT6_ROOT_EW, map_names::MBT6_NODES_EW),
     (map_names::MBT6_ROOT_NS, map_names::MBT6_NODES_NS),
@@ -173,6 +184,8 @@ pub struct Dataplane {
     settings: Array<MapData, Settings>,
     /// DIR-24-8 IPv4 FIBs per class, when configured (replacing that class's v4 trie).
     dir24: [Option<Dir24<MmapCells>>; 2],
+    /// DXR IPv4 FIBs per class, when configured (replacing that class's v4 trie).
+    dxr: [Option<Dxr<MmapCells>>; 2],
     /// Multibit IPv6 FIBs per class, when configured (replacing that class's v6 trie).
     mbt6: [Option<Mbt6<MmapCells>>; 2],
     /// Keeps the DIR-24-8 and multibit maps open while they are mapped.
@@ -227,9 +240,18 @@ impl Dataplane {
         };
         let dir_lens = (DIR24_ENTRIES, dir_blocks * 256);
         let mbt_lens = (MBT6_ROOT_ENTRIES, mbt_blocks * MBT6_BLOCK);
+        let dxr_cells = match options.dxr_cells {
+            0 => DXR_RANGE_CELLS,
+            n => n.next_multiple_of(2),
+        };
+        let dxr_lens = (DXR_TOP_ENTRIES, dxr_cells);
         for c in 0..2 {
+            if options.dir24_ipv4[c] && options.dxr_ipv4[c] {
+                bail!("an IPv4 FIB is either DIR-24-8 or DXR, not both");
+            }
             for (used, names, lens) in [
                 (options.dir24_ipv4[c], DIR24_MAPS[c], dir_lens),
+                (options.dxr_ipv4[c], DXR_MAPS[c], dxr_lens),
                 (options.multibit_ipv6[c], MBT6_MAPS[c], mbt_lens),
             ] {
                 if used {
@@ -250,6 +272,7 @@ impl Dataplane {
             .load()
             .context("loading the XDP program (verifier)")?;
         let mut dir24 = [None, None];
+        let mut dxr = [None, None];
         let mut mbt6 = [None, None];
         let mut dir_maps = Vec::new();
         for c in 0..2 {
@@ -259,6 +282,12 @@ impl Dataplane {
             {
                 dir24[c] = Some(Dir24::new(t24, t8, dir_blocks));
             }
+            let used = options.dxr_ipv4[c];
+            if let Some((top, ranges)) =
+                map_pair(&mut ebpf, DXR_MAPS[c], dxr_lens, used, &mut dir_maps)?
+            {
+                dxr[c] = Some(Dxr::new(top, ranges, dxr_cells));
+            }
             let used = options.multibit_ipv6[c];
             if let Some((r, n)) = map_pair(&mut ebpf, MBT6_MAPS[c], mbt_lens, used, &mut dir_maps)?
             {
@@ -267,6 +296,7 @@ impl Dataplane {
         }
         Ok(Self {
             dir24,
+            dxr,
             mbt6,
             dir_maps,
             options,
@@ -428,10 +458,13 @@ impl Dataplane {
 
     /// Writes the settings; the flags that select DIR-24-8 follow the load options.
     pub fn set_settings(&mut self, mut settings: Settings) -> Result<()> {
-        settings.flags &= !(SET_DIR24_EW | SET_DIR24_NS | SET_MBT6_EW | SET_MBT6_NS);
+        settings.flags &=
+            !(SET_DIR24_EW | SET_DIR24_NS | SET_DXR_EW | SET_DXR_NS | SET_MBT6_EW | SET_MBT6_NS);
         for (on, flag) in [
             (self.options.dir24_ipv4[0], SET_DIR24_EW),
             (self.options.dir24_ipv4[1], SET_DIR24_NS),
+            (self.options.dxr_ipv4[0], SET_DXR_EW),
+            (self.options.dxr_ipv4[1], SET_DXR_NS),
             (self.options.multibit_ipv6[0], SET_MBT6_EW),
             (self.options.multibit_ipv6[1], SET_MBT6_NS),
         ] {
@@ -458,16 +491,24 @@ impl Dataplane {
         let mut out = Vec::new();
         for (c, class) in [CLASS_EAST_WEST, CLASS_NORTH_SOUTH].into_iter().enumerate() {
             let (tbl24, tbl8) = DIR24_MAPS[c];
+            let (top, ranges) = DXR_MAPS[c];
             let (root, nodes) = MBT6_MAPS[c];
-            out.push(match &self.dir24[c] {
-                Some(d) => FibMemory {
+            out.push(match (&self.dir24[c], &self.dxr[c]) {
+                (Some(d), _) => FibMemory {
                     class,
                     ipv6: false,
                     structure: "dir-24-8",
                     kernel_bytes: fast(tbl24) + fast(tbl8),
                     blocks: Some((d.blocks_used(), d.blocks_total())),
                 },
-                None => FibMemory {
+                (None, Some(d)) => FibMemory {
+                    class,
+                    ipv6: false,
+                    structure: "dxr",
+                    kernel_bytes: fast(top) + fast(ranges),
+                    blocks: Some((d.cells_used(), d.cells_total())),
+                },
+                (None, None) => FibMemory {
                     class,
                     ipv6: false,
                     structure: "lpm-trie",
@@ -538,9 +579,10 @@ impl Dataplane {
     pub fn insert_route(&mut self, class: u32, prefix: &IpNet, route: Route) -> Result<()> {
         let c = class_index(class);
         match prefix {
-            IpNet::V4(p) => match &mut self.dir24[c] {
-                Some(dir) => dir.insert(*p, dir_entry(route))?,
-                None => self.fib_v4[c].insert(&key4(p), route, 0)?,
+            IpNet::V4(p) => match (&mut self.dir24[c], &mut self.dxr[c]) {
+                (Some(dir), _) => dir.insert(*p, dir_entry(route))?,
+                (None, Some(dxr)) => dxr.insert(*p, dir_entry(route))?,
+                (None, None) => self.fib_v4[c].insert(&key4(p), route, 0)?,
             },
             IpNet::V6(p) => match &mut self.mbt6[c] {
                 Some(mbt) => mbt.insert(*p, dir_entry(route))?,
@@ -553,9 +595,10 @@ impl Dataplane {
     pub fn remove_route(&mut self, class: u32, prefix: &IpNet) -> Result<()> {
         let c = class_index(class);
         match prefix {
-            IpNet::V4(p) => match &mut self.dir24[c] {
-                Some(dir) => dir.remove(*p),
-                None => self.fib_v4[c].remove(&key4(p))?,
+            IpNet::V4(p) => match (&mut self.dir24[c], &mut self.dxr[c]) {
+                (Some(dir), _) => dir.remove(*p),
+                (None, Some(dxr)) => dxr.remove(*p)?,
+                (None, None) => self.fib_v4[c].remove(&key4(p))?,
             },
             IpNet::V6(p) => match &mut self.mbt6[c] {
                 Some(mbt) => mbt.remove(*p),
@@ -569,9 +612,10 @@ impl Dataplane {
     pub fn lookup(&self, class: u32, addr: IpAddr) -> Option<Route> {
         let c = class_index(class);
         match addr {
-            IpAddr::V4(a) => match &self.dir24[c] {
-                Some(dir) => dir_route(dir.lookup(a)),
-                None => self.fib_v4[c].get(&Key::new(32, a.octets()), 0).ok(),
+            IpAddr::V4(a) => match (&self.dir24[c], &self.dxr[c]) {
+                (Some(dir), _) => dir_route(dir.lookup(a)),
+                (None, Some(dxr)) => dir_route(dxr.lookup(a)),
+                (None, None) => self.fib_v4[c].get(&Key::new(32, a.octets()), 0).ok(),
             },
             IpAddr::V6(a) => match &self.mbt6[c] {
                 Some(mbt) => dir_route(mbt.lookup(a)),

@@ -58,6 +58,11 @@ impl<P: Prefix> Routes<P> {
         self.entries.is_empty()
     }
 
+    /// The entry of exactly `prefix`.
+    pub fn get(&self, prefix: P) -> Option<u32> {
+        self.entries.get(&prefix).copied()
+    }
+
     /// Sets `prefix` to `entry`; true when the prefix is new.
     pub fn insert(&mut self, prefix: P, entry: u32) -> bool {
         let new = self.entries.insert(prefix, entry).is_none();
