@@ -2,7 +2,7 @@
 //! namespace, killed and cleaned up on drop.
 use std::{
     fs,
-    path::PathBuf,
+    path::{Path, PathBuf},
     process::{Child, Command, Output, Stdio},
     time::{Duration, Instant},
 };
@@ -21,10 +21,24 @@ pub struct Bird {
 impl Bird {
     /// Starts BIRD in `ns` with `config` and waits for its control socket.
     pub fn start(ns: &Netns, config: &str) -> Result<Bird> {
+        Bird::start_with_files(ns, |_| config.to_string(), &[])
+    }
+
+    /// Like [`Bird::start`], with `files` (name, content) written into BIRD's own
+    /// directory first; `config` gets that directory, to `include` them by full path
+    /// (e.g. a large `protocol static` table). Removed with the rest on drop.
+    pub fn start_with_files(
+        ns: &Netns,
+        config: impl FnOnce(&Path) -> String,
+        files: &[(&str, &str)],
+    ) -> Result<Bird> {
         let dir = std::env::temp_dir().join(format!("nva-bird-{}", unique_suffix()));
         fs::create_dir_all(&dir)?;
+        for (name, content) in files {
+            fs::write(dir.join(name), content)?;
+        }
         let conf = dir.join("bird.conf");
-        fs::write(&conf, config)?;
+        fs::write(&conf, config(&dir))?;
         let sock = dir.join("bird.ctl");
         let log = fs::File::create(dir.join("bird.log"))?;
         let child = ns.spawn_with(
@@ -88,6 +102,16 @@ impl Bird {
     /// BIRD's log so far.
     pub fn log(&self) -> String {
         fs::read_to_string(self.dir.join("bird.log")).unwrap_or_default()
+    }
+
+    /// BIRD's own directory (config, log, included files).
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// BIRD's process id (`ip netns exec` execs it).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
     }
 }
 
