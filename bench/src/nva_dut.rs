@@ -131,16 +131,28 @@ impl NvaDut {
         })
     }
 
-    /// Routes every prefix over all next hops of its family (one ECMP group), one
-    /// `Fib::set_route` at a time, and times it.
+    /// Routes every prefix, one `Fib::set_route` at a time, and times it: every other
+    /// route over all next hops of its family (one ECMP group), the others over one
+    /// next hop each in turn, so that neighbouring prefixes mostly differ (as in a table
+    /// learned from several peers; a FIB that merges equal neighbours gains nothing).
     pub fn install(&mut self, table: &[IpNet]) -> Result<Install> {
         let start = Instant::now();
-        let v4 = Target::Forward(self.nh_v4.as_slice().into());
-        let v6 = Target::Forward(self.nh_v6.as_slice().into());
-        for p in table {
-            let target = if p.addr().is_ipv4() { &v4 } else { &v6 };
+        let targets = |ids: &[u16]| -> Vec<Target> {
+            std::iter::once(Target::Forward(ids.into()))
+                .chain(ids.iter().map(|id| Target::Forward([*id].as_slice().into())))
+                .collect()
+        };
+        let (v4, v6) = (targets(&self.nh_v4), targets(&self.nh_v6));
+        for (i, p) in table.iter().enumerate() {
+            let t = if p.addr().is_ipv4() { &v4 } else { &v6 };
+            let target = if i % 2 == 0 { &t[0] } else { &t[1 + (i / 2) % (t.len() - 1)] };
             self.fib.set_route(*p, Source::Static, target.clone())?;
         }
+        anyhow::ensure!(
+            self.fib.failed_count() == 0,
+            "{} routes could not be installed",
+            self.fib.failed_count()
+        );
         Ok(Install {
             routes: table.len(),
             secs: start.elapsed().as_secs_f64(),

@@ -47,6 +47,8 @@ pub mod map_names {
     pub const MBT6_ROOT_NS: &str = "MBT6_ROOT_NS";
     pub const MBT6_NODES_EW: &str = "MBT6_NODES_EW";
     pub const MBT6_NODES_NS: &str = "MBT6_NODES_NS";
+    pub const POLICY_TOP_V4: &str = "POLICY_TOP_V4";
+    pub const POLICY_RANGES_V4: &str = "POLICY_RANGES_V4";
     pub const DXR_TOP_EW: &str = "DXR_TOP_EW";
     pub const DXR_TOP_NS: &str = "DXR_TOP_NS";
     pub const DXR_RANGES_EW: &str = "DXR_RANGES_EW";
@@ -171,19 +173,21 @@ pub const fn dir_route(entry: u32) -> Option<Route> {
     })
 }
 
-/// DXR ("D16R", Zec et al.), the compact IPv4 FIB (per class, chosen in the config):
+/// DXR ("D18R", Zec et al.), the compact IPv4 FIB (per class, chosen in the config):
 /// a full table in a few MB instead of DIR-24-8's 64 MB first level, so that with many
 /// destinations a lookup stays in the caches and the TLB (a TLB miss under nested paging
 /// costs more than the rest of the program).
 ///
-/// `DXR_TOP[dst >> 16]` (65,536 u32 cells) is either a route entry (DIR-24-8 encoding,
-/// 0 = no route) for the whole /16, or `DIR_EXT | offset` of a chunk in `DXR_RANGES`:
+/// `DXR_TOP[dst >> 14]` (2^18 u32 cells, 1 MiB) is either a route entry (DIR-24-8
+/// encoding, 0 = no route) for the whole /18, or `DIR_EXT | offset` of a chunk in `DXR_RANGES`:
 /// one cell with the number n of ranges, then n range cells sorted by start. A range
-/// cell is `start << 16 | dxr_compact(entry)` where start is the low 16 bits of the
+/// cell is `start << 16 | dxr_compact(entry)` where start is the low 14 bits of the
 /// first address of the range; a lookup binary-searches the last range starting at or
-/// before the destination (at most 17 steps, one or two cache lines for typical chunks).
+/// before the destination (at most 15 steps; a full table's chunks hold a handful of
+/// ranges: one cache line).
 /// Chunks are written before the top cell switches to them (make-before-break).
-pub const DXR_TOP_ENTRIES: u32 = 1 << 16;
+pub const DXR_TOP_BITS: u32 = 18;
+pub const DXR_TOP_ENTRIES: u32 = 1 << DXR_TOP_BITS;
 /// Default cells of `DXR_RANGES` per table (16 MiB): a 1M-route table takes about
 /// 1.5M range cells, chunks are allocated in power-of-two sizes.
 pub const DXR_RANGE_CELLS: u32 = 1 << 22;
@@ -206,6 +210,30 @@ pub const fn dxr_compact(entry: u32) -> Option<u32> {
 pub const fn dxr_entry(cell: u32) -> u32 {
     let c = cell & 0xffff;
     ((c >> DXR_GROUP_BITS) << DIR_ACTION_SHIFT) | (c & ((1 << DXR_GROUP_BITS) - 1))
+}
+
+/// What an IPv4 address's policy is, for the class of a destination and the segment of
+/// a source or destination, in one DXR table (`POLICY_TOP_V4`, `POLICY_RANGES_V4`):
+/// one read for most addresses, instead of a walk of the class and segment LPM tries
+/// each. Userspace builds it from the union of the class and segment prefixes, each
+/// carrying the class and segment its address range has. The table's route entries are
+/// `policy_entry` values (0: north-south, no segment).
+pub const POLICY_RANGE_CELLS: u32 = 1 << 16;
+/// The policy table's top: /16 chunks (256 KiB; class and segment prefixes are few).
+pub const POLICY_TOP_BITS: u32 = 16;
+pub const POLICY_TOP_ENTRIES: u32 = 1 << POLICY_TOP_BITS;
+
+/// The policy table's entry for (east-west, segment).
+pub const fn policy_entry(east_west: bool, segment: u32) -> u32 {
+    1 + (segment << 1 | east_west as u32)
+}
+
+/// (east-west, segment) of a policy table entry.
+pub const fn policy_of(entry: u32) -> (bool, u32) {
+    if entry == 0 {
+        return (false, 0);
+    }
+    ((entry - 1) & 1 != 0, (entry - 1) >> 1)
 }
 
 /// Multibit trie, the IPv6 counterpart of DIR-24-8 (per class, chosen in the config):

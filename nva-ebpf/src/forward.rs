@@ -9,21 +9,21 @@ use aya_ebpf::{
     programs::XdpContext,
 };
 use nva_common::{
-    CLASS_EAST_WEST, CLASS_NORTH_SOUTH, DIR_EXT, ECMP_BUCKETS, MAX_SEGMENTS, MBT6_LEVELS,
-    MBT6_ROOT_BITS, MBT6_STRIDE, NH_RESOLVED, NH_VALID, NextHop, PORT_FORCE_EAST_WEST,
-    PORT_FORCE_NORTH_SOUTH, PortInfo, ROUTE_BLACKHOLE, ROUTE_CONNECTED, ROUTE_FORWARD, ROUTE_LOCAL,
-    Route, SEGMENT_DENY, SET_DIR24_EW, SET_DIR24_NS, SET_DROP_NO_ROUTE_EW, SET_DROP_NO_ROUTE_NS,
-    SET_DXR_EW, SET_DXR_NS, SET_MBT6_EW, SET_MBT6_NS, SET_SEGMENTS, SET_SYMMETRIC_HASH, Settings,
-    dir_route, dxr_entry, reason,
+    CLASS_EAST_WEST, CLASS_NORTH_SOUTH, DIR_EXT, DXR_TOP_BITS, ECMP_BUCKETS, MAX_SEGMENTS,
+    MBT6_LEVELS, MBT6_ROOT_BITS, MBT6_STRIDE, NH_RESOLVED, NH_VALID, NextHop, POLICY_TOP_BITS,
+    PORT_FORCE_EAST_WEST, PORT_FORCE_NORTH_SOUTH, PortInfo, ROUTE_BLACKHOLE, ROUTE_CONNECTED,
+    ROUTE_FORWARD, ROUTE_LOCAL, Route, SEGMENT_DENY, SET_DIR24_EW, SET_DIR24_NS,
+    SET_DROP_NO_ROUTE_EW, SET_DROP_NO_ROUTE_NS, SET_DXR_EW, SET_DXR_NS, SET_MBT6_EW, SET_MBT6_NS,
+    SET_SEGMENTS, SET_SYMMETRIC_HASH, Settings, dir_route, dxr_entry, policy_of, reason,
 };
 
 use crate::{
     flow,
     maps::{
-        CLASS_V4, CLASS_V6, DIR8_EW, DIR8_NS, DIR24_EW, DIR24_NS, DXR_RANGES_EW, DXR_RANGES_NS,
-        DXR_TOP_EW, DXR_TOP_NS, FIB_V4_EW, FIB_V4_NS, FIB_V6_EW, FIB_V6_NS, GROUPS, MBT6_NODES_EW,
-        MBT6_NODES_NS, MBT6_ROOT_EW, MBT6_ROOT_NS, NEXTHOPS, SEGMENT_DROPS, SEGMENT_POLICY,
-        SEGMENT_V4, SEGMENT_V6, SETTINGS, TX_PORTS,
+        CLASS_V6, DIR8_EW, DIR8_NS, DIR24_EW, DIR24_NS, DXR_RANGES_EW, DXR_RANGES_NS, DXR_TOP_EW,
+        DXR_TOP_NS, FIB_V4_EW, FIB_V4_NS, FIB_V6_EW, FIB_V6_NS, GROUPS, MBT6_NODES_EW,
+        MBT6_NODES_NS, MBT6_ROOT_EW, MBT6_ROOT_NS, NEXTHOPS, POLICY_RANGES_V4, POLICY_TOP_V4,
+        SEGMENT_DROPS, SEGMENT_POLICY, SEGMENT_V6, SETTINGS, TX_PORTS,
     },
     packet::*,
 };
@@ -167,12 +167,18 @@ fn dir24_lookup(tbl24: &Array<u64>, tbl8: &Array<u64>, dst: [u8; 4]) -> Option<R
 /// by first address: binary search for the last range starting at or before `dst`.
 #[inline(always)]
 fn dxr_lookup(top: &Array<u64>, ranges: &Array<u64>, dst: [u8; 4]) -> Option<Route> {
+    dir_route(dxr_find(top, ranges, DXR_TOP_BITS, dst)?)
+}
+
+/// The entry of a DXR table whose top is indexed by `bits` bits for `dst` (0: none).
+#[inline(always)]
+fn dxr_find(top: &Array<u64>, ranges: &Array<u64>, bits: u32, dst: [u8; 4]) -> Option<u32> {
     let addr = u32::from_be_bytes(dst);
-    let t = dir_cell(top, addr >> 16)?;
+    let t = dir_cell(top, addr >> (32 - bits))?;
     if t & DIR_EXT == 0 {
-        return dir_route(t);
+        return Some(t);
     }
-    let low = addr & 0xffff;
+    let low = addr & ((1 << (32 - bits)) - 1);
     let off = t & !DIR_EXT;
     let mut n = dir_cell(ranges, off)?;
     let mut base = off + 1;
@@ -187,7 +193,13 @@ fn dxr_lookup(top: &Array<u64>, ranges: &Array<u64>, dst: [u8; 4]) -> Option<Rou
         }
         n -= half;
     }
-    dir_route(dxr_entry(dir_cell(ranges, base)?))
+    Some(dxr_entry(dir_cell(ranges, base)?))
+}
+
+/// (east-west, segment) of an IPv4 address, from the policy table.
+#[inline(always)]
+fn policy_v4(addr: [u8; 4]) -> (bool, u32) {
+    policy_of(dxr_find(&POLICY_TOP_V4, &POLICY_RANGES_V4, POLICY_TOP_BITS, addr).unwrap_or(0))
 }
 
 /// Multibit-trie IPv6 lookup: the root by the top 20 bits, then one 16-entry block
@@ -272,7 +284,8 @@ fn ipv4(ctx: &XdpContext, port: &PortInfo, l3: usize, in_vlan: bool) -> Verdict 
     }
     let settings = settings();
     let key = Key::new(32, dst);
-    let class = classify(port, CLASS_V4.get(&key).is_some());
+    let (east_west, dst_segment) = policy_v4(dst);
+    let class = classify(port, east_west);
     let route = if class == CLASS_NORTH_SOUTH {
         if settings.flags & SET_DXR_NS != 0 {
             dxr_lookup(&DXR_TOP_NS, &DXR_RANGES_NS, dst)
@@ -297,9 +310,8 @@ fn ipv4(ctx: &XdpContext, port: &PortInfo, l3: usize, in_vlan: bool) -> Verdict 
     }
     let src = unsafe { (*ip).src };
     if class == CLASS_EAST_WEST && settings.flags & SET_SEGMENTS != 0 {
-        let from = SEGMENT_V4.get(Key::new(32, src)).copied().unwrap_or(0);
-        let to = SEGMENT_V4.get(&key).copied().unwrap_or(0);
-        if segment_denied(from, to, frame_len(ctx)) {
+        let from = policy_v4(src).1;
+        if segment_denied(from, dst_segment, frame_len(ctx)) {
             return in_class(drop(reason::DROP_SEGMENT), class);
         }
     }

@@ -7,7 +7,7 @@ use aya_ebpf::{
 use nva_common::{
     Counter, EcmpGroup, MAX_CLASS_PREFIXES, MAX_GROUPS, MAX_IF_SLOTS, MAX_IFINDEX, MAX_NEXTHOPS,
     MAX_ROUTES_V4, MAX_ROUTES_V6, MAX_SEGMENT_PREFIXES, MAX_SEGMENTS, NUM_CLASSES, NUM_REASONS,
-    NextHop, PortInfo, Route, Settings,
+    NextHop, POLICY_RANGE_CELLS, POLICY_TOP_ENTRIES, PortInfo, Route, Settings,
 };
 
 /// IPv4 FIBs, one per traffic class: destination prefix (network byte order) -> route.
@@ -27,6 +27,15 @@ pub static FIB_V6_NS: LpmTrie<[u8; 16], Route> = LpmTrie::with_max_entries(MAX_R
 pub static CLASS_V4: LpmTrie<[u8; 4], u32> = LpmTrie::with_max_entries(MAX_CLASS_PREFIXES, 0);
 #[map]
 pub static CLASS_V6: LpmTrie<[u8; 16], u32> = LpmTrie::with_max_entries(MAX_CLASS_PREFIXES, 0);
+
+/// The IPv4 policy table (class and segment per address; see nva-common), written
+/// through mmap like the DXR FIBs; two u32 cells per element.
+#[map]
+pub static POLICY_TOP_V4: Array<u64> =
+    Array::with_max_entries(POLICY_TOP_ENTRIES / 2, BPF_F_MMAPABLE);
+#[map]
+pub static POLICY_RANGES_V4: Array<u64> =
+    Array::with_max_entries(POLICY_RANGE_CELLS / 2, BPF_F_MMAPABLE);
 
 /// Prefix -> segment id, for east-west segmentation.
 #[map]

@@ -699,6 +699,109 @@ fn dxr_fib_answers_like_a_reference_lpm() {
     });
 }
 
+/// The IPv4 policy table (class and segment of an address, built from the union of the
+/// east-west and segment prefixes) answers like the two longest matches it replaces:
+/// random nested class and segment prefixes, random denied pairs, random sources and
+/// destinations, then again after half of the prefixes are removed.
+#[test]
+fn class_and_segment_prefixes_nest_like_two_longest_matches() {
+    let settings = Settings {
+        flags: nva_common::SET_SEGMENTS,
+        ..default_settings()
+    };
+    with_rig("policy", settings, |rig| {
+        use nva::fib::Table;
+        let ids = rig.route("192.0.2.0/24", 1, 0);
+        let any: IpNet = "0.0.0.0/0".parse().unwrap();
+        let forward = Target::Forward(ids.as_slice().into());
+        rig.fib
+            .set_route_in(Table::EastWest, any, Source::Static, forward)
+            .unwrap();
+        rig.fib
+            .set_route_in(Table::NorthSouth, any, Source::Static, Target::Blackhole)
+            .unwrap();
+        let mut next = xorshift();
+        let prefix = |next: &mut dyn FnMut() -> u64, min: u64, max: u64| -> IpNet {
+            let r = next();
+            let len = (min + r % (max - min + 1)) as u8;
+            let addr = Ipv4Addr::from(0x0a00_0000 | (r >> 32) as u32 & 0x00ff_ffff);
+            IpNet::new(addr.into(), len).unwrap().trunc()
+        };
+        let mut classes: Vec<IpNet> = (0..12).map(|_| prefix(&mut next, 9, 26)).collect();
+        let mut segments: Vec<(IpNet, u32)> = (0..40)
+            .map(|i| (prefix(&mut next, 8, 30), 1 + i % 15))
+            .collect();
+        classes.sort();
+        classes.dedup();
+        segments.sort_by_key(|(p, _)| *p);
+        segments.dedup_by_key(|(p, _)| *p);
+        let deny: Vec<(u32, u32)> = (0..40)
+            .map(|_| {
+                let r = next();
+                (1 + (r % 15) as u32, 1 + ((r >> 8) % 15) as u32)
+            })
+            .collect();
+        for (from, to) in &deny {
+            rig.fib
+                .dataplane_mut()
+                .set_segment_policy(*from, *to, true)
+                .unwrap();
+        }
+        for round in 0..2 {
+            rig.fib.set_east_west(&classes).unwrap();
+            for (p, id) in &segments {
+                rig.fib
+                    .dataplane_mut()
+                    .set_segment_prefix(p, Some(*id))
+                    .unwrap();
+            }
+            let segment_of = |a: Ipv4Addr| {
+                segments
+                    .iter()
+                    .filter(|(p, _)| p.contains(&IpAddr::V4(a)))
+                    .max_by_key(|(p, _)| p.prefix_len())
+                    .map_or(0, |(_, id)| *id)
+            };
+            let mut addrs: Vec<Ipv4Addr> = (0..300)
+                .map(|_| Ipv4Addr::from(0x0a00_0000 | next() as u32 & 0x00ff_ffff))
+                .collect();
+            for p in classes.iter().chain(segments.iter().map(|(p, _)| p)) {
+                if let IpNet::V4(p) = p {
+                    addrs.extend([p.network(), p.broadcast()]);
+                }
+            }
+            for (i, dst) in addrs.iter().enumerate() {
+                let src = addrs[(i * 7 + 3) % addrs.len()];
+                let east_west = classes.iter().any(|p| p.contains(&IpAddr::V4(*dst)));
+                let denied = east_west && deny.contains(&(segment_of(src), segment_of(*dst)));
+                let frame = eth_ipv4_udp(NVA_MAC, CLIENT_MAC, src, *dst, 1000, 53, 64, b"x");
+                let before = rig.count(1, reason::DROP_SEGMENT);
+                let (action, _) = rig.run(&frame);
+                let segment_drop = rig.count(1, reason::DROP_SEGMENT) > before;
+                let expected = match (east_west, denied) {
+                    (false, _) => (XDP_DROP, false),
+                    (true, true) => (XDP_DROP, true),
+                    (true, false) => (XDP_REDIRECT, false),
+                };
+                assert_eq!(
+                    (action, segment_drop),
+                    expected,
+                    "round {round}: {src} -> {dst} (segments {} -> {})",
+                    segment_of(src),
+                    segment_of(*dst)
+                );
+            }
+            // Remove every other prefix of both sets.
+            let gone: Vec<(IpNet, u32)> = segments.iter().step_by(2).copied().collect();
+            for (p, _) in &gone {
+                rig.fib.dataplane_mut().set_segment_prefix(p, None).unwrap();
+            }
+            segments.retain(|s| !gone.contains(s));
+            classes = classes.iter().skip(1).step_by(2).copied().collect();
+        }
+    });
+}
+
 /// On a segment that floods (a failed router's MAC aged out of the switch), frames for
 /// another router's MAC reach us too: forwarding them would duplicate them. They go to
 /// the kernel (which drops them) and are counted.

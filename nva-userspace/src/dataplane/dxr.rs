@@ -12,7 +12,7 @@ use std::collections::{BTreeMap, VecDeque};
 
 use anyhow::{Result, bail};
 use ipnet::Ipv4Net;
-use nva_common::{DIR_EXT, DXR_TOP_ENTRIES, dxr_compact, dxr_entry};
+use nva_common::{DIR_EXT, dxr_compact, dxr_entry};
 
 use super::cells::Cells;
 use super::routes::Routes;
@@ -22,6 +22,8 @@ use super::routes::Routes;
 const CLASSES: usize = 18;
 
 pub struct Dxr<C: Cells> {
+    /// Address bits that index the top table (16 or 18): a chunk covers the rest.
+    bits: u8,
     top: C,
     ranges: C,
     /// Cells in `ranges`.
@@ -46,18 +48,20 @@ pub struct Dxr<C: Cells> {
 }
 
 impl<C: Cells> Dxr<C> {
-    /// `top` must hold `DXR_TOP_ENTRIES` cells and `ranges` `capacity`, all zero.
-    pub fn new(top: C, ranges: C, capacity: u32) -> Self {
+    /// `top` must hold 2^`bits` cells and `ranges` `capacity`, all zero.
+    pub fn new(top: C, ranges: C, capacity: u32, bits: u8) -> Self {
+        let chunks = 1usize << bits;
         Self {
+            bits,
             top,
             ranges,
             capacity,
             short: Routes::default(),
             long: BTreeMap::new(),
-            base: vec![0; DXR_TOP_ENTRIES as usize],
-            base_depth: vec![0; DXR_TOP_ENTRIES as usize],
-            long_count: vec![0; DXR_TOP_ENTRIES as usize],
-            chunks: vec![None; DXR_TOP_ENTRIES as usize],
+            base: vec![0; chunks],
+            base_depth: vec![0; chunks],
+            long_count: vec![0; chunks],
+            chunks: vec![None; chunks],
             free: Default::default(),
             fresh: 0,
             used: 0,
@@ -103,14 +107,14 @@ impl<C: Cells> Dxr<C> {
         if old.is_none() && value.is_none() {
             return Ok(());
         }
-        let result = if prefix.prefix_len() <= 16 {
+        let result = if prefix.prefix_len() <= self.bits {
             self.update_bases(prefix, value)
         } else {
-            self.rebuild((u32::from(prefix.network())) >> 16)
+            self.rebuild(u32::from(prefix.network()) >> self.shift())
         };
         if let Err(e) = result {
             self.set(prefix, old);
-            for c in chunks_of(prefix) {
+            for c in chunks_of(prefix, self.bits) {
                 self.recompute_base(c);
                 self.refresh(c).ok();
             }
@@ -130,7 +134,7 @@ impl<C: Cells> Dxr<C> {
                 (v, d, |d, depth| d == depth)
             }
         };
-        for c in chunks_of(prefix) {
+        for c in chunks_of(prefix, self.bits) {
             if owned(self.base_depth[c as usize], depth) {
                 self.base[c as usize] = base;
                 self.base_depth[c as usize] = base_depth;
@@ -142,9 +146,9 @@ impl<C: Cells> Dxr<C> {
 
     /// The base of chunk `c` from the routes (the slow way, after a failure).
     fn recompute_base(&mut self, c: u32) {
-        let whole = Ipv4Net::new((c << 16).into(), 16).expect("valid length");
+        let whole = Ipv4Net::new((c << self.shift()).into(), self.bits).expect("valid length");
         let (base, depth) = match self.short.get(whole) {
-            Some(v) => (v, 17),
+            Some(v) => (v, self.bits + 1),
             None => self.short.covering(whole),
         };
         self.base[c as usize] = base;
@@ -165,7 +169,7 @@ impl<C: Cells> Dxr<C> {
     fn set(&mut self, prefix: Ipv4Net, value: Option<u32>) -> Option<u32> {
         let addr = u32::from(prefix.network());
         let len = prefix.prefix_len();
-        if len <= 16 {
+        if len <= self.bits {
             let old = self.short.get(prefix);
             match value {
                 Some(v) => {
@@ -181,7 +185,8 @@ impl<C: Cells> Dxr<C> {
             Some(v) => self.long.insert((addr, len), v),
             None => self.long.remove(&(addr, len)),
         };
-        let count = &mut self.long_count[(addr >> 16) as usize];
+        let chunk = (addr >> self.shift()) as usize;
+        let count = &mut self.long_count[chunk];
         match (old, value) {
             (None, Some(_)) => *count += 1,
             (Some(_), None) => *count -= 1,
@@ -202,12 +207,13 @@ impl<C: Cells> Dxr<C> {
         };
         // Nested prefixes come in address order, a container before what it contains:
         // a stack of (end, entry) of the open prefixes, the chunk's base at the bottom.
-        let mut open: Vec<(u32, u32)> = vec![(1 << 16, base)];
+        let shift = self.shift();
+        let mut open: Vec<(u32, u32)> = vec![(1 << shift, base)];
         let mut pos = 0u32;
-        let lo = (c << 16, 0u8);
-        let hi = ((c << 16) | 0xffff, 32u8);
+        let lo = (c << shift, 0u8);
+        let hi = ((c << shift) | ((1 << shift) - 1), 32u8);
         for (&(addr, len), &entry) in self.long.range(lo..=hi) {
-            let start = addr & 0xffff;
+            let start = addr & ((1 << shift) - 1);
             while let Some(&(end, e)) = open.last()
                 && end <= start
             {
@@ -292,25 +298,30 @@ impl<C: Cells> Dxr<C> {
 
     /// The entry the data plane finds for `addr` (0 = no route).
     pub fn lookup(&self, addr: std::net::Ipv4Addr) -> u32 {
-        lookup(&self.top, &self.ranges, addr)
+        lookup(&self.top, &self.ranges, self.bits, addr)
+    }
+
+    /// Address bits a chunk covers.
+    fn shift(&self) -> u8 {
+        32 - self.bits
     }
 }
 
-/// The chunks (/16s) a prefix covers or lies in.
-fn chunks_of(prefix: Ipv4Net) -> std::ops::Range<u32> {
-    let first = u32::from(prefix.network()) >> 16;
-    first..first + (1u32 << 16u8.saturating_sub(prefix.prefix_len()))
+/// The chunks a prefix covers or lies in (chunks of 2^(32 - `bits`) addresses).
+fn chunks_of(prefix: Ipv4Net, bits: u8) -> std::ops::Range<u32> {
+    let first = u32::from(prefix.network()) >> (32 - bits);
+    first..first + (1u32 << bits.saturating_sub(prefix.prefix_len()))
 }
 
 /// The data plane's lookup, over the tables themselves (what a concurrent reader sees).
-pub fn lookup(top: &impl Cells, ranges: &impl Cells, addr: std::net::Ipv4Addr) -> u32 {
+pub fn lookup(top: &impl Cells, ranges: &impl Cells, bits: u8, addr: std::net::Ipv4Addr) -> u32 {
     let a = u32::from(addr);
-    let t = top.get((a >> 16) as usize);
+    let t = top.get((a >> (32 - bits)) as usize);
     if t & DIR_EXT == 0 {
         return t;
     }
     let off = (t & !DIR_EXT) as usize;
-    let low = a & 0xffff;
+    let low = a & ((1 << (32 - bits)) - 1);
     let mut n = ranges.get(off) as usize;
     let mut base = off + 1;
     while n > 1 {
@@ -329,6 +340,7 @@ mod tests {
 
     use super::*;
     use crate::dataplane::testing::{Rng, assert_lookups_stay_valid};
+    use nva_common::DXR_TOP_BITS;
 
     /// The reference longest-prefix match, one exact lookup per length.
     fn reference(routes: &HashMap<Ipv4Net, u32>, addr: Ipv4Addr) -> u32 {
@@ -340,10 +352,15 @@ mod tests {
     }
 
     fn table(capacity: u32) -> Dxr<Vec<u32>> {
+        table_bits(capacity, DXR_TOP_BITS as u8)
+    }
+
+    fn table_bits(capacity: u32, bits: u8) -> Dxr<Vec<u32>> {
         Dxr::new(
-            vec![0; DXR_TOP_ENTRIES as usize],
+            vec![0; 1 << bits],
             vec![0; capacity as usize],
             capacity,
+            bits,
         )
     }
 
@@ -357,7 +374,13 @@ mod tests {
 
     #[test]
     fn nested_prefixes_and_removal() {
-        let mut t = table(1 << 16);
+        for bits in [16, 18] {
+            nested_prefixes_and_removal_with(bits);
+        }
+    }
+
+    fn nested_prefixes_and_removal_with(bits: u8) {
+        let mut t = table_bits(1 << 16, bits);
         t.insert(p("0.0.0.0/0"), 1).unwrap();
         t.insert(p("10.0.0.0/8"), 2).unwrap();
         t.insert(p("10.1.2.0/24"), 3).unwrap();
@@ -500,15 +523,15 @@ mod tests {
         use crate::dataplane::cells::SharedCells;
 
         let (top, ranges) = (
-            SharedCells::new(DXR_TOP_ENTRIES as usize),
+            SharedCells::new(1 << DXR_TOP_BITS),
             SharedCells::new(1 << 20),
         );
-        let mut t = Dxr::new(top.clone(), ranges.clone(), 1 << 20);
+        let mut t = Dxr::new(top.clone(), ranges.clone(), 1 << 20, DXR_TOP_BITS as u8);
         t.insert(p("10.0.0.0/8"), 1).unwrap();
         assert_lookups_stay_valid(
             move |r| {
                 let addr = Ipv4Addr::from(0x0a00_0000 | (r as u32 & 0x000f_ffff));
-                (addr, lookup(&top, &ranges, addr))
+                (addr, lookup(&top, &ranges, DXR_TOP_BITS as u8, addr))
             },
             move || {
                 let mut rng = Rng(7);

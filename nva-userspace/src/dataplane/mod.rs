@@ -11,6 +11,7 @@ mod routes;
 mod testing;
 
 use std::{
+    collections::BTreeMap,
     net::IpAddr,
     os::fd::AsFd,
     path::{Path, PathBuf},
@@ -31,10 +32,11 @@ use aya::{
 use ipnet::{IpNet, Ipv4Net, Ipv6Net};
 use nva_common::{
     CLASS_EAST_WEST, CLASS_NORTH_SOUTH, Counter, DIR8_BLOCKS, DIR24_ENTRIES, DXR_RANGE_CELLS,
-    DXR_TOP_ENTRIES, EcmpGroup, MAX_IF_SLOTS, MAX_IFINDEX, MAX_SEGMENTS, MBT6_BLOCK, MBT6_BLOCKS,
-    MBT6_ROOT_ENTRIES, NUM_REASONS, NextHop, PortInfo, Route, SEGMENT_DENY, SET_DIR24_EW,
-    SET_DIR24_NS, SET_DXR_EW, SET_DXR_NS, SET_MBT6_EW, SET_MBT6_NS, Settings, XDP_PROGRAM,
-    dir_entry, dir_route, map_names,
+    DXR_TOP_BITS, DXR_TOP_ENTRIES, EcmpGroup, MAX_IF_SLOTS, MAX_IFINDEX, MAX_SEGMENTS, MBT6_BLOCK,
+    MBT6_BLOCKS, MBT6_ROOT_ENTRIES, NUM_REASONS, NextHop, POLICY_RANGE_CELLS, POLICY_TOP_BITS,
+    POLICY_TOP_ENTRIES, PortInfo, Route, SEGMENT_DENY, SET_DIR24_EW, SET_DIR24_NS, SET_DXR_EW,
+    SET_DXR_NS, SET_MBT6_EW, SET_MBT6_NS, Settings, XDP_PROGRAM, dir_entry, dir_route, map_names,
+    policy_entry,
 };
 
 use cells::MmapCells;
@@ -186,6 +188,12 @@ pub struct Dataplane {
     dir24: [Option<Dir24<MmapCells>>; 2],
     /// DXR IPv4 FIBs per class, when configured (replacing that class's v4 trie).
     dxr: [Option<Dxr<MmapCells>>; 2],
+    /// The IPv4 policy table (class and segment per address) the data plane reads
+    /// instead of the IPv4 class and segment tries, built from these prefixes.
+    policy_v4: Dxr<MmapCells>,
+    class_prefixes_v4: BTreeMap<Ipv4Net, u32>,
+    segment_prefixes_v4: BTreeMap<Ipv4Net, u32>,
+    policy_installed: BTreeMap<Ipv4Net, u32>,
     /// Multibit IPv6 FIBs per class, when configured (replacing that class's v6 trie).
     mbt6: [Option<Mbt6<MmapCells>>; 2],
     /// Keeps the DIR-24-8 and multibit maps open while they are mapped.
@@ -271,10 +279,19 @@ impl Dataplane {
         program
             .load()
             .context("loading the XDP program (verifier)")?;
+        let mut dir_maps = Vec::new();
+        let (top, ranges) = map_pair(
+            &mut ebpf,
+            (map_names::POLICY_TOP_V4, map_names::POLICY_RANGES_V4),
+            (POLICY_TOP_ENTRIES, POLICY_RANGE_CELLS),
+            true,
+            &mut dir_maps,
+        )?
+        .expect("mapped when used");
+        let policy_v4 = Dxr::new(top, ranges, POLICY_RANGE_CELLS, POLICY_TOP_BITS as u8);
         let mut dir24 = [None, None];
         let mut dxr = [None, None];
         let mut mbt6 = [None, None];
-        let mut dir_maps = Vec::new();
         for c in 0..2 {
             let used = options.dir24_ipv4[c];
             if let Some((t24, t8)) =
@@ -286,7 +303,7 @@ impl Dataplane {
             if let Some((top, ranges)) =
                 map_pair(&mut ebpf, DXR_MAPS[c], dxr_lens, used, &mut dir_maps)?
             {
-                dxr[c] = Some(Dxr::new(top, ranges, dxr_cells));
+                dxr[c] = Some(Dxr::new(top, ranges, dxr_cells, DXR_TOP_BITS as u8));
             }
             let used = options.multibit_ipv6[c];
             if let Some((r, n)) = map_pair(&mut ebpf, MBT6_MAPS[c], mbt_lens, used, &mut dir_maps)?
@@ -297,6 +314,10 @@ impl Dataplane {
         Ok(Self {
             dir24,
             dxr,
+            policy_v4,
+            class_prefixes_v4: BTreeMap::new(),
+            segment_prefixes_v4: BTreeMap::new(),
+            policy_installed: BTreeMap::new(),
             mbt6,
             dir_maps,
             options,
@@ -641,6 +662,13 @@ impl Dataplane {
             (IpNet::V4(p), None) => ignore_missing(self.class_v4.remove(&key4(p)))?,
             (IpNet::V6(p), None) => ignore_missing(self.class_v6.remove(&key6(p)))?,
         }
+        if let IpNet::V4(p) = prefix {
+            match class {
+                Some(c) => self.class_prefixes_v4.insert(p.trunc(), c),
+                None => self.class_prefixes_v4.remove(&p.trunc()),
+            };
+            self.sync_policy_v4()?;
+        }
         Ok(())
     }
 
@@ -652,6 +680,48 @@ impl Dataplane {
             (IpNet::V4(p), None) => ignore_missing(self.segment_v4.remove(&key4(p)))?,
             (IpNet::V6(p), None) => ignore_missing(self.segment_v6.remove(&key6(p)))?,
         }
+        if let IpNet::V4(p) = prefix {
+            match id {
+                Some(s) => self.segment_prefixes_v4.insert(p.trunc(), s),
+                None => self.segment_prefixes_v4.remove(&p.trunc()),
+            };
+            self.sync_policy_v4()?;
+        }
+        Ok(())
+    }
+
+    /// Rewrites the IPv4 policy table from the class and segment prefixes: every prefix
+    /// of either set carries the class and the segment of its range (the longest class
+    /// and segment prefixes containing it), so a longest match in the union answers both.
+    /// New and changed entries are written before stale ones are removed.
+    fn sync_policy_v4(&mut self) -> Result<()> {
+        let longest = |set: &BTreeMap<Ipv4Net, u32>, p: &Ipv4Net| {
+            set.iter()
+                .filter(|(q, _)| q.contains(p))
+                .max_by_key(|(q, _)| q.prefix_len())
+                .map(|(_, v)| *v)
+        };
+        let wanted: BTreeMap<Ipv4Net, u32> = self
+            .class_prefixes_v4
+            .keys()
+            .chain(self.segment_prefixes_v4.keys())
+            .map(|p| {
+                let east_west = longest(&self.class_prefixes_v4, p).is_some();
+                let segment = longest(&self.segment_prefixes_v4, p).unwrap_or(0);
+                (*p, policy_entry(east_west, segment))
+            })
+            .collect();
+        for (p, v) in &wanted {
+            if self.policy_installed.get(p) != Some(v) {
+                self.policy_v4.insert(*p, *v)?;
+            }
+        }
+        for p in self.policy_installed.keys() {
+            if !wanted.contains_key(p) {
+                self.policy_v4.remove(*p)?;
+            }
+        }
+        self.policy_installed = wanted;
         Ok(())
     }
 
