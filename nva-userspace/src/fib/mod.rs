@@ -24,7 +24,6 @@ use nva_common::{
 };
 use rustc_hash::FxHashMap;
 use serde::Serialize;
-use smallvec::SmallVec;
 
 use crate::{dataplane::Dataplane, netlink::routes::KernelRoute};
 use buckets::NhId;
@@ -175,41 +174,90 @@ pub fn format_mac(mac: &[u8; 6]) -> String {
 }
 
 /// The routes of every source for one prefix, ordered by preference (last = most
-/// preferred). A prefix rarely has more than one, so a small sorted vector that holds
-/// one without allocating (a full table is a million prefixes).
-#[derive(Clone, Debug, Default)]
-struct Sources(SmallVec<[(Source, Target); 1]>);
+/// preferred). A prefix rarely has more than one, so one is held inline and only more
+/// allocate: a full table is a million prefixes, each paying for this type in the FIB's
+/// hash table (40 bytes, against 48 for a `SmallVec<[_; 1]>`).
+#[derive(Clone, Debug)]
+enum Sources {
+    One((Source, Target)),
+    /// None (empty: not allocated), or two and more sorted by source.
+    Many(Vec<(Source, Target)>),
+}
+
+impl Default for Sources {
+    fn default() -> Self {
+        Sources::Many(Vec::new())
+    }
+}
 
 impl Sources {
+    fn as_slice(&self) -> &[(Source, Target)] {
+        match self {
+            Sources::One(pair) => std::slice::from_ref(pair),
+            Sources::Many(v) => v,
+        }
+    }
+
     fn insert(&mut self, source: Source, target: Target) -> Option<Target> {
-        match self.0.binary_search_by_key(&source, |(s, _)| *s) {
-            Ok(i) => Some(std::mem::replace(&mut self.0[i].1, target)),
+        match self.as_slice().binary_search_by_key(&source, |(s, _)| *s) {
+            Ok(i) => {
+                let slot = match self {
+                    Sources::One(pair) => &mut pair.1,
+                    Sources::Many(v) => &mut v[i].1,
+                };
+                Some(std::mem::replace(slot, target))
+            }
             Err(i) => {
-                self.0.insert(i, (source, target));
+                match std::mem::take(self) {
+                    Sources::Many(v) if v.is_empty() => *self = Sources::One((source, target)),
+                    Sources::One(pair) => {
+                        let mut v = Vec::with_capacity(2);
+                        v.push(pair);
+                        v.insert(i, (source, target));
+                        *self = Sources::Many(v);
+                    }
+                    Sources::Many(mut v) => {
+                        v.insert(i, (source, target));
+                        *self = Sources::Many(v);
+                    }
+                }
                 None
             }
         }
     }
 
     fn remove(&mut self, source: &Source) -> Option<Target> {
-        let i = self.0.binary_search_by_key(source, |(s, _)| *s).ok()?;
-        Some(self.0.remove(i).1)
+        let i = self
+            .as_slice()
+            .binary_search_by_key(source, |(s, _)| *s)
+            .ok()?;
+        match std::mem::take(self) {
+            Sources::One((_, target)) => Some(target),
+            Sources::Many(mut v) => {
+                let (_, target) = v.remove(i);
+                *self = match v.len() {
+                    1 => Sources::One(v.pop().expect("one left")),
+                    _ => Sources::Many(v),
+                };
+                Some(target)
+            }
+        }
     }
 
     fn is_empty(&self) -> bool {
-        self.0.is_empty()
+        self.as_slice().is_empty()
     }
 
     fn contains_key(&self, source: &Source) -> bool {
-        self.0.iter().any(|(s, _)| s == source)
+        self.as_slice().iter().any(|(s, _)| s == source)
     }
 
     fn iter(&self) -> impl DoubleEndedIterator<Item = (&Source, &Target)> {
-        self.0.iter().map(|(s, t)| (s, t))
+        self.as_slice().iter().map(|(s, t)| (s, t))
     }
 
     fn values(&self) -> impl Iterator<Item = &Target> {
-        self.0.iter().map(|(_, t)| t)
+        self.as_slice().iter().map(|(_, t)| t)
     }
 }
 
@@ -1069,4 +1117,38 @@ impl Fib {
 
 fn route_of(action: u32) -> Route {
     Route { action, group: 0 }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fwd(id: NhId) -> Target {
+        Target::Forward([id].into())
+    }
+
+    #[test]
+    fn sources_stay_sorted_and_inline_for_one() {
+        // The point of the type: a full table pays for it a million times.
+        assert!(std::mem::size_of::<Sources>() <= 40);
+        let mut s = Sources::default();
+        assert!(s.is_empty());
+        assert_eq!(s.insert(Source::Bgp, fwd(1)), None);
+        assert!(matches!(s, Sources::One(_)));
+        assert_eq!(s.insert(Source::Bgp, fwd(2)), Some(fwd(1)));
+        assert_eq!(s.insert(Source::Static, fwd(3)), None);
+        assert_eq!(s.insert(Source::Connected, Target::Connected), None);
+        let order: Vec<Source> = s.iter().map(|(s, _)| *s).collect();
+        assert_eq!(order, [Source::Connected, Source::Bgp, Source::Static]);
+        assert_eq!(s.iter().next_back().map(|(_, t)| t), Some(&fwd(3)));
+        assert!(s.contains_key(&Source::Bgp) && !s.contains_key(&Source::Local));
+        assert_eq!(s.remove(&Source::Local), None);
+        assert_eq!(s.remove(&Source::Bgp), Some(fwd(2)));
+        assert_eq!(s.remove(&Source::Connected), Some(Target::Connected));
+        assert!(matches!(s, Sources::One((Source::Static, _))));
+        assert_eq!(s.values().count(), 1);
+        assert_eq!(s.remove(&Source::Static), Some(fwd(3)));
+        assert!(s.is_empty());
+        assert_eq!(s.remove(&Source::Static), None);
+    }
 }
