@@ -90,6 +90,13 @@ fn main() -> Result<()> {
                 feed.arg("--quick");
             }
             run(feed.env("NVA_BIN", &nva))?;
+            // The same table from a real BIRD 2 peer, with BIRD's memory beside nva's.
+            let mut bird = Command::new(release.join("nva-bench-bgp"));
+            bird.arg("--bird");
+            if quick {
+                bird.arg("--quick");
+            }
+            run(bird.env("NVA_BIN", &nva))?;
             let runs = if quick { "1" } else { "5" };
             run(Command::new(release.join("nva-bench-failover"))
                 .args(["--runs", runs])
