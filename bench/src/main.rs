@@ -251,47 +251,45 @@ fn main() -> Result<()> {
             );
             prog.push(r);
         }
-        let mut sizes: Vec<(bool, FibKind, usize)> = Vec::new();
         for (ipv6, list) in [(false, &o.prog_v4), (true, &o.prog_v6)] {
-            for fib in [FibKind::Trie, FibKind::Fast, FibKind::Dxr] {
-                let wanted = match fib {
+            let fibs: Vec<FibKind> = [FibKind::Trie, FibKind::Fast, FibKind::Dxr]
+                .into_iter()
+                .filter(|fib| match fib {
                     FibKind::Trie => o.trie,
                     FibKind::Fast => o.fast,
                     // DXR is IPv4 only (its IPv6 FIB is the multibit trie, as Fast's).
                     FibKind::Dxr => o.fast && !ipv6,
+                })
+                .collect();
+            for &n in list.iter() {
+                let table = if ipv6 {
+                    v6(routes::table_v6(n, o.seed))
+                } else {
+                    v4(routes::table_v4(n, o.seed))
                 };
-                if wanted {
-                    sizes.extend(list.iter().map(|n| (ipv6, fib, *n)));
+                for p in progcost::measure(
+                    &topo.duts[0],
+                    &mut helpers,
+                    &table,
+                    &fibs,
+                    &o.prog_params,
+                    o.seed,
+                )? {
+                    eprintln!(
+                        "nva-bench: program {} {} {} routes: {:.1} ns/packet repeated, {:.1} cycling (installed at {:.0} routes/s, {:.1}% forwarded; FIB {} blocks/cells in use, {:.1} MiB in the kernel)",
+                        if ipv6 { "IPv6" } else { "IPv4" },
+                        p.fib.name(ipv6),
+                        n,
+                        report::stats(&p.ns).1,
+                        report::stats(&p.cycling_ns).1,
+                        p.install.rate(),
+                        100.0 * p.forwarded,
+                        p.fib_use.0.map_or("-".into(), |n| n.to_string()),
+                        p.fib_use.1 as f64 / (1 << 20) as f64,
+                    );
+                    prog.push(p);
                 }
             }
-        }
-        for (ipv6, fib, n) in sizes {
-            let table = if ipv6 {
-                v6(routes::table_v6(n, o.seed))
-            } else {
-                v4(routes::table_v4(n, o.seed))
-            };
-            let p = progcost::measure(
-                &topo.duts[0],
-                &mut helpers,
-                &table,
-                fib,
-                &o.prog_params,
-                o.seed,
-            )?;
-            eprintln!(
-                "nva-bench: program {} {} {} routes: {:.1} ns/packet repeated, {:.1} cycling (installed at {:.0} routes/s, {:.1}% forwarded; FIB {} blocks/cells in use, {:.1} MiB in the kernel)",
-                if ipv6 { "IPv6" } else { "IPv4" },
-                fib.name(ipv6),
-                n,
-                report::stats(&p.ns).1,
-                report::stats(&p.cycling_ns).1,
-                p.install.rate(),
-                100.0 * p.forwarded,
-                p.fib_use.0.map_or("-".into(), |n| n.to_string()),
-                p.fib_use.1 as f64 / (1 << 20) as f64,
-            );
-            prog.push(p);
         }
         for (name, ns) in progcost::separation_cost(&topo.duts[0], &o.prog_params)? {
             eprintln!("nva-bench: separation cost: {name}: {ns:.1} ns/packet");

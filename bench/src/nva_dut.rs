@@ -139,13 +139,20 @@ impl NvaDut {
         let start = Instant::now();
         let targets = |ids: &[u16]| -> Vec<Target> {
             std::iter::once(Target::Forward(ids.into()))
-                .chain(ids.iter().map(|id| Target::Forward([*id].as_slice().into())))
+                .chain(
+                    ids.iter()
+                        .map(|id| Target::Forward([*id].as_slice().into())),
+                )
                 .collect()
         };
         let (v4, v6) = (targets(&self.nh_v4), targets(&self.nh_v6));
         for (i, p) in table.iter().enumerate() {
             let t = if p.addr().is_ipv4() { &v4 } else { &v6 };
-            let target = if i % 2 == 0 { &t[0] } else { &t[1 + (i / 2) % (t.len() - 1)] };
+            let target = if i % 2 == 0 {
+                &t[0]
+            } else {
+                &t[1 + (i / 2) % (t.len() - 1)]
+            };
             self.fib.set_route(*p, Source::Static, target.clone())?;
         }
         anyhow::ensure!(

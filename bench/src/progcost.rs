@@ -33,6 +33,7 @@ const REPEAT: u32 = 250;
 const XDP_PASS: u32 = 2;
 const XDP_REDIRECT: u32 = 4;
 
+#[derive(Clone, Copy)]
 pub struct Params {
     /// Frames of the repeated figure, and calls of REPEAT runs per frame.
     pub frames: usize,
@@ -102,49 +103,73 @@ fn time(prog: &Xdp, frame: &[u8], ingress: u32, repeat: u32, calls: usize) -> Re
     Ok((sum as f64 / calls as f64, action))
 }
 
-/// Builds a fresh nva data plane in `dut` with `table`, then times the program.
+/// Builds one nva data plane per FIB structure in `fibs` in `dut`, each with `table`,
+/// then times their programs, the structures interleaved round by round (the machine's
+/// speed drifts: compared side by side, not one after the other).
 pub fn measure(
     dut: &Dut,
     helpers: &mut BenchObject,
     table: &[IpNet],
-    fib: FibKind,
+    fibs: &[FibKind],
     p: &Params,
     seed: u64,
-) -> Result<ProgCost> {
+) -> Result<Vec<ProgCost>> {
     let ipv6 = table[0].addr().is_ipv6();
-    let mut nva = NvaDut::load(dut, fib, &crate::live::features(table.len() > 1))?;
-    let install = nva.install(table)?;
-    let fib_use = nva
-        .fib
-        .dataplane()
-        .fib_memory()
-        .into_iter()
-        .find(|m| m.ipv6 == ipv6 && m.class == nva_common::CLASS_NORTH_SOUTH)
-        .map_or((None, 0), |m| (m.blocks.map(|b| b.0), m.kernel_bytes));
+    let mut duts = Vec::new();
+    for &fib in fibs {
+        let mut nva = NvaDut::load(dut, fib, &crate::live::features(table.len() > 1))?;
+        let install = nva.install(table)?;
+        let fib_use = nva
+            .fib
+            .dataplane()
+            .fib_memory()
+            .into_iter()
+            .find(|m| m.ipv6 == ipv6 && m.class == nva_common::CLASS_NORTH_SOUTH)
+            .map_or((None, 0), |m| (m.blocks.map(|b| b.0), m.kernel_bytes));
+        let before = nva.fib.dataplane().counters(1)?[reason::FORWARDED as usize].packets;
+        let cost = ProgCost {
+            reference: false,
+            ipv6,
+            fib,
+            routes: table.len(),
+            install,
+            ns: Vec::new(),
+            cycling_ns: Vec::new(),
+            forwarded: 0.0,
+            fib_use,
+        };
+        duts.push((nva, cost, before));
+    }
     let hot = frames_to(&routes::destinations(table, p.frames, seed).0, seed);
-    // Attached (to the idle ingress), the program stays in the kernel's XDP dispatcher;
-    // otherwise every test run with repeat > 1 rebuilds the dispatcher (two
-    // synchronize_rcu calls: seconds per table on a busy machine, outside the timing).
-    nva.attach(dut)?;
-    let dp = nva.fib.dataplane();
-    let before = dp.counters(1)?[reason::FORWARDED as usize].packets;
-    let prog = dp.program()?;
-    let ns = repeated(dut, prog, &hot, p)?;
-    let cycling_ns = cycling(dut, helpers, prog.fd()?, table, ipv6, p, seed + 1)?;
-    let after = dp.counters(1)?[reason::FORWARDED as usize].packets;
-    nva.detach();
+    let one = Params { rounds: 1, ..*p };
+    for _ in 0..p.rounds {
+        for (nva, cost, _) in duts.iter_mut() {
+            // Attached (to the idle ingress), the program stays in the kernel's XDP
+            // dispatcher; otherwise every test run with repeat > 1 rebuilds the
+            // dispatcher (two synchronize_rcu calls, outside the timing but slow).
+            nva.attach(dut)?;
+            let prog = nva.fib.dataplane().program()?;
+            cost.ns.extend(repeated(dut, prog, &hot, &one)?);
+            cost.cycling_ns.extend(cycling(
+                dut,
+                helpers,
+                prog.fd()?,
+                table,
+                ipv6,
+                &one,
+                seed + 1,
+            )?);
+            nva.detach();
+        }
+    }
     let runs = p.rounds * (hot.len() * p.calls * REPEAT as usize + CYCLE_REPEAT as usize);
-    Ok(ProgCost {
-        reference: false,
-        ipv6,
-        fib,
-        routes: table.len(),
-        install,
-        ns,
-        cycling_ns,
-        forwarded: (after - before) as f64 / runs as f64,
-        fib_use,
-    })
+    let mut out = Vec::new();
+    for (nva, mut cost, before) in duts {
+        let after = nva.fib.dataplane().counters(1)?[reason::FORWARDED as usize].packets;
+        cost.forwarded = (after - before) as f64 / runs as f64;
+        out.push(cost);
+    }
+    Ok(out)
 }
 
 /// Same frame repeated: ns per run of `prog` per round (mean over the frames).

@@ -173,20 +173,21 @@ pub const fn dir_route(entry: u32) -> Option<Route> {
     })
 }
 
-/// DXR ("D18R", Zec et al.), the compact IPv4 FIB (per class, chosen in the config):
-/// a full table in a few MB instead of DIR-24-8's 64 MB first level, so that with many
-/// destinations a lookup stays in the caches and the TLB (a TLB miss under nested paging
-/// costs more than the rest of the program).
+/// DXR ("D16R", Zec et al.), the compact IPv4 FIB (per class, chosen in the config):
+/// a full table in 8 MB of ranges instead of DIR-24-8's 64 MB first level. Measured
+/// here (BENCHMARKS.md) it is about a third slower than DIR-24-8 per lookup with a full
+/// table and many destinations (a binary search is a chain of dependent reads), for an
+/// eighth of the memory: the choice for small VMs.
 ///
-/// `DXR_TOP[dst >> 14]` (2^18 u32 cells, 1 MiB) is either a route entry (DIR-24-8
-/// encoding, 0 = no route) for the whole /18, or `DIR_EXT | offset` of a chunk in `DXR_RANGES`:
+/// `DXR_TOP[dst >> 16]` (2^16 u32 cells, 256 KiB) is either a route entry (DIR-24-8
+/// encoding, 0 = no route) for the whole /16, or `DIR_EXT | offset` of a chunk in `DXR_RANGES`:
 /// one cell with the number n of ranges, then n range cells sorted by start. A range
-/// cell is `start << 16 | dxr_compact(entry)` where start is the low 14 bits of the
+/// cell is `start << 16 | dxr_compact(entry)` where start is the low 16 bits of the
 /// first address of the range; a lookup binary-searches the last range starting at or
-/// before the destination (at most 15 steps; a full table's chunks hold a handful of
-/// ranges: one cache line).
+/// before the destination (at most 16 steps; a full table's chunks hold about 30 ranges:
+/// two cache lines). (2^18 top cells, measured too, were slower still.)
 /// Chunks are written before the top cell switches to them (make-before-break).
-pub const DXR_TOP_BITS: u32 = 18;
+pub const DXR_TOP_BITS: u32 = 16;
 pub const DXR_TOP_ENTRIES: u32 = 1 << DXR_TOP_BITS;
 /// Default cells of `DXR_RANGES` per table (16 MiB): a 1M-route table takes about
 /// 1.5M range cells, chunks are allocated in power-of-two sizes.

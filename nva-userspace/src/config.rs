@@ -390,8 +390,8 @@ pub struct Dataplane {
     #[serde(default)]
     pub hash_seed: Option<u32>,
     /// IPv4 FIB structure of the east-west table: `lpm-trie` (default), `dir-24-8`
-    /// (constant lookup cost; about 100 MB per table) or `dxr` (a full table in a few MB,
-    /// so lookups stay in the caches; a binary search within the destination's /16).
+    /// (constant lookup cost; about 130 MB per table) or `dxr` (a full table in 16 MB, a
+    /// binary search within the destination's /16: about a third slower than DIR-24-8).
     /// Takes effect at start.
     #[serde(default)]
     pub ipv4_fib_east_west: FibKind,
