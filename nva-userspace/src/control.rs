@@ -151,6 +151,22 @@ pub fn serve(
                                 Err(e) => json!({"ok": false, "error": e}),
                             }
                         }
+                        Ok(req) if req.cmd == "routes" && req.arg.is_none() => {
+                            // A full table is a million routes: copied under the lock,
+                            // written out after it, on a blocking thread.
+                            let state = state.clone();
+                            match tokio::task::spawn_blocking(move || all_routes(&state)).await {
+                                Ok(Ok(mut out)) => {
+                                    out.push('\n');
+                                    if write.write_all(out.as_bytes()).await.is_err() {
+                                        break;
+                                    }
+                                    continue;
+                                }
+                                Ok(Err(e)) => json!({"ok": false, "error": format!("{e:#}")}),
+                                Err(e) => json!({"ok": false, "error": format!("{e}")}),
+                            }
+                        }
                         Ok(req) => match handle(&state, &req.cmd, req.arg.as_deref()) {
                             Ok(data) => json!({"ok": true, "data": data}),
                             Err(e) => json!({"ok": false, "error": format!("{e:#}")}),
@@ -298,6 +314,38 @@ fn handle(state: &Shared, cmd: &str, arg: Option<&str>) -> Result<Value> {
     }
 }
 
+/// One route of `nva routes`: the FIB's view and how its next hops resolve.
+#[derive(serde::Serialize)]
+struct RouteReply {
+    #[serde(flatten)]
+    view: crate::fib::RouteView,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    resolved_via: Option<std::sync::Arc<Vec<Value>>>,
+}
+
+/// The whole `routes` reply (`{"ok": true, "data": [...]}`), as text. The state lock is
+/// held only to copy the routes and describe each next-hop set once; the JSON is
+/// written after it is released, so BGP and netlink never wait on a full-table dump.
+fn all_routes(state: &Shared) -> Result<String> {
+    let routes: Vec<RouteReply> = {
+        let st = state.lock().map_err(|_| anyhow!("state lock poisoned"))?;
+        let mut memo = std::collections::HashMap::new();
+        st.fib
+            .route_views()
+            .into_iter()
+            .map(|view| {
+                let resolved_via =
+                    st.resolved_via_memo(view.source, view.table, &view.prefix, &mut memo);
+                RouteReply { view, resolved_via }
+            })
+            .collect()
+    };
+    let mut out = String::from(r#"{"ok":true,"data":"#);
+    out.push_str(&serde_json::to_string(&routes)?);
+    out.push('}');
+    Ok(out)
+}
+
 /// Adds `resolved_via` (the recursive next hops and their gateways) to every route
 /// of a `routes` reply that has some.
 fn annotate_resolution(st: &crate::daemon::State, value: &mut Value) {
@@ -386,7 +434,11 @@ pub fn request_with(path: &Path, cmd: &str, arg: Option<&str>) -> Result<Value> 
         )
     })?;
     // A reload may drain BGP sessions or rewrite a full table.
-    let timeout = if cmd == "reload" { 120 } else { 10 };
+    let timeout = match cmd {
+        "reload" => 120,
+        "routes" => 60,
+        _ => 10,
+    };
     stream.set_read_timeout(Some(Duration::from_secs(timeout)))?;
     let mut line = serde_json::to_string(&Request {
         cmd: cmd.to_string(),

@@ -222,6 +222,27 @@ impl State {
 }
 
 impl State {
+    /// `resolved_via` for many routes: BGP routes share a few next hops, so each next-hop
+    /// set is described once (`memo`), the same JSON shared by every route over it.
+    pub fn resolved_via_memo(
+        &self,
+        source: Source,
+        table: Table,
+        prefix: &IpNet,
+        memo: &mut HashMap<Vec<IpAddr>, std::sync::Arc<Vec<serde_json::Value>>>,
+    ) -> Option<std::sync::Arc<Vec<serde_json::Value>>> {
+        if source != Source::Bgp {
+            let via = self.resolved_via(source, table, prefix);
+            return (!via.is_empty()).then(|| std::sync::Arc::new(via));
+        }
+        let feed = self.bgp.as_ref()?;
+        let nexthops = feed.selected_nexthops(table, prefix)?;
+        let described = memo
+            .entry(nexthops)
+            .or_insert_with_key(|hops| std::sync::Arc::new(feed.describe_nexthops(hops)));
+        (!described.is_empty()).then(|| described.clone())
+    }
+
     /// How a route's next hops resolve, for `nva routes`: BGP next hops and static
     /// routes' recursive next hops with what they resolve through (empty for routes
     /// over directly connected next hops).

@@ -1173,10 +1173,21 @@ impl BgpFeed {
     /// How the selected next hops of a BGP route resolve (for `nva routes`): one
     /// entry per BGP next hop, with the gateways the data plane sends to.
     pub fn resolved_via(&self, table: Table, prefix: &IpNet) -> Vec<serde_json::Value> {
-        let Some(RibChange::Set { nexthops, .. }) = self.ribs[table_index(table)].selection(prefix)
-        else {
-            return Vec::new();
-        };
+        self.selected_nexthops(table, prefix)
+            .map(|nexthops| self.describe_nexthops(&nexthops))
+            .unwrap_or_default()
+    }
+
+    /// The BGP next hops of the path(s) selected for `prefix`.
+    pub fn selected_nexthops(&self, table: Table, prefix: &IpNet) -> Option<Vec<IpAddr>> {
+        match self.ribs[table_index(table)].selection(prefix) {
+            Some(RibChange::Set { nexthops, .. }) => Some(nexthops.to_vec()),
+            _ => None,
+        }
+    }
+
+    /// How BGP next hops resolve (what `nva routes` shows as `resolved_via`).
+    pub fn describe_nexthops(&self, nexthops: &[IpAddr]) -> Vec<serde_json::Value> {
         nexthops
             .iter()
             .map(|via| {
