@@ -1,5 +1,5 @@
 //! The `nva` command: the daemon (`nva run`) and the CLI that talks to it.
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
@@ -80,6 +80,15 @@ enum Command {
         #[command(subcommand)]
         command: ConfigCommand,
     },
+    /// Write the man pages (`man`: nva.1, nva-SUBCOMMAND.1) or the bash, zsh and fish
+    /// completions (`completions`: nva.bash, _nva, nva.fish) into DIR; `cargo xtask
+    /// dist` packages them.
+    #[command(hide = true)]
+    Generate {
+        #[arg(value_parser = ["man", "completions"])]
+        what: String,
+        dir: PathBuf,
+    },
 }
 
 #[derive(Subcommand)]
@@ -158,6 +167,7 @@ fn real_main() -> Result<()> {
             println!("{}: ok", file.display());
             Ok(())
         }
+        Command::Generate { what, dir } => generate(&what, &dir),
         Command::Status(args) => client(&args, "status", print_status),
         Command::Reload(args) => client(&args, "reload", |d| println!("{}", s(d))),
         Command::Stats(args) => client(&args, "stats", print_stats),
@@ -229,6 +239,21 @@ fn real_main() -> Result<()> {
             Ok(())
         }
     }
+}
+
+fn generate(what: &str, dir: &Path) -> Result<()> {
+    use clap::CommandFactory;
+    std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    let mut cmd = Cli::command();
+    if what == "man" {
+        clap_mangen::generate_to(cmd, dir)?;
+    } else {
+        use clap_complete::Shell;
+        for shell in [Shell::Bash, Shell::Zsh, Shell::Fish] {
+            clap_complete::generate_to(shell, &mut cmd, "nva", dir)?;
+        }
+    }
+    Ok(())
 }
 
 fn client(args: &ClientArgs, cmd: &str, human: fn(&Value)) -> Result<()> {

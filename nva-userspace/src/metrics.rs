@@ -160,8 +160,16 @@ pub fn render(st: &State) -> String {
             "counter",
             "Announcements treated as withdrawn because the next hop can never be one.",
         );
+        let mut martian = String::new();
+        header(
+            &mut martian,
+            "nva_bgp_martian_total",
+            "counter",
+            "Announced prefixes ignored as loopback, multicast, reserved or link-local.",
+        );
         for p in feed.statuses() {
             let l = format!("peer=\"{}\",address=\"{}\"", escape(&p.name), p.address);
+            let _ = writeln!(martian, "nva_bgp_martian_total{{{l}}} {}", p.martian);
             let _ = writeln!(unres, "nva_bgp_paths_unresolved{{{l}}} {}", p.unresolved);
             let _ = writeln!(
                 limited,
@@ -187,6 +195,7 @@ pub fn render(st: &State) -> String {
         out.push_str(&ann);
         out.push_str(&unres);
         out.push_str(&inval);
+        out.push_str(&martian);
         out.push_str(&limited);
     }
     let problems = st.self_check();

@@ -46,6 +46,9 @@ pub struct PeerStatus {
     /// Announcements treated as withdrawals because their next hop can never be one
     /// (nva's own address, loopback, unspecified, multicast).
     pub invalid_next_hop: u64,
+    /// Announced prefixes ignored because no router forwards to them (loopback,
+    /// multicast, reserved, link-local, "this network").
+    pub martian: u64,
     /// Paths in the RIB whose next hop does not resolve (not eligible as best path).
     pub unresolved: usize,
     /// Prefixes we announce to it.
@@ -114,6 +117,7 @@ impl PeerStatus {
             received: 0,
             accepted: 0,
             invalid_next_hop: 0,
+            martian: 0,
             unresolved: 0,
             announced: 0,
             announce_suppressed: 0,
@@ -368,7 +372,16 @@ impl BgpFeed {
                 peer,
                 announced,
                 withdrawn,
+                martian,
             } => {
+                if martian > 0
+                    && let Some(st) = self.peers.get_mut(&peer)
+                {
+                    if st.martian == 0 {
+                        warn!(peer = %peer, "BGP: announced loopback, multicast, reserved or link-local prefixes are ignored (counted in `nva bgp`)");
+                    }
+                    st.martian += martian as u64;
+                }
                 let import = self
                     .peer_configs
                     .get(&peer)

@@ -78,6 +78,8 @@ pub enum Event {
         peer: PeerId,
         announced: Vec<(IpNet, Arc<PathAttrs>)>,
         withdrawn: Vec<IpNet>,
+        /// Announced prefixes ignored as martians (in `withdrawn` too).
+        martian: usize,
     },
     /// RFC 4724 End-of-RIB: the peer has sent its whole table for `family`; routes
     /// still marked stale from before a graceful restart can go.

@@ -24,6 +24,30 @@ pub struct Imported {
     pub end_of_rib: Option<Family>,
     /// Prefixes dropped by the loop / first-AS checks (already in `withdrawn`).
     pub rejected: usize,
+    /// Announced prefixes that no router forwards to (loopback, multicast, reserved,
+    /// link-local, "this network"), ignored as BIRD does ("bogus route"); already in
+    /// `withdrawn`.
+    pub martian: usize,
+}
+
+/// A destination prefix no router forwards to: its network address is loopback
+/// (127/8, ::1), multicast (224/4, ff00::/8), reserved (240/4), IPv4 "this network"
+/// (0/8) or IPv6 unspecified (except the default routes 0.0.0.0/0 and ::/0), or IPv6
+/// link-local (fe80::/10).
+pub fn martian(prefix: &IpNet) -> bool {
+    match prefix {
+        IpNet::V4(p) => {
+            let first = p.network().octets()[0];
+            first == 127 || first >= 224 || (first == 0 && p.prefix_len() > 0)
+        }
+        IpNet::V6(p) => {
+            let a = p.network();
+            a.is_multicast()
+                || a.is_loopback()
+                || (a.segments()[0] & 0xffc0) == 0xfe80
+                || (a.is_unspecified() && p.prefix_len() > 0)
+        }
+    }
 }
 
 pub fn import_update(update: Update, ctx: &ImportCtx) -> Imported {
@@ -62,6 +86,12 @@ pub fn import_update(update: Update, ctx: &ImportCtx) -> Imported {
         out.withdrawn.extend(mp);
         return out;
     }
+    // Martians are ignored (and withdrawn, should an earlier version be in the RIB).
+    let (classic, bogus): (Vec<IpNet>, Vec<IpNet>) = classic.into_iter().partition(|p| !martian(p));
+    let (mp, bogus_mp): (Vec<IpNet>, Vec<IpNet>) = mp.into_iter().partition(|p| !martian(p));
+    out.martian = bogus.len() + bogus_mp.len();
+    out.withdrawn.extend(bogus);
+    out.withdrawn.extend(bogus_mp);
     if !classic.is_empty() {
         let a = Arc::new(attrs.clone());
         out.announced
@@ -133,6 +163,61 @@ mod tests {
         );
         assert_eq!(out.announced[1].1.next_hop, Some(v6nh));
         assert_eq!(out.withdrawn.len(), 2);
+    }
+
+    /// Loopback, multicast, reserved and link-local destinations are never routes
+    /// (before, nva installed 127.0.0.0/8 from a peer); default routes are.
+    #[test]
+    fn martian_prefixes_are_ignored_and_counted() {
+        let v6nh = NextHop::V6 {
+            global: "2001:db8::2".parse().unwrap(),
+            link_local: None,
+        };
+        let u = Update {
+            attrs: Some(attrs(&[65515])),
+            nlri: [
+                "127.0.0.0/8",
+                "127.1.2.0/24",
+                "224.0.0.0/4",
+                "240.0.0.0/4",
+                "0.1.0.0/16",
+            ]
+            .iter()
+            .chain(&["0.0.0.0/0", "126.0.0.0/8", "223.255.255.0/24"])
+            .map(|s| s.parse().unwrap())
+            .collect(),
+            mp_reach: Some(MpReach {
+                family: Family::Ipv6Unicast,
+                next_hop: v6nh,
+                nlri: [
+                    "::1/128",
+                    "ff02::/16",
+                    "fe80::/64",
+                    "::/8",
+                    "::/0",
+                    "2001:db8::/32",
+                ]
+                .iter()
+                .map(|s| s.parse().unwrap())
+                .collect(),
+            }),
+            mp_unreach: None,
+            withdrawn: vec![],
+        };
+        let out = import_update(u, &ctx());
+        let announced: Vec<String> = out.announced.iter().map(|(p, _)| p.to_string()).collect();
+        assert_eq!(
+            announced,
+            [
+                "0.0.0.0/0",
+                "126.0.0.0/8",
+                "223.255.255.0/24",
+                "::/0",
+                "2001:db8::/32"
+            ]
+        );
+        assert_eq!(out.martian, 9);
+        assert_eq!(out.withdrawn.len(), 9);
     }
 
     #[test]

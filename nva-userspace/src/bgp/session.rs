@@ -555,6 +555,7 @@ impl Session {
                             peer: self.peer,
                             announced: Vec::new(),
                             withdrawn,
+                            martian: 0,
                         })
                         .await;
                     }
@@ -647,6 +648,7 @@ impl Session {
                 peer: self.peer,
                 announced: imported.announced,
                 withdrawn: imported.withdrawn,
+                martian: imported.martian,
             })
             .await;
         }
