@@ -244,13 +244,19 @@ fn real_main() -> Result<()> {
 fn generate(what: &str, dir: &Path) -> Result<()> {
     use clap::CommandFactory;
     std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
-    let mut cmd = Cli::command();
+    let cmd = Cli::command();
     if what == "man" {
         clap_mangen::generate_to(cmd, dir)?;
     } else {
         use clap_complete::Shell;
+        // A copy without the hidden subcommands, which the generators would offer.
+        let mut visible = clap::Command::new("nva")
+            .version(env!("CARGO_PKG_VERSION"))
+            .about(cmd.get_about().cloned().unwrap_or_default())
+            .subcommand_required(true)
+            .subcommands(cmd.get_subcommands().filter(|c| !c.is_hide_set()).cloned());
         for shell in [Shell::Bash, Shell::Zsh, Shell::Fish] {
-            clap_complete::generate_to(shell, &mut cmd, "nva", dir)?;
+            clap_complete::generate_to(shell, &mut visible, "nva", dir)?;
         }
     }
     Ok(())
