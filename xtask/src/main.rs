@@ -10,6 +10,8 @@ use std::{
 use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand};
 
+mod vm;
+
 #[derive(Parser)]
 #[command(name = "xtask")]
 struct Cli {
@@ -133,6 +135,7 @@ fn setup() -> Result<()> {
     setup_rust_src()?;
     setup_bpf_linker()?;
     setup_debian_packages()?;
+    vm::setup()?;
     Ok(())
 }
 
@@ -203,6 +206,7 @@ fn setup_bpf_linker() -> Result<()> {
 fn setup_debian_packages() -> Result<()> {
     let missing: Vec<&str> = DEBIAN_PACKAGES
         .iter()
+        .chain(vm::DEBIAN_PACKAGES)
         .copied()
         .filter(|p| {
             output(Command::new("dpkg-query").args(["-W", "-f=${Status}", p]))
@@ -248,7 +252,8 @@ fn test(args: &[String]) -> Result<()> {
             "--test-threads=1",
         ])
         .args(args)
-        .env("NVA_BIN", root().join("target/debug/nva")))
+        .env("NVA_BIN", root().join("target/debug/nva"))
+        .env("NVA_VM_DIR", vm::cache_dir()))
 }
 
 unsafe extern "C" {
