@@ -16,6 +16,7 @@ pub mod netns;
 pub mod nva;
 pub mod topology;
 pub mod traffic;
+pub mod vm;
 pub mod xdpstub;
 
 #[cfg(test)]
