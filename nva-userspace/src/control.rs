@@ -277,6 +277,7 @@ fn handle(state: &Shared, cmd: &str, arg: Option<&str>) -> Result<Value> {
         "bgp" => match (st.bgp.as_ref(), arg) {
             (None, _) => Err(anyhow!("BGP is not configured")),
             (Some(feed), None) => Ok(serde_json::to_value(feed.statuses())?),
+            (Some(feed), Some("neighbors")) => Ok(serde_json::to_value(feed.neighbors())?),
             (Some(feed), Some(prefix)) => {
                 let prefix: IpNet = prefix
                     .parse()

@@ -61,10 +61,11 @@ enum Command {
     Nexthops(ClientArgs),
     /// Self health and next-hop health probes.
     Health(ClientArgs),
-    /// BGP peers: state, uptime, prefixes received/accepted/announced; with a prefix,
-    /// the paths the RIB holds for it.
-    /// BGP peers; `nva bgp PREFIX`: the paths for a prefix; `nva bgp clear PEER
-    /// [--soft]`: restart a session (soft: ask for its routes again, keep the session).
+    /// BGP peers: state, uptime, prefixes received now/accepted/announced;
+    /// `nva bgp PREFIX`: the paths the RIB holds for a prefix; `nva bgp neighbors
+    /// [PEER]`: each session in detail (negotiated capabilities and timers, flaps, last
+    /// error, prefixes per family); `nva bgp clear PEER [--soft]`: restart a session
+    /// (soft: ask for its routes again, keep the session).
     Bgp {
         prefix: Option<String>,
         /// The peer (name or address) for `clear`.
@@ -221,6 +222,26 @@ fn real_main() -> Result<()> {
             let arg = if soft { format!("{peer} soft") } else { peer };
             let data = control::request_with(&args.socket, "bgp-clear", Some(&arg))?;
             println!("{}", s(&data));
+            Ok(())
+        }
+        Command::Bgp {
+            prefix: Some(neighbors),
+            peer,
+            client: args,
+            ..
+        } if neighbors == "neighbors" => {
+            let mut data = control::request_with(&args.socket, "bgp", Some("neighbors"))?;
+            if let (Some(peer), Value::Array(peers)) = (&peer, &mut data) {
+                peers.retain(|p| p["name"] == peer.as_str() || p["address"] == peer.as_str());
+                if peers.is_empty() {
+                    anyhow::bail!("no BGP peer {peer:?}");
+                }
+            }
+            if args.json {
+                println!("{}", serde_json::to_string_pretty(&data)?);
+            } else {
+                print_neighbors(&data);
+            }
             Ok(())
         }
         Command::Bgp {
@@ -405,6 +426,97 @@ fn print_routes(d: &Value) {
     }
 }
 
+/// `nva bgp neighbors`: one block per session, in the spirit of `show bgp neighbors`.
+fn print_neighbors(d: &Value) {
+    let yes = |v: &Value| v.as_bool() == Some(true);
+    for p in items(d) {
+        println!(
+            "BGP neighbor {}, {}, remote AS {}",
+            s(&p["name"]),
+            s(&p["address"]),
+            s(&p["remote_as"])
+        );
+        println!(
+            "  state {} for {}s, {} flaps",
+            s(&p["state"]),
+            s(&p["uptime_secs"]),
+            s(&p["flaps"])
+        );
+        if !p["last_error"].is_null() {
+            println!(
+                "  last error: {} ({}s ago)",
+                s(&p["last_error"]),
+                s(&p["last_error_secs"])
+            );
+        }
+        let n = &p["session"];
+        if !n.is_null() {
+            println!(
+                "  connection: local {}, remote {}, router id {}",
+                s(&n["local"]),
+                s(&n["remote"]),
+                s(&n["router_id"])
+            );
+            let mut caps = vec![format!(
+                "hold time {}s, keepalive {}s",
+                s(&n["hold_time"]),
+                s(&n["keepalive"])
+            )];
+            for (key, name) in [
+                ("four_octet_as", "4-octet AS"),
+                ("route_refresh", "route refresh"),
+                ("extended_message", "extended messages"),
+            ] {
+                if yes(&n[key]) {
+                    caps.push(name.to_string());
+                }
+            }
+            if !n["graceful_restart"].is_null() {
+                caps.push(format!("graceful restart {}s", s(&n["graceful_restart"])));
+            }
+            println!("  negotiated: {}", caps.join(", "));
+            println!("  families: {}", join_list(&n["families"]));
+        }
+        println!(
+            "  UPDATEs received {}, prefixes withdrawn in them {}",
+            s(&p["updates_received"]),
+            s(&p["withdrawn_received"])
+        );
+        println!("  {:<28} {:>9} {:>9}", "prefixes", "IPv4", "IPv6");
+        for (key, name) in [
+            ("accepted_by_family", "accepted (in the RIB)"),
+            ("announced_by_family", "announced"),
+        ] {
+            println!("  {:<28} {:>9} {:>9}", name, s(&p[key][0]), s(&p[key][1]));
+        }
+        println!(
+            "  received now {} (rejected by import policy {}); dropped before policy: invalid next hop {}, martian {}; over unresolved next hops {}",
+            s(&p["received_now"]),
+            s(&p["rejected_by_policy"]),
+            s(&p["invalid_next_hop"]),
+            s(&p["martian"]),
+            s(&p["unresolved"])
+        );
+        let limit = if p["max_prefix"].is_null() {
+            "none".to_string()
+        } else {
+            format!(
+                "{}{}",
+                s(&p["max_prefix"]),
+                if yes(&p["max_prefix_reached"]) {
+                    " (reached)"
+                } else {
+                    ""
+                }
+            )
+        };
+        println!(
+            "  max-prefix {limit}; held back by max_announce {}\n",
+            s(&p["announce_suppressed"])
+        );
+    }
+}
+
 fn print_bgp(d: &Value) {
     println!(
         "{:<12} {:<26} {:>8} {:<12} {:>9} {:>10} {:>9} {:>10}  LAST ERROR",
@@ -418,7 +530,7 @@ fn print_bgp(d: &Value) {
             s(&p["remote_as"]),
             s(&p["state"]),
             s(&p["uptime_secs"]),
-            s(&p["received"]),
+            s(&p["received_now"]),
             s(&p["accepted"]),
             s(&p["announced"]),
             s(&p["last_error"])

@@ -160,6 +160,27 @@ pub fn render(st: &State) -> String {
             "counter",
             "Announcements treated as withdrawn because the next hop can never be one.",
         );
+        let mut session = String::new();
+        header(
+            &mut session,
+            "nva_bgp_flaps_total",
+            "counter",
+            "Times an Established session with the peer ended.",
+        );
+        let mut updates = String::new();
+        header(
+            &mut updates,
+            "nva_bgp_updates_received_total",
+            "counter",
+            "UPDATE messages received from the peer.",
+        );
+        let mut rejected = String::new();
+        header(
+            &mut rejected,
+            "nva_bgp_prefixes_rejected",
+            "gauge",
+            "Prefixes the peer announces now that import policy rejects.",
+        );
         let mut martian = String::new();
         header(
             &mut martian,
@@ -170,6 +191,17 @@ pub fn render(st: &State) -> String {
         for p in feed.statuses() {
             let l = format!("peer=\"{}\",address=\"{}\"", escape(&p.name), p.address);
             let _ = writeln!(martian, "nva_bgp_martian_total{{{l}}} {}", p.martian);
+            let _ = writeln!(session, "nva_bgp_flaps_total{{{l}}} {}", p.flaps);
+            let _ = writeln!(
+                updates,
+                "nva_bgp_updates_received_total{{{l}}} {}",
+                p.updates_received
+            );
+            let _ = writeln!(
+                rejected,
+                "nva_bgp_prefixes_rejected{{{l}}} {}",
+                p.rejected_by_policy
+            );
             let _ = writeln!(unres, "nva_bgp_paths_unresolved{{{l}}} {}", p.unresolved);
             let _ = writeln!(
                 limited,
@@ -196,6 +228,9 @@ pub fn render(st: &State) -> String {
         out.push_str(&unres);
         out.push_str(&inval);
         out.push_str(&martian);
+        out.push_str(&session);
+        out.push_str(&updates);
+        out.push_str(&rejected);
         out.push_str(&limited);
     }
     let problems = st.self_check();

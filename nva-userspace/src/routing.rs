@@ -56,10 +56,48 @@ pub struct PeerStatus {
     /// Prefixes not announced because of `max_announce`.
     pub announce_suppressed: usize,
     pub last_error: Option<String>,
+    /// Seconds since `last_error`.
+    pub last_error_secs: Option<u64>,
+    #[serde(skip)]
+    last_error_at: Option<Instant>,
     /// The max-prefix limit was hit.
     pub max_prefix_reached: bool,
+    /// The max-prefix limit, if one is configured.
+    pub max_prefix: Option<usize>,
+    /// What the session negotiated (while it is Established).
+    pub session: Option<Negotiated>,
+    /// Times an Established session ended.
+    pub flaps: u64,
+    /// UPDATE messages received (with routes or withdrawals) and prefixes withdrawn in
+    /// them, counted as they arrive.
+    pub updates_received: u64,
+    pub withdrawn_received: u64,
+    /// Prefixes the peer announces now that import policy rejects.
+    pub rejected_by_policy: usize,
+    /// Prefixes the peer announces now: accepted plus rejected by policy (not those
+    /// dropped before policy: loops, martians, invalid next hops, counted apart).
+    pub received_now: usize,
+    /// Per family (IPv4, IPv6): accepted (in the RIB) and announced to the peer.
+    pub accepted_by_family: [usize; 2],
+    pub announced_by_family: [usize; 2],
     #[serde(skip)]
     since: Instant,
+}
+
+/// What a BGP session negotiated, for `nva bgp neighbors`.
+#[derive(Clone, Debug, Serialize)]
+pub struct Negotiated {
+    pub local: std::net::SocketAddr,
+    pub remote: std::net::SocketAddr,
+    pub router_id: std::net::Ipv4Addr,
+    pub hold_time: u16,
+    pub keepalive: u16,
+    pub four_octet_as: bool,
+    pub extended_message: bool,
+    pub route_refresh: bool,
+    /// The peer's graceful restart capability (restart time in seconds).
+    pub graceful_restart: Option<u16>,
+    pub families: Vec<&'static str>,
 }
 
 /// What the daemon must do with the speaker after a reconfiguration.
@@ -104,6 +142,8 @@ pub struct BgpFeed {
     unapplied: HashSet<(Table, IpNet)>,
     /// Peers torn down by max-prefix with a restart timer: when to start them again.
     restarts: HashMap<PeerId, Instant>,
+    /// Per peer: prefixes it announces now that import policy rejects.
+    rejected: HashMap<PeerId, HashSet<IpNet>>,
 }
 
 impl PeerStatus {
@@ -122,7 +162,18 @@ impl PeerStatus {
             announced: 0,
             announce_suppressed: 0,
             last_error: None,
+            last_error_secs: None,
+            last_error_at: None,
             max_prefix_reached: false,
+            max_prefix: p.max_prefix,
+            session: None,
+            flaps: 0,
+            updates_received: 0,
+            withdrawn_received: 0,
+            rejected_by_policy: 0,
+            received_now: 0,
+            accepted_by_family: [0; 2],
+            announced_by_family: [0; 2],
             since: Instant::now(),
         }
     }
@@ -193,6 +244,7 @@ impl BgpFeed {
             suppressed: HashMap::new(),
             unapplied: HashSet::new(),
             restarts: HashMap::new(),
+            rejected: HashMap::new(),
             peers,
             config: bgp,
         };
@@ -356,7 +408,28 @@ impl BgpFeed {
                 if let Some(st) = self.peers.get_mut(&peer) {
                     st.state = "established";
                     st.since = Instant::now();
-                    st.last_error = None;
+                    st.session = Some(Negotiated {
+                        local: caps.local_addr,
+                        remote: caps.remote_addr,
+                        router_id: caps.peer_router_id,
+                        hold_time: caps.hold_time,
+                        keepalive: caps.keepalive,
+                        four_octet_as: caps.four_octet_as,
+                        extended_message: caps.extended_message,
+                        route_refresh: caps.route_refresh,
+                        graceful_restart: caps
+                            .peer_graceful_restart
+                            .as_ref()
+                            .map(|g| g.restart_time),
+                        families: caps
+                            .families
+                            .iter()
+                            .map(|f| match f {
+                                crate::bgp::codec::Family::Ipv4Unicast => "ipv4-unicast",
+                                crate::bgp::codec::Family::Ipv6Unicast => "ipv6-unicast",
+                            })
+                            .collect(),
+                    });
                 }
                 for rib in &mut self.ribs {
                     rib.peer_up(PeerInfo {
@@ -374,6 +447,15 @@ impl BgpFeed {
                 withdrawn,
                 martian,
             } => {
+                if let Some(st) = self.peers.get_mut(&peer) {
+                    st.updates_received += 1;
+                    st.withdrawn_received += withdrawn.len() as u64;
+                }
+                if let Some(set) = self.rejected.get_mut(&peer) {
+                    for p in &withdrawn {
+                        set.remove(p);
+                    }
+                }
                 if martian > 0
                     && let Some(st) = self.peers.get_mut(&peer)
                 {
@@ -432,9 +514,15 @@ impl BgpFeed {
                         None => Some(attrs),
                     };
                     match accepted {
-                        Some(a) => per_table[t].0.push((prefix, a)),
+                        Some(a) => {
+                            if let Some(set) = self.rejected.get_mut(&peer) {
+                                set.remove(&prefix);
+                            }
+                            per_table[t].0.push((prefix, a));
+                        }
                         // Rejected: if an earlier version was accepted, it goes.
                         None => {
+                            self.rejected.entry(peer).or_default().insert(prefix);
                             per_table[0].1.push(prefix);
                             per_table[1].1.push(prefix);
                         }
@@ -525,6 +613,11 @@ impl BgpFeed {
                 stale_for,
             } => {
                 warn!(peer = %peer, %reason, "BGP session down");
+                if let Some(st) = self.peers.get_mut(&peer) {
+                    st.flaps += 1;
+                    st.session = None;
+                    st.last_error_at = Some(Instant::now());
+                }
                 if stale_for.is_some() {
                     // Graceful restart: keep forwarding on its routes; the daemon sweeps
                     // them when the restart time is over (or at End-of-RIB).
@@ -689,7 +782,10 @@ impl BgpFeed {
             st.state = "idle";
             st.since = Instant::now();
             st.last_error = Some(why.to_string());
+            st.last_error_at = Some(Instant::now());
+            st.session = None;
         }
+        self.rejected.remove(&peer);
         let mut changes = Vec::new();
         for (t, rib) in self.ribs.iter_mut().enumerate() {
             let table = table_at(t);
@@ -703,23 +799,29 @@ impl BgpFeed {
     }
 
     fn refresh_counts(&mut self) {
-        let counts: Vec<(PeerId, usize, usize)> = self
+        // Constant time per peer: this runs after every UPDATE.
+        let counts: Vec<(PeerId, [usize; 2], usize)> = self
             .peers
             .keys()
             .map(|p| {
-                (
-                    *p,
-                    self.prefix_count(*p),
-                    self.exported.get(p).map_or(0, HashMap::len),
-                )
+                let mut accepted = [0; 2];
+                for rib in &self.ribs {
+                    let c = rib.family_counts(*p);
+                    accepted = [accepted[0] + c[0], accepted[1] + c[1]];
+                }
+                (*p, accepted, self.exported.get(p).map_or(0, HashMap::len))
             })
             .collect();
         for (p, accepted, announced) in counts {
             let suppressed = self.suppressed.get(&p).map_or(0, HashSet::len);
+            let rejected = self.rejected.get(&p).map_or(0, HashSet::len);
             if let Some(st) = self.peers.get_mut(&p) {
-                st.accepted = accepted;
+                st.accepted = accepted.iter().sum();
+                st.accepted_by_family = accepted;
                 st.announced = announced;
                 st.announce_suppressed = suppressed;
+                st.rejected_by_policy = rejected;
+                st.received_now = st.accepted + rejected;
             }
         }
     }
@@ -922,10 +1024,33 @@ impl BgpFeed {
             .map(|(id, s)| {
                 let mut s = s.clone();
                 s.uptime_secs = s.since.elapsed().as_secs();
+                s.last_error_secs = s.last_error_at.map(|t| t.elapsed().as_secs());
                 s.unresolved = per_peer.get(id).copied().unwrap_or(0);
                 s
             })
             .collect()
+    }
+
+    /// `statuses` with what is announced to each peer per family (a pass over those
+    /// routes: for `nva bgp neighbors`, not for every scrape).
+    pub fn neighbors(&self) -> Vec<PeerStatus> {
+        let mut out = self.statuses();
+        for s in &mut out {
+            let id = self
+                .peers
+                .iter()
+                .find(|(_, p)| p.address == s.address)
+                .map(|(id, _)| *id);
+            s.announced_by_family = [0; 2];
+            for prefix in id
+                .and_then(|id| self.exported.get(&id))
+                .into_iter()
+                .flat_map(HashMap::keys)
+            {
+                s.announced_by_family[prefix.addr().is_ipv6() as usize] += 1;
+            }
+        }
+        out
     }
 
     /// Attributes of a route nva originates.

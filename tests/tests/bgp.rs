@@ -621,6 +621,44 @@ fn sighup_adds_and_removes_peers_and_applies_new_policy() {
         r["route"].is_null()
     });
 
+    // `nva bgp neighbors rs1`: what it announces now (not what it sent over the route
+    // refreshes), what policy rejects, what the session negotiated.
+    let rs1 = nva.cli(&["bgp", "neighbors", "rs1"]).unwrap()[0].clone();
+    assert_eq!(rs1["rejected_by_policy"], 1, "{rs1}");
+    // rs1 announces one prefix, the one rejected.
+    let accepted = rs1["accepted"].as_u64().unwrap();
+    assert_eq!(accepted, 0, "{rs1}");
+    assert_eq!(rs1["received_now"].as_u64().unwrap(), accepted + 1, "{rs1}");
+    assert_eq!(rs1["announced_by_family"][0], rs1["announced"], "{rs1}");
+    assert!(
+        rs1["received"].as_u64().unwrap() > rs1["received_now"].as_u64().unwrap(),
+        "the cumulative count grew with the refreshes: {rs1}"
+    );
+    assert_eq!(
+        rs1["accepted_by_family"][0].as_u64().unwrap(),
+        accepted,
+        "{rs1}"
+    );
+    assert_eq!(rs1["flaps"], 0, "{rs1}");
+    assert!(rs1["updates_received"].as_u64().unwrap() >= 3, "{rs1}");
+    let session = &rs1["session"];
+    assert!(session["hold_time"].as_u64().unwrap() > 0, "{rs1}");
+    assert_eq!(session["four_octet_as"], true, "{rs1}");
+    assert!(
+        session["families"]
+            .as_array()
+            .unwrap()
+            .contains(&serde_json::json!("ipv4-unicast")),
+        "{rs1}"
+    );
+    assert_eq!(
+        session["remote"].as_str().unwrap().split(':').next(),
+        Some("10.0.255.4")
+    );
+    let text = String::from_utf8(nva.cli_raw(&["bgp", "neighbors"]).unwrap().stdout).unwrap();
+    assert!(text.contains("BGP neighbor rs1, 10.0.255.4"), "{text}");
+    assert!(text.contains("rejected by import policy 1"), "{text}");
+
     // Remove rs2: its routes go, and it is no longer a peer.
     let only_rs1_strict = strict.replace(&peer("rs2", "10.0.255.5", ""), "");
     sighup(&nva, &only_rs1_strict);
@@ -1106,6 +1144,14 @@ fn max_prefix_restart_and_bgp_clear() {
     .unwrap_or_else(|e| panic!("{e:#}\n{}", nva.log()));
     let out = nva.cli_raw(&["bgp", "clear", "nobody"]).unwrap();
     assert!(!out.status.success());
+    // The teardown and the hard clear ended Established sessions: counted as flaps,
+    // the last error kept with its age.
+    let rs1 = nva.cli(&["bgp", "neighbors", "rs1"]).unwrap()[0].clone();
+    assert!(rs1["flaps"].as_u64().unwrap() >= 2, "{rs1}");
+    assert!(!rs1["last_error"].is_null(), "{rs1}");
+    assert!(rs1["last_error_secs"].as_u64().is_some(), "{rs1}");
+    assert_eq!(rs1["max_prefix"], 2, "{rs1}");
+    assert_eq!(rs1["received_now"], 2, "{rs1}");
 }
 
 fn route_of(nva: &NvaProcess, addr: &str) -> bool {

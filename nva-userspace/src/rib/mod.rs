@@ -752,9 +752,14 @@ impl Rib {
 
     /// Accepted paths (prefixes) in the peer's Adj-RIB-In, stale ones included.
     pub fn prefix_count(&self, peer: PeerId) -> usize {
+        self.family_counts(peer).iter().sum()
+    }
+
+    /// Paths from `peer` per family (IPv4, IPv6).
+    pub fn family_counts(&self, peer: PeerId) -> [usize; 2] {
         self.peer_index
             .get(&peer)
-            .map_or(0, |&i| self.peers[i as usize].count.iter().sum())
+            .map_or([0; 2], |&i| self.peers[i as usize].count)
     }
 
     /// Paths of the peer still stale from before a graceful restart.
