@@ -1,4 +1,4 @@
-//! Project tasks: `cargo xtask setup | build | test | demo`.
+//! Project tasks: `cargo xtask setup | build | test | demo | dist`.
 //!
 //! xtask depends on nothing that needs the BPF toolchain, so it runs on a fresh
 //! machine and installs that toolchain first. Every step is idempotent.
@@ -21,11 +21,13 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Task {
-    /// Install what building and testing need (rust-src, bpf-linker, Debian packages).
+    /// Install what building, testing and packaging need (rust-src, bpf-linker,
+    /// cargo-deb, Debian packages).
     Setup,
     /// Set up, then build the nva binary (with its embedded XDP program).
     Build,
-    /// Set up, build, then run every test (unit and veth/netns integration; needs root).
+    /// Set up, build, package (`dist`), then run every test (unit, veth/netns
+    /// integration, the package installed and purged; needs root).
     Test {
         /// Extra arguments for the test binaries (e.g. a test name filter).
         args: Vec<String>,
@@ -33,6 +35,10 @@ enum Task {
     /// Set up, build, then run the demo: a hub topology in network namespaces with nva
     /// forwarding real traffic over ECMP next hops.
     Demo,
+    /// Install the build tools and cargo-deb if missing, then build the Debian
+    /// package: the release binary, the config as a conffile, the systemd unit, man
+    /// pages and shell completions. Prints its path (in target/debian/).
+    Dist,
     /// Set up, build, then run the throughput benchmarks (needs root; see BENCHMARKS.md).
     #[command(disable_help_flag = true)]
     Bench {
@@ -49,8 +55,22 @@ enum Task {
     },
 }
 
-/// Debian packages the tests and the demo use.
-const DEBIAN_PACKAGES: &[&str] = &["iproute2", "iputils-ping", "ethtool", "bird2", "gobgpd"];
+/// Debian packages the tests and the demo use (dpkg-dev: cargo-deb's dependency
+/// detection, dpkg-shlibdeps; man-db and systemd: the package test's `man -w` and
+/// `systemd-analyze verify`).
+const DEBIAN_PACKAGES: &[&str] = &[
+    "iproute2",
+    "iputils-ping",
+    "ethtool",
+    "bird2",
+    "gobgpd",
+    "dpkg-dev",
+    "man-db",
+    "systemd",
+];
+
+/// The cargo-deb release `cargo xtask dist` uses (installed by `setup` when missing).
+const CARGO_DEB_VERSION: &str = "3.8.0";
 
 fn main() -> Result<()> {
     match Cli::parse().task {
@@ -62,13 +82,24 @@ fn main() -> Result<()> {
         Task::Test { args } => {
             setup()?;
             build()?;
-            test(&args)
+            let deb = dist()?;
+            test(&args, &deb)
         }
         Task::Demo => {
             setup()?;
             build()?;
-            run(Command::new(root().join("target/debug/nva-demo"))
-                .env("NVA_BIN", root().join("target/debug/nva")))
+            let debug = target_dir().join("debug");
+            run(Command::new(debug.join("nva-demo")).env("NVA_BIN", debug.join("nva")))
+        }
+        Task::Dist => {
+            // Only what building and packaging need (not the test and VM tools).
+            setup_rust_src()?;
+            setup_bpf_linker()?;
+            setup_cargo_deb()?;
+            install_missing_debian_packages(&["dpkg-dev"])?;
+            let deb = dist()?;
+            println!("{}", deb.display());
+            Ok(())
         }
         Task::Bench { args } => {
             setup()?;
@@ -114,6 +145,15 @@ fn root() -> PathBuf {
         .to_path_buf()
 }
 
+/// Cargo's target directory: `CARGO_TARGET_DIR` (relative to the workspace) or `target`.
+fn target_dir() -> PathBuf {
+    match std::env::var_os("CARGO_TARGET_DIR").map(PathBuf::from) {
+        Some(dir) if dir.is_absolute() => dir,
+        Some(dir) => root().join(dir),
+        None => root().join("target"),
+    }
+}
+
 fn run(cmd: &mut Command) -> Result<()> {
     let status = cmd
         .status()
@@ -134,9 +174,25 @@ fn output(cmd: &mut Command) -> Option<String> {
 fn setup() -> Result<()> {
     setup_rust_src()?;
     setup_bpf_linker()?;
+    setup_cargo_deb()?;
     setup_debian_packages()?;
     vm::setup()?;
     Ok(())
+}
+
+fn setup_cargo_deb() -> Result<()> {
+    if output(Command::new("cargo").args(["deb", "--version"])).is_some() {
+        return Ok(());
+    }
+    eprintln!("xtask: installing cargo-deb {CARGO_DEB_VERSION}");
+    run(Command::new("cargo").args([
+        "+stable",
+        "install",
+        "cargo-deb",
+        "--version",
+        CARGO_DEB_VERSION,
+        "--locked",
+    ]))
 }
 
 fn setup_rust_src() -> Result<()> {
@@ -204,9 +260,18 @@ fn setup_bpf_linker() -> Result<()> {
 }
 
 fn setup_debian_packages() -> Result<()> {
-    let missing: Vec<&str> = DEBIAN_PACKAGES
+    let wanted: Vec<&str> = DEBIAN_PACKAGES
         .iter()
         .chain(vm::DEBIAN_PACKAGES)
+        .copied()
+        .collect();
+    install_missing_debian_packages(&wanted)
+}
+
+/// apt-get installs those of `packages` that are not installed yet.
+fn install_missing_debian_packages(packages: &[&str]) -> Result<()> {
+    let missing: Vec<&str> = packages
+        .iter()
         .copied()
         .filter(|p| {
             output(Command::new("dpkg-query").args(["-W", "-f=${Status}", p]))
@@ -235,7 +300,74 @@ fn build() -> Result<()> {
     ]))
 }
 
-fn test(args: &[String]) -> Result<()> {
+/// Builds the release binary, generates its man pages and completions from the CLI
+/// definition, and packages everything with cargo-deb (metadata: nva-userspace's
+/// `[package.metadata.deb]`). Returns the path of the `.deb`.
+fn dist() -> Result<PathBuf> {
+    run(Command::new("cargo").current_dir(root()).args([
+        "build",
+        "--release",
+        "--package",
+        "nva-userspace",
+        "--bin",
+        "nva",
+    ]))?;
+    let release = target_dir().join("release");
+    let generated = release.join("nva-dist");
+    if generated.exists() {
+        std::fs::remove_dir_all(&generated)
+            .with_context(|| format!("cannot remove {}", generated.display()))?;
+    }
+    let nva = release.join("nva");
+    run(Command::new(&nva)
+        .args(["generate", "man"])
+        .arg(generated.join("man")))?;
+    // Compressed as Debian policy asks (cargo-deb compresses only files it did not build).
+    let mut gzip = Command::new("gzip");
+    gzip.arg("-9n");
+    for page in std::fs::read_dir(generated.join("man"))? {
+        gzip.arg(page?.path());
+    }
+    run(&mut gzip)?;
+    run(Command::new(&nva)
+        .args(["generate", "completions"])
+        .arg(generated.join("completions")))?;
+    let out_dir = target_dir().join("debian");
+    let printed = Command::new("cargo")
+        .current_dir(root())
+        .args([
+            "deb",
+            "--package",
+            "nva-userspace",
+            "--no-build",
+            "--output",
+        ])
+        .arg(&out_dir)
+        .stderr(std::process::Stdio::inherit())
+        .output()
+        .context("cannot start cargo deb (cargo xtask setup installs it)")?;
+    if !printed.status.success() {
+        bail!("cargo deb failed: {}", printed.status);
+    }
+    // cargo-deb prints the path of the package it wrote.
+    let deb = String::from_utf8_lossy(&printed.stdout)
+        .lines()
+        .map(str::trim)
+        .rfind(|l| l.ends_with(".deb"))
+        .map(PathBuf::from)
+        .context("cargo deb printed no package path")?;
+    if !deb.is_file() {
+        bail!("cargo deb named {}, which does not exist", deb.display());
+    }
+    eprintln!(
+        "xtask: {} ({} KiB)",
+        deb.display(),
+        std::fs::metadata(&deb)?.len() / 1024
+    );
+    Ok(deb)
+}
+
+fn test(args: &[String], deb: &Path) -> Result<()> {
     // SAFETY: geteuid has no preconditions.
     if unsafe { libc_geteuid() } != 0 {
         bail!("the integration tests create network namespaces and attach XDP: run as root");
@@ -252,7 +384,8 @@ fn test(args: &[String]) -> Result<()> {
             "--test-threads=1",
         ])
         .args(args)
-        .env("NVA_BIN", root().join("target/debug/nva"))
+        .env("NVA_BIN", target_dir().join("debug/nva"))
+        .env("NVA_DEB", deb)
         .env("NVA_VM_DIR", vm::cache_dir()))
 }
 
@@ -269,10 +402,5 @@ fn bench(args: &[String]) -> Result<()> {
         "--package",
         "nva-bench",
     ]))?;
-    let target = match std::env::var_os("CARGO_TARGET_DIR").map(PathBuf::from) {
-        Some(dir) if dir.is_absolute() => dir,
-        Some(dir) => root().join(dir),
-        None => root().join("target"),
-    };
-    run(Command::new(target.join("release/nva-bench")).args(args))
+    run(Command::new(target_dir().join("release/nva-bench")).args(args))
 }
