@@ -350,3 +350,17 @@ fn vm_forwarding_debian_12_kernel_6_1() {
 fn vm_forwarding_debian_12_backports_kernel_6_12() {
     forwarding_on("debian-12-backports");
 }
+
+#[test]
+fn vm_forwarding_debian_11_kernel_5_10() {
+    forwarding_on("debian-11");
+}
+
+/// The same on another kernel of the cache, named by `NVA_VM_KERNEL` (a directory under
+/// `$NVA_VM_DIR/kernels` as the set-up leaves them); nothing when unset.
+#[test]
+fn vm_forwarding_kernel_from_env() {
+    if let Ok(name) = std::env::var("NVA_VM_KERNEL") {
+        forwarding_on(&name);
+    }
+}
