@@ -544,13 +544,19 @@ fn print_paths(d: &Value) {
         "TABLE", "PEER", "NEXT HOP", "BEST", "ECMP", "RESOLVED"
     );
     for p in items(d) {
-        let resolution = match p["resolution"].as_str() {
-            Some(r) => format!("{r} -> {}", join_list(&p["gateways"])),
-            None => "-".into(),
+        let resolution = match (p["rejected"].as_str(), p["resolution"].as_str()) {
+            (Some(why), _) => format!("NOT IN THE RIB: {why}"),
+            (None, Some(r)) => format!("{r} -> {}", join_list(&p["gateways"])),
+            (None, None) => "-".into(),
+        };
+        let table = if p["table"].is_null() {
+            "-".to_string()
+        } else {
+            s(&p["table"])
         };
         println!(
             "{:<12} {:<26} {:<24} {:>6} {:>6}  {:<28} {}",
-            s(&p["table"]),
+            table,
             s(&p["peer"]),
             s(&p["next_hop"]),
             s(&p["best"]),

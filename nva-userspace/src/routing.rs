@@ -72,10 +72,11 @@ pub struct PeerStatus {
     /// them, counted as they arrive.
     pub updates_received: u64,
     pub withdrawn_received: u64,
-    /// Prefixes the peer announces now that import policy rejects.
+    /// Prefixes the peer announces now that are not in the RIB: import policy rejected
+    /// them, or their next hop can never be one (`nva bgp PREFIX` says which).
     pub rejected_by_policy: usize,
-    /// Prefixes the peer announces now: accepted plus rejected by policy (not those
-    /// dropped before policy: loops, martians, invalid next hops, counted apart).
+    /// Prefixes the peer announces now: accepted plus rejected (not those dropped on
+    /// receipt: AS-path loops and martians, counted apart).
     pub received_now: usize,
     /// Per family (IPv4, IPv6): accepted (in the RIB) and announced to the peer.
     pub accepted_by_family: [usize; 2],
@@ -142,8 +143,28 @@ pub struct BgpFeed {
     unapplied: HashSet<(Table, IpNet)>,
     /// Peers torn down by max-prefix with a restart timer: when to start them again.
     restarts: HashMap<PeerId, Instant>,
-    /// Per peer: prefixes it announces now that import policy rejects.
-    rejected: HashMap<PeerId, HashSet<IpNet>>,
+    /// Per peer: prefixes it announces now that are not in the RIB (import policy
+    /// rejected them, or their next hop can never be one), with the path and why: what
+    /// `nva bgp PREFIX` shows beside the RIB's paths (an Adj-RIB-In of the rejected).
+    rejected: HashMap<PeerId, HashMap<IpNet, (Arc<PathAttrs>, Rejection)>>,
+}
+
+/// Why a received path is not in the RIB.
+#[derive(Clone, Debug)]
+enum Rejection {
+    /// Import policy (its name).
+    Policy(Arc<str>),
+    /// Its next hop can never be one (treat-as-withdraw).
+    NextHop,
+}
+
+impl Rejection {
+    fn describe(&self) -> String {
+        match self {
+            Rejection::Policy(name) => format!("rejected by import policy {name}"),
+            Rejection::NextHop => "next hop can never be one (treated as withdrawn)".into(),
+        }
+    }
 }
 
 impl PeerStatus {
@@ -456,6 +477,11 @@ impl BgpFeed {
                         set.remove(p);
                     }
                 }
+                let import_name: Option<Arc<str>> = self
+                    .peer_configs
+                    .get(&peer)
+                    .and_then(|p| p.import.as_deref())
+                    .map(Arc::from);
                 if martian > 0
                     && let Some(st) = self.peers.get_mut(&peer)
                 {
@@ -502,6 +528,10 @@ impl BgpFeed {
                         if !ok {
                             // RFC 7606 treat-as-withdraw: it can never be forwarded to.
                             invalid += 1;
+                            self.rejected
+                                .entry(peer)
+                                .or_default()
+                                .insert(prefix, (attrs, Rejection::NextHop));
                             per_table[0].1.push(prefix);
                             per_table[1].1.push(prefix);
                             continue;
@@ -511,7 +541,7 @@ impl BgpFeed {
                         Some(policy) => policy
                             .apply(&prefix, &attrs, &self.policy_ctx(Some(table)))
                             .map(Arc::new),
-                        None => Some(attrs),
+                        None => Some(attrs.clone()),
                     };
                     match accepted {
                         Some(a) => {
@@ -522,7 +552,11 @@ impl BgpFeed {
                         }
                         // Rejected: if an earlier version was accepted, it goes.
                         None => {
-                            self.rejected.entry(peer).or_default().insert(prefix);
+                            let policy = import_name.clone().unwrap_or_else(|| Arc::from("?"));
+                            self.rejected
+                                .entry(peer)
+                                .or_default()
+                                .insert(prefix, (attrs, Rejection::Policy(policy)));
                             per_table[0].1.push(prefix);
                             per_table[1].1.push(prefix);
                         }
@@ -814,7 +848,7 @@ impl BgpFeed {
             .collect();
         for (p, accepted, announced) in counts {
             let suppressed = self.suppressed.get(&p).map_or(0, HashSet::len);
-            let rejected = self.rejected.get(&p).map_or(0, HashSet::len);
+            let rejected = self.rejected.get(&p).map_or(0, HashMap::len);
             if let Some(st) = self.peers.get_mut(&p) {
                 st.accepted = accepted.iter().sum();
                 st.accepted_by_family = accepted;
@@ -1302,6 +1336,23 @@ impl BgpFeed {
                     "med": attrs.med,
                     "best": best,
                     "multipath": multipath,
+                }));
+            }
+        }
+        // Paths received but not in the RIB, with the reason.
+        let prefix = prefix.trunc();
+        for (peer, set) in &self.rejected {
+            if let Some((attrs, why)) = set.get(&prefix) {
+                out.push(serde_json::json!({
+                    "table": null,
+                    "peer": peer,
+                    "as_path": attrs.as_path.to_string(),
+                    "next_hop": crate::bgp::import::next_hop_addr(&attrs.next_hop),
+                    "local_pref": attrs.local_pref,
+                    "med": attrs.med,
+                    "best": false,
+                    "multipath": false,
+                    "rejected": why.describe(),
                 }));
             }
         }

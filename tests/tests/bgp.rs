@@ -655,6 +655,19 @@ fn sighup_adds_and_removes_peers_and_applies_new_policy() {
         session["remote"].as_str().unwrap().split(':').next(),
         Some("10.0.255.4")
     );
+    // The rejected path is shown for its prefix, with the reason.
+    let paths = nva.cli(&["bgp", "10.200.1.0/24"]).unwrap();
+    let rejected = paths
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| !p["rejected"].is_null())
+        .unwrap_or_else(|| panic!("no rejected path: {paths}"));
+    assert_eq!(
+        rejected["rejected"], "rejected by import policy no-10-200-1",
+        "{paths}"
+    );
+    assert_eq!(rejected["best"], false, "{paths}");
     let text = String::from_utf8(nva.cli_raw(&["bgp", "neighbors"]).unwrap().stdout).unwrap();
     assert!(text.contains("BGP neighbor rs1, 10.0.255.4"), "{text}");
     assert!(text.contains("rejected by import policy 1"), "{text}");
@@ -728,11 +741,17 @@ protocol static s4 {{ ipv4;
             .contains("no route resolves it"),
         "{bogus}"
     );
-    // Treated as withdrawn: never in the RIB, counted for rs1.
+    // Treated as withdrawn: never in the RIB (only shown as rejected, with why),
+    // counted for rs1.
     assert!(route(&nva, "10.78.1.1")["route"].is_null());
-    assert_eq!(
-        nva.cli(&["bgp", "10.78.0.0/16"]).unwrap(),
-        serde_json::json!([])
+    let paths = nva.cli(&["bgp", "10.78.0.0/16"]).unwrap();
+    let paths = paths.as_array().unwrap();
+    assert_eq!(paths.len(), 1, "{paths:?}");
+    assert!(
+        paths[0]["rejected"]
+            .as_str()
+            .is_some_and(|r| r.contains("next hop can never be one")),
+        "{paths:?}"
     );
     let peers = nva.cli(&["bgp"]).unwrap();
     let rs1 = peers
