@@ -1442,6 +1442,9 @@ pub async fn run(config: Config, config_path: PathBuf, socket: PathBuf) -> Resul
         }
     };
     send_commands(&speaker, initial).await;
+    crate::notify::ready(&format!(
+        "forwarding: {v4} IPv4 and {v6} IPv6 routes programmed"
+    ));
 
     let mut sigint = signal(SignalKind::interrupt())?;
     let mut sigterm = signal(SignalKind::terminate())?;
@@ -1595,6 +1598,7 @@ pub async fn run(config: Config, config_path: PathBuf, socket: PathBuf) -> Resul
                 None => bail!("netlink event stream ended"),
             },
             _ = tick.tick() => {
+                crate::notify::watchdog();
                 let due = {
                     let mut st = state.lock().expect("state lock");
                     st.sample_rates();
@@ -1627,6 +1631,7 @@ pub async fn run(config: Config, config_path: PathBuf, socket: PathBuf) -> Resul
             }
         }
     }
+    crate::notify::stopping();
     control.abort();
     if let Some(m) = metrics {
         m.abort();

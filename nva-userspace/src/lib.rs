@@ -11,6 +11,7 @@ pub mod fib;
 pub mod health;
 pub mod metrics;
 pub mod netlink;
+pub mod notify;
 pub mod policy;
 pub mod resolve;
 pub mod rib;
