@@ -49,8 +49,6 @@ pub mod map_names {
     pub const MBT6_NODES_NS: &str = "MBT6_NODES_NS";
     pub const POLICY_TOP_V4: &str = "POLICY_TOP_V4";
     pub const POLICY_RANGES_V4: &str = "POLICY_RANGES_V4";
-    pub const POLICY_ROOT_V6: &str = "POLICY_ROOT_V6";
-    pub const POLICY_NODES_V6: &str = "POLICY_NODES_V6";
     pub const DXR_TOP_EW: &str = "DXR_TOP_EW";
     pub const DXR_TOP_NS: &str = "DXR_TOP_NS";
     pub const DXR_RANGES_EW: &str = "DXR_RANGES_EW";
@@ -225,15 +223,6 @@ pub const POLICY_RANGE_CELLS: u32 = 1 << 16;
 /// The policy table's top: /16 chunks (256 KiB; class and segment prefixes are few).
 pub const POLICY_TOP_BITS: u32 = 16;
 pub const POLICY_TOP_ENTRIES: u32 = 1 << POLICY_TOP_BITS;
-
-/// The IPv6 policy table: the same entries in a multibit trie like the IPv6 FIB's, with
-/// a 12-bit root (16 KiB: class and segment prefixes are few, under fd00::/8 or a
-/// provider's /32) and `POLICY6_BLOCKS` blocks of 16 cells.
-pub const POLICY6_ROOT_BITS: u32 = 12;
-pub const POLICY6_ROOT_ENTRIES: u32 = 1 << POLICY6_ROOT_BITS;
-pub const POLICY6_BLOCKS: u32 = 1 << 14;
-/// Levels below the policy root: (128 - 12) / 4.
-pub const POLICY6_LEVELS: u32 = (128 - POLICY6_ROOT_BITS) / MBT6_STRIDE;
 
 /// The policy table's entry for (east-west, segment).
 pub const fn policy_entry(east_west: bool, segment: u32) -> u32 {

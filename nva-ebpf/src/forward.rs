@@ -11,20 +11,19 @@ use aya_ebpf::{
 use nva_common::{
     CLASS_EAST_WEST, CLASS_NORTH_SOUTH, DIR_EXT, DXR_TOP_BITS, ECMP_BUCKETS, MAX_SEGMENTS,
     MBT6_LEVELS, MBT6_ROOT_BITS, MBT6_STRIDE, NH_RESOLVED, NH_VALID, NextHop, POLICY_TOP_BITS,
-    POLICY6_LEVELS, POLICY6_ROOT_BITS, PORT_FORCE_EAST_WEST, PORT_FORCE_NORTH_SOUTH, PortInfo,
-    ROUTE_BLACKHOLE, ROUTE_CONNECTED, ROUTE_FORWARD, ROUTE_LOCAL, Route, SEGMENT_DENY,
-    SET_DIR24_EW, SET_DIR24_NS, SET_DROP_NO_ROUTE_EW, SET_DROP_NO_ROUTE_NS, SET_DXR_EW, SET_DXR_NS,
-    SET_MBT6_EW, SET_MBT6_NS, SET_SEGMENTS, SET_SYMMETRIC_HASH, Settings, dir_route, dxr_entry,
-    policy_of, reason,
+    PORT_FORCE_EAST_WEST, PORT_FORCE_NORTH_SOUTH, PortInfo, ROUTE_BLACKHOLE, ROUTE_CONNECTED,
+    ROUTE_FORWARD, ROUTE_LOCAL, Route, SEGMENT_DENY, SET_DIR24_EW, SET_DIR24_NS,
+    SET_DROP_NO_ROUTE_EW, SET_DROP_NO_ROUTE_NS, SET_DXR_EW, SET_DXR_NS, SET_MBT6_EW, SET_MBT6_NS,
+    SET_SEGMENTS, SET_SYMMETRIC_HASH, Settings, dir_route, dxr_entry, policy_of, reason,
 };
 
 use crate::{
     flow,
     maps::{
-        DIR8_EW, DIR8_NS, DIR24_EW, DIR24_NS, DXR_RANGES_EW, DXR_RANGES_NS, DXR_TOP_EW, DXR_TOP_NS,
-        FIB_V4_EW, FIB_V4_NS, FIB_V6_EW, FIB_V6_NS, GROUPS, MBT6_NODES_EW, MBT6_NODES_NS,
-        MBT6_ROOT_EW, MBT6_ROOT_NS, NEXTHOPS, POLICY_NODES_V6, POLICY_RANGES_V4, POLICY_ROOT_V6,
-        POLICY_TOP_V4, SEGMENT_DROPS, SEGMENT_POLICY, SETTINGS, TX_PORTS,
+        CLASS_V6, DIR8_EW, DIR8_NS, DIR24_EW, DIR24_NS, DXR_RANGES_EW, DXR_RANGES_NS, DXR_TOP_EW,
+        DXR_TOP_NS, FIB_V4_EW, FIB_V4_NS, FIB_V6_EW, FIB_V6_NS, GROUPS, MBT6_NODES_EW,
+        MBT6_NODES_NS, MBT6_ROOT_EW, MBT6_ROOT_NS, NEXTHOPS, POLICY_RANGES_V4, POLICY_TOP_V4,
+        SEGMENT_DROPS, SEGMENT_POLICY, SEGMENT_V6, SETTINGS, TX_PORTS,
     },
     packet::*,
 };
@@ -207,44 +206,16 @@ fn policy_v4(addr: [u8; 4]) -> (bool, u32) {
 /// (one cache line) per 4 bits until an entry is a route.
 #[inline(always)]
 fn mbt6_lookup(root: &Array<u64>, nodes: &Array<u64>, dst: [u8; 16]) -> Option<Route> {
-    dir_route(mbt6_find(root, nodes, MBT6_ROOT_BITS, MBT6_LEVELS, dst)?)
-}
-
-/// (east-west, segment) of an IPv6 address, from the policy table.
-#[inline(always)]
-fn policy_v6(addr: [u8; 16]) -> (bool, u32) {
-    policy_of(
-        mbt6_find(
-            &POLICY_ROOT_V6,
-            &POLICY_NODES_V6,
-            POLICY6_ROOT_BITS,
-            POLICY6_LEVELS,
-            addr,
-        )
-        .unwrap_or(0),
-    )
-}
-
-/// The entry a multibit trie with a `root_bits` root (and at most `levels` levels
-/// below) holds for `dst` (0: none).
-#[inline(always)]
-fn mbt6_find(
-    root: &Array<u64>,
-    nodes: &Array<u64>,
-    root_bits: u32,
-    levels: u32,
-    dst: [u8; 16],
-) -> Option<u32> {
     let hi = u64::from_be_bytes([
         dst[0], dst[1], dst[2], dst[3], dst[4], dst[5], dst[6], dst[7],
     ]);
     let lo = u64::from_be_bytes([
         dst[8], dst[9], dst[10], dst[11], dst[12], dst[13], dst[14], dst[15],
     ]);
-    let mut entry = dir_cell(root, (hi >> (64 - root_bits)) as u32)?;
+    let mut entry = dir_cell(root, (hi >> (64 - MBT6_ROOT_BITS)) as u32)?;
     // Bit offset of the next 4 bits, counted from the top of the address.
-    let mut bit = root_bits;
-    for _ in 0..levels {
+    let mut bit = MBT6_ROOT_BITS;
+    for _ in 0..MBT6_LEVELS {
         if entry & DIR_EXT == 0 {
             break;
         }
@@ -260,7 +231,7 @@ fn mbt6_find(
     if entry & DIR_EXT != 0 {
         return None;
     }
-    Some(entry)
+    dir_route(entry)
 }
 
 /// u32 cell `i` of a table stored two cells per u64 element.
@@ -428,8 +399,7 @@ fn ipv6(ctx: &XdpContext, port: &PortInfo, l3: usize, in_vlan: bool) -> Verdict 
     }
     let settings = settings();
     let key = Key::new(128, dst);
-    let (east_west, dst_segment) = policy_v6(dst);
-    let class = classify(port, east_west);
+    let class = classify(port, CLASS_V6.get(&key).is_some());
     let route = if class == CLASS_NORTH_SOUTH {
         if settings.flags & SET_MBT6_NS != 0 {
             mbt6_lookup(&MBT6_ROOT_NS, &MBT6_NODES_NS, dst)
@@ -449,8 +419,9 @@ fn ipv6(ctx: &XdpContext, port: &PortInfo, l3: usize, in_vlan: bool) -> Verdict 
         return in_class(pass(reason::PASS_TTL), class);
     }
     if class == CLASS_EAST_WEST && settings.flags & SET_SEGMENTS != 0 {
-        let from = policy_v6(src).1;
-        if segment_denied(from, dst_segment, frame_len(ctx)) {
+        let from = SEGMENT_V6.get(Key::new(128, src)).copied().unwrap_or(0);
+        let to = SEGMENT_V6.get(&key).copied().unwrap_or(0);
+        if segment_denied(from, to, frame_len(ctx)) {
             return in_class(drop(reason::DROP_SEGMENT), class);
         }
     }

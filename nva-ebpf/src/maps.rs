@@ -6,9 +6,8 @@ use aya_ebpf::{
 };
 use nva_common::{
     Counter, EcmpGroup, MAX_CLASS_PREFIXES, MAX_GROUPS, MAX_IF_SLOTS, MAX_IFINDEX, MAX_NEXTHOPS,
-    MAX_ROUTES_V4, MAX_ROUTES_V6, MAX_SEGMENT_PREFIXES, MAX_SEGMENTS, MBT6_BLOCK, NUM_CLASSES,
-    NUM_REASONS, NextHop, POLICY_RANGE_CELLS, POLICY_TOP_ENTRIES, POLICY6_BLOCKS,
-    POLICY6_ROOT_ENTRIES, PortInfo, Route, Settings,
+    MAX_ROUTES_V4, MAX_ROUTES_V6, MAX_SEGMENT_PREFIXES, MAX_SEGMENTS, NUM_CLASSES, NUM_REASONS,
+    NextHop, POLICY_RANGE_CELLS, POLICY_TOP_ENTRIES, PortInfo, Route, Settings,
 };
 
 /// IPv4 FIBs, one per traffic class: destination prefix (network byte order) -> route.
@@ -37,14 +36,6 @@ pub static POLICY_TOP_V4: Array<u64> =
 #[map]
 pub static POLICY_RANGES_V4: Array<u64> =
     Array::with_max_entries(POLICY_RANGE_CELLS / 2, BPF_F_MMAPABLE);
-
-/// The IPv6 policy table (a multibit trie; see nva-common), two u32 cells per element.
-#[map]
-pub static POLICY_ROOT_V6: Array<u64> =
-    Array::with_max_entries(POLICY6_ROOT_ENTRIES / 2, BPF_F_MMAPABLE);
-#[map]
-pub static POLICY_NODES_V6: Array<u64> =
-    Array::with_max_entries(POLICY6_BLOCKS * MBT6_BLOCK / 2, BPF_F_MMAPABLE);
 
 /// Prefix -> segment id, for east-west segmentation.
 #[map]

@@ -13,19 +13,17 @@ use std::{collections::VecDeque, net::Ipv6Addr};
 
 use anyhow::{Result, bail};
 use ipnet::Ipv6Net;
-use nva_common::{DIR_EXT, MBT6_BLOCK, MBT6_ROOT_BITS, MBT6_STRIDE};
+use nva_common::{DIR_EXT, MBT6_BLOCK, MBT6_ROOT_BITS, MBT6_ROOT_ENTRIES, MBT6_STRIDE};
 use smallvec::SmallVec;
 
 use super::{cells::Cells, routes::Routes};
 
+const ROOT: usize = MBT6_ROOT_ENTRIES as usize;
 const BLOCK: usize = MBT6_BLOCK as usize;
 /// Block indexes live in the low 28 bits of an entry.
 const BLOCK_MASK: u32 = 0x0fff_ffff;
 
 pub struct Mbt6<C: Cells> {
-    /// Address bits that index the root, and its cells (block cells are numbered after).
-    root_bits: u8,
-    root_len: usize,
     root: C,
     nodes: C,
     /// Prefix length + 1 that set each cell (0 = no route); for a cell pointing to a
@@ -43,21 +41,11 @@ pub struct Mbt6<C: Cells> {
 impl<C: Cells> Mbt6<C> {
     /// `root` must hold MBT6_ROOT_ENTRIES cells and `nodes` `blocks * 16`, all zero.
     pub fn new(root: C, nodes: C, blocks: u32) -> Self {
-        Self::with_root_bits(root, nodes, blocks, MBT6_ROOT_BITS as u8)
-    }
-
-    /// A trie whose root is indexed by the top `root_bits` bits (a multiple of the
-    /// stride's remainder: 128 - root_bits divisible by 4); `root` holds 2^root_bits cells.
-    pub fn with_root_bits(root: C, nodes: C, blocks: u32, root_bits: u8) -> Self {
         assert!(blocks <= BLOCK_MASK + 1);
-        assert!((128 - root_bits as u32).is_multiple_of(MBT6_STRIDE));
-        let root_len = 1usize << root_bits;
         Self {
-            root_bits,
-            root_len,
             root,
             nodes,
-            depth: vec![0; root_len + blocks as usize * BLOCK],
+            depth: vec![0; ROOT + blocks as usize * BLOCK],
             block_routes: vec![0; blocks as usize],
             free_blocks: (0..blocks).collect(),
             routes: Routes::default(),
@@ -83,18 +71,18 @@ impl<C: Cells> Mbt6<C> {
     }
 
     fn get(&self, cell: usize) -> u32 {
-        if cell < self.root_len {
+        if cell < ROOT {
             self.root.get(cell)
         } else {
-            self.nodes.get(cell - self.root_len)
+            self.nodes.get(cell - ROOT)
         }
     }
 
     fn set(&mut self, cell: usize, value: u32) {
-        if cell < self.root_len {
+        if cell < ROOT {
             self.root.set(cell, value)
         } else {
-            self.nodes.set(cell - self.root_len, value)
+            self.nodes.set(cell - ROOT, value)
         }
     }
 
@@ -105,8 +93,8 @@ impl<C: Cells> Mbt6<C> {
     fn walk(&mut self, prefix: Ipv6Net, allocate: bool) -> Result<Option<Walk>> {
         let len = prefix.prefix_len();
         let addr = u128::from(prefix.network());
-        let mut cell = (addr >> (128 - self.root_bits as u32)) as usize;
-        let mut cell_len = self.root_bits;
+        let mut cell = (addr >> (128 - MBT6_ROOT_BITS)) as usize;
+        let mut cell_len = MBT6_ROOT_BITS as u8;
         let mut path = SmallVec::new();
         let mut checked = false;
         while cell_len < len {
@@ -133,7 +121,7 @@ impl<C: Cells> Mbt6<C> {
             };
             path.push((cell, block));
             cell_len += MBT6_STRIDE as u8;
-            cell = cell_in(self.root_len, block, addr, cell_len);
+            cell = cell_in(block, addr, cell_len);
         }
         Ok(Some(Walk {
             first: cell,
@@ -182,7 +170,7 @@ impl<C: Cells> Mbt6<C> {
         for (parent, block) in walk.path.into_iter().rev() {
             self.block_routes[block] -= 1;
             if self.block_routes[block] == 0 {
-                let first = self.root_len + block * BLOCK;
+                let first = ROOT + block * BLOCK;
                 debug_assert!(self.get(first) & DIR_EXT == 0);
                 self.set(parent, self.get(first));
                 self.depth[parent] = self.depth[first];
@@ -196,7 +184,7 @@ impl<C: Cells> Mbt6<C> {
     fn set_covering(&mut self, cell: usize, value: u32, depth: u8, owned: &dyn Fn(u8) -> bool) {
         let entry = self.get(cell);
         if entry & DIR_EXT != 0 {
-            let first = self.root_len + (entry & BLOCK_MASK) as usize * BLOCK;
+            let first = ROOT + (entry & BLOCK_MASK) as usize * BLOCK;
             for child in first..first + BLOCK {
                 self.set_covering(child, value, depth, owned);
             }
@@ -217,7 +205,7 @@ impl<C: Cells> Mbt6<C> {
         };
         let block = block as usize;
         let (entry, depth) = (self.get(cell), self.depth[cell]);
-        let first = self.root_len + block * BLOCK;
+        let first = ROOT + block * BLOCK;
         for child in first..first + BLOCK {
             self.set(child, entry);
             self.depth[child] = depth;
@@ -229,33 +217,27 @@ impl<C: Cells> Mbt6<C> {
 
     /// The entry the data plane finds for `addr` (0 = no route).
     pub fn lookup(&self, addr: Ipv6Addr) -> u32 {
-        lookup_with(&self.root, &self.nodes, self.root_bits, addr)
+        lookup(&self.root, &self.nodes, addr)
     }
 }
 
 /// The data plane's lookup, over the tables themselves (what a concurrent reader sees).
 pub fn lookup(root: &impl Cells, nodes: &impl Cells, addr: Ipv6Addr) -> u32 {
-    lookup_with(root, nodes, MBT6_ROOT_BITS as u8, addr)
-}
-
-/// `lookup` for a root of `root_bits` bits.
-pub fn lookup_with(root: &impl Cells, nodes: &impl Cells, root_bits: u8, addr: Ipv6Addr) -> u32 {
     let a = u128::from(addr);
-    let root_len = 1usize << root_bits;
-    let mut entry = root.get((a >> (128 - root_bits as u32)) as usize);
-    let mut cell_len = root_bits;
+    let mut entry = root.get((a >> (128 - MBT6_ROOT_BITS)) as usize);
+    let mut cell_len = MBT6_ROOT_BITS as u8;
     while entry & DIR_EXT != 0 {
         cell_len += MBT6_STRIDE as u8;
-        let cell = cell_in(root_len, (entry & BLOCK_MASK) as usize, a, cell_len);
-        entry = nodes.get(cell - root_len);
+        let cell = cell_in((entry & BLOCK_MASK) as usize, a, cell_len);
+        entry = nodes.get(cell - ROOT);
     }
     entry
 }
 
 /// The cell of `addr` in `block`, whose cells cover prefixes of length `cell_len`.
-fn cell_in(root_len: usize, block: usize, addr: u128, cell_len: u8) -> usize {
+fn cell_in(block: usize, addr: u128, cell_len: u8) -> usize {
     let nibble = (addr >> (128 - cell_len as u32)) as usize & (BLOCK - 1);
-    root_len + block * BLOCK + nibble
+    ROOT + block * BLOCK + nibble
 }
 
 /// Where a prefix lives in the trie.
@@ -275,39 +257,6 @@ mod tests {
     use crate::dataplane::testing::{Rng, assert_lookups_stay_valid, churn_routes, reference};
 
     const BLOCKS: u32 = 1 << 16;
-
-    use nva_common::MBT6_ROOT_ENTRIES;
-
-    const ROOT: usize = MBT6_ROOT_ENTRIES as usize;
-
-    /// A 12-bit root (the policy table's) answers like the reference for nested
-    /// prefixes down to /128, through removals.
-    #[test]
-    fn a_small_root_matches_the_reference() {
-        let mut t = Mbt6::with_root_bits(vec![0; 1 << 12], vec![0; 4096 * BLOCK], 4096, 12);
-        let mut rng = Rng(99);
-        let mut routes: HashMap<Ipv6Net, u32> = HashMap::new();
-        for i in 0..300u32 {
-            let r = rng.next();
-            let len = [0u8, 8, 12, 16, 32, 48, 56, 64, 100, 128][(r % 10) as usize];
-            let addr = Ipv6Addr::from(0xfd00_u128 << 112 | ((r >> 8) as u128) << 64 | r as u128);
-            let prefix = Ipv6Net::new(addr, len).unwrap().trunc();
-            t.insert(prefix, 1 + i).unwrap();
-            routes.insert(prefix, 1 + i);
-        }
-        for round in 0..2 {
-            for net in routes.keys() {
-                for addr in [net.network(), net.broadcast()] {
-                    assert_eq!(t.lookup(addr), reference(&routes, addr), "{round}: {addr}");
-                }
-            }
-            let gone: Vec<Ipv6Net> = routes.keys().copied().step_by(2).collect();
-            for p in gone {
-                t.remove(p);
-                routes.remove(&p);
-            }
-        }
-    }
 
     fn table() -> Mbt6<Vec<u32>> {
         Mbt6::new(vec![0; ROOT], vec![0; BLOCKS as usize * BLOCK], BLOCKS)

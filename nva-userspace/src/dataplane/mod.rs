@@ -34,9 +34,9 @@ use nva_common::{
     CLASS_EAST_WEST, CLASS_NORTH_SOUTH, Counter, DIR8_BLOCKS, DIR24_ENTRIES, DXR_RANGE_CELLS,
     DXR_TOP_BITS, DXR_TOP_ENTRIES, EcmpGroup, MAX_IF_SLOTS, MAX_IFINDEX, MAX_SEGMENTS, MBT6_BLOCK,
     MBT6_BLOCKS, MBT6_ROOT_ENTRIES, NUM_REASONS, NextHop, POLICY_RANGE_CELLS, POLICY_TOP_BITS,
-    POLICY_TOP_ENTRIES, POLICY6_BLOCKS, POLICY6_ROOT_BITS, POLICY6_ROOT_ENTRIES, PortInfo, Route,
-    SEGMENT_DENY, SET_DIR24_EW, SET_DIR24_NS, SET_DXR_EW, SET_DXR_NS, SET_MBT6_EW, SET_MBT6_NS,
-    Settings, XDP_PROGRAM, dir_entry, dir_route, map_names, policy_entry,
+    POLICY_TOP_ENTRIES, PortInfo, Route, SEGMENT_DENY, SET_DIR24_EW, SET_DIR24_NS, SET_DXR_EW,
+    SET_DXR_NS, SET_MBT6_EW, SET_MBT6_NS, Settings, XDP_PROGRAM, dir_entry, dir_route, map_names,
+    policy_entry,
 };
 
 use cells::MmapCells;
@@ -191,11 +191,9 @@ pub struct Dataplane {
     /// The IPv4 policy table (class and segment per address) the data plane reads
     /// instead of the IPv4 class and segment tries, built from these prefixes.
     policy_v4: Dxr<MmapCells>,
-    /// The IPv6 one (a multibit trie with a small root).
-    policy_v6: Mbt6<MmapCells>,
-    class_prefixes: BTreeMap<IpNet, u32>,
-    segment_prefixes: BTreeMap<IpNet, u32>,
-    policy_installed: BTreeMap<IpNet, u32>,
+    class_prefixes_v4: BTreeMap<Ipv4Net, u32>,
+    segment_prefixes_v4: BTreeMap<Ipv4Net, u32>,
+    policy_installed: BTreeMap<Ipv4Net, u32>,
     /// Multibit IPv6 FIBs per class, when configured (replacing that class's v6 trie).
     mbt6: [Option<Mbt6<MmapCells>>; 2],
     /// Keeps the DIR-24-8 and multibit maps open while they are mapped.
@@ -291,15 +289,6 @@ impl Dataplane {
         )?
         .expect("mapped when used");
         let policy_v4 = Dxr::new(top, ranges, POLICY_RANGE_CELLS, POLICY_TOP_BITS as u8);
-        let (root, nodes) = map_pair(
-            &mut ebpf,
-            (map_names::POLICY_ROOT_V6, map_names::POLICY_NODES_V6),
-            (POLICY6_ROOT_ENTRIES, POLICY6_BLOCKS * MBT6_BLOCK),
-            true,
-            &mut dir_maps,
-        )?
-        .expect("mapped when used");
-        let policy_v6 = Mbt6::with_root_bits(root, nodes, POLICY6_BLOCKS, POLICY6_ROOT_BITS as u8);
         let mut dir24 = [None, None];
         let mut dxr = [None, None];
         let mut mbt6 = [None, None];
@@ -326,9 +315,8 @@ impl Dataplane {
             dir24,
             dxr,
             policy_v4,
-            policy_v6,
-            class_prefixes: BTreeMap::new(),
-            segment_prefixes: BTreeMap::new(),
+            class_prefixes_v4: BTreeMap::new(),
+            segment_prefixes_v4: BTreeMap::new(),
             policy_installed: BTreeMap::new(),
             mbt6,
             dir_maps,
@@ -674,11 +662,13 @@ impl Dataplane {
             (IpNet::V4(p), None) => ignore_missing(self.class_v4.remove(&key4(p)))?,
             (IpNet::V6(p), None) => ignore_missing(self.class_v6.remove(&key6(p)))?,
         }
-        match class {
-            Some(c) => self.class_prefixes.insert(prefix.trunc(), c),
-            None => self.class_prefixes.remove(&prefix.trunc()),
-        };
-        self.sync_policy()?;
+        if let IpNet::V4(p) = prefix {
+            match class {
+                Some(c) => self.class_prefixes_v4.insert(p.trunc(), c),
+                None => self.class_prefixes_v4.remove(&p.trunc()),
+            };
+            self.sync_policy_v4()?;
+        }
         Ok(())
     }
 
@@ -690,49 +680,45 @@ impl Dataplane {
             (IpNet::V4(p), None) => ignore_missing(self.segment_v4.remove(&key4(p)))?,
             (IpNet::V6(p), None) => ignore_missing(self.segment_v6.remove(&key6(p)))?,
         }
-        match id {
-            Some(s) => self.segment_prefixes.insert(prefix.trunc(), s),
-            None => self.segment_prefixes.remove(&prefix.trunc()),
-        };
-        self.sync_policy()?;
+        if let IpNet::V4(p) = prefix {
+            match id {
+                Some(s) => self.segment_prefixes_v4.insert(p.trunc(), s),
+                None => self.segment_prefixes_v4.remove(&p.trunc()),
+            };
+            self.sync_policy_v4()?;
+        }
         Ok(())
     }
 
-    /// Rewrites the policy tables from the class and segment prefixes: every prefix
+    /// Rewrites the IPv4 policy table from the class and segment prefixes: every prefix
     /// of either set carries the class and the segment of its range (the longest class
     /// and segment prefixes containing it), so a longest match in the union answers both.
     /// New and changed entries are written before stale ones are removed.
-    fn sync_policy(&mut self) -> Result<()> {
-        let longest = |set: &BTreeMap<IpNet, u32>, p: &IpNet| {
+    fn sync_policy_v4(&mut self) -> Result<()> {
+        let longest = |set: &BTreeMap<Ipv4Net, u32>, p: &Ipv4Net| {
             set.iter()
                 .filter(|(q, _)| q.contains(p))
                 .max_by_key(|(q, _)| q.prefix_len())
                 .map(|(_, v)| *v)
         };
-        let wanted: BTreeMap<IpNet, u32> = self
-            .class_prefixes
+        let wanted: BTreeMap<Ipv4Net, u32> = self
+            .class_prefixes_v4
             .keys()
-            .chain(self.segment_prefixes.keys())
+            .chain(self.segment_prefixes_v4.keys())
             .map(|p| {
-                let east_west = longest(&self.class_prefixes, p).is_some();
-                let segment = longest(&self.segment_prefixes, p).unwrap_or(0);
+                let east_west = longest(&self.class_prefixes_v4, p).is_some();
+                let segment = longest(&self.segment_prefixes_v4, p).unwrap_or(0);
                 (*p, policy_entry(east_west, segment))
             })
             .collect();
         for (p, v) in &wanted {
             if self.policy_installed.get(p) != Some(v) {
-                match p {
-                    IpNet::V4(p) => self.policy_v4.insert(*p, *v)?,
-                    IpNet::V6(p) => self.policy_v6.insert(*p, *v)?,
-                }
+                self.policy_v4.insert(*p, *v)?;
             }
         }
         for p in self.policy_installed.keys() {
             if !wanted.contains_key(p) {
-                match p {
-                    IpNet::V4(p) => self.policy_v4.remove(*p)?,
-                    IpNet::V6(p) => self.policy_v6.remove(*p),
-                }
+                self.policy_v4.remove(*p)?;
             }
         }
         self.policy_installed = wanted;
