@@ -364,3 +364,91 @@ fn vm_forwarding_kernel_from_env() {
         forwarding_on(&name);
     }
 }
+
+/// Native attach on virtio-net fails when the hypervisor implements receive offloads the
+/// guest cannot turn off (QEMU `ctrl_guest_offloads=off` with the guest offloads on):
+/// `bpf_link_create` says only "Operation not supported", so nva asks the kernel through
+/// netlink and reports its reason and the fix. With the offloads off on the host side,
+/// the same guest attaches.
+#[test]
+fn vm_attach_error_names_the_kernels_reason_and_the_fix() {
+    if !require_root("vm_attach_error_names_the_kernels_reason_and_the_fix") {
+        return;
+    }
+    let Some(kernel) = Kernel::find("debian-12").unwrap() else {
+        return;
+    };
+    let _g = serial();
+    let t0 = Instant::now();
+    let lab = Lab::new("vmattach").unwrap();
+    lab.bridge("br-a").unwrap();
+    lab.tap("tap-r0", "br-a", 4).unwrap();
+    lab.tap("tap-r1", "br-a", 4).unwrap();
+    let mut offloads_on = Nic::new("tap-r0", ROUTER_IN_MAC, 4);
+    offloads_on.extra = "ctrl_guest_offloads=off".into();
+    let mut offloads_off = Nic::new("tap-r1", ROUTER_OUT_MAC, 4);
+    offloads_off.extra = "ctrl_guest_offloads=off,guest_tso4=off,guest_tso6=off,\
+                          guest_ecn=off,guest_ufo=off,guest_csum=off"
+        .into();
+    let mut router =
+        Guest::start(&lab, "router", &kernel, 2, &[offloads_on, offloads_off]).unwrap();
+    router.wait_ready(Duration::from_secs(180)).unwrap();
+    let nva = nva_binary().unwrap().display().to_string();
+    let share = router.share().display().to_string();
+    router
+        .sh("set -e\nip link set eth0 up\nip link set eth1 up")
+        .unwrap();
+    let config = |ifname: &str| {
+        format!(
+            "[dataplane]\nxdp_mode = \"native\"\nipv4_fib_north_south = \"lpm-trie\"\n\
+             ipv6_fib_north_south = \"lpm-trie\"\n\n[[interfaces]]\nname = \"{ifname}\"\n"
+        )
+    };
+    std::fs::write(router.share().join("eth0.toml"), config("eth0")).unwrap();
+    std::fs::write(router.share().join("eth1.toml"), config("eth1")).unwrap();
+
+    let (code, out) = router
+        .sh_status(
+            &format!("timeout 90 {nva} run --config {share}/eth0.toml 2>&1"),
+            Duration::from_secs(120),
+        )
+        .unwrap();
+    eprintln!("vm: nva on eth0 (exit {code}):\n{out}");
+    assert!(
+        code != 0 && code != 124,
+        "nva must fail to start: exit {code}\n{out}"
+    );
+    for needle in [
+        "Can't set XDP while host is implementing GRO_HW/CSUM",
+        "ethtool -K eth0",
+        "guest_csum=off",
+    ] {
+        assert!(out.contains(needle), "{needle:?} missing from:\n{out}");
+    }
+    let links = router.sh("ip -d link show eth0").unwrap();
+    assert!(
+        !links.contains("prog/xdp"),
+        "nothing stays attached: {links}"
+    );
+
+    // The fix applied on the host side: eth1 attaches in native mode.
+    router
+        .sh(&format!(
+            "{nva} run --config {share}/eth1.toml > {share}/nva.log 2>&1 &"
+        ))
+        .unwrap();
+    wait_until(Duration::from_secs(90), Duration::from_millis(500), || {
+        let out = router.sh(&format!("{nva} status --json"))?;
+        let st: serde_json::Value = serde_json::from_str(&out)?;
+        Ok(st["interfaces"][0]["attached"] == true)
+    })
+    .unwrap_or_else(|e| {
+        panic!(
+            "{e:#}\nnva log:\n{}",
+            std::fs::read_to_string(router.share().join("nva.log")).unwrap_or_default()
+        )
+    });
+    let links = router.sh("ip -d link show eth1").unwrap();
+    assert!(links.contains("prog/xdp "), "native XDP on eth1: {links}");
+    eprintln!("vm: attach errors: done in {:.1?}", t0.elapsed());
+}

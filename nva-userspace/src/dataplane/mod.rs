@@ -2,6 +2,7 @@
 //!
 //! This is the only place that touches BPF maps; the FIB programmer decides what to
 //! write and in which order.
+mod attach_diag;
 pub mod cells;
 pub mod dir24;
 pub mod dxr;
@@ -13,7 +14,7 @@ mod testing;
 use std::{
     collections::BTreeMap,
     net::IpAddr,
-    os::fd::AsFd,
+    os::fd::{AsFd, AsRawFd},
     path::{Path, PathBuf},
 };
 
@@ -390,9 +391,24 @@ impl Dataplane {
             return Ok(());
         }
         let program = self.program_mut()?;
-        let id = program
-            .attach_to_if_index(ifindex, mode)
-            .with_context(|| format!("attaching XDP ({mode:?} mode) to {name}"))?;
+        let id = match program.attach_to_if_index(ifindex, mode) {
+            Ok(id) => id,
+            Err(e) => {
+                // bpf_link_create gives only an errno: ask the kernel why through netlink.
+                let why = (!generic)
+                    .then(|| program.fd().ok())
+                    .flatten()
+                    .and_then(|fd| attach_diag::kernel_reason(ifindex, fd.as_fd().as_raw_fd()));
+                let mut msg = format!("attaching XDP ({mode:?} mode) to {name}");
+                if let Some(why) = why {
+                    msg += &format!(": the kernel says \"{why}\"");
+                    if let Some(fix) = attach_diag::advice(name, &why) {
+                        msg += &format!("; {fix}");
+                    }
+                }
+                return Err(anyhow::Error::new(e).context(msg));
+            }
+        };
         if let Some(pin) = pin {
             let link: FdLink = program.take_link(id)?.try_into().with_context(|| {
                 format!("{name}: pinning needs a bpf_link attachment (kernel >= 5.9)")
