@@ -108,6 +108,105 @@ fn header(out: &mut String, name: &str, kind: &str, help: &str) {
     let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
 }
 
+/// `nva_build_info` and the standard `process_*` metrics (as Prometheus client
+/// libraries export them), from /proc/self.
+fn process_metrics(out: &mut String) {
+    header(
+        out,
+        "nva_build_info",
+        "gauge",
+        "nva's version (the value is always 1).",
+    );
+    let _ = writeln!(
+        out,
+        "nva_build_info{{version=\"{}\"}} 1",
+        env!("CARGO_PKG_VERSION")
+    );
+    // SAFETY: sysconf has no preconditions.
+    let (ticks, page) = unsafe {
+        (
+            libc::sysconf(libc::_SC_CLK_TCK).max(1) as f64,
+            libc::sysconf(libc::_SC_PAGESIZE).max(1) as u64,
+        )
+    };
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    // Fields after the command name (which may hold spaces) in parentheses.
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .map(|(_, rest)| rest.split_whitespace().collect())
+        .unwrap_or_default();
+    let field = |i: usize| fields.get(i).and_then(|f| f.parse::<u64>().ok());
+    // utime and stime are fields 14 and 15 of stat(5), starttime 22, vsize 23, rss 24;
+    // `fields` starts at field 3.
+    if let (Some(utime), Some(stime)) = (field(11), field(12)) {
+        header(
+            out,
+            "process_cpu_seconds_total",
+            "counter",
+            "User and system CPU time.",
+        );
+        let _ = writeln!(
+            out,
+            "process_cpu_seconds_total {:.2}",
+            (utime + stime) as f64 / ticks
+        );
+    }
+    if let Some(rss) = field(21) {
+        header(
+            out,
+            "process_resident_memory_bytes",
+            "gauge",
+            "Resident memory.",
+        );
+        let _ = writeln!(out, "process_resident_memory_bytes {}", rss * page);
+    }
+    if let Some(vsize) = field(20) {
+        header(
+            out,
+            "process_virtual_memory_bytes",
+            "gauge",
+            "Virtual memory.",
+        );
+        let _ = writeln!(out, "process_virtual_memory_bytes {vsize}");
+    }
+    let boot = std::fs::read_to_string("/proc/stat").ok().and_then(|s| {
+        s.lines()
+            .find_map(|l| l.strip_prefix("btime "))
+            .and_then(|v| v.trim().parse::<u64>().ok())
+    });
+    if let (Some(start), Some(boot)) = (field(19), boot) {
+        header(
+            out,
+            "process_start_time_seconds",
+            "gauge",
+            "Start time since the Unix epoch.",
+        );
+        let _ = writeln!(
+            out,
+            "process_start_time_seconds {:.2}",
+            boot as f64 + start as f64 / ticks
+        );
+    }
+    if let Ok(fds) = std::fs::read_dir("/proc/self/fd") {
+        header(out, "process_open_fds", "gauge", "Open file descriptors.");
+        let _ = writeln!(out, "process_open_fds {}", fds.count());
+    }
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit fills the struct we pass.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } == 0 {
+        header(
+            out,
+            "process_max_fds",
+            "gauge",
+            "The open file descriptor limit.",
+        );
+        let _ = writeln!(out, "process_max_fds {}", limit.rlim_cur);
+    }
+}
+
 /// Renders every metric.
 pub fn render(st: &State) -> String {
     let mut out = String::new();
@@ -455,18 +554,26 @@ pub fn render(st: &State) -> String {
     );
     header(
         &mut out,
-        "nva_fib_update_seconds_total",
-        "counter",
-        "Time spent writing route changes to the data plane maps.",
+        "nva_fib_update_seconds",
+        "histogram",
+        "Time to write one route change to the data plane maps.",
     );
-    let _ = writeln!(out, "nva_fib_update_seconds_total {:.9}", fs.seconds);
-    header(
-        &mut out,
-        "nva_fib_update_seconds_max",
-        "gauge",
-        "Longest single route change write.",
+    let mut cumulative = 0;
+    for (le, n) in crate::fib::UPDATE_BUCKETS.iter().zip(&fs.buckets) {
+        cumulative += n;
+        let _ = writeln!(
+            out,
+            "nva_fib_update_seconds_bucket{{le=\"{le}\"}} {cumulative}"
+        );
+    }
+    let _ = writeln!(
+        out,
+        "nva_fib_update_seconds_bucket{{le=\"+Inf\"}} {}",
+        fs.updates
     );
-    let _ = writeln!(out, "nva_fib_update_seconds_max {:.9}", fs.max_seconds);
+    let _ = writeln!(out, "nva_fib_update_seconds_sum {:.9}", fs.seconds);
+    let _ = writeln!(out, "nva_fib_update_seconds_count {}", fs.updates);
+    process_metrics(&mut out);
 
     header(
         &mut out,

@@ -158,6 +158,25 @@ fn cli_and_metrics_against_a_running_daemon() {
         Some(1.0)
     );
     assert!(metric(&text, "nva_fib_updates_total").unwrap() >= 2.0);
+    // Route-change latency as a histogram whose buckets add up; build and process
+    // metrics as other exporters have them.
+    let count = metric(&text, "nva_fib_update_seconds_count").unwrap();
+    assert!(count >= 2.0, "{text}");
+    assert_eq!(
+        metric(&text, "nva_fib_update_seconds_bucket{le=\"+Inf\"}"),
+        Some(count)
+    );
+    assert!(metric(&text, "nva_fib_update_seconds_bucket{le=\"0.1\"}").unwrap() <= count);
+    assert_eq!(
+        metric(
+            &text,
+            &format!("nva_build_info{{version=\"{}\"}}", env!("CARGO_PKG_VERSION"))
+        ),
+        Some(1.0)
+    );
+    assert!(metric(&text, "process_resident_memory_bytes").unwrap() > 1e6);
+    assert!(metric(&text, "process_open_fds").unwrap() > 3.0);
+    assert!(metric(&text, "process_start_time_seconds").unwrap() > 1.7e9);
 
     // A second `nva run` on the same control socket refuses before touching anything:
     // the first one's kernel routes stay, and it still answers.

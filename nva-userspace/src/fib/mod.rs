@@ -321,6 +321,11 @@ pub struct Fib {
     failure_logged: Option<std::time::Instant>,
 }
 
+/// Upper bounds (seconds) of the route-change duration histogram.
+pub const UPDATE_BUCKETS: [f64; 10] = [
+    1e-6, 2.5e-6, 5e-6, 1e-5, 2.5e-5, 5e-5, 1e-4, 1e-3, 1e-2, 1e-1,
+];
+
 /// How much work route changes cost (for metrics).
 #[derive(Clone, Copy, Debug, Default, Serialize)]
 pub struct FibStats {
@@ -328,8 +333,8 @@ pub struct FibStats {
     pub updates: u64,
     /// Total time spent writing them.
     pub seconds: f64,
-    /// Longest single change.
-    pub max_seconds: f64,
+    /// Route changes per duration bucket (`UPDATE_BUCKETS` upper bounds, then the rest).
+    pub buckets: [u64; UPDATE_BUCKETS.len() + 1],
     /// Route changes that could not be installed (each retried later).
     pub install_failures: u64,
 }
@@ -641,7 +646,11 @@ impl Fib {
         let secs = started.elapsed().as_secs_f64();
         self.stats.updates += 1;
         self.stats.seconds += secs;
-        self.stats.max_seconds = self.stats.max_seconds.max(secs);
+        let bucket = UPDATE_BUCKETS
+            .iter()
+            .position(|b| secs <= *b)
+            .unwrap_or(UPDATE_BUCKETS.len());
+        self.stats.buckets[bucket] += 1;
         // The kernel's view of the prefix: east-west's route if it is mirrored, else
         // north-south's. Only this table's entry changed, so if what it shows the kernel
         // is the same, so is the view. Compared as targets (the same next-hop ids are
