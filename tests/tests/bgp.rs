@@ -725,6 +725,15 @@ protocol static s4 {{ ipv4;
     wait_route(&nva, "10.77.1.1", |r| {
         r["route"]["source"] == "bgp" && r["route"]["nexthops"] == serde_json::json!([s1])
     });
+    // rs1's path may arrive after rs2's is installed: wait for both.
+    wait_until(WAIT, Duration::from_millis(100), || {
+        Ok(nva
+            .cli(&["bgp", "10.77.0.0/16"])?
+            .as_array()
+            .map_or(0, Vec::len)
+            == 2)
+    })
+    .unwrap_or_else(|e| panic!("{e:#}: {}", nva.cli(&["bgp", "10.77.0.0/16"]).unwrap()));
     let paths = nva.cli(&["bgp", "10.77.0.0/16"]).unwrap();
     let paths = paths.as_array().unwrap();
     assert_eq!(paths.len(), 2, "{paths:?}");

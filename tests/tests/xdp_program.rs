@@ -705,14 +705,54 @@ fn dxr_fib_answers_like_a_reference_lpm() {
 /// destinations, then again after half of the prefixes are removed.
 #[test]
 fn class_and_segment_prefixes_nest_like_two_longest_matches() {
+    let addr = |r: u64| IpAddr::V4(Ipv4Addr::from(0x0a00_0000 | (r >> 20) as u32 & 0x00ff_ffff));
+    policy_like_two_longest_matches(
+        "policy",
+        "192.0.2.0/24",
+        "0.0.0.0/0",
+        addr,
+        (9, 26),
+        (8, 30),
+    );
+}
+
+/// The same for IPv6 (the class and segment LPM tries).
+#[test]
+fn ipv6_class_and_segment_prefixes_nest_like_two_longest_matches() {
+    // Under fd00::/16 with bits spread over the first 64, so /16 to /64 nest and overlap.
+    let addr = |r: u64| {
+        let hi = 0xfd00_0000_0000_0000u64 | (r & 0x0000_ff0f_f0ff_0f0f);
+        IpAddr::V6(Ipv6Addr::from((hi as u128) << 64 | (r >> 7) as u128))
+    };
+    policy_like_two_longest_matches(
+        "policy6",
+        "2001:db8:ffff::/48",
+        "::/0",
+        addr,
+        (20, 56),
+        (16, 64),
+    );
+}
+
+/// East-west destinations (in a class prefix) are forwarded unless their segment pair is
+/// denied; north-south ones hit a blackhole default. `addr` turns a random number into
+/// an address; prefixes of `class_lens` and `segment_lens` are drawn around such addresses.
+fn policy_like_two_longest_matches(
+    name: &str,
+    nexthop_route: &str,
+    default: &str,
+    addr: impl Fn(u64) -> IpAddr + Send + Sync,
+    class_lens: (u64, u64),
+    segment_lens: (u64, u64),
+) {
     let settings = Settings {
         flags: nva_common::SET_SEGMENTS,
         ..default_settings()
     };
-    with_rig("policy", settings, |rig| {
+    with_rig(name, settings, |rig| {
         use nva::fib::Table;
-        let ids = rig.route("192.0.2.0/24", 1, 0);
-        let any: IpNet = "0.0.0.0/0".parse().unwrap();
+        let ids = rig.route(nexthop_route, 1, 0);
+        let any: IpNet = default.parse().unwrap();
         let forward = Target::Forward(ids.as_slice().into());
         rig.fib
             .set_route_in(Table::EastWest, any, Source::Static, forward)
@@ -721,15 +761,13 @@ fn class_and_segment_prefixes_nest_like_two_longest_matches() {
             .set_route_in(Table::NorthSouth, any, Source::Static, Target::Blackhole)
             .unwrap();
         let mut next = xorshift();
-        let prefix = |next: &mut dyn FnMut() -> u64, min: u64, max: u64| -> IpNet {
-            let r = next();
-            let len = (min + r % (max - min + 1)) as u8;
-            let addr = Ipv4Addr::from(0x0a00_0000 | (r >> 32) as u32 & 0x00ff_ffff);
-            IpNet::new(addr.into(), len).unwrap().trunc()
+        let prefix = |r: u64, (min, max): (u64, u64)| -> IpNet {
+            let len = (min + (r >> 50) % (max - min + 1)) as u8;
+            IpNet::new(addr(r), len).unwrap().trunc()
         };
-        let mut classes: Vec<IpNet> = (0..12).map(|_| prefix(&mut next, 9, 26)).collect();
+        let mut classes: Vec<IpNet> = (0..12).map(|_| prefix(next(), class_lens)).collect();
         let mut segments: Vec<(IpNet, u32)> = (0..40)
-            .map(|i| (prefix(&mut next, 8, 30), 1 + i % 15))
+            .map(|i| (prefix(next(), segment_lens), 1 + i % 15))
             .collect();
         classes.sort();
         classes.dedup();
@@ -755,26 +793,30 @@ fn class_and_segment_prefixes_nest_like_two_longest_matches() {
                     .set_segment_prefix(p, Some(*id))
                     .unwrap();
             }
-            let segment_of = |a: Ipv4Addr| {
+            let segment_of = |a: IpAddr| {
                 segments
                     .iter()
-                    .filter(|(p, _)| p.contains(&IpAddr::V4(a)))
+                    .filter(|(p, _)| p.contains(&a))
                     .max_by_key(|(p, _)| p.prefix_len())
                     .map_or(0, |(_, id)| *id)
             };
-            let mut addrs: Vec<Ipv4Addr> = (0..300)
-                .map(|_| Ipv4Addr::from(0x0a00_0000 | next() as u32 & 0x00ff_ffff))
-                .collect();
+            let mut addrs: Vec<IpAddr> = (0..300).map(|_| addr(next())).collect();
             for p in classes.iter().chain(segments.iter().map(|(p, _)| p)) {
-                if let IpNet::V4(p) = p {
-                    addrs.extend([p.network(), p.broadcast()]);
-                }
+                addrs.extend([p.network(), p.broadcast()]);
             }
             for (i, dst) in addrs.iter().enumerate() {
                 let src = addrs[(i * 7 + 3) % addrs.len()];
-                let east_west = classes.iter().any(|p| p.contains(&IpAddr::V4(*dst)));
+                let east_west = classes.iter().any(|p| p.contains(dst));
                 let denied = east_west && deny.contains(&(segment_of(src), segment_of(*dst)));
-                let frame = eth_ipv4_udp(NVA_MAC, CLIENT_MAC, src, *dst, 1000, 53, 64, b"x");
+                let frame = match (src, dst) {
+                    (IpAddr::V4(s), IpAddr::V4(d)) => {
+                        eth_ipv4_udp(NVA_MAC, CLIENT_MAC, s, *d, 1000, 53, 64, b"x")
+                    }
+                    (IpAddr::V6(s), IpAddr::V6(d)) => {
+                        eth_ipv6_udp(NVA_MAC, CLIENT_MAC, s, *d, 1000, 53, 64, b"x")
+                    }
+                    _ => unreachable!("one family"),
+                };
                 let before = rig.count(1, reason::DROP_SEGMENT);
                 let (action, _) = rig.run(&frame);
                 let segment_drop = rig.count(1, reason::DROP_SEGMENT) > before;
@@ -792,108 +834,6 @@ fn class_and_segment_prefixes_nest_like_two_longest_matches() {
                 );
             }
             // Remove every other prefix of both sets.
-            let gone: Vec<(IpNet, u32)> = segments.iter().step_by(2).copied().collect();
-            for (p, _) in &gone {
-                rig.fib.dataplane_mut().set_segment_prefix(p, None).unwrap();
-            }
-            segments.retain(|s| !gone.contains(s));
-            classes = classes.iter().skip(1).step_by(2).copied().collect();
-        }
-    });
-}
-
-/// The IPv6 policy table (a multibit trie over the union of east-west and segment
-/// prefixes) answers like the two longest matches it replaces, as the IPv4 one does.
-#[test]
-fn ipv6_class_and_segment_prefixes_nest_like_two_longest_matches() {
-    let settings = Settings {
-        flags: nva_common::SET_SEGMENTS,
-        ..default_settings()
-    };
-    with_rig("policy6", settings, |rig| {
-        use nva::fib::Table;
-        let ids = rig.route("2001:db8:ffff::/48", 1, 0);
-        let any: IpNet = "::/0".parse().unwrap();
-        let forward = Target::Forward(ids.as_slice().into());
-        rig.fib
-            .set_route_in(Table::EastWest, any, Source::Static, forward)
-            .unwrap();
-        rig.fib
-            .set_route_in(Table::NorthSouth, any, Source::Static, Target::Blackhole)
-            .unwrap();
-        let mut next = xorshift();
-        // Addresses under fd00::/16 with bits spread over the first 64, so prefixes of
-        // /16 to /64 nest and overlap.
-        let addr = |r: u64| {
-            let hi = 0xfd00_0000_0000_0000u64 | (r & 0x0000_ff0f_f0ff_0f0f);
-            Ipv6Addr::from((hi as u128) << 64 | (r >> 7) as u128)
-        };
-        let prefix = |r: u64, min: u64, max: u64| -> IpNet {
-            let len = (min + (r >> 50) % (max - min + 1)) as u8;
-            IpNet::new(addr(r).into(), len).unwrap().trunc()
-        };
-        let mut classes: Vec<IpNet> = (0..10).map(|_| prefix(next(), 20, 56)).collect();
-        let mut segments: Vec<(IpNet, u32)> = (0..30)
-            .map(|i| (prefix(next(), 16, 64), 1 + i % 15))
-            .collect();
-        classes.sort();
-        classes.dedup();
-        segments.sort_by_key(|(p, _)| *p);
-        segments.dedup_by_key(|(p, _)| *p);
-        let deny: Vec<(u32, u32)> = (0..40)
-            .map(|_| {
-                let r = next();
-                (1 + (r % 15) as u32, 1 + ((r >> 8) % 15) as u32)
-            })
-            .collect();
-        for (from, to) in &deny {
-            rig.fib
-                .dataplane_mut()
-                .set_segment_policy(*from, *to, true)
-                .unwrap();
-        }
-        for round in 0..2 {
-            rig.fib.set_east_west(&classes).unwrap();
-            for (p, id) in &segments {
-                rig.fib
-                    .dataplane_mut()
-                    .set_segment_prefix(p, Some(*id))
-                    .unwrap();
-            }
-            let segment_of = |a: Ipv6Addr| {
-                segments
-                    .iter()
-                    .filter(|(p, _)| p.contains(&IpAddr::V6(a)))
-                    .max_by_key(|(p, _)| p.prefix_len())
-                    .map_or(0, |(_, id)| *id)
-            };
-            let mut addrs: Vec<Ipv6Addr> = (0..300).map(|_| addr(next())).collect();
-            for p in classes.iter().chain(segments.iter().map(|(p, _)| p)) {
-                if let IpNet::V6(p) = p {
-                    addrs.extend([p.network(), p.broadcast()]);
-                }
-            }
-            for (i, dst) in addrs.iter().enumerate() {
-                let src = addrs[(i * 7 + 3) % addrs.len()];
-                let east_west = classes.iter().any(|p| p.contains(&IpAddr::V6(*dst)));
-                let denied = east_west && deny.contains(&(segment_of(src), segment_of(*dst)));
-                let frame = eth_ipv6_udp(NVA_MAC, CLIENT_MAC, src, *dst, 1000, 53, 64, b"x");
-                let before = rig.count(1, reason::DROP_SEGMENT);
-                let (action, _) = rig.run(&frame);
-                let segment_drop = rig.count(1, reason::DROP_SEGMENT) > before;
-                let expected = match (east_west, denied) {
-                    (false, _) => (XDP_DROP, false),
-                    (true, true) => (XDP_DROP, true),
-                    (true, false) => (XDP_REDIRECT, false),
-                };
-                assert_eq!(
-                    (action, segment_drop),
-                    expected,
-                    "round {round}: {src} -> {dst} (segments {} -> {})",
-                    segment_of(src),
-                    segment_of(*dst)
-                );
-            }
             let gone: Vec<(IpNet, u32)> = segments.iter().step_by(2).copied().collect();
             for (p, _) in &gone {
                 rig.fib.dataplane_mut().set_segment_prefix(p, None).unwrap();
