@@ -14,6 +14,7 @@ pub mod metrics;
 pub mod netlink;
 pub mod notify;
 pub mod policy;
+pub mod preflight;
 pub mod resolve;
 pub mod rib;
 pub mod routing;

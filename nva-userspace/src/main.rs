@@ -164,6 +164,15 @@ fn real_main() -> Result<()> {
                     .build()?
                     .block_on(daemon::check_on_host(&config))
                     .with_context(|| format!("{} on this machine", file.display()))?;
+                // What the kernel and the NICs will make of native XDP (warnings only).
+                if config.dataplane.xdp_mode == nva::config::XdpMode::Native {
+                    let names: Vec<String> =
+                        config.interfaces.iter().map(|i| i.name.clone()).collect();
+                    let pin = config.dataplane.pin_path.as_deref();
+                    for w in nva::preflight::findings(&nva::preflight::gather(&names, pin)) {
+                        println!("warning: host: {w}");
+                    }
+                }
             }
             println!("{}: ok", file.display());
             Ok(())

@@ -407,6 +407,20 @@ fn vm_attach_error_names_the_kernels_reason_and_the_fix() {
     std::fs::write(router.share().join("eth0.toml"), config("eth0")).unwrap();
     std::fs::write(router.share().join("eth1.toml"), config("eth1")).unwrap();
 
+    // The preflight of `nva config check` says so before anything is attached.
+    let check = router
+        .sh(&format!("{nva} config check {share}/eth0.toml"))
+        .unwrap();
+    assert!(
+        check.contains("warning: host: eth0: the hypervisor implements receive offloads")
+            && check.contains("guest_csum=off"),
+        "{check}"
+    );
+    let check = router
+        .sh(&format!("{nva} config check {share}/eth1.toml"))
+        .unwrap();
+    assert!(!check.contains("warning: host:"), "{check}");
+
     let (code, out) = router
         .sh_status(
             &format!("timeout 90 {nva} run --config {share}/eth0.toml 2>&1"),
