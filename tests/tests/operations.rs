@@ -170,7 +170,10 @@ fn cli_and_metrics_against_a_running_daemon() {
     assert_eq!(
         metric(
             &text,
-            &format!("nva_build_info{{version=\"{}\"}}", env!("CARGO_PKG_VERSION"))
+            &format!(
+                "nva_build_info{{version=\"{}\"}}",
+                env!("CARGO_PKG_VERSION")
+            )
         ),
         Some(1.0)
     );
