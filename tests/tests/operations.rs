@@ -491,3 +491,120 @@ fn journal_priorities_and_the_startup_line() {
         assert!(start.contains(field), "{field} missing: {start}");
     }
 }
+
+/// The capabilities a hardened unit gives nva (CAP_SYS_ADMIN not among them).
+const UNIT_CAPS: &str = "-all,+net_admin,+bpf,+perfmon,+net_raw,+net_bind_service";
+
+/// nva with only the capabilities the unit grants forwards, and its self check works:
+/// it asks rtnetlink which XDP program each interface runs (listing BPF links needs
+/// CAP_SYS_ADMIN). When an XDP link is detached behind nva's back, the self check says
+/// so (before, it counted BPF links, which outlive a detach: nothing was noticed).
+#[test]
+fn the_units_capabilities_suffice_and_a_detached_link_is_noticed() {
+    if !require_root("the_units_capabilities_suffice_and_a_detached_link_is_noticed") {
+        return;
+    }
+    let _g = serial();
+    let hub = Hub::build(2).unwrap();
+    let dir = nva_tests::ScratchDir::new("nva-caps").unwrap();
+    let wrapper = dir.path().join("nva");
+    std::fs::write(
+        &wrapper,
+        format!(
+            "#!/bin/sh\nexec setpriv --bounding-set={UNIT_CAPS} --inh-caps=-all {} \"$@\"\n",
+            nva_tests::nva_binary().unwrap().display()
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(
+        &wrapper,
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .unwrap();
+    let nva = NvaProcess::start_with_binary(&wrapper, &hub.nva, &config("")).unwrap();
+    // It really runs without CAP_SYS_ADMIN (bit 21).
+    let status = std::fs::read_to_string(format!("/proc/{}/status", nva.pid().unwrap())).unwrap();
+    let cap_eff = status
+        .lines()
+        .find_map(|l| l.strip_prefix("CapEff:"))
+        .map(|v| u64::from_str_radix(v.trim(), 16).unwrap())
+        .unwrap();
+    assert_eq!(cap_eff & (1 << 21), 0, "CapEff {cap_eff:x}");
+    assert_eq!(
+        ping(&hub.client, IpAddr::V4(SERVICE_V4), 3, None)
+            .unwrap()
+            .received,
+        3
+    );
+    assert!(nva.counters().unwrap().get(NVA_CLIENT_PORT, "forwarded") >= 3);
+    let health = nva.cli(&["health"]).unwrap();
+    assert_eq!(health["healthy"], true, "{health}");
+
+    // Detach one of nva's XDP links from outside (BPF_LINK_DETACH, as `bpftool link
+    // detach` does): the link object stays, the interface no longer runs the program.
+    let detached = hub.nva.run(detach_one_xdp_link_of_nva);
+    assert!(detached, "found an XDP link of nva's program to detach");
+    wait_until(Duration::from_secs(10), Duration::from_millis(200), || {
+        Ok(nva.cli(&["health"])?["healthy"] == false)
+    })
+    .unwrap_or_else(|e| panic!("{e:#}: {}", nva.cli(&["health"]).unwrap()));
+    let health = nva.cli(&["health"]).unwrap();
+    assert!(
+        health["problems"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|p| p.as_str().unwrap().contains("XDP")),
+        "{health}"
+    );
+}
+
+/// Detaches one XDP link of nva's program (by its name: the other XDP programs of the
+/// test topology are pass-through stubs). True when one was detached.
+fn detach_one_xdp_link_of_nva() -> bool {
+    let nva_programs: Vec<u32> = aya::programs::loaded_programs()
+        .filter_map(Result::ok)
+        .filter(|p| p.name_as_str() == Some(nva_common::XDP_PROGRAM))
+        .map(|p| p.id())
+        .collect();
+    for link in aya::programs::loaded_links() {
+        let Ok(link) = link else { continue };
+        if !matches!(link.link_type(), Ok(aya::programs::links::LinkType::Xdp))
+            || !nva_programs.contains(&link.program_id())
+        {
+            continue;
+        }
+        // BPF_LINK_GET_FD_BY_ID (30), then BPF_LINK_DETACH (34).
+        let mut attr = [0u32; 16];
+        attr[0] = link.id();
+        // SAFETY: bpf(2) with a zeroed attribute union of the size passed.
+        let fd = unsafe {
+            libc::syscall(
+                libc::SYS_bpf,
+                30,
+                attr.as_mut_ptr(),
+                std::mem::size_of_val(&attr),
+            )
+        };
+        if fd < 0 {
+            continue;
+        }
+        let mut attr = [0u32; 16];
+        attr[0] = fd as u32;
+        // SAFETY: as above; the fd is ours and closed right after.
+        let ok = unsafe {
+            libc::syscall(
+                libc::SYS_bpf,
+                34,
+                attr.as_mut_ptr(),
+                std::mem::size_of_val(&attr),
+            )
+        } == 0;
+        // SAFETY: closing the fd bpf(2) gave us.
+        unsafe { libc::close(fd as i32) };
+        if ok {
+            return true;
+        }
+    }
+    false
+}

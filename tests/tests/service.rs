@@ -153,3 +153,35 @@ fn no_watchdog_for_another_process() {
     );
     assert!(nva.stop().unwrap().success());
 }
+
+/// The shipped unit is sandboxed: `systemd-analyze security` rates it at most 4 (it was
+/// 9.7, UNSAFE), and it grants exactly the capabilities the capability test in
+/// operations.rs runs nva with.
+#[test]
+fn the_unit_is_sandboxed() {
+    let unit = concat!(env!("CARGO_MANIFEST_DIR"), "/../dist/nva.service");
+    let out = std::process::Command::new("systemd-analyze")
+        .args(["security", "--offline=true", unit])
+        .output()
+        .expect("systemd-analyze (the set-up installs systemd)");
+    let text = String::from_utf8_lossy(&out.stdout);
+    let exposure: f64 = text
+        .lines()
+        .find_map(|l| l.split("Overall exposure level for nva.service:").nth(1))
+        .and_then(|rest| rest.split_whitespace().next()?.parse().ok())
+        .unwrap_or_else(|| panic!("no exposure level in: {text}"));
+    assert!(exposure <= 4.0, "exposure {exposure}:\n{text}");
+    let content = std::fs::read_to_string(unit).unwrap();
+    let caps = |key: &str| -> Vec<String> {
+        content
+            .lines()
+            .find_map(|l| l.strip_prefix(key))
+            .unwrap_or_default()
+            .split_whitespace()
+            .map(|c| c.trim_start_matches("CAP_").to_lowercase())
+            .collect()
+    };
+    let wanted = ["net_admin", "bpf", "perfmon", "net_raw", "net_bind_service"];
+    assert_eq!(caps("CapabilityBoundingSet="), wanted);
+    assert_eq!(caps("AmbientCapabilities="), wanted);
+}

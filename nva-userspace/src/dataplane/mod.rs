@@ -469,24 +469,23 @@ impl Dataplane {
         }
     }
 
-    /// XDP links the kernel has for this program (checks that nothing detached it
-    /// behind our back, e.g. `bpftool link detach`); None when it cannot tell.
+    /// Of the interfaces nva attached, how many the kernel says run this program (checks
+    /// that nothing detached it behind our back, e.g. `bpftool link detach`).
     ///
     /// None when it cannot be told (e.g. no file descriptor left to open a link with):
     /// a fact that cannot be read is not a failure, and must never make nva withdraw its
     /// routes.
     pub fn kernel_links(&self) -> Option<usize> {
         let id = self.program().ok()?.info().ok()?.id();
-        let mut count = 0;
-        for link in aya::programs::loaded_links() {
-            let link = link.ok()?;
-            if link.program_id() == id
-                && matches!(link.link_type(), Ok(aya::programs::links::LinkType::Xdp))
-            {
-                count += 1;
-            }
-        }
-        Some(count)
+        // What each interface runs, from rtnetlink: no capability needed (listing BPF
+        // links would need CAP_SYS_ADMIN, which the service does not have).
+        let running = crate::netlink::xdp::xdp_program_ids().ok()?;
+        Some(
+            self.attached
+                .iter()
+                .filter(|(ifindex, _)| running.get(ifindex) == Some(&id))
+                .count(),
+        )
     }
 
     pub fn attached(&self) -> impl Iterator<Item = u32> + '_ {

@@ -9,6 +9,7 @@ mod decode;
 pub mod routes;
 #[cfg(test)]
 mod tests;
+pub mod xdp;
 
 use std::{collections::HashSet, net::IpAddr, os::fd::AsRawFd};
 
