@@ -35,6 +35,10 @@ enum Command {
         /// Overrides `control.socket` from the config.
         #[arg(long)]
         socket: Option<PathBuf>,
+        /// Log lines as text or as one JSON object each (for log shippers); also
+        /// NVA_LOG_FORMAT.
+        #[arg(long, env = "NVA_LOG_FORMAT", default_value = "text", value_parser = ["text", "json"])]
+        log_format: String,
     },
     /// Daemon status: interfaces, route and next-hop counts.
     Status(ClientArgs),
@@ -121,7 +125,11 @@ fn real_main() -> Result<()> {
         unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
     }
     match cli.command {
-        Command::Run { config, socket } => {
+        Command::Run {
+            config,
+            socket,
+            log_format,
+        } => {
             // Under systemd (stderr is the journal): each line starts with its syslog
             // priority, so `journalctl -p warning` finds the warnings; the journal adds
             // its own time stamps.
@@ -133,14 +141,20 @@ fn real_main() -> Result<()> {
                 )
                 .with_ansi(!journal && std::io::IsTerminal::is_terminal(&std::io::stderr()))
                 .with_writer(std::io::stderr);
-            if journal {
-                builder
+            match (journal, log_format == "json") {
+                (true, false) => builder
                     .event_format(logging::JournalPriority(
                         tracing_subscriber::fmt::format().without_time(),
                     ))
-                    .init();
-            } else {
-                builder.init();
+                    .init(),
+                // JSON objects, still prefixed with the priority for journald.
+                (true, true) => builder
+                    .event_format(logging::JournalPriority(
+                        tracing_subscriber::fmt::format().json().without_time(),
+                    ))
+                    .init(),
+                (false, true) => builder.json().init(),
+                (false, false) => builder.init(),
             }
             let config_path = config;
             let config = Config::from_file(&config_path)?;

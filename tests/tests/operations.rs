@@ -492,6 +492,58 @@ fn journal_priorities_and_the_startup_line() {
     }
 }
 
+/// `NVA_LOG_FORMAT=json` (or `--log-format json`): one JSON object per line, with the
+/// level, the message and the fields, for log shippers; under the journal each keeps its
+/// syslog priority in front.
+#[test]
+fn json_log_lines() {
+    if !require_root("json_log_lines") {
+        return;
+    }
+    let _g = serial();
+    let hub = Hub::build(2).unwrap();
+    for journal in [false, true] {
+        // SAFETY: tests in this binary hold `serial()`; no other thread reads the
+        // environment while the child is spawned.
+        unsafe {
+            std::env::set_var("NVA_LOG_FORMAT", "json");
+            if journal {
+                std::env::set_var("JOURNAL_STREAM", "8:12345");
+            }
+        }
+        let started = NvaProcess::start(&hub.nva, &config(""));
+        // SAFETY: as above.
+        unsafe {
+            std::env::remove_var("NVA_LOG_FORMAT");
+            std::env::remove_var("JOURNAL_STREAM");
+        }
+        let nva = started.unwrap();
+        let log = nva.log();
+        let mut started_line = None;
+        for line in log.lines().filter(|l| !l.is_empty()) {
+            let json = if journal {
+                assert!(
+                    line.starts_with('<') && line.as_bytes()[2] == b'>',
+                    "{line}"
+                );
+                &line[3..]
+            } else {
+                line
+            };
+            let v: serde_json::Value =
+                serde_json::from_str(json).unwrap_or_else(|e| panic!("not JSON ({e}): {line}"));
+            assert!(v["level"].is_string(), "{line}");
+            if v["fields"]["message"] == "nva started" {
+                started_line = Some(v);
+            }
+        }
+        let v = started_line.unwrap_or_else(|| panic!("no start line: {log}"));
+        assert_eq!(v["level"], "INFO");
+        assert_eq!(v["fields"]["version"], env!("CARGO_PKG_VERSION"), "{v}");
+        assert!(v["fields"]["fib"].is_string(), "{v}");
+    }
+}
+
 /// The capabilities a hardened unit gives nva (CAP_SYS_ADMIN not among them).
 const UNIT_CAPS: &str = "-all,+net_admin,+bpf,+perfmon,+net_raw,+net_bind_service";
 
