@@ -501,9 +501,12 @@ fn print_neighbors(d: &Value) {
             println!("  families: {}", join_list(&n["families"]));
         }
         println!(
-            "  UPDATEs received {}, prefixes withdrawn in them {}",
+            "  messages received {}, sent {}; UPDATEs received {} (withdrawing {} prefixes), sent {}",
+            s(&p["messages_received"]),
+            s(&p["messages_sent"]),
             s(&p["updates_received"]),
-            s(&p["withdrawn_received"])
+            s(&p["withdrawn_received"]),
+            s(&p["updates_sent"])
         );
         println!("  {:<28} {:>9} {:>9}", "prefixes", "IPv4", "IPv6");
         for (key, name) in [

@@ -273,6 +273,24 @@ pub fn render(st: &State) -> String {
             "counter",
             "UPDATE messages received from the peer.",
         );
+        // One block per metric: its HELP and TYPE, then a line per peer.
+        let mut messages: [String; 3] = Default::default();
+        for (out, (name, help)) in messages.iter_mut().zip([
+            (
+                "nva_bgp_messages_received_total",
+                "BGP messages received from the peer (all types).",
+            ),
+            (
+                "nva_bgp_messages_sent_total",
+                "BGP messages sent to the peer (all types).",
+            ),
+            (
+                "nva_bgp_updates_sent_total",
+                "UPDATE messages sent to the peer.",
+            ),
+        ]) {
+            header(out, name, "counter", help);
+        }
         let mut rejected = String::new();
         header(
             &mut rejected,
@@ -295,6 +313,21 @@ pub fn render(st: &State) -> String {
                 updates,
                 "nva_bgp_updates_received_total{{{l}}} {}",
                 p.updates_received
+            );
+            let _ = writeln!(
+                messages[0],
+                "nva_bgp_messages_received_total{{{l}}} {}",
+                p.messages_received
+            );
+            let _ = writeln!(
+                messages[1],
+                "nva_bgp_messages_sent_total{{{l}}} {}",
+                p.messages_sent
+            );
+            let _ = writeln!(
+                messages[2],
+                "nva_bgp_updates_sent_total{{{l}}} {}",
+                p.updates_sent
             );
             let _ = writeln!(
                 rejected,
@@ -330,6 +363,9 @@ pub fn render(st: &State) -> String {
         out.push_str(&session);
         out.push_str(&updates);
         out.push_str(&rejected);
+        for m in &messages {
+            out.push_str(m);
+        }
         out.push_str(&limited);
     }
     let problems = st.self_check();

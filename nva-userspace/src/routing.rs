@@ -68,6 +68,12 @@ pub struct PeerStatus {
     pub session: Option<Negotiated>,
     /// Times an Established session ended.
     pub flaps: u64,
+    /// Messages received and sent (all types) and UPDATEs sent, counted by the session.
+    pub messages_received: u64,
+    pub messages_sent: u64,
+    pub updates_sent: u64,
+    #[serde(skip)]
+    counters: crate::bgp::config::MessageCounters,
     /// UPDATE messages received (with routes or withdrawals) and prefixes withdrawn in
     /// them, counted as they arrive.
     pub updates_received: u64,
@@ -189,6 +195,10 @@ impl PeerStatus {
             max_prefix: p.max_prefix,
             session: None,
             flaps: 0,
+            messages_received: 0,
+            messages_sent: 0,
+            updates_sent: 0,
+            counters: Default::default(),
             updates_received: 0,
             withdrawn_received: 0,
             rejected_by_policy: 0,
@@ -384,6 +394,9 @@ impl BgpFeed {
                     c.graceful_restart_time = p.graceful_restart_time;
                 }
                 (c.gr_forwarding_preserved, c.gr_restarting) = self.restart_state;
+                if let Some(st) = self.peers.get(&p.address) {
+                    c.counters = st.counters.clone();
+                }
                 c
             })
             .collect()
@@ -784,6 +797,12 @@ impl BgpFeed {
             entry.name = p.name.clone();
             entry.remote_as = p.remote_as;
         }
+        // New sessions count their messages where `nva bgp neighbors` reads them.
+        for cfg in &mut add {
+            if let Some(st) = self.peers.get(&cfg.remote_addr) {
+                cfg.counters = st.counters.clone();
+            }
+        }
         self.apply_changes(&changes, fib, nh)?;
         commands.extend(self.export_all());
         Ok(Reconfigured {
@@ -1059,6 +1078,7 @@ impl BgpFeed {
                 let mut s = s.clone();
                 s.uptime_secs = s.since.elapsed().as_secs();
                 s.last_error_secs = s.last_error_at.map(|t| t.elapsed().as_secs());
+                (s.messages_received, s.messages_sent, _, s.updates_sent) = s.counters.read();
                 s.unresolved = per_peer.get(id).copied().unwrap_or(0);
                 s
             })

@@ -641,6 +641,13 @@ fn sighup_adds_and_removes_peers_and_applies_new_policy() {
     );
     assert_eq!(rs1["flaps"], 0, "{rs1}");
     assert!(rs1["updates_received"].as_u64().unwrap() >= 3, "{rs1}");
+    // Counted by the session: OPEN, KEEPALIVEs, UPDATEs (and End-of-RIB) both ways.
+    let (rx, tx) = (
+        rs1["messages_received"].as_u64().unwrap(),
+        rs1["messages_sent"].as_u64().unwrap(),
+    );
+    assert!(rx >= 2 + rs1["updates_received"].as_u64().unwrap(), "{rs1}");
+    assert!(tx >= 3 && rs1["updates_sent"].as_u64().unwrap() >= 1, "{rs1}");
     let session = &rs1["session"];
     assert!(session["hold_time"].as_u64().unwrap() > 0, "{rs1}");
     assert_eq!(session["four_octet_as"], true, "{rs1}");

@@ -19,6 +19,45 @@ pub enum ConnectMode {
     Passive,
 }
 
+/// Messages a session sent and received, counted by the session task and read by the
+/// owner (`nva bgp neighbors`, metrics). Shared, not part of what a config compares.
+#[derive(Clone, Debug, Default)]
+pub struct MessageCounters(pub std::sync::Arc<MessageCounts>);
+
+#[derive(Debug, Default)]
+pub struct MessageCounts {
+    pub received: std::sync::atomic::AtomicU64,
+    pub sent: std::sync::atomic::AtomicU64,
+    pub updates_received: std::sync::atomic::AtomicU64,
+    pub updates_sent: std::sync::atomic::AtomicU64,
+}
+
+impl MessageCounters {
+    pub fn add(counter: &std::sync::atomic::AtomicU64, n: u64) {
+        counter.fetch_add(n, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// (received, sent, UPDATEs received, UPDATEs sent).
+    pub fn read(&self) -> (u64, u64, u64, u64) {
+        use std::sync::atomic::Ordering::Relaxed;
+        let c = &self.0;
+        (
+            c.received.load(Relaxed),
+            c.sent.load(Relaxed),
+            c.updates_received.load(Relaxed),
+            c.updates_sent.load(Relaxed),
+        )
+    }
+}
+
+impl PartialEq for MessageCounters {
+    fn eq(&self, _: &Self) -> bool {
+        true
+    }
+}
+
+impl Eq for MessageCounters {}
+
 /// Everything one session needs. Durations are in seconds in the config file.
 #[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -87,6 +126,9 @@ pub struct PeerConfig {
     /// which do not prepend themselves).
     #[serde(default)]
     pub enforce_first_as: bool,
+    /// Where the session counts its messages.
+    #[serde(skip)]
+    pub counters: MessageCounters,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
@@ -162,6 +204,7 @@ impl PeerConfig {
             gr_restarting: false,
             extended_message: true,
             enforce_first_as: false,
+            counters: MessageCounters::default(),
         }
     }
 

@@ -26,7 +26,7 @@ use super::codec::{
     cease_sub,
 };
 use super::collision::{self, encode_plain, reject};
-use super::config::{ConnectMode, PeerConfig};
+use super::config::{ConnectMode, MessageCounters, PeerConfig};
 use super::event::{Command, DownReason, Event, PeerId, SessionInfo};
 use super::export::ExportCtx;
 use super::fsm::{Action, Fsm, FsmEvent, State};
@@ -240,8 +240,17 @@ impl Session {
 
     async fn send_raw(&mut self, bytes: Vec<u8>) -> Option<FsmEvent> {
         let conn = self.conn.as_ref()?;
+        // Type octet 2: UPDATE.
+        let update = bytes.get(18) == Some(&2);
         match conn.send(bytes).await {
-            Ok(()) => None,
+            Ok(()) => {
+                let c = &self.cfg.counters.0;
+                MessageCounters::add(&c.sent, 1);
+                if update {
+                    MessageCounters::add(&c.updates_sent, 1);
+                }
+                None
+            }
             Err(()) => Some(FsmEvent::TcpFails("connection closed while sending".into())),
         }
     }
@@ -533,6 +542,11 @@ impl Session {
             }
             Err(ReadError::Io(e)) => return self.dispatch(FsmEvent::TcpFails(e.to_string())).await,
         };
+        let c = &self.cfg.counters.0;
+        MessageCounters::add(&c.received, 1);
+        if bytes.get(18) == Some(&2) {
+            MessageCounters::add(&c.updates_received, 1);
+        }
         let msg = match codec::decode_message(&bytes, &self.ctx) {
             Ok(m) => m,
             Err(DecodeError::SessionReset(n)) => {
