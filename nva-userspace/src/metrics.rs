@@ -305,7 +305,34 @@ pub fn render(st: &State) -> String {
             "counter",
             "Announced prefixes ignored as loopback, multicast, reserved or link-local.",
         );
-        for p in feed.statuses() {
+        // Per peer, family and state: what it announces now (received), what is in the
+        // RIB (accepted), what is not (rejected), what nva announces to it.
+        let mut families = String::new();
+        header(
+            &mut families,
+            "nva_bgp_prefixes",
+            "gauge",
+            "Prefixes per peer and family: received now, accepted, rejected, announced.",
+        );
+        let neighbors = feed.neighbors();
+        for p in &neighbors {
+            let l = format!("peer=\"{}\",address=\"{}\"", escape(&p.name), p.address);
+            for (f, family) in ["ipv4", "ipv6"].iter().enumerate() {
+                let (acc, rej) = (p.accepted_by_family[f], p.rejected_by_family[f]);
+                for (state, n) in [
+                    ("received", acc + rej),
+                    ("accepted", acc),
+                    ("rejected", rej),
+                    ("announced", p.announced_by_family[f]),
+                ] {
+                    let _ = writeln!(
+                        families,
+                        "nva_bgp_prefixes{{{l},family=\"{family}\",state=\"{state}\"}} {n}"
+                    );
+                }
+            }
+        }
+        for p in neighbors {
             let l = format!("peer=\"{}\",address=\"{}\"", escape(&p.name), p.address);
             let _ = writeln!(martian, "nva_bgp_martian_total{{{l}}} {}", p.martian);
             let _ = writeln!(session, "nva_bgp_flaps_total{{{l}}} {}", p.flaps);
@@ -363,6 +390,7 @@ pub fn render(st: &State) -> String {
         out.push_str(&session);
         out.push_str(&updates);
         out.push_str(&rejected);
+        out.push_str(&families);
         for m in &messages {
             out.push_str(m);
         }

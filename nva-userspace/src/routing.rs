@@ -87,6 +87,8 @@ pub struct PeerStatus {
     /// Per family (IPv4, IPv6): accepted (in the RIB) and announced to the peer.
     pub accepted_by_family: [usize; 2],
     pub announced_by_family: [usize; 2],
+    /// Per family: not in the RIB (rejected by policy or next hop); filled by `neighbors`.
+    pub rejected_by_family: [usize; 2],
     #[serde(skip)]
     since: Instant,
 }
@@ -205,6 +207,7 @@ impl PeerStatus {
             received_now: 0,
             accepted_by_family: [0; 2],
             announced_by_family: [0; 2],
+            rejected_by_family: [0; 2],
             since: Instant::now(),
         }
     }
@@ -1102,6 +1105,14 @@ impl BgpFeed {
                 .flat_map(HashMap::keys)
             {
                 s.announced_by_family[prefix.addr().is_ipv6() as usize] += 1;
+            }
+            s.rejected_by_family = [0; 2];
+            for prefix in id
+                .and_then(|id| self.rejected.get(&id))
+                .into_iter()
+                .flat_map(HashMap::keys)
+            {
+                s.rejected_by_family[prefix.addr().is_ipv6() as usize] += 1;
             }
         }
         out

@@ -647,7 +647,10 @@ fn sighup_adds_and_removes_peers_and_applies_new_policy() {
         rs1["messages_sent"].as_u64().unwrap(),
     );
     assert!(rx >= 2 + rs1["updates_received"].as_u64().unwrap(), "{rs1}");
-    assert!(tx >= 3 && rs1["updates_sent"].as_u64().unwrap() >= 1, "{rs1}");
+    assert!(
+        tx >= 3 && rs1["updates_sent"].as_u64().unwrap() >= 1,
+        "{rs1}"
+    );
     let session = &rs1["session"];
     assert!(session["hold_time"].as_u64().unwrap() > 0, "{rs1}");
     assert_eq!(session["four_octet_as"], true, "{rs1}");
@@ -1145,7 +1148,7 @@ fn max_prefix_restart_and_bgp_clear() {
             "10.0.255.4",
             "max_prefix = 2\nmax_prefix_action = \"teardown\"\nmax_prefix_restart = 2",
         ),
-        "",
+        "[metrics]\nlisten = \"127.0.0.1:9451\"\n",
     );
     let nva = NvaProcess::start(&lab.hub.nva, &config).unwrap();
     wait_until(WAIT, Duration::from_millis(200), || {
@@ -1187,6 +1190,41 @@ fn max_prefix_restart_and_bgp_clear() {
     assert!(rs1["last_error_secs"].as_u64().is_some(), "{rs1}");
     assert_eq!(rs1["max_prefix"], 2, "{rs1}");
     assert_eq!(rs1["received_now"], 2, "{rs1}");
+    assert_eq!(
+        rs1["rejected_by_family"],
+        serde_json::json!([0, 0]),
+        "{rs1}"
+    );
+    // The same per family in the metrics, and the session's message counters.
+    let text = lab.hub.nva.run(|| {
+        use std::io::{Read, Write};
+        let mut c = std::net::TcpStream::connect("127.0.0.1:9451").unwrap();
+        c.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
+            .unwrap();
+        let mut out = String::new();
+        let _ = c.read_to_string(&mut out);
+        out
+    });
+    let labels = "peer=\"rs1\",address=\"10.0.255.4\"";
+    for (family, state, n) in [
+        ("ipv4", "received", 2),
+        ("ipv4", "accepted", 2),
+        ("ipv6", "received", 0),
+    ] {
+        let line =
+            format!("nva_bgp_prefixes{{{labels},family=\"{family}\",state=\"{state}\"}} {n}\n");
+        assert!(text.contains(&line), "{line} missing:\n{text}");
+    }
+    assert!(
+        text.contains(&format!("nva_bgp_flaps_total{{{labels}}} ")),
+        "{text}"
+    );
+    let sent = text
+        .lines()
+        .find_map(|l| l.strip_prefix(&format!("nva_bgp_messages_sent_total{{{labels}}} ")))
+        .and_then(|v| v.parse::<u64>().ok())
+        .unwrap_or_else(|| panic!("{text}"));
+    assert!(sent > 0, "{text}");
 }
 
 fn route_of(nva: &NvaProcess, addr: &str) -> bool {
