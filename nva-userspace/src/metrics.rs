@@ -13,6 +13,7 @@ use tokio::{
 };
 
 use crate::daemon::{Shared, State};
+use crate::routing::PeerStatus;
 
 /// Connections served at once; more are closed at once (a port scan or a pile of idle
 /// connections must not use up nva's file descriptors).
@@ -211,112 +212,120 @@ fn process_metrics(out: &mut String) {
 pub fn render(st: &State) -> String {
     let mut out = String::new();
     if let Some(feed) = &st.bgp {
-        header(
-            &mut out,
-            "nva_bgp_peer_up",
-            "gauge",
-            "1 while the BGP session is established.",
+        let neighbors = feed.neighbors();
+        // One value per peer: name, type, help, value. Each metric's HELP and TYPE, then a
+        // line per peer.
+        type PerPeer = (
+            &'static str,
+            &'static str,
+            &'static str,
+            fn(&PeerStatus) -> u64,
         );
-        let mut rx = String::new();
-        header(
-            &mut rx,
-            "nva_bgp_prefixes_received_total",
-            "counter",
-            "Prefixes received from the peer.",
-        );
-        let mut acc = String::new();
-        header(
-            &mut acc,
-            "nva_bgp_prefixes_accepted",
-            "gauge",
-            "Prefixes from the peer in the RIB (after import policy).",
-        );
-        let mut ann = String::new();
-        header(
-            &mut ann,
-            "nva_bgp_prefixes_announced",
-            "gauge",
-            "Prefixes announced to the peer.",
-        );
-        let mut unres = String::new();
-        header(
-            &mut unres,
-            "nva_bgp_paths_unresolved",
-            "gauge",
-            "Paths from the peer whose next hop does not resolve (not eligible as best path).",
-        );
-        let mut limited = String::new();
-        header(
-            &mut limited,
-            "nva_bgp_announce_limited",
-            "gauge",
-            "Prefixes held back from the peer by its max_announce.",
-        );
-        let mut inval = String::new();
-        header(
-            &mut inval,
-            "nva_bgp_invalid_next_hop_total",
-            "counter",
-            "Announcements treated as withdrawn because the next hop can never be one.",
-        );
-        let mut session = String::new();
-        header(
-            &mut session,
-            "nva_bgp_flaps_total",
-            "counter",
-            "Times an Established session with the peer ended.",
-        );
-        let mut updates = String::new();
-        header(
-            &mut updates,
-            "nva_bgp_updates_received_total",
-            "counter",
-            "UPDATE messages received from the peer.",
-        );
-        // One block per metric: its HELP and TYPE, then a line per peer.
-        let mut messages: [String; 3] = Default::default();
-        for (out, (name, help)) in messages.iter_mut().zip([
+        let per_peer: [PerPeer; 14] = [
+            (
+                "nva_bgp_peer_up",
+                "gauge",
+                "1 while the BGP session is established.",
+                |p| u64::from(p.state == "established"),
+            ),
+            (
+                "nva_bgp_prefixes_received_total",
+                "counter",
+                "Prefixes received from the peer.",
+                |p| p.received,
+            ),
+            (
+                "nva_bgp_prefixes_accepted",
+                "gauge",
+                "Prefixes from the peer in the RIB (after import policy).",
+                |p| p.accepted as u64,
+            ),
+            (
+                "nva_bgp_prefixes_announced",
+                "gauge",
+                "Prefixes announced to the peer.",
+                |p| p.announced as u64,
+            ),
+            (
+                "nva_bgp_paths_unresolved",
+                "gauge",
+                "Paths from the peer whose next hop does not resolve (not eligible as best path).",
+                |p| p.unresolved as u64,
+            ),
+            (
+                "nva_bgp_invalid_next_hop_total",
+                "counter",
+                "Announcements treated as withdrawn because the next hop can never be one.",
+                |p| p.invalid_next_hop,
+            ),
+            (
+                "nva_bgp_martian_total",
+                "counter",
+                "Announced prefixes ignored as loopback, multicast, reserved or link-local.",
+                |p| p.martian,
+            ),
+            (
+                "nva_bgp_flaps_total",
+                "counter",
+                "Times an Established session with the peer ended.",
+                |p| p.flaps,
+            ),
+            (
+                "nva_bgp_updates_received_total",
+                "counter",
+                "UPDATE messages received from the peer.",
+                |p| p.updates_received,
+            ),
+            (
+                "nva_bgp_prefixes_rejected",
+                "gauge",
+                "Prefixes the peer announces now that import policy rejects.",
+                |p| p.rejected_by_policy as u64,
+            ),
             (
                 "nva_bgp_messages_received_total",
+                "counter",
                 "BGP messages received from the peer (all types).",
+                |p| p.messages_received,
             ),
             (
                 "nva_bgp_messages_sent_total",
+                "counter",
                 "BGP messages sent to the peer (all types).",
+                |p| p.messages_sent,
             ),
             (
                 "nva_bgp_updates_sent_total",
+                "counter",
                 "UPDATE messages sent to the peer.",
+                |p| p.updates_sent,
             ),
-        ]) {
-            header(out, name, "counter", help);
+            (
+                "nva_bgp_announce_limited",
+                "gauge",
+                "Prefixes held back from the peer by its max_announce.",
+                |p| p.announce_suppressed as u64,
+            ),
+        ];
+        let labels: Vec<String> = neighbors
+            .iter()
+            .map(|p| format!("peer=\"{}\",address=\"{}\"", escape(&p.name), p.address))
+            .collect();
+        for (name, kind, help, value) in per_peer {
+            header(&mut out, name, kind, help);
+            for (p, l) in neighbors.iter().zip(&labels) {
+                let _ = writeln!(out, "{name}{{{l}}} {}", value(p));
+            }
         }
-        let mut rejected = String::new();
-        header(
-            &mut rejected,
-            "nva_bgp_prefixes_rejected",
-            "gauge",
-            "Prefixes the peer announces now that import policy rejects.",
-        );
-        let mut martian = String::new();
-        header(
-            &mut martian,
-            "nva_bgp_martian_total",
-            "counter",
-            "Announced prefixes ignored as loopback, multicast, reserved or link-local.",
-        );
         // Per peer, family and state: what it announces now (received), what is in the
         // RIB (accepted), what is not (rejected), what nva announces to it.
-        let mut families = String::new();
         header(
-            &mut families,
+            &mut out,
             "nva_bgp_prefixes",
             "gauge",
             "Prefixes per peer and family: received now, accepted, rejected, announced.",
         );
-        let neighbors = feed.neighbors();
-        for p in &neighbors {
-            let l = format!("peer=\"{}\",address=\"{}\"", escape(&p.name), p.address);
+        for (p, l) in neighbors.iter().zip(&labels) {
             for (f, family) in ["ipv4", "ipv6"].iter().enumerate() {
                 let (acc, rej) = (p.accepted_by_family[f], p.rejected_by_family[f]);
                 for (state, n) in [
@@ -326,75 +335,12 @@ pub fn render(st: &State) -> String {
                     ("announced", p.announced_by_family[f]),
                 ] {
                     let _ = writeln!(
-                        families,
+                        out,
                         "nva_bgp_prefixes{{{l},family=\"{family}\",state=\"{state}\"}} {n}"
                     );
                 }
             }
         }
-        for p in neighbors {
-            let l = format!("peer=\"{}\",address=\"{}\"", escape(&p.name), p.address);
-            let _ = writeln!(martian, "nva_bgp_martian_total{{{l}}} {}", p.martian);
-            let _ = writeln!(session, "nva_bgp_flaps_total{{{l}}} {}", p.flaps);
-            let _ = writeln!(
-                updates,
-                "nva_bgp_updates_received_total{{{l}}} {}",
-                p.updates_received
-            );
-            let _ = writeln!(
-                messages[0],
-                "nva_bgp_messages_received_total{{{l}}} {}",
-                p.messages_received
-            );
-            let _ = writeln!(
-                messages[1],
-                "nva_bgp_messages_sent_total{{{l}}} {}",
-                p.messages_sent
-            );
-            let _ = writeln!(
-                messages[2],
-                "nva_bgp_updates_sent_total{{{l}}} {}",
-                p.updates_sent
-            );
-            let _ = writeln!(
-                rejected,
-                "nva_bgp_prefixes_rejected{{{l}}} {}",
-                p.rejected_by_policy
-            );
-            let _ = writeln!(unres, "nva_bgp_paths_unresolved{{{l}}} {}", p.unresolved);
-            let _ = writeln!(
-                limited,
-                "nva_bgp_announce_limited{{{l}}} {}",
-                p.announce_suppressed
-            );
-            let _ = writeln!(
-                inval,
-                "nva_bgp_invalid_next_hop_total{{{l}}} {}",
-                p.invalid_next_hop
-            );
-            let _ = writeln!(
-                out,
-                "nva_bgp_peer_up{{{l}}} {}",
-                u8::from(p.state == "established")
-            );
-            let _ = writeln!(rx, "nva_bgp_prefixes_received_total{{{l}}} {}", p.received);
-            let _ = writeln!(acc, "nva_bgp_prefixes_accepted{{{l}}} {}", p.accepted);
-            let _ = writeln!(ann, "nva_bgp_prefixes_announced{{{l}}} {}", p.announced);
-        }
-        out.push_str(&rx);
-        out.push_str(&acc);
-        out.push_str(&ann);
-        out.push_str(&unres);
-        out.push_str(&inval);
-        out.push_str(&martian);
-        out.push_str(&session);
-        out.push_str(&updates);
-        out.push_str(&rejected);
-        out.push_str(&families);
-        for m in &messages {
-            out.push_str(m);
-        }
-        out.push_str(&limited);
     }
     let problems = st.self_check();
     header(
