@@ -26,6 +26,26 @@ fn config(extra_routes: &str) -> String {
     )
 }
 
+/// A script in `dir` that runs nva under `command` (e.g. `prlimit ...`), for
+/// `NvaProcess::start_with_binary`.
+fn wrapped_nva(dir: &nva_tests::ScratchDir, command: &str) -> std::path::PathBuf {
+    let wrapper = dir.path().join("nva");
+    std::fs::write(
+        &wrapper,
+        format!(
+            "#!/bin/sh\nexec {command} {} \"$@\"\n",
+            nva_tests::nva_binary().unwrap().display()
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(
+        &wrapper,
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .unwrap();
+    wrapper
+}
+
 fn scrape(hub: &Hub) -> String {
     hub.nva.run(|| {
         let mut s = TcpStream::connect(METRICS).expect("metrics endpoint");
@@ -380,20 +400,7 @@ fn idle_connections_and_long_lines_never_disturb_the_daemon() {
     let hub = Hub::build(2).unwrap();
     // nva with 256 file descriptors.
     let dir = nva_tests::ScratchDir::new("nva-limited").unwrap();
-    let wrapper = dir.path().join("nva");
-    std::fs::write(
-        &wrapper,
-        format!(
-            "#!/bin/sh\nexec prlimit --nofile=256:256 {} \"$@\"\n",
-            nva_tests::nva_binary().unwrap().display()
-        ),
-    )
-    .unwrap();
-    std::fs::set_permissions(
-        &wrapper,
-        std::os::unix::fs::PermissionsExt::from_mode(0o755),
-    )
-    .unwrap();
+    let wrapper = wrapped_nva(&dir, "prlimit --nofile=256:256");
     let config = format!("[control]\ngroup = \"daemon\"\n{}", config(""));
     let nva = NvaProcess::start_with_binary(&wrapper, &hub.nva, &config).unwrap();
     // The control socket belongs to the configured group (root's alone otherwise).
@@ -559,20 +566,10 @@ fn the_units_capabilities_suffice_and_a_detached_link_is_noticed() {
     let _g = serial();
     let hub = Hub::build(2).unwrap();
     let dir = nva_tests::ScratchDir::new("nva-caps").unwrap();
-    let wrapper = dir.path().join("nva");
-    std::fs::write(
-        &wrapper,
-        format!(
-            "#!/bin/sh\nexec setpriv --bounding-set={UNIT_CAPS} --inh-caps=-all {} \"$@\"\n",
-            nva_tests::nva_binary().unwrap().display()
-        ),
-    )
-    .unwrap();
-    std::fs::set_permissions(
-        &wrapper,
-        std::os::unix::fs::PermissionsExt::from_mode(0o755),
-    )
-    .unwrap();
+    let wrapper = wrapped_nva(
+        &dir,
+        &format!("setpriv --bounding-set={UNIT_CAPS} --inh-caps=-all"),
+    );
     let nva = NvaProcess::start_with_binary(&wrapper, &hub.nva, &config("")).unwrap();
     // It really runs without CAP_SYS_ADMIN (bit 21).
     let status = std::fs::read_to_string(format!("/proc/{}/status", nva.pid().unwrap())).unwrap();
