@@ -1091,29 +1091,28 @@ impl BgpFeed {
     /// `statuses` with what is announced to each peer per family (a pass over those
     /// routes: for `nva bgp neighbors`, not for every scrape).
     pub fn neighbors(&self) -> Vec<PeerStatus> {
+        fn by_family<'a>(prefixes: impl Iterator<Item = &'a IpNet>) -> [usize; 2] {
+            let mut n = [0; 2];
+            for p in prefixes {
+                n[p.addr().is_ipv6() as usize] += 1;
+            }
+            n
+        }
         let mut out = self.statuses();
+        // Peers are keyed by their address.
         for s in &mut out {
-            let id = self
-                .peers
-                .iter()
-                .find(|(_, p)| p.address == s.address)
-                .map(|(id, _)| *id);
-            s.announced_by_family = [0; 2];
-            for prefix in id
-                .and_then(|id| self.exported.get(&id))
-                .into_iter()
-                .flat_map(HashMap::keys)
-            {
-                s.announced_by_family[prefix.addr().is_ipv6() as usize] += 1;
-            }
-            s.rejected_by_family = [0; 2];
-            for prefix in id
-                .and_then(|id| self.rejected.get(&id))
-                .into_iter()
-                .flat_map(HashMap::keys)
-            {
-                s.rejected_by_family[prefix.addr().is_ipv6() as usize] += 1;
-            }
+            s.announced_by_family = by_family(
+                self.exported
+                    .get(&s.address)
+                    .into_iter()
+                    .flat_map(HashMap::keys),
+            );
+            s.rejected_by_family = by_family(
+                self.rejected
+                    .get(&s.address)
+                    .into_iter()
+                    .flat_map(HashMap::keys),
+            );
         }
         out
     }
