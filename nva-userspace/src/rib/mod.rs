@@ -122,8 +122,66 @@ struct PeerSlot {
     stale: [usize; 2],
 }
 
+/// The paths of one prefix. A full table from one peer is a million prefixes with one
+/// path each: that one is held inline (16 bytes, no allocation of its own); more are in
+/// one allocation behind a thin pointer, so the type stays 16 bytes.
+#[derive(Debug)]
+enum Paths {
+    One(Path),
+    Many(thin_vec::ThinVec<Path>),
+}
+
+impl std::ops::Deref for Paths {
+    type Target = [Path];
+    fn deref(&self) -> &[Path] {
+        match self {
+            Paths::One(p) => std::slice::from_ref(p),
+            Paths::Many(v) => v,
+        }
+    }
+}
+
+impl std::ops::DerefMut for Paths {
+    fn deref_mut(&mut self) -> &mut [Path] {
+        match self {
+            Paths::One(p) => std::slice::from_mut(p),
+            Paths::Many(v) => v,
+        }
+    }
+}
+
+impl Paths {
+    fn push(&mut self, path: Path) {
+        match self {
+            Paths::Many(v) => v.push(path),
+            Paths::One(_) => {
+                let Paths::One(first) =
+                    std::mem::replace(self, Paths::Many(thin_vec::ThinVec::new()))
+                else {
+                    unreachable!()
+                };
+                let mut v = thin_vec::ThinVec::with_capacity(2);
+                v.push(first);
+                v.push(path);
+                *self = Paths::Many(v);
+            }
+        }
+    }
+
+    /// Removes path `i` of two or more (the last path goes with the prefix).
+    fn swap_remove(&mut self, i: usize) {
+        let Paths::Many(v) = self else {
+            panic!("removing the only path of a prefix");
+        };
+        v.swap_remove(i);
+        if v.len() == 1 {
+            *self = Paths::One(v.pop().expect("one left"));
+        }
+    }
+}
+
 /// Per-family table of prefixes.
-type Table<K> = crate::PrefixMap<K, Box<[Path]>>;
+type Table<K> = crate::PrefixMap<K, Paths>;
 type PrefixSet = HashSet<IpNet, foldhash::fast::RandomState>;
 type NextHopSet = HashSet<IpAddr, foldhash::fast::RandomState>;
 
@@ -418,9 +476,7 @@ fn remove_paths<K: Key>(
         // Even a path outside the ECMP set can matter: through MED, it may have kept
         // another path of its neighbour AS out.
         let old = sel.summary(paths);
-        let mut v = std::mem::take(paths).into_vec();
-        v.swap_remove(i);
-        *paths = v.into_boxed_slice();
+        paths.swap_remove(i);
         changes.extend(sel.change((*k).into(), old, paths));
         true
     });
@@ -881,9 +937,7 @@ impl UpdateCtx<'_> {
         if e.get().len() == 1 {
             e.remove();
         } else {
-            let mut v = std::mem::take(e.get_mut()).into_vec();
-            v.swap_remove(i);
-            *e.get_mut() = v.into_boxed_slice();
+            e.get_mut().swap_remove(i);
         }
     }
 
@@ -897,7 +951,7 @@ impl UpdateCtx<'_> {
             Entry::Vacant(e) => {
                 self.remember(k.into(), &[]);
                 self.count[K::FAMILY] += 1;
-                e.insert(Box::new([path]));
+                e.insert(Paths::One(path));
             }
             Entry::Occupied(mut e) => {
                 self.remember(k.into(), e.get());
@@ -909,10 +963,7 @@ impl UpdateCtx<'_> {
                     *old = path;
                 } else {
                     self.count[K::FAMILY] += 1;
-                    let mut v = std::mem::take(paths).into_vec();
-                    v.reserve_exact(1);
-                    v.push(path);
-                    *paths = v.into_boxed_slice();
+                    paths.push(path);
                 }
             }
         }

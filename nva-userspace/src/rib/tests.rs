@@ -730,14 +730,15 @@ fn timing_full_table_two_peers() {
         );
     }
     assert_eq!(r.len(), n);
-    // The table's own size: buckets (key, boxed slice, control byte) plus the slices
-    // (2 paths of 16 bytes, in a 48-byte malloc chunk).
-    let table = r.v4.capacity() * (std::mem::size_of::<(ipnet::Ipv4Net, Box<[Path]>)>() + 1);
+    // The table's own size: buckets (key, paths, control byte) plus the lists of two
+    // (a 16-byte header and 2 paths of 16 bytes, in a 64-byte malloc chunk).
+    assert_eq!(std::mem::size_of::<Paths>(), 16);
+    let table = r.v4.capacity() * (std::mem::size_of::<(ipnet::Ipv4Net, Paths)>() + 1);
     println!(
         "memory for {n} prefixes x 2 peers: RSS +{:.0} MiB; table {:.0} MiB + paths ~{:.0} MiB",
         rss_mib() - rss0,
         table as f64 / (1 << 20) as f64,
-        (r.v4.len() * 48) as f64 / (1 << 20) as f64
+        (r.v4.len() * 64) as f64 / (1 << 20) as f64
     );
     let t = Instant::now();
     let best: usize = r.best_routes().count();
