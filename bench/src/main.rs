@@ -9,6 +9,10 @@
 //!    table, 64 B and 1500 B, IPv4 and IPv6, modes interleaved over several runs.
 //! 3. Loss while routes churn.
 //!
+//! `--generator pktgen` generates with the kernel's pktgen instead of live frames (the
+//! 1-route modes), or, with `--dev`, sends from a NIC of this machine to a DUT elsewhere
+//! (an nva on another VM) and reports what pktgen sent (`external`).
+//!
 //! `cargo xtask bench [-- --quick]`; `--help` lists the options.
 mod frames;
 mod generator;
@@ -18,6 +22,7 @@ mod machine;
 mod netns;
 mod nva_dut;
 mod object;
+mod pktgen;
 mod progcost;
 mod report;
 mod rng;
@@ -25,12 +30,17 @@ mod routes;
 mod svg;
 mod topology;
 
-use std::{path::PathBuf, sync::atomic::Ordering};
+use std::{net::IpAddr, path::PathBuf, sync::atomic::Ordering};
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result, bail, ensure};
 use ipnet::IpNet;
 
-use crate::{live::INTERRUPTED, nva_dut::FibKind, report::Report, topology::Topology};
+use crate::{
+    live::{Generator, INTERRUPTED},
+    nva_dut::FibKind,
+    report::Report,
+    topology::Topology,
+};
 
 const HELP: &str = "nva-bench [options]
   --quick             short run (1 run of 1 s, tables up to 100k/20k)
@@ -53,7 +63,56 @@ const HELP: &str = "nva-bench [options]
   --no-trie           program-only cost: skip nva with the LPM-trie FIBs
   --out DIR           where results.md and the SVG plots go
                       (default bench/results; /tmp/nva-bench-quick with --quick)
-  --seed N            seed of tables and destinations (default 1)";
+  --seed N            seed of tables and destinations (default 1)
+  --generator G       live-frames (default: BPF_PROG_TEST_RUN with live frames) or pktgen
+                      (the kernel's pktgen; needs /proc/net/pktgen: modprobe pktgen). With
+                      pktgen the live part runs the 1-route modes (pktgen draws
+                      destinations from a range, not from a table) and no churn
+ pktgen toward a DUT on another machine (--generator pktgen --dev IF ...): no namespaces,
+ no DUT of its own; sends --sizes frames of --flows flows and prints what pktgen sent
+  --dev IF            the NIC to send from
+  --dst-mac MAC       the DUT's MAC on that link
+  --src ADDR          source address
+  --dst A|A-B|PREFIX  destinations (IPv4: in turn, dst_min..dst_max; IPv6: random hosts
+                      of the range, dst6_min/dst6_max)
+  --udp-dst PORT      UDP destination port (default 9)
+  --threads N         pktgen threads, one per CPU (kpktgend_0..N-1; default every CPU)
+  --count N           packets per thread (default 0: run --secs seconds)
+  --delay NS          nanoseconds between a thread's packets (default 0: full speed)
+  --burst N           packets per transmit call (default 1)
+  --flowlen N         pktgen's own flows: --flows concurrent flows of N packets each";
+
+/// pktgen toward a DUT elsewhere (`--generator pktgen --dev IF`).
+struct External {
+    dev: Option<String>,
+    dst_mac: Option<String>,
+    src: Option<IpAddr>,
+    dst: Option<(IpAddr, IpAddr)>,
+    udp_dst: u16,
+    threads: Option<usize>,
+    count: u64,
+    delay_ns: u64,
+    burst: u32,
+    flowlen: Option<u32>,
+}
+
+/// `A`, `A-B` or a prefix: the first and last destination.
+fn dst_range(s: &str) -> Result<(IpAddr, IpAddr)> {
+    if let Some((a, b)) = s.split_once('-') {
+        let (a, b): (IpAddr, IpAddr) = (a.trim().parse()?, b.trim().parse()?);
+        ensure!(
+            a.is_ipv6() == b.is_ipv6() && a <= b,
+            "--dst {s}: A-B of one family, A <= B"
+        );
+        return Ok((a, b));
+    }
+    if s.contains('/') {
+        let n: IpNet = s.parse().with_context(|| format!("--dst {s}"))?;
+        return Ok((n.network(), n.broadcast()));
+    }
+    let a: IpAddr = s.parse().with_context(|| format!("--dst {s}"))?;
+    Ok((a, a))
+}
 
 struct Opts {
     runs: usize,
@@ -80,6 +139,8 @@ struct Opts {
     out: Option<PathBuf>,
     seed: u64,
     prog_params: progcost::Params,
+    generator: Generator,
+    ext: External,
 }
 
 fn list(s: &str) -> Result<Vec<usize>> {
@@ -118,6 +179,19 @@ fn parse() -> Result<Opts> {
             calls: 40,
             cycle: 65536,
             rounds: 3,
+        },
+        generator: Generator::LiveFrames,
+        ext: External {
+            dev: None,
+            dst_mac: None,
+            src: None,
+            dst: None,
+            udp_dst: 9,
+            threads: None,
+            count: 0,
+            delay_ns: 0,
+            burst: 1,
+            flowlen: None,
         },
     };
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -164,6 +238,23 @@ fn parse() -> Result<Opts> {
             "--no-trie" => o.trie = false,
             "--out" => o.out = Some(PathBuf::from(val()?)),
             "--seed" => o.seed = val()?.parse()?,
+            "--generator" => {
+                o.generator = match val()?.as_str() {
+                    "live-frames" => Generator::LiveFrames,
+                    "pktgen" => Generator::Pktgen,
+                    v => bail!("--generator {v}: live-frames or pktgen"),
+                }
+            }
+            "--dev" => o.ext.dev = Some(val()?.clone()),
+            "--dst-mac" => o.ext.dst_mac = Some(val()?.clone()),
+            "--src" => o.ext.src = Some(val()?.parse().context("--src")?),
+            "--dst" => o.ext.dst = Some(dst_range(val()?)?),
+            "--udp-dst" => o.ext.udp_dst = val()?.parse()?,
+            "--threads" => o.ext.threads = Some(val()?.parse()?),
+            "--count" => o.ext.count = val()?.parse()?,
+            "--delay" => o.ext.delay_ns = val()?.parse()?,
+            "--burst" => o.ext.burst = val()?.parse()?,
+            "--flowlen" => o.ext.flowlen = Some(val()?.parse()?),
             "-h" | "--help" => {
                 println!("{HELP}");
                 std::process::exit(0);
@@ -172,6 +263,9 @@ fn parse() -> Result<Opts> {
         }
     }
     o.quick = quick;
+    if o.ext.dev.is_some() && o.generator != Generator::Pktgen {
+        bail!("--dev sends with pktgen toward another machine: add --generator pktgen");
+    }
     if o.runs == 0 || o.nexthops == 0 || o.nexthops > 16 || o.cpu >= ncpu {
         bail!("bad --runs, --nexthops (1..16) or --cpu");
     }
@@ -210,13 +304,19 @@ fn v6(t: Vec<ipnet::Ipv6Net>) -> Vec<IpNet> {
 }
 
 fn main() -> Result<()> {
-    let o = parse()?;
+    let mut o = parse()?;
     // SAFETY: geteuid has no preconditions.
     if unsafe { libc::geteuid() } != 0 {
         bail!("nva-bench creates network namespaces and loads XDP programs: run it as root");
     }
-    netns::cleanup_stale();
+    if o.generator == Generator::Pktgen {
+        pktgen::require()?;
+    }
     install_handlers();
+    if let Some(dev) = &o.ext.dev {
+        return external(&o, dev);
+    }
+    netns::cleanup_stale();
     let mut m = machine::probe();
     let load_before = machine::loadavg();
     eprintln!(
@@ -298,7 +398,13 @@ fn main() -> Result<()> {
     }
 
     let (mut cells, mut installs, mut churn, mut mix) = (Vec::new(), None, None, Vec::new());
-    if o.live {
+    if o.live && o.generator == Generator::Pktgen && o.churn {
+        eprintln!(
+            "nva-bench: pktgen: no churn measurement (it needs the full table's destinations)"
+        );
+        o.churn = false;
+    }
+    if o.live && o.generator == Generator::LiveFrames {
         let helpers = object::BenchObject::load()?;
         m.live_frames = Some(generator::live_frames_allowed(
             &helpers,
@@ -348,6 +454,7 @@ fn main() -> Result<()> {
             cpu: o.cpu,
             hot_dsts: o.hot_dsts,
             dsts: o.dsts,
+            generator: o.generator,
         };
         cells = live.run_all(&p, &[false, true])?;
         if o.churn {
@@ -380,6 +487,7 @@ fn main() -> Result<()> {
         installs: installs.as_ref(),
         cells: &cells,
         churn: churn.as_deref(),
+        generator: o.generator,
     };
     println!("{}", r.markdown());
     let results = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("results");
@@ -390,6 +498,103 @@ fn main() -> Result<()> {
     });
     for f in r.write(&out)? {
         eprintln!("nva-bench: wrote {f}");
+    }
+    Ok(())
+}
+
+/// pktgen out of `dev` toward a DUT on another machine, once per frame size: prints
+/// pktgen's own figures per thread and in total (what the DUT received is counted there).
+fn external(o: &Opts, dev: &str) -> Result<()> {
+    let e = &o.ext;
+    let (Some(dst_mac), Some(src), Some(dst)) = (&e.dst_mac, e.src, e.dst) else {
+        bail!("--dev {dev}: --dst-mac, --src and --dst are needed");
+    };
+    // SAFETY: sysconf has no preconditions.
+    let ncpu = unsafe { libc::sysconf(libc::_SC_NPROCESSORS_ONLN) }.max(1) as usize;
+    let threads = e.threads.unwrap_or(ncpu);
+    ensure!(
+        (1..=ncpu).contains(&threads),
+        "--threads {threads}: 1..{ncpu} (one per CPU)"
+    );
+    ensure!(
+        o.flows >= 1 && o.flows <= 65536 - 1024,
+        "--flows: 1..64512 UDP source ports"
+    );
+    let cpus: Vec<usize> = (0..threads).collect();
+    println!("### pktgen toward an external DUT\n");
+    println!(
+        "- kernel {}, pktgen: {threads} thread(s) (CPUs {cpus:?}) out of {dev} to {dst_mac}; {src} -> {}..{}, UDP port {}, {} flows{}; {}; delay {} ns, burst {}",
+        machine::probe().kernel,
+        dst.0,
+        dst.1,
+        e.udp_dst,
+        o.flows,
+        e.flowlen
+            .map(|l| format!(" (pktgen flows of {l} packets)"))
+            .unwrap_or_default(),
+        if e.count > 0 {
+            format!("{} packets per thread", e.count)
+        } else {
+            format!("{} s", o.secs)
+        },
+        e.delay_ns,
+        e.burst,
+    );
+    println!(
+        "- command: `{}`\n",
+        std::env::args().collect::<Vec<_>>().join(" ")
+    );
+    println!("| frame | thread | packets | seconds | pps | errors |");
+    println!("|---:|---|---:|---:|---:|---:|");
+    for &size in &o.sizes {
+        let cfg = pktgen::Config {
+            dev: dev.to_string(),
+            cpus: cpus.clone(),
+            dst_mac: dst_mac.clone(),
+            src,
+            dst,
+            udp_dst: e.udp_dst,
+            udp_src: (1024, (1024 + o.flows - 1) as u16),
+            flows: e.flowlen.map(|l| (o.flows, l)),
+            pkt_size: frames::frame_len(size),
+            count: e.count,
+            delay_ns: e.delay_ns,
+            burst: e.burst,
+            // The receivers may be sockets.
+            udp_csum: true,
+        };
+        let ((), results) = pktgen::run(None, &cfg, e.count == 0, |_| {
+            if e.count == 0 {
+                let _ = live::sleep(o.secs);
+            }
+        })?;
+        if INTERRUPTED.load(Ordering::SeqCst) {
+            bail!("interrupted");
+        }
+        let (mut sent, mut pps, mut errors, mut usec) = (0, 0, 0, 0);
+        for r in &results {
+            println!(
+                "| {size} B | {} | {} | {:.2} | {} | {} |",
+                r.dev,
+                r.sent,
+                r.usec as f64 / 1e6,
+                r.pps,
+                r.errors
+            );
+            sent += r.sent;
+            pps += r.pps;
+            errors += r.errors;
+            usec = usec.max(r.usec);
+        }
+        println!(
+            "| {size} B | total | {sent} | {:.2} | {pps} | {errors} |",
+            usec as f64 / 1e6
+        );
+        eprintln!(
+            "nva-bench: pktgen {size} B: {sent} packets sent by {} thread(s) in {:.2} s, {pps} pps, {errors} errors",
+            results.len(),
+            usec as f64 / 1e6
+        );
     }
     Ok(())
 }

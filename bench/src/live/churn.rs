@@ -6,7 +6,7 @@ use anyhow::Result;
 use ipnet::IpNet;
 use nva::fib::{Source, Target};
 
-use super::{Churn, Kind, Live, Mode, Params, Sample, measure};
+use super::{Churn, Kind, Live, Mode, Params, Sample, Traffic, measure};
 use crate::generator;
 
 impl Live<'_> {
@@ -22,6 +22,7 @@ impl Live<'_> {
         routes.dedup();
         let dsts = &self.dsts[k][fam][..p.dsts];
         let frame = generator::configure(&mut self.obj, ipv6, size, p.flows, dsts)?;
+        let frame = Traffic::Frame(&frame);
         self.attach(Mode {
             kind,
             full: true,

@@ -5,7 +5,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use anyhow::{Result, bail};
+use anyhow::{Result, bail, ensure};
 use ipnet::IpNet;
 use nva_common::reason;
 
@@ -15,8 +15,8 @@ use crate::{
     generator, linux_dut,
     nva_dut::{Features, FibKind, Install, NvaDut},
     object::{Attached, BenchObject, FWD, MAX_DSTS, PASS, SINK},
-    routes,
-    topology::Topology,
+    pktgen, routes,
+    topology::{DUT_MAC, GEN_V4, GEN_V6, Topology, mac_str},
 };
 
 /// Set by SIGINT/SIGTERM: measurements stop and everything is torn down.
@@ -105,6 +105,67 @@ pub struct Params {
     pub hot_dsts: usize,
     /// Destinations of the other modes (a power of two, at most MAX_DSTS).
     pub dsts: usize,
+    pub generator: Generator,
+}
+
+/// What sends the frames to the DUT.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Generator {
+    /// `bench_gen` by BPF_PROG_TEST_RUN with live frames (the default).
+    LiveFrames,
+    /// The kernel's pktgen in the generator namespace, one thread on `Params::cpu`. It
+    /// draws destinations from a range, not from a table: the 1-route modes only.
+    Pktgen,
+}
+
+/// The traffic of one measurement.
+pub enum Traffic<'a> {
+    /// The live-frames generator's frame (its template and destinations are set).
+    Frame(&'a [u8]),
+    /// pktgen's configuration.
+    Pktgen(pktgen::Config),
+}
+
+/// pktgen toward DUT `k` of the topology: `size`-byte frames to `dsts` addresses from the
+/// start of `route`, `flows` UDP source ports, full speed until stopped.
+fn pktgen_config(route: IpNet, dsts: usize, k: usize, size: usize, p: &Params) -> pktgen::Config {
+    let (src, dst) = match route {
+        IpNet::V4(n) => {
+            let first = u32::from(n.network());
+            let last = first + (dsts as u32 - 1).min(!u32::from(n.netmask()));
+            (
+                IpAddr::V4(GEN_V4),
+                (IpAddr::V4(first.into()), IpAddr::V4(last.into())),
+            )
+        }
+        IpNet::V6(n) => {
+            let first = u128::from(n.network());
+            let last = first | (dsts as u128 - 1).min(!u128::from(n.netmask()));
+            (
+                IpAddr::V6(GEN_V6),
+                (IpAddr::V6(first.into()), IpAddr::V6(last.into())),
+            )
+        }
+    };
+    pktgen::Config {
+        dev: format!("g{k}"),
+        cpus: vec![p.cpu],
+        dst_mac: mac_str(&DUT_MAC),
+        src,
+        dst,
+        udp_dst: 9,
+        udp_src: (
+            1024,
+            1024 + (p.flows - 1).min(u16::MAX as u32 - 1024) as u16,
+        ),
+        flows: None,
+        pkt_size: crate::frames::frame_len(size),
+        count: 0,
+        delay_ns: 0,
+        // veth does not share skbs: no bursts, no clones.
+        burst: 1,
+        udp_csum: false,
+    }
 }
 
 /// Route install figures for the full tables.
@@ -143,7 +204,7 @@ pub struct Live<'t> {
     sink_idx: Vec<Vec<u32>>,
 }
 
-fn sleep(secs: f64) -> Result<()> {
+pub fn sleep(secs: f64) -> Result<()> {
     let end = Instant::now() + Duration::from_secs_f64(secs);
     while Instant::now() < end {
         if INTERRUPTED.load(Ordering::SeqCst) {
@@ -278,7 +339,22 @@ impl<'t> Live<'t> {
         let k = mode.full as usize;
         let dsts = &self.dsts[k][ipv6 as usize];
         let dsts = &dsts[..if mode.hot { p.hot_dsts } else { p.dsts }];
-        let frame = generator::configure(&mut self.obj, ipv6, size, p.flows, dsts)?;
+        let frame;
+        let traffic = match p.generator {
+            Generator::LiveFrames => {
+                frame = generator::configure(&mut self.obj, ipv6, size, p.flows, dsts)?;
+                Traffic::Frame(&frame)
+            }
+            Generator::Pktgen => {
+                ensure!(!mode.full, "pktgen: the 1-route modes only");
+                let route = if ipv6 {
+                    IpNet::V6(routes::single_v6())
+                } else {
+                    IpNet::V4(routes::single_v4())
+                };
+                Traffic::Pktgen(pktgen_config(route, dsts.len(), k, size, p))
+            }
+        };
         let guard = self.attach(mode)?;
         let before = self.nva_of(mode)?.fib.dataplane().counters(1)?;
         let res = measure(
@@ -287,7 +363,7 @@ impl<'t> Live<'t> {
             &self.sink_idx[k],
             p,
             k,
-            &frame,
+            &traffic,
             |_| Ok(()),
         );
         drop(guard);
@@ -327,6 +403,9 @@ impl<'t> Live<'t> {
                         continue;
                     }
                     if mode.kind == Kind::NvaDxr && (self.dxr.is_none() || ipv6) {
+                        continue;
+                    }
+                    if mode.full && p.generator == Generator::Pktgen {
                         continue;
                     }
                     cells.push(Cell {
@@ -402,53 +481,62 @@ fn measure<T: Send>(
     sink_idx: &[u32],
     p: &Params,
     k: usize,
-    frame: &[u8],
+    traffic: &Traffic,
     during: impl FnOnce(&AtomicBool) -> Result<T> + Send,
 ) -> Result<(Sample, T)> {
     let dut = &topo.duts[k];
     let max = (40e6 * (p.warmup + p.secs + 5.0)) as u64;
-    let read = || -> Result<(Instant, u64, [u64; 64])> {
-        Ok((Instant::now(), obj.generated()?, obj.received()?))
+    // `generated` counts the frames sent so far.
+    let window = |generated: &mut dyn FnMut() -> Result<u64>| {
+        let mut read = || -> Result<(Instant, u64, [u64; 64])> {
+            Ok((Instant::now(), generated()?, obj.received()?))
+        };
+        let stop = AtomicBool::new(false);
+        std::thread::scope(|s| -> Result<(Sample, T)> {
+            sleep(p.warmup)?;
+            let (t0, g0, r0) = read()?;
+            let worker = s.spawn(|| during(&stop));
+            let slept = sleep(p.secs);
+            let (t1, g1, r1) = read()?;
+            stop.store(true, Ordering::SeqCst);
+            let extra = worker
+                .join()
+                .unwrap_or_else(|e| std::panic::resume_unwind(e))?;
+            slept?;
+            let dt = (t1 - t0).as_secs_f64();
+            let total: u64 = r1.iter().zip(&r0).map(|(a, b)| a - b).sum();
+            let per: Vec<u64> = sink_idx
+                .iter()
+                .map(|i| r1[(*i & 63) as usize] - r0[(*i & 63) as usize])
+                .collect();
+            let fwd: u64 = per.iter().sum::<u64>().max(1);
+            Ok((
+                Sample {
+                    pps: total as f64 / dt,
+                    gen_pps: (g1 - g0) as f64 / dt,
+                    spread: per.iter().map(|c| *c as f64 / fwd as f64).collect(),
+                    xdp: None,
+                    load: crate::machine::load1(),
+                },
+                extra,
+            ))
+        })
     };
-    let out = generator::run(
-        obj,
-        &topo.gen_ns,
-        dut.gen_ifindex,
-        p.cpu,
-        frame,
-        max,
-        || {
-            let stop = AtomicBool::new(false);
-            std::thread::scope(|s| -> Result<(Sample, T)> {
-                sleep(p.warmup)?;
-                let (t0, g0, r0) = read()?;
-                let worker = s.spawn(|| during(&stop));
-                let slept = sleep(p.secs);
-                let (t1, g1, r1) = read()?;
-                stop.store(true, Ordering::SeqCst);
-                let extra = worker
-                    .join()
-                    .unwrap_or_else(|e| std::panic::resume_unwind(e))?;
-                slept?;
-                let dt = (t1 - t0).as_secs_f64();
-                let total: u64 = r1.iter().zip(&r0).map(|(a, b)| a - b).sum();
-                let per: Vec<u64> = sink_idx
-                    .iter()
-                    .map(|i| r1[(*i & 63) as usize] - r0[(*i & 63) as usize])
-                    .collect();
-                let fwd: u64 = per.iter().sum::<u64>().max(1);
-                Ok((
-                    Sample {
-                        pps: total as f64 / dt,
-                        gen_pps: (g1 - g0) as f64 / dt,
-                        spread: per.iter().map(|c| *c as f64 / fwd as f64).collect(),
-                        xdp: None,
-                        load: crate::machine::load1(),
-                    },
-                    extra,
-                ))
-            })
-        },
-    )??;
-    Ok(out)
+    match traffic {
+        Traffic::Frame(frame) => generator::run(
+            obj,
+            &topo.gen_ns,
+            dut.gen_ifindex,
+            p.cpu,
+            frame,
+            max,
+            || window(&mut || obj.generated()),
+        )?,
+        Traffic::Pktgen(cfg) => {
+            pktgen::run(Some(&topo.gen_ns), cfg, true, |pg| {
+                window(&mut || pg.sent())
+            })?
+            .0
+        }
+    }
 }

@@ -5,7 +5,7 @@ use std::fmt::Write;
 mod plots;
 
 use crate::{
-    live::{Cell, Churn, Installs, Kind, Mode},
+    live::{Cell, Churn, Generator, Installs, Kind, Mode},
     machine::Machine,
     progcost::ProgCost,
 };
@@ -30,6 +30,8 @@ pub struct Report<'a> {
     pub installs: Option<&'a Installs>,
     pub cells: &'a [Cell],
     pub churn: Option<&'a [Churn]>,
+    /// The live part's generator.
+    pub generator: Generator,
 }
 
 /// (min, median, max)
@@ -196,15 +198,24 @@ impl Report<'_> {
             self.load_before, self.load_after
         );
         let _ = writeln!(o, "- command: `{}`", self.command);
+        let generator = match self.generator {
+            Generator::LiveFrames => format!(
+                "XDP live frames (BPF_PROG_TEST_RUN + BPF_F_TEST_XDP_LIVE_FRAMES), pinned to CPU {}; kernel pktgen: {}",
+                self.cpu,
+                if m.pktgen {
+                    "present (/proc/net/pktgen) but not used by this run"
+                } else {
+                    "not available (no /proc/net/pktgen, no loadable modules)"
+                }
+            ),
+            Generator::Pktgen => format!(
+                "kernel pktgen (`--generator pktgen`), one thread on CPU {}, destinations a range of the 1-route table's prefix (the full-table modes and the churn need the live-frames generator's table of destinations)",
+                self.cpu
+            ),
+        };
         let _ = writeln!(
             o,
-            "- generator: XDP live frames (BPF_PROG_TEST_RUN + BPF_F_TEST_XDP_LIVE_FRAMES), pinned to CPU {}; kernel pktgen: {}; xdp-forward: {}",
-            self.cpu,
-            if m.pktgen {
-                "present (/proc/net/pktgen) but not used by this run"
-            } else {
-                "not available (no /proc/net/pktgen, no loadable modules)"
-            },
+            "- generator: {generator}; xdp-forward: {}",
             if m.xdp_forward {
                 "installed but not benchmarked"
             } else {
