@@ -297,7 +297,12 @@ fn build() -> Result<()> {
         "--package",
         "nva-tests",
         "--bins",
-    ]))
+    ]))?;
+    // The VM tests run nva-bench's pktgen generator in a guest. Built on its own: built
+    // with nva-userspace, its feature bench-object would end up in that build's nva.
+    run(Command::new("cargo")
+        .current_dir(root())
+        .args(["build", "--package", "nva-bench"]))
 }
 
 /// Builds the release binary, generates its man pages and completions from the CLI
@@ -385,6 +390,7 @@ fn test(args: &[String], deb: &Path) -> Result<()> {
         ])
         .args(args)
         .env("NVA_BIN", target_dir().join("debug/nva"))
+        .env("NVA_BENCH_BIN", target_dir().join("debug/nva-bench"))
         .env("NVA_DEB", deb)
         .env("NVA_VM_DIR", vm::cache_dir()))
 }
