@@ -1263,12 +1263,21 @@ pub async fn run(config: Config, config_path: PathBuf, socket: PathBuf) -> Resul
     for iface in &ifaces {
         dp.add_port(iface.ifindex, iface.slot, iface.flags, iface.port.mac)?;
     }
-    let (kernel, kernel_sync) = spawn_kernel_sync(nl.clone());
+    let (kernel, kernel_sync) = spawn_kernel_sync(nl.clone())?;
 
     // Program everything before attaching: after a restart the new program replaces
     // the running one atomically, so its tables must be complete first.
     let (prober, mut health_events) = Prober::start()?;
     let mut fib = Fib::new(dp);
+    // Nexthop objects an earlier run left: this run's ids start above them, and they go
+    // (with any route still naming them) once this run's routes have replaced theirs.
+    let stale_nexthops = netlink::nexthops::Nexthops::open()
+        .and_then(|mut n| n.own())
+        .unwrap_or_else(|e| {
+            warn!("listing the kernel's nexthop objects: {e:#}");
+            Vec::new()
+        });
+    fib.set_kernel_id_base(stale_nexthops.iter().max().map_or(1, |m| m + 1));
     for addr in &addrs {
         for (prefix, source, target) in address_routes(addr) {
             fib.set_route(prefix, source, target)?;
@@ -1334,8 +1343,8 @@ pub async fn run(config: Config, config_path: PathBuf, socket: PathBuf) -> Resul
     }
     let mut kernel_prefixes = std::collections::HashSet::new();
     for op in state.fib.take_kernel_ops() {
-        if op.1.is_some() {
-            kernel_prefixes.insert(op.0);
+        if let KernelOp::Route(prefix, Some(_)) = &op {
+            kernel_prefixes.insert(*prefix);
         }
         let _ = kernel.send(op);
     }
@@ -1343,6 +1352,10 @@ pub async fn run(config: Config, config_path: PathBuf, socket: PathBuf) -> Resul
     let removed = nl.flush_own_routes_except(&kernel_prefixes).await?;
     if removed > 0 {
         info!(removed, "removed stale kernel routes of an earlier run");
+    }
+    // Queued after this run's first routes, which replace the kept ones' objects.
+    for id in stale_nexthops {
+        let _ = kernel.send(KernelOp::DelNexthop { id, ids: 1 });
     }
 
     let generic = config.dataplane.xdp_mode == XdpMode::Generic;
@@ -1688,9 +1701,14 @@ pub async fn run(config: Config, config_path: PathBuf, socket: PathBuf) -> Resul
     let _ = kernel_sync.await;
     // The flush's own deletions would come back as a million notifications to parse.
     drop(route_events);
-    // What nva mirrored, by prefix (no dump of a million routes to parse); then a flush
-    // of anything of nva's still there (little or nothing).
-    let prefixes = state.lock().expect("state lock").fib.kernel_prefixes();
+    // The plain routes nva mirrored, by prefix; then every nexthop object of nva's,
+    // which takes the routes naming it (nearly all) with it in one go; then a flush of
+    // anything of nva's still there (little or nothing).
+    let prefixes = state
+        .lock()
+        .expect("state lock")
+        .fib
+        .kernel_plain_prefixes();
     match tokio::task::spawn_blocking(move || netlink::routes::delete_routes_batched(&prefixes))
         .await
     {
@@ -1698,6 +1716,20 @@ pub async fn run(config: Config, config_path: PathBuf, socket: PathBuf) -> Resul
         Ok(Ok(n)) => warn!(failed = n, "removing kernel routes: some deletions failed"),
         Ok(Err(e)) => warn!("removing kernel routes: {e:#}"),
         Err(e) => warn!("removing kernel routes: {e}"),
+    }
+    let objects = tokio::task::spawn_blocking(|| -> Result<usize> {
+        let mut nexthops = netlink::nexthops::Nexthops::open()?;
+        let ids = nexthops.own()?;
+        for id in &ids {
+            nexthops.delete(*id, 1)?;
+        }
+        Ok(ids.len())
+    })
+    .await;
+    match objects {
+        Ok(Ok(n)) => info!(objects = n, "kernel nexthop objects removed"),
+        Ok(Err(e)) => warn!("removing kernel nexthop objects: {e:#}"),
+        Err(e) => warn!("removing kernel nexthop objects: {e}"),
     }
     match nl.flush_own_routes().await {
         Ok(n) => info!(left_over = n, "kernel routes removed"),
@@ -1884,27 +1916,44 @@ async fn reload(nl: &Netlink, state: &Shared) -> Result<Option<Reconfigured>> {
 /// Applies kernel route changes off the lock, on their own task.
 ///
 /// Only each prefix's final state matters, so what is queued is coalesced per prefix and
-/// up to 64 requests are in flight at once: a full table reaches the kernel in seconds
-/// instead of one netlink round trip per route.
+/// up to 64 route requests are in flight at once: a full table reaches the kernel in
+/// seconds instead of one netlink round trip per route. Per batch, the nexthop objects
+/// are created first and deleted last, so no route ever names a missing object (the
+/// kernel would drop it).
 fn spawn_kernel_sync(
     nl: Netlink,
-) -> (mpsc::UnboundedSender<KernelOp>, tokio::task::JoinHandle<()>) {
+) -> Result<(mpsc::UnboundedSender<KernelOp>, tokio::task::JoinHandle<()>)> {
     use futures::StreamExt;
+    // Opened here, in the daemon's network namespace.
+    let mut nexthops = netlink::nexthops::Nexthops::open()?;
     let (tx, mut rx) = mpsc::unbounded_channel::<KernelOp>();
     let task = tokio::spawn(async move {
         while let Some(first) = rx.recv().await {
-            let mut latest: HashMap<IpNet, Option<crate::netlink::routes::KernelRoute>> =
+            let mut adds = Vec::new();
+            let mut routes: HashMap<IpNet, Option<crate::netlink::routes::KernelRoute>> =
                 HashMap::new();
-            latest.insert(first.0, first.1);
-            while latest.len() < 8192 {
-                match rx.try_recv() {
-                    Ok((prefix, route)) => {
-                        latest.insert(prefix, route);
+            let mut dels = Vec::new();
+            let mut next = Some(first);
+            while let Some(op) = next.take() {
+                match op {
+                    KernelOp::AddNexthop { id, hops } => adds.push((id, hops)),
+                    KernelOp::Route(prefix, route) => {
+                        routes.insert(prefix, route);
                     }
-                    Err(_) => break,
+                    KernelOp::DelNexthop { id, ids } => dels.push((id, ids)),
+                }
+                if routes.len() < 8192 {
+                    next = rx.try_recv().ok();
                 }
             }
-            futures::stream::iter(latest)
+            // Objects are few and each request is answered at once: no need to leave
+            // the task for them.
+            for (id, hops) in adds {
+                if let Err(e) = nexthops.add(id, &hops) {
+                    warn!("kernel route sync: {e:#}");
+                }
+            }
+            futures::stream::iter(routes)
                 .for_each_concurrent(64, |(prefix, route)| {
                     let nl = nl.clone();
                     async move {
@@ -1918,9 +1967,14 @@ fn spawn_kernel_sync(
                     }
                 })
                 .await;
+            for (id, ids) in dels {
+                if let Err(e) = nexthops.delete(id, ids) {
+                    warn!("kernel route sync: {e:#}");
+                }
+            }
         }
     });
-    (tx, task)
+    Ok((tx, task))
 }
 
 fn apply_event(st: &mut State, event: NetEvent) -> Result<()> {

@@ -585,3 +585,80 @@ fn backup_next_hops_take_over_while_all_primaries_are_down() {
     let owners = flow_owners(&hub, &sinks, service, 20);
     assert!(owners.values().all(|k| *k == 1), "primary back");
 }
+
+/// The kernel mirror's forward routes name nexthop objects (one per next-hop set, a
+/// group for ECMP), so a stop removes them with their objects in one go; objects an
+/// earlier run left are removed once this run's routes replaced theirs, and a stop
+/// leaves neither objects nor routes behind.
+#[test]
+fn mirrored_routes_name_nexthop_objects_and_leave_none_behind() {
+    if !require_root("mirrored_routes_name_nexthop_objects_and_leave_none_behind") {
+        return;
+    }
+    let _g = serial();
+    let hub = Hub::build(2).unwrap();
+    // What an nva killed earlier would have left: an object and a route naming it.
+    hub.nva
+        .ip(&format!(
+            "nexthop add id 5000 via {} dev {} proto 250",
+            server_v4(1),
+            nva_tests::topology::server_port(1)
+        ))
+        .unwrap();
+    hub.nva
+        .ip("route add 198.18.99.0/24 nhid 5000 proto 250")
+        .unwrap();
+    let config = hub_config(2)
+        + "[[routes]]\nprefix = \"198.18.0.0/24\"\naction = \"blackhole\"\n"
+        + &format!(
+            "[[routes]]\nprefix = \"198.18.1.0/24\"\nnexthops = [{{ via = \"{}\" }}]\n",
+            server_v4(1)
+        );
+    let nva = NvaProcess::start(&hub.nva, &config).expect("nva starts");
+    let objects = || hub.nva.ip("nexthop show proto 250").unwrap();
+    let routes = || hub.nva.ip("route show proto 250").unwrap();
+    wait_until(Duration::from_secs(10), Duration::from_millis(100), || {
+        Ok(!objects().contains("id 5000 ") && routes().contains("198.18.1.0/24"))
+    })
+    .unwrap_or_else(|e| panic!("{e:#}\n{}\n{}\n{}", objects(), routes(), nva.log()));
+    assert!(!routes().contains("198.18.99.0"), "{}", routes());
+    // ECMP over the two servers: a group of two members; the single next hop: an
+    // object of its own; the blackhole: a plain route.
+    let nhid = |prefix: &str| -> u32 {
+        let line = hub
+            .nva
+            .ip(&format!("route show {prefix} proto 250"))
+            .unwrap();
+        let words: Vec<&str> = line.split_whitespace().collect();
+        let at = words
+            .iter()
+            .position(|w| *w == "nhid")
+            .unwrap_or_else(|| panic!("{line}"));
+        words[at + 1].parse().unwrap()
+    };
+    let group = nhid("10.100.0.0/16");
+    assert!(group > 5000, "ids start above the earlier run's");
+    let shown = hub.nva.ip(&format!("nexthop show id {group}")).unwrap();
+    assert!(shown.contains("group "), "{shown}");
+    assert_eq!(
+        shown.split("group ").nth(1).unwrap().split('/').count(),
+        2,
+        "{shown}"
+    );
+    let single = nhid("198.18.1.0/24");
+    let shown = hub.nva.ip(&format!("nexthop show id {single}")).unwrap();
+    assert!(shown.contains(&format!("via {}", server_v4(1))), "{shown}");
+    let v6 = hub.nva.ip("-6 route show fd00:100::/64 proto 250").unwrap();
+    assert!(v6.contains("nhid"), "{v6}");
+    let blackhole = hub.nva.ip("route show 198.18.0.0/24 proto 250").unwrap();
+    assert!(
+        blackhole.starts_with("blackhole") && !blackhole.contains("nhid"),
+        "{blackhole}"
+    );
+    // A stop removes every object and route of nva's.
+    let mut nva = nva;
+    nva.stop().unwrap();
+    assert_eq!(objects(), "");
+    assert_eq!(routes(), "");
+    assert_eq!(hub.nva.ip("-6 route show proto 250").unwrap(), "");
+}

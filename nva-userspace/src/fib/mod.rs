@@ -12,6 +12,7 @@
 //! by rewriting only its buckets (resilient hashing); other flows keep their path.
 pub mod buckets;
 mod slots;
+mod stored;
 
 use std::{net::IpAddr, sync::Arc};
 
@@ -28,9 +29,29 @@ use serde::Serialize;
 use crate::{dataplane::Dataplane, netlink::routes::KernelRoute};
 use buckets::NhId;
 use slots::Slots;
+use stored::{SourceLists, Sources, TargetId, Targets};
 
-/// A change the kernel's routing table must follow (None = remove nva's route).
-pub type KernelOp = (IpNet, Option<KernelRoute>);
+/// A change the kernel's routing table must follow, applied in order (see
+/// `netlink::nexthops`: mirrored forward routes name nexthop objects).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum KernelOp {
+    /// Create nexthop object `id` over (gateway, ifindex) hops, before any route names
+    /// it. Ids are never reused within a run.
+    AddNexthop { id: u32, hops: Arc<[(IpAddr, u32)]> },
+    /// Set nva's route for a prefix (None = remove it).
+    Route(IpNet, Option<KernelRoute>),
+    /// Delete object `id` (`ids` ids, see `nexthops::ids_needed`) once no route names it.
+    DelNexthop { id: u32, ids: u32 },
+}
+
+/// A target's nexthop object in the kernel.
+#[derive(Clone, Copy, Debug)]
+struct KernelObject {
+    id: u32,
+    ids: u32,
+    /// Mirrored prefixes naming it.
+    routes: usize,
+}
 
 /// Where a route came from. When several sources have the same prefix, the greatest
 /// (last listed) wins.
@@ -51,7 +72,7 @@ pub enum Source {
 }
 
 /// What a route does.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Target {
     /// ECMP over these next hops (shared: a full table has a million routes over a few
@@ -119,11 +140,19 @@ struct Group {
     refs: usize,
 }
 
-#[derive(Clone, Debug)]
+/// What the data plane holds for a prefix. Holds a reference to its target.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 struct Installed {
     source: Source,
-    target: Target,
-    group: Option<u32>,
+    target: TargetId,
+    /// The ECMP group it uses, 0 for none (group ids start at 1).
+    group: u32,
+}
+
+impl Installed {
+    fn group(&self) -> Option<u32> {
+        (self.group != 0).then_some(self.group)
+    }
 }
 
 /// One prefix of one table: the routes offered and the one installed. Removed when both
@@ -173,94 +202,6 @@ pub fn format_mac(mac: &[u8; 6]) -> String {
         .join(":")
 }
 
-/// The routes of every source for one prefix, ordered by preference (last = most
-/// preferred). A prefix rarely has more than one, so one is held inline and only more
-/// allocate: a full table is a million prefixes, each paying for this type in the FIB's
-/// hash table (40 bytes, against 48 for a `SmallVec<[_; 1]>`).
-#[derive(Clone, Debug)]
-enum Sources {
-    One((Source, Target)),
-    /// None (empty: not allocated), or two and more sorted by source.
-    Many(Vec<(Source, Target)>),
-}
-
-impl Default for Sources {
-    fn default() -> Self {
-        Sources::Many(Vec::new())
-    }
-}
-
-impl Sources {
-    fn as_slice(&self) -> &[(Source, Target)] {
-        match self {
-            Sources::One(pair) => std::slice::from_ref(pair),
-            Sources::Many(v) => v,
-        }
-    }
-
-    fn insert(&mut self, source: Source, target: Target) -> Option<Target> {
-        match self.as_slice().binary_search_by_key(&source, |(s, _)| *s) {
-            Ok(i) => {
-                let slot = match self {
-                    Sources::One(pair) => &mut pair.1,
-                    Sources::Many(v) => &mut v[i].1,
-                };
-                Some(std::mem::replace(slot, target))
-            }
-            Err(i) => {
-                match std::mem::take(self) {
-                    Sources::Many(v) if v.is_empty() => *self = Sources::One((source, target)),
-                    Sources::One(pair) => {
-                        let mut v = Vec::with_capacity(2);
-                        v.push(pair);
-                        v.insert(i, (source, target));
-                        *self = Sources::Many(v);
-                    }
-                    Sources::Many(mut v) => {
-                        v.insert(i, (source, target));
-                        *self = Sources::Many(v);
-                    }
-                }
-                None
-            }
-        }
-    }
-
-    fn remove(&mut self, source: &Source) -> Option<Target> {
-        let i = self
-            .as_slice()
-            .binary_search_by_key(source, |(s, _)| *s)
-            .ok()?;
-        match std::mem::take(self) {
-            Sources::One((_, target)) => Some(target),
-            Sources::Many(mut v) => {
-                let (_, target) = v.remove(i);
-                *self = match v.len() {
-                    1 => Sources::One(v.pop().expect("one left")),
-                    _ => Sources::Many(v),
-                };
-                Some(target)
-            }
-        }
-    }
-
-    fn is_empty(&self) -> bool {
-        self.as_slice().is_empty()
-    }
-
-    fn contains_key(&self, source: &Source) -> bool {
-        self.as_slice().iter().any(|(s, _)| s == source)
-    }
-
-    fn iter(&self) -> impl DoubleEndedIterator<Item = (&Source, &Target)> {
-        self.as_slice().iter().map(|(s, t)| (s, t))
-    }
-
-    fn values(&self) -> impl Iterator<Item = &Target> {
-        self.as_slice().iter().map(|(_, t)| t)
-    }
-}
-
 /// The data plane's route tables: east-west (private destinations) and north-south
 /// (everything else). A packet is looked up only in its own class's table.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
@@ -307,10 +248,17 @@ pub struct Fib {
     /// Every source's route, and what is in the data plane, per table and prefix (one
     /// map: a route change finds both with one lookup).
     entries: crate::PrefixMap<(Table, IpNet), Entry>,
+    /// The targets `entries` name, each stored once.
+    targets: Targets,
+    /// The routes of prefixes with more than one source.
+    lists: SourceLists,
     /// Kernel route changes not yet taken by the daemon (see `take_kernel_ops`).
     kernel_ops: Vec<KernelOp>,
-    /// Cache of `kernel_route` (cleared when a next-hop id is freed and may be reused).
-    last_kernel_route: Option<(Arc<[NhId]>, KernelRoute)>,
+    /// The nexthop objects of mirrored forward targets (each holds a reference to its
+    /// target).
+    kernel_objects: FxHashMap<TargetId, KernelObject>,
+    /// The next kernel nexthop object id.
+    next_kernel_id: u32,
     stats: FibStats,
     keep_dead_routes: bool,
     /// Mirror BGP routes into the kernel.
@@ -349,8 +297,11 @@ impl Fib {
             groups: Slots::new(),
             group_ids: FxHashMap::default(),
             entries: crate::PrefixMap::default(),
+            targets: Targets::default(),
+            lists: SourceLists::default(),
             kernel_ops: Vec::new(),
-            last_kernel_route: None,
+            kernel_objects: FxHashMap::default(),
+            next_kernel_id: 1,
             stats: FibStats::default(),
             keep_dead_routes: false,
             mirror_bgp: true,
@@ -370,14 +321,24 @@ impl Fib {
         std::mem::take(&mut self.kernel_ops)
     }
 
-    /// Prefixes whose route nva mirrors into the kernel now (what to remove on exit).
-    pub fn kernel_prefixes(&self) -> Vec<IpNet> {
+    /// Kernel nexthop object ids this FIB hands out start at `base` (above those an
+    /// earlier run left, which are deleted once this run's routes replaced theirs).
+    pub fn set_kernel_id_base(&mut self, base: u32) {
+        self.next_kernel_id = self.next_kernel_id.max(base);
+    }
+
+    /// Prefixes nva mirrors into the kernel as plain routes, not naming a nexthop
+    /// object (blackholes): what to remove one by one on exit; the rest goes with
+    /// their objects.
+    pub fn kernel_plain_prefixes(&self) -> Vec<IpNet> {
         let mut out: Vec<IpNet> = self
             .entries
             .iter()
             .filter_map(|((_, p), e)| {
                 let i = e.installed.as_ref()?;
-                self.mirrored(i.source, &i.target).then_some(*p)
+                let target = self.targets.get(i.target);
+                (self.mirrored(i.source, target) && matches!(target, Target::Blackhole))
+                    .then_some(*p)
             })
             .collect();
         out.sort_unstable();
@@ -395,25 +356,42 @@ impl Fib {
         by_source && matches!(target, Target::Forward(_) | Target::Blackhole)
     }
 
-    /// The kernel route of a mirrored target. The last one is kept: a table load sends
-    /// many routes over the same next hops in a row.
-    fn kernel_route(&mut self, target: &Target) -> KernelRoute {
-        let Target::Forward(members) = target else {
+    /// The kernel route of a mirrored target, for one more prefix: a forward target
+    /// names its nexthop object, created with its first prefix.
+    fn acquire_kernel_route(&mut self, target: TargetId) -> KernelRoute {
+        if let Some(object) = self.kernel_objects.get_mut(&target) {
+            object.routes += 1;
+            return KernelRoute::Nexthop(object.id);
+        }
+        let Target::Forward(members) = self.targets.get(target) else {
             return KernelRoute::Blackhole;
         };
-        if let Some((m, route)) = &self.last_kernel_route
-            && m == members
-        {
-            return route.clone();
+        let hops: Arc<[(IpAddr, u32)]> = members
+            .iter()
+            .map(|id| (self.nexthops[id].key.via, self.nexthops[id].key.ifindex))
+            .collect();
+        let id = self.next_kernel_id;
+        let ids = crate::netlink::nexthops::ids_needed(hops.len());
+        self.next_kernel_id += ids;
+        self.kernel_ops.push(KernelOp::AddNexthop { id, hops });
+        self.targets.retain(target);
+        self.kernel_objects
+            .insert(target, KernelObject { id, ids, routes: 1 });
+        KernelRoute::Nexthop(id)
+    }
+
+    /// One prefix less names `target`'s kernel route; its object goes with the last.
+    fn release_kernel_route(&mut self, target: TargetId) {
+        let Some(object) = self.kernel_objects.get_mut(&target) else {
+            return;
+        };
+        object.routes -= 1;
+        if object.routes == 0 {
+            let KernelObject { id, ids, .. } = *object;
+            self.kernel_objects.remove(&target);
+            self.kernel_ops.push(KernelOp::DelNexthop { id, ids });
+            self.targets.release(target);
         }
-        let route = KernelRoute::Forward(
-            members
-                .iter()
-                .map(|id| (self.nexthops[id].key.via, self.nexthops[id].key.ifindex))
-                .collect(),
-        );
-        self.last_kernel_route = Some((members.clone(), route.clone()));
-        route
     }
 
     /// Sets the east-west destination prefixes (everything else is north-south) and
@@ -513,14 +491,11 @@ impl Fib {
             }
         }
         self.retain_target(&target);
-        let old = self
-            .entries
-            .entry((table, prefix))
-            .or_default()
-            .sources
-            .insert(source, target);
+        let id = self.targets.intern(target);
+        let entry = self.entries.entry((table, prefix)).or_default();
+        let old = self.lists.insert(&mut entry.sources, source, id);
         let result = self.reinstall(table, prefix);
-        self.release_target(old)?;
+        self.release_offered(old)?;
         self.settle(table, prefix, result);
         Ok(())
     }
@@ -540,11 +515,11 @@ impl Fib {
         let Some(entry) = self.entries.get_mut(&key) else {
             return Ok(());
         };
-        let Some(removed) = entry.sources.remove(&source) else {
+        let Some(removed) = self.lists.remove(&mut entry.sources, source) else {
             return Ok(());
         };
         let result = self.reinstall(table, prefix);
-        self.release_target(Some(removed))?;
+        self.release_offered(Some(removed))?;
         self.settle(table, prefix, result);
         Ok(())
     }
@@ -627,7 +602,7 @@ impl Fib {
     pub fn prefixes_of(&self, source: Source) -> Vec<(Table, IpNet)> {
         self.entries
             .iter()
-            .filter(|(_, e)| e.sources.contains_key(&source))
+            .filter(|(_, e)| self.lists.get(&e.sources).iter().any(|(s, _)| *s == source))
             .map(|(k, _)| *k)
             .collect()
     }
@@ -635,12 +610,10 @@ impl Fib {
     fn reinstall(&mut self, table: Table, prefix: IpNet) -> Result<()> {
         let started = std::time::Instant::now();
         let key = (table, prefix);
-        let before = self.installed(&key).cloned();
+        let before = self.installed(&key).copied();
         let result = self.reinstall_inner(table, prefix);
-        let after = self.installed(&key).cloned();
-        if before.as_ref().map(|i| (i.source, &i.target))
-            == after.as_ref().map(|i| (i.source, &i.target))
-        {
+        let after = self.installed(&key).copied();
+        if before.map(|i| (i.source, i.target)) == after.map(|i| (i.source, i.target)) {
             return result;
         }
         let secs = started.elapsed().as_secs_f64();
@@ -654,10 +627,11 @@ impl Fib {
         // The kernel's view of the prefix: east-west's route if it is mirrored, else
         // north-south's. Only this table's entry changed, so if what it shows the kernel
         // is the same, so is the view. Compared as targets (the same next-hop ids are
-        // the same kernel route), built only when it changed.
-        fn shown<'a>(fib: &Fib, inst: Option<&'a Installed>) -> Option<&'a Target> {
-            inst.filter(|i| fib.mirrored(i.source, &i.target))
-                .map(|i| &i.target)
+        // the same kernel route), built only when it changed. (`before`'s target may be
+        // released by now: its id is only compared.)
+        fn shown(fib: &Fib, inst: Option<&Installed>) -> Option<TargetId> {
+            inst.filter(|i| fib.mirrored(i.source, fib.targets.get(i.target)))
+                .map(|i| i.target)
         }
         let (shown_before, shown_after) =
             (shown(self, before.as_ref()), shown(self, after.as_ref()));
@@ -670,17 +644,20 @@ impl Fib {
                 .then(|| shown(self, self.installed(&(t, prefix))))
                 .flatten()
         });
-        let view = |this: Option<&Target>| {
+        let view = |this: Option<TargetId>| {
             Table::ALL
                 .iter()
                 .zip(others)
                 .find_map(|(t, other)| if *t == table { this } else { other })
-                .cloned()
         };
         let (kernel_before, kernel_after) = (view(shown_before), view(shown_after));
         if kernel_before != kernel_after {
-            let route = kernel_after.map(|t| self.kernel_route(&t));
-            self.kernel_ops.push((prefix, route));
+            // The new object exists before the route names it; the old one goes after.
+            let route = kernel_after.map(|t| self.acquire_kernel_route(t));
+            self.kernel_ops.push(KernelOp::Route(prefix, route));
+            if let Some(t) = kernel_before {
+                self.release_kernel_route(t);
+            }
         }
         result
     }
@@ -694,27 +671,25 @@ impl Fib {
         let Some(entry) = self.entries.get(&key) else {
             return Ok(());
         };
-        let sources = &entry.sources;
-        let best = {
-            sources
-                .iter()
-                .rev()
-                .find(|(_, t)| self.usable(t))
-                .or_else(|| {
-                    if self.keep_dead_routes {
-                        sources.iter().next_back()
-                    } else {
-                        None
-                    }
-                })
-                .map(|(s, t)| (*s, t.clone()))
-        };
-        let old = entry.installed.clone();
+        let sources = self.lists.get(&entry.sources);
+        let best = sources
+            .iter()
+            .rev()
+            .find(|(_, t)| self.usable(self.targets.get(*t)))
+            .or_else(|| {
+                if self.keep_dead_routes {
+                    sources.last()
+                } else {
+                    None
+                }
+            })
+            .copied();
+        let old = entry.installed;
         let Some((source, target)) = best else {
             if let Some(old) = old {
                 self.dp.remove_route(class, &prefix)?;
                 self.set_installed(key, None);
-                if let Some(g) = old.group {
+                if let Some(g) = old.group() {
                     self.release_group(g)?;
                 }
             } else {
@@ -729,24 +704,24 @@ impl Fib {
             return Ok(());
         }
         // Make before break: the new group exists before the route points at it.
-        let (route, group) = match &target {
+        let (route, group) = match self.targets.get(target) {
             Target::Forward(members) => {
-                let g = self.acquire_group(members)?;
+                let g = self.acquire_group(&members.clone())?;
                 (
                     Route {
                         action: ROUTE_FORWARD,
                         group: g,
                     },
-                    Some(g),
+                    g,
                 )
             }
-            Target::Local => (route_of(ROUTE_LOCAL), None),
-            Target::Connected | Target::Kernel => (route_of(ROUTE_CONNECTED), None),
-            Target::Blackhole => (route_of(ROUTE_BLACKHOLE), None),
+            Target::Local => (route_of(ROUTE_LOCAL), 0),
+            Target::Connected | Target::Kernel => (route_of(ROUTE_CONNECTED), 0),
+            Target::Blackhole => (route_of(ROUTE_BLACKHOLE), 0),
         };
         if let Err(e) = self.dp.insert_route(class, &prefix, route) {
-            if let Some(g) = group {
-                self.release_group(g)?;
+            if group != 0 {
+                self.release_group(group)?;
             }
             return Err(e.context(format!("installing route {prefix} ({})", table.name())));
         }
@@ -758,7 +733,7 @@ impl Fib {
                 group,
             }),
         );
-        if let Some(g) = old.and_then(|o| o.group) {
+        if let Some(g) = old.and_then(|o| o.group()) {
             self.release_group(g)?;
         }
         Ok(())
@@ -768,12 +743,17 @@ impl Fib {
         self.entries.get(key).and_then(|e| e.installed.as_ref())
     }
 
-    /// Records what is installed for `key`, dropping the entry once it has neither
-    /// routes nor an installed one.
+    /// Records what is installed for `key` (moving the reference to its target),
+    /// dropping the entry once it has neither routes nor an installed one.
     fn set_installed(&mut self, key: (Table, IpNet), installed: Option<Installed>) {
         if let Some(e) = self.entries.get_mut(&key) {
-            e.installed = installed;
-            if e.installed.is_none() && e.sources.is_empty() {
+            if let Some(new) = &installed {
+                self.targets.retain(new.target);
+            }
+            if let Some(old) = std::mem::replace(&mut e.installed, installed) {
+                self.targets.release(old.target);
+            }
+            if e.installed.is_none() && matches!(e.sources, Sources::Empty) {
                 self.entries.remove(&key);
             }
         }
@@ -845,13 +825,18 @@ impl Fib {
         }
     }
 
-    /// Drops a route's references to its next hops (after the route is gone).
-    fn release_target(&mut self, target: Option<Target>) -> Result<()> {
-        if let Some(Target::Forward(members)) = target {
+    /// Drops a route's references to its target and next hops (after the route is
+    /// gone).
+    fn release_offered(&mut self, target: Option<TargetId>) -> Result<()> {
+        let Some(id) = target else {
+            return Ok(());
+        };
+        if let Target::Forward(members) = self.targets.get(id).clone() {
             for m in members.iter() {
                 self.unref_nexthop(*m)?;
             }
         }
+        self.targets.release(id);
         Ok(())
     }
 
@@ -863,7 +848,6 @@ impl Fib {
         if nh.refs == 0 {
             let nh = self.nexthops.remove(&id).expect("present");
             self.nh_ids.remove(&nh.key);
-            self.last_kernel_route = None;
             self.dp.write_nexthop(
                 id,
                 &NextHop {
@@ -936,13 +920,15 @@ impl Fib {
             self.dp.write_group(gid, &EcmpGroup { buckets })?;
         }
         // Routes may switch between their own next hops and a fallback.
+        let naming = self.targets.naming(id);
         let keys: Vec<(Table, IpNet)> = self
             .entries
             .iter()
             .filter(|(_, e)| {
-                e.sources
-                    .values()
-                    .any(|t| matches!(t, Target::Forward(m) if m.contains(&id)))
+                self.lists
+                    .get(&e.sources)
+                    .iter()
+                    .any(|(_, t)| naming.contains(t))
             })
             .map(|(k, _)| *k)
             .collect();
@@ -1075,7 +1061,7 @@ impl Fib {
     }
 
     fn route_view(&self, table: Table, prefix: &IpNet, inst: &Installed) -> RouteView {
-        let (action, members) = match &inst.target {
+        let (action, members) = match self.targets.get(inst.target) {
             Target::Forward(m) => ("forward", m.to_vec()),
             Target::Local => ("local", vec![]),
             Target::Connected => ("connected", vec![]),
@@ -1090,7 +1076,7 @@ impl Fib {
             action,
             nexthops: via(&members),
             live_nexthops: via(&self.live(&members)),
-            group: inst.group,
+            group: inst.group(),
         }
     }
 
@@ -1126,38 +1112,4 @@ impl Fib {
 
 fn route_of(action: u32) -> Route {
     Route { action, group: 0 }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn fwd(id: NhId) -> Target {
-        Target::Forward([id].into())
-    }
-
-    #[test]
-    fn sources_stay_sorted_and_inline_for_one() {
-        // The point of the type: a full table pays for it a million times.
-        assert!(std::mem::size_of::<Sources>() <= 40);
-        let mut s = Sources::default();
-        assert!(s.is_empty());
-        assert_eq!(s.insert(Source::Bgp, fwd(1)), None);
-        assert!(matches!(s, Sources::One(_)));
-        assert_eq!(s.insert(Source::Bgp, fwd(2)), Some(fwd(1)));
-        assert_eq!(s.insert(Source::Static, fwd(3)), None);
-        assert_eq!(s.insert(Source::Connected, Target::Connected), None);
-        let order: Vec<Source> = s.iter().map(|(s, _)| *s).collect();
-        assert_eq!(order, [Source::Connected, Source::Bgp, Source::Static]);
-        assert_eq!(s.iter().next_back().map(|(_, t)| t), Some(&fwd(3)));
-        assert!(s.contains_key(&Source::Bgp) && !s.contains_key(&Source::Local));
-        assert_eq!(s.remove(&Source::Local), None);
-        assert_eq!(s.remove(&Source::Bgp), Some(fwd(2)));
-        assert_eq!(s.remove(&Source::Connected), Some(Target::Connected));
-        assert!(matches!(s, Sources::One((Source::Static, _))));
-        assert_eq!(s.values().count(), 1);
-        assert_eq!(s.remove(&Source::Static), Some(fwd(3)));
-        assert!(s.is_empty());
-        assert_eq!(s.remove(&Source::Static), None);
-    }
 }

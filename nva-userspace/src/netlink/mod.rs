@@ -6,6 +6,7 @@
 //! bound to that namespace whatever thread later drives them.
 
 mod decode;
+pub mod nexthops;
 pub mod routes;
 #[cfg(test)]
 mod tests;

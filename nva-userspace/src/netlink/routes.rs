@@ -9,7 +9,7 @@ use anyhow::{Context, Result};
 use futures::TryStreamExt;
 use ipnet::IpNet;
 use rtnetlink::{
-    IpVersion, RouteMessageBuilder, RouteNextHopBuilder,
+    IpVersion, RouteMessageBuilder,
     packet_route::route::{
         RouteAddress, RouteAttribute, RouteMessage, RouteProtocol, RouteType, RouteVia,
     },
@@ -23,8 +23,10 @@ pub const RTPROT_NVA: u8 = 250;
 /// What the kernel should do for a prefix.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum KernelRoute {
-    /// ECMP over (gateway, ifindex) pairs (shared by the routes over the same next hops).
-    Forward(std::sync::Arc<[(IpAddr, u32)]>),
+    /// Forward by nva's nexthop object of this id (see `nexthops`).
+    Nexthop(u32),
+    /// A plain blackhole route (a blackhole nexthop object would need `lo` up, and is of
+    /// one family).
     Blackhole,
 }
 
@@ -37,27 +39,15 @@ impl Netlink {
             .protocol(RouteProtocol::Other(RTPROT_NVA));
         match route {
             KernelRoute::Blackhole => builder = builder.kind(RouteType::BlackHole),
-            KernelRoute::Forward(nexthops) => {
-                let mut hops = Vec::new();
-                for (via, ifindex) in nexthops.iter() {
-                    let hop = if via.is_ipv4() {
-                        RouteNextHopBuilder::new_ipv4()
-                    } else {
-                        RouteNextHopBuilder::new_ipv6()
-                    };
-                    hops.push(
-                        hop.interface(*ifindex)
-                            .via(*via)
-                            .context("next hop")?
-                            .build(),
-                    );
-                }
-                builder = builder.multipath(hops);
-            }
+            KernelRoute::Nexthop(_) => {}
+        }
+        let mut msg = builder.build();
+        if let KernelRoute::Nexthop(id) = route {
+            msg.attributes.push(RouteAttribute::NhId(*id));
         }
         self.handle()
             .route()
-            .add(builder.build())
+            .add(msg)
             .replace()
             .execute()
             .await
@@ -103,7 +93,17 @@ impl Netlink {
         .await?;
         let removed = stale.len();
         let failures: Vec<String> = futures::stream::iter(stale)
-            .map(|route| async move {
+            .map(|mut route| async move {
+                // Only what names the route: a dumped route naming a nexthop object
+                // also lists its gateways, and the kernel refuses a deletion with both.
+                route.attributes.retain(|a| {
+                    matches!(
+                        a,
+                        RouteAttribute::Destination(_)
+                            | RouteAttribute::Table(_)
+                            | RouteAttribute::Priority(_)
+                    )
+                });
                 match self.handle().route().del(route).execute().await {
                     Ok(()) => None,
                     // Gone meanwhile: fine.

@@ -335,11 +335,13 @@ fn feed_speaker(
     let last = wait_for_fib(&nva, want, start)?;
     let converge = start.elapsed();
     let kernel_time = if opts.kernel {
-        // IPv4 routes of nva's protocol in the kernel (one per line).
+        // IPv4 routes of nva's protocol in the kernel (one per line, but for the
+        // indented members of a multipath route).
         loop {
             let n = nva_ns
                 .exec_ok(&["ip", "-4", "route", "show", "proto", "250"])?
                 .lines()
+                .filter(|l| !l.starts_with(char::is_whitespace))
                 .count();
             if n >= n4 {
                 break Some(start.elapsed());
@@ -724,10 +726,12 @@ fn finish(opts: &Opts, nva: NvaProcess, nva_ns: &Netns) -> Result<()> {
     let left = nva_ns
         .exec_ok(&["ip", "route", "show", "proto", "250"])?
         .lines()
+        .filter(|l| !l.starts_with(char::is_whitespace))
         .count()
         + nva_ns
             .exec_ok(&["ip", "-6", "route", "show", "proto", "250"])?
             .lines()
+            .filter(|l| !l.starts_with(char::is_whitespace))
             .count();
     println!(
         "| graceful stop (SIGTERM) with the table: time to exit, nva kernel routes left | {:.2} s ({status}), {left} |",
