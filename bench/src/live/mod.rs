@@ -78,6 +78,8 @@ pub struct Sample {
     pub pps: f64,
     /// Frames per second generated.
     pub gen_pps: f64,
+    /// Frames generated and received in the window.
+    pub frames: (u64, u64),
     /// Share of the frames per egress port (ECMP spread).
     pub spread: Vec<f64>,
     /// nva only: share of its ingress frames forwarded in XDP, and the most common
@@ -427,7 +429,7 @@ impl<'t> Live<'t> {
                     None => String::new(),
                 };
                 eprintln!(
-                    "nva-bench: run {} {} {:>4} B {:?}{}: {:.2} Mpps (generated {:.2}){xdp}",
+                    "nva-bench: run {} {} {:>4} B {:?}{}: {:.2} Mpps (generated {:.2}; frames generated {}, received {}){xdp}",
                     run + 1,
                     if c.ipv6 { "IPv6" } else { "IPv4" },
                     c.size,
@@ -438,7 +440,9 @@ impl<'t> Live<'t> {
                         (true, true) => " full, hot destinations",
                     },
                     s.pps / 1e6,
-                    s.gen_pps / 1e6
+                    s.gen_pps / 1e6,
+                    s.frames.0,
+                    s.frames.1,
                 );
                 c.samples.push(s);
             }
@@ -514,6 +518,7 @@ fn measure<T: Send>(
                 Sample {
                     pps: total as f64 / dt,
                     gen_pps: (g1 - g0) as f64 / dt,
+                    frames: (g1 - g0, total),
                     spread: per.iter().map(|c| *c as f64 / fwd as f64).collect(),
                     xdp: None,
                     load: crate::machine::load1(),
