@@ -14,6 +14,7 @@ pub mod daemons;
 pub mod frames;
 pub mod netns;
 pub mod nva;
+pub mod systemd_guest;
 pub mod topology;
 pub mod traffic;
 pub mod vm;

@@ -10,6 +10,7 @@ use std::{
 use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand};
 
+mod systemd_vm;
 mod vm;
 
 #[derive(Parser)]
@@ -177,6 +178,7 @@ fn setup() -> Result<()> {
     setup_cargo_deb()?;
     setup_debian_packages()?;
     vm::setup()?;
+    systemd_vm::setup(&vm::cache_dir(), &vm::debian_mirror())?;
     Ok(())
 }
 
@@ -263,6 +265,7 @@ fn setup_debian_packages() -> Result<()> {
     let wanted: Vec<&str> = DEBIAN_PACKAGES
         .iter()
         .chain(vm::DEBIAN_PACKAGES)
+        .chain(systemd_vm::DEBIAN_PACKAGES)
         .copied()
         .collect();
     install_missing_debian_packages(&wanted)

@@ -102,7 +102,7 @@ fn setup_virtme_ng(dir: &Path) -> Result<()> {
 
 /// The mirror of Debian's main archive named in the host's apt sources (deb822 `URIs:`
 /// or one-line `deb URI`), else deb.debian.org.
-fn debian_mirror() -> String {
+pub(crate) fn debian_mirror() -> String {
     let mut files = vec![PathBuf::from("/etc/apt/sources.list")];
     if let Ok(entries) = std::fs::read_dir("/etc/apt/sources.list.d") {
         let mut more: Vec<PathBuf> = entries.filter_map(|e| e.ok()).map(|e| e.path()).collect();
