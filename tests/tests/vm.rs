@@ -265,19 +265,19 @@ impl Rig {
 
 impl Rig {
     /// The bench's pktgen backend in the generator guest toward nva: `nva-bench
-    /// --generator pktgen --dev eth0`, one thread per vCPU, 64 destinations and 64 flows,
-    /// paced. The bench's figures are pktgen's own, every packet it reports sent was
+    /// --generator pktgen --dev eth0 --src SRC --dst DST`, one thread per vCPU, the 64
+    /// destinations of DST and 64 flows, paced. The bench's figures are pktgen's own, every packet it reports sent was
     /// forwarded by nva in XDP and arrived, over both next hops. Under emulation the
     /// rates say nothing about speed: this checks that it works.
-    fn bench_pktgen(&self) {
+    fn bench_pktgen(&self, src: &str, dst: &str) {
         for s in &self.sinks {
             s.clear();
         }
         let before = self.counters();
         let started = Instant::now();
         let cmd = format!(
-            "{} --generator pktgen --dev eth0 --dst-mac {ROUTER_IN_MAC} --src 10.1.0.2 \
-             --dst 10.9.0.0/26 --udp-dst {SINK_PORT} --flows 64 --sizes 128 \
+            "{} --generator pktgen --dev eth0 --dst-mac {ROUTER_IN_MAC} --src {src} \
+             --dst {dst} --udp-dst {SINK_PORT} --flows 64 --sizes 128 \
              --threads {GEN_CPUS} --count {BENCH_COUNT} --delay {BENCH_DELAY_NS} 2>&1",
             nva_bench_binary().display()
         );
@@ -331,7 +331,7 @@ impl Rig {
         let counts: Vec<usize> = self.sinks.iter().map(UdpSink::count).collect();
         let delta = self.counters().since(&before);
         eprintln!(
-            "vm: bench pktgen: {total} sent in {:.1?}, received {counts:?}",
+            "vm: bench pktgen to {dst}: {total} sent in {:.1?}, received {counts:?}",
             started.elapsed()
         );
         assert_eq!(
@@ -343,7 +343,8 @@ impl Rig {
             counts.iter().all(|&c| c > 0),
             "ECMP over two next hops: {counts:?}"
         );
-        self.assert_all_forwarded("10.9.0.0".parse().unwrap(), total, &delta);
+        let first: IpAddr = dst.split('/').next().unwrap().parse().unwrap();
+        self.assert_all_forwarded(first, total, &delta);
         // The next streams' pktgen uses thread 0 only.
         self.generator
             .sh("for t in /proc/net/pktgen/kpktgend_*; do echo rem_device_all > $t; done")
@@ -513,7 +514,8 @@ basename -a $(readlink /sys/class/net/eth0/device/driver /sys/class/net/eth1/dev
         owners_before.push(ports);
     }
 
-    rig.bench_pktgen();
+    rig.bench_pktgen("10.1.0.2", "10.9.0.0/26");
+    rig.bench_pktgen("fd01::2", "2001:db8:9::/122");
 
     // Sink 1 fails (its link goes down): nva's probes find it dead, its flows move to
     // sink 2 and nothing is lost.
