@@ -142,6 +142,27 @@ fn the_debian_package_installs_works_and_purges_cleanly() {
         "{fields}"
     );
     assert!(fields.contains("adduser"), "Depends: {fields}");
+    if has("lintian") {
+        // Debian's package checker (installed by `cargo xtask setup`): no error and no
+        // warning (the one override, for a package outside Debian's archive, ships in
+        // the package: /usr/share/lintian/overrides/nva).
+        let out = sh(
+            "lintian",
+            &["--fail-on", "error,warning", deb.to_str().unwrap()],
+        );
+        let report = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(out.status.success(), "lintian:\n{report}");
+        assert!(
+            !report
+                .lines()
+                .any(|l| l.starts_with("E: ") || l.starts_with("W: ")),
+            "lintian:\n{report}"
+        );
+    }
 
     let deb_arg = deb.canonicalize().unwrap();
     ok(
@@ -178,6 +199,7 @@ fn the_debian_package_installs_works_and_purges_cleanly() {
     // Documentation: README, man pages (one per subcommand), completions.
     assert!(Path::new("/usr/share/doc/nva/README.md").is_file());
     assert!(Path::new("/usr/share/doc/nva/copyright").is_file());
+    assert!(Path::new("/usr/share/doc/nva/changelog.Debian.gz").is_file());
     for page in ["nva", "nva-run", "nva-routes", "nva-config-check"] {
         let file = format!("/usr/share/man/man1/{page}.1.gz");
         assert!(Path::new(&file).is_file(), "{file} missing");

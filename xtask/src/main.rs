@@ -57,8 +57,8 @@ enum Task {
 }
 
 /// Debian packages the tests and the demo use (dpkg-dev: cargo-deb's dependency
-/// detection, dpkg-shlibdeps; man-db and systemd: the package test's `man -w` and
-/// `systemd-analyze verify`).
+/// detection, dpkg-shlibdeps; man-db, systemd and lintian: the package test's `man -w`,
+/// `systemd-analyze verify` and Debian's package checks).
 const DEBIAN_PACKAGES: &[&str] = &[
     "iproute2",
     "iputils-ping",
@@ -68,6 +68,7 @@ const DEBIAN_PACKAGES: &[&str] = &[
     "dpkg-dev",
     "man-db",
     "systemd",
+    "lintian",
 ];
 
 /// The cargo-deb release `cargo xtask dist` uses (installed by `setup` when missing).
