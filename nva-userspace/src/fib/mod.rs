@@ -13,6 +13,9 @@
 pub mod buckets;
 mod slots;
 mod stored;
+#[cfg(test)]
+mod tests;
+mod writer;
 
 use std::{net::IpAddr, sync::Arc};
 
@@ -30,6 +33,7 @@ use crate::{dataplane::Dataplane, netlink::routes::KernelRoute};
 use buckets::NhId;
 use slots::Slots;
 use stored::{SourceLists, Sources, TargetId, Targets};
+pub use writer::FibWriter;
 
 /// A change the kernel's routing table must follow, applied in order (see
 /// `netlink::nexthops`: mirrored forward routes name nexthop objects).
@@ -237,8 +241,10 @@ pub const DEFAULT_EAST_WEST: [&str; 5] = [
     "fc00::/7",
 ];
 
-pub struct Fib {
-    dp: Dataplane,
+/// Generic over where its writes go (`FibWriter`): the data plane's maps, or a
+/// recording in unit tests.
+pub struct Fib<W: FibWriter = Dataplane> {
+    dp: W,
     /// Prefixes whose destinations are east-west.
     east_west: Vec<IpNet>,
     nexthops: Slots<NhId, NhEntry>,
@@ -287,8 +293,8 @@ pub struct FibStats {
     pub install_failures: u64,
 }
 
-impl Fib {
-    pub fn new(dp: Dataplane) -> Self {
+impl<W: FibWriter> Fib<W> {
+    pub fn new(dp: W) -> Self {
         Self {
             dp,
             east_west: Vec::new(),
@@ -423,11 +429,11 @@ impl Fib {
         }
     }
 
-    pub fn dataplane(&self) -> &Dataplane {
+    pub fn dataplane(&self) -> &W {
         &self.dp
     }
 
-    pub fn dataplane_mut(&mut self) -> &mut Dataplane {
+    pub fn dataplane_mut(&mut self) -> &mut W {
         &mut self.dp
     }
 
@@ -629,7 +635,7 @@ impl Fib {
         // is the same, so is the view. Compared as targets (the same next-hop ids are
         // the same kernel route), built only when it changed. (`before`'s target may be
         // released by now: its id is only compared.)
-        fn shown(fib: &Fib, inst: Option<&Installed>) -> Option<TargetId> {
+        fn shown<W: FibWriter>(fib: &Fib<W>, inst: Option<&Installed>) -> Option<TargetId> {
             inst.filter(|i| fib.mirrored(i.source, fib.targets.get(i.target)))
                 .map(|i| i.target)
         }
@@ -912,8 +918,16 @@ impl Fib {
             .filter(|(_, g)| g.members.contains(&id))
             .map(|(gid, _)| gid)
             .collect();
+        // Groups that keep (or regain) a live member are rewritten before any route
+        // moves to them; a group left without one only after its routes moved to a
+        // fallback (until then its old buckets serve).
+        let mut emptied = Vec::new();
         for gid in affected {
             let live = self.live(&self.groups[&gid].members);
+            if live.is_empty() {
+                emptied.push(gid);
+                continue;
+            }
             let group = self.groups.get_mut(&gid).expect("present");
             buckets::rebalance(&mut group.buckets, &live);
             let buckets = group.buckets;
@@ -935,6 +949,22 @@ impl Fib {
         for (table, prefix) in keys {
             let result = self.reinstall(table, prefix);
             self.settle(table, prefix, result);
+        }
+        // Still named (by routes configured to stay, or that could not move): their
+        // traffic meets the no-route policy. (An id released above may already serve
+        // another group, written with its live members when it was made.)
+        for gid in emptied {
+            let Some(members) = self.groups.get(&gid).map(|g| g.members.clone()) else {
+                continue;
+            };
+            if !self.live(&members).is_empty() {
+                continue;
+            }
+            if let Some(group) = self.groups.get_mut(&gid) {
+                buckets::rebalance(&mut group.buckets, &[]);
+                let buckets = group.buckets;
+                self.dp.write_group(gid, &EcmpGroup { buckets })?;
+            }
         }
         Ok(())
     }
