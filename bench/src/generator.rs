@@ -116,15 +116,20 @@ fn pin(cpu: usize) -> Result<()> {
     Ok(())
 }
 
-fn interrupted(e: &(dyn std::error::Error + 'static)) -> bool {
+/// Whether the first OS error in `e`'s chain is `errno`.
+fn os_error_is(e: &(dyn std::error::Error + 'static), errno: i32) -> bool {
     let mut cur = Some(e);
     while let Some(err) = cur {
         if let Some(io) = err.downcast_ref::<std::io::Error>() {
-            return io.raw_os_error() == Some(libc::EINTR);
+            return io.raw_os_error() == Some(errno);
         }
         cur = err.source();
     }
     false
+}
+
+fn interrupted(e: &(dyn std::error::Error + 'static)) -> bool {
+    os_error_is(e, libc::EINTR)
 }
 
 /// Whether this kernel injects live frames from BPF_PROG_TEST_RUN: some hardened
@@ -147,7 +152,8 @@ pub fn live_frames_allowed(obj: &BenchObject, gen_ns: &Netns, ifindex: u32) -> R
         };
         match prog.test_run(opts) {
             Ok(_) => Ok(true),
-            Err(e) if format!("{e:#}").contains("not permitted") => Ok(false),
+            // The OS error is the source of aya's error (its Display does not show it).
+            Err(e) if os_error_is(&e, libc::EPERM) => Ok(false),
             Err(e) => Err(anyhow::Error::new(e).context("probing live frames")),
         }
     })

@@ -332,6 +332,10 @@ fn main() -> Result<()> {
         eprintln!(
             "nva-bench: kernel pktgen not available (no /proc/net/pktgen): using the XDP live-frames generator"
         );
+    } else if o.generator == Generator::LiveFrames {
+        eprintln!(
+            "nva-bench: kernel pktgen available: using the XDP live-frames generator (--generator pktgen uses pktgen)"
+        );
     }
     if !m.xdp_forward {
         eprintln!("nva-bench: xdp-forward (xdp-tools) not available: not benchmarked");
@@ -413,7 +417,12 @@ fn main() -> Result<()> {
         )?);
         if m.live_frames == Some(false) {
             eprintln!(
-                "nva-bench: this kernel refuses live-frames test runs (BPF_F_TEST_XDP_LIVE_FRAMES: EPERM) and has no pktgen: live forwarding cannot be measured here; program-only figures only"
+                "nva-bench: this kernel refuses live-frames test runs (BPF_F_TEST_XDP_LIVE_FRAMES: EPERM){}; program-only figures only",
+                if m.pktgen {
+                    ": live forwarding needs --generator pktgen here"
+                } else {
+                    " and has no pktgen: live forwarding cannot be measured here"
+                }
             );
         }
     }

@@ -225,7 +225,12 @@ impl Report<'_> {
         if m.live_frames == Some(false) {
             let _ = writeln!(
                 o,
-                "- live forwarding not measured: this kernel refuses live-frames test runs (EPERM) and has no pktgen"
+                "- live forwarding not measured: this kernel refuses live-frames test runs (EPERM){}",
+                if m.pktgen {
+                    " (it has pktgen: --generator pktgen)"
+                } else {
+                    " and has no pktgen"
+                }
             );
         }
         let _ = writeln!(
