@@ -21,7 +21,7 @@ use crate::{
         codec::{AsPath, Notification},
     },
     config::{self, MaxPrefixAction, TrafficClass},
-    fib::{Fib, Port, Source, Table, Target},
+    fib::{Fib, FibWriter, Port, Source, Table, Target},
     policy::{Policy, PolicyContext, PrefixList},
     resolve::{Resolution, Resolver, Tracker, Unresolved},
     rib::{PeerInfo, Rib, RibChange},
@@ -412,7 +412,7 @@ impl BgpFeed {
         self.restart_state = (forwarding_survives, forwarding_survives && restarted);
     }
 
-    fn table_for(&self, peer: PeerId, prefix: &IpNet, fib: &Fib) -> Table {
+    fn table_for<W: FibWriter>(&self, peer: PeerId, prefix: &IpNet, fib: &Fib<W>) -> Table {
         match self.peer_configs.get(&peer).and_then(|p| p.table) {
             Some(TrafficClass::EastWest) => Table::EastWest,
             Some(TrafficClass::NorthSouth) => Table::NorthSouth,
@@ -431,10 +431,10 @@ impl BgpFeed {
     }
 
     /// Handles one session event; returns commands to send to peers.
-    pub fn handle_event(
+    pub fn handle_event<W: FibWriter>(
         &mut self,
         event: Event,
-        fib: &mut Fib,
+        fib: &mut Fib<W>,
         nh: &NextHops,
     ) -> Result<Vec<(PeerId, Command)>> {
         let mut changes: Vec<(Table, RibChange)> = Vec::new();
@@ -693,10 +693,10 @@ impl BgpFeed {
     /// Applies a new configuration (SIGHUP): peers added, removed or changed, new
     /// policies and announcements. Import policy changes take effect through a route
     /// refresh from the peer; session parameter changes restart that session.
-    pub fn reconfigure(
+    pub fn reconfigure<W: FibWriter>(
         &mut self,
         config: &config::Config,
-        fib: &mut Fib,
+        fib: &mut Fib<W>,
         nh: &NextHops,
     ) -> Result<Reconfigured> {
         let Some(new) = config.bgp.clone() else {
@@ -816,10 +816,10 @@ impl BgpFeed {
     }
 
     /// Graceful-restart timer expiry for `peer`.
-    pub fn sweep_stale(
+    pub fn sweep_stale<W: FibWriter>(
         &mut self,
         peer: PeerId,
-        fib: &mut Fib,
+        fib: &mut Fib<W>,
         nh: &NextHops,
     ) -> Result<Vec<(PeerId, Command)>> {
         let mut changes = Vec::new();
@@ -918,9 +918,9 @@ impl BgpFeed {
     /// stopped resolving lose their eligibility (an alternative path takes over);
     /// routes whose resolution moved are re-installed over the new gateways. Only
     /// routes that really change are touched.
-    pub fn follow_resolution(
+    pub fn follow_resolution<W: FibWriter>(
         &mut self,
-        fib: &mut Fib,
+        fib: &mut Fib<W>,
         nh: &NextHops,
     ) -> Result<Vec<(PeerId, Command)>> {
         let changed = self.tracker.refresh(nh.resolver);
@@ -948,7 +948,7 @@ impl BgpFeed {
     }
 
     /// Applies again the selected routes that could not be written (see `unapplied`).
-    pub fn retry_unapplied(&mut self, fib: &mut Fib, nh: &NextHops) -> Result<()> {
+    pub fn retry_unapplied<W: FibWriter>(&mut self, fib: &mut Fib<W>, nh: &NextHops) -> Result<()> {
         if self.unapplied.is_empty() {
             return Ok(());
         }
@@ -961,10 +961,10 @@ impl BgpFeed {
     }
 
     /// Writes RIB changes into the FIB: each best path's ECMP next hops become one group.
-    fn apply_changes(
+    fn apply_changes<W: FibWriter>(
         &mut self,
         changes: &[(Table, RibChange)],
-        fib: &mut Fib,
+        fib: &mut Fib<W>,
         nh: &NextHops,
     ) -> Result<()> {
         // The routes of one UPDATE share their next hops: resolve them once per set.
@@ -1432,3 +1432,7 @@ impl BgpFeed {
             .map(|s| Duration::from_secs(s as u64))
     }
 }
+
+#[cfg(test)]
+#[path = "routing_tests.rs"]
+mod tests;

@@ -11,6 +11,8 @@
 //! A next hop that goes down (link down, neighbour FAILED) is taken out of every group
 //! by rewriting only its buckets (resilient hashing); other flows keep their path.
 pub mod buckets;
+#[cfg(test)]
+pub(crate) mod recorder;
 mod slots;
 mod stored;
 #[cfg(test)]
