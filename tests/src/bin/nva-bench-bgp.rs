@@ -1,5 +1,6 @@
 //! Full-table BGP feed benchmark: a feeder announces ~1,000,000 IPv4 and 200,000 IPv6
-//! prefixes with a realistic prefix-length mix over a real TCP BGP session between two
+//! prefixes with a realistic prefix-length mix (IPv4: the public table's, plus 3% longer than
+//! /24 as enterprise tables have) over a real TCP BGP session between two
 //! network namespaces; nva learns them, selects, and programs its FIB (north-south table
 //! as DIR-24-8 and the IPv6 multibit trie). Prints routes/s into the FIB, the time to
 //! converge, the graceful stop, and nva's resident memory.
@@ -65,6 +66,12 @@ const V4_MIX: &[(u8, u32)] = &[
     (10, 1),
     (8, 1),
 ];
+/// Issue 13's enterprise mix: 3% of the IPv4 table longer than /24 (/32 hosts, /28-/30
+/// links), inside about 30,000 distinct /24s.
+const V4_LONG_MIX: &[(u8, u32)] = &[(32, 40), (30, 30), (29, 15), (28, 15)];
+const V4_LONG_PER_MILLE: u64 = 30;
+const V4_LONG_BLOCKS: usize = 30_000;
+
 /// IPv6: mostly /48 and /32, then /44, /40, /36, /29.
 const V6_MIX: &[(u8, u32)] = &[
     (48, 500),
@@ -76,15 +83,26 @@ const V6_MIX: &[(u8, u32)] = &[
 ];
 
 fn prefixes_v4(n: usize, rng: &mut Rng) -> Vec<IpNet> {
-    let mut seen = HashSet::with_capacity(n);
-    while seen.len() < n {
-        let len = rng.pick(V4_MIX);
-        // Public-looking space: 1.0.0.0 - 223.255.255.255 minus 10/8 (nva's own) and
-        // 127/8 (loopback: BIRD refuses such routes as bogus, and no real table has them).
+    // Public-looking space: 1.0.0.0 - 223.255.255.255 minus 10/8 (nva's own) and
+    // 127/8 (loopback: BIRD refuses such routes as bogus, and no real table has them).
+    let public = |rng: &mut Rng| {
         let mut a = (rng.next() as u32) % (223 << 24) + (1 << 24);
         if matches!(a >> 24, 10 | 127) {
             a ^= 1 << 28;
         }
+        a
+    };
+    let blocks: Vec<u32> = (0..V4_LONG_BLOCKS)
+        .map(|_| public(rng) & !0xff)
+        .collect();
+    let mut seen = HashSet::with_capacity(n);
+    while seen.len() < n {
+        let (a, len) = if rng.next() % 1000 < V4_LONG_PER_MILLE {
+            let block = blocks[rng.next() as usize % blocks.len()];
+            (block | (rng.next() as u32 & 0xff), rng.pick(V4_LONG_MIX))
+        } else {
+            (public(rng), rng.pick(V4_MIX))
+        };
         let p = Ipv4Net::new(Ipv4Addr::from(a), len).unwrap().trunc();
         seen.insert(IpNet::V4(p));
     }
