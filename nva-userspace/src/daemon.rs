@@ -24,6 +24,7 @@ use tracing::{info, warn};
 
 use crate::{
     bgp::{Command as BgpCommand, Event as SessionEvent, PeerId, Speaker},
+    bgp_install::BgpInstall,
     config::{
         Config, FibKind, Ipv6FibKind, NoRoute, ProbeSetting, RouteAction, SegmentAction,
         TrafficClass, XdpMode,
@@ -38,7 +39,8 @@ use crate::{
         routes::{GatewayRoute, RouteEvent},
     },
     resolve::{self, Resolver, ResolvingRoute},
-    routing::{BgpFeed, NextHops, Reconfigured},
+    rib::RibChange,
+    routing::{BgpFeed, Reconfigured},
 };
 
 /// An interface nva forwards between.
@@ -90,6 +92,8 @@ pub struct State {
     healthy_since: Option<Instant>,
     /// The BGP feed, when BGP is configured.
     pub bgp: Option<BgpFeed>,
+    /// BGP's selected routes waiting for a next hop the FIB can hold.
+    bgp_install: BgpInstall,
     pub started: Instant,
 }
 
@@ -100,10 +104,15 @@ impl State {
             return Vec::new();
         }
         let before: HashSet<u16> = self.fib.nexthop_views().iter().map(|n| n.id).collect();
-        let out = self.with_feed(|feed, fib, nh| match event {
-            BgpEvent::Session(e) => feed.handle_event(e, fib, nh),
-            BgpEvent::SweepStale(peer) => feed.sweep_stale(peer, fib, nh),
+        let resolver = self.resolver();
+        let fib = &self.fib;
+        let classify = |p| fib.classify(p);
+        let out = self.bgp.as_mut().map(|feed| match event {
+            BgpEvent::Session(e) => feed.handle_event(e, &classify, &resolver),
+            BgpEvent::SweepStale(peer) => Ok(feed.sweep_stale(peer)),
         });
+        let out =
+            out.map(|r| r.and_then(|out| self.install_bgp(&out.changes).map(|()| out.commands)));
         // New next hops: use MACs already known from the neighbour table.
         for nh in self.fib.nexthop_views() {
             if !before.contains(&nh.id)
@@ -124,22 +133,23 @@ impl State {
         }
     }
 
-    /// Runs `f` on the BGP feed with the FIB and the next hops' current resolution (a
-    /// snapshot of what they resolve through, and the egress ports); None without BGP.
-    fn with_feed<R>(
-        &mut self,
-        f: impl FnOnce(&mut BgpFeed, &mut Fib, &NextHops) -> R,
-    ) -> Option<R> {
-        self.bgp.as_ref()?;
-        let resolver = self.resolver();
+    /// Writes the BGP feed's selection changes into the FIB, over the gateways its
+    /// next hops resolve to now.
+    fn install_bgp(&mut self, changes: &[(Table, RibChange)]) -> Result<()> {
+        if changes.is_empty() {
+            return Ok(());
+        }
         let ports = self.ports();
-        let State { bgp, fib, .. } = self;
-        let feed = bgp.as_mut()?;
-        let nh = NextHops {
-            resolver: &resolver,
-            ports: &|i| ports.get(&i).cloned(),
+        let State {
+            bgp,
+            bgp_install,
+            fib,
+            ..
+        } = self;
+        let Some(feed) = bgp.as_ref() else {
+            return Ok(());
         };
-        Some(f(feed, fib, &nh))
+        bgp_install.apply(changes, feed.tracker(), fib, &|i| ports.get(&i).cloned())
     }
 }
 
@@ -210,14 +220,22 @@ impl State {
             warn!("re-resolving static routes: {e:#}");
         }
         self.planned = planned;
-        match self.with_feed(|feed, fib, nh| feed.follow_resolution(fib, nh)) {
-            Some(Ok(commands)) => commands,
-            Some(Err(e)) => {
-                warn!("BGP: following next-hop resolution failed: {e:#}");
-                Vec::new()
-            }
-            None => Vec::new(),
+        if self.bgp.is_none() {
+            return Vec::new();
         }
+        let resolver = self.resolver();
+        let Some(out) = self
+            .bgp
+            .as_mut()
+            .map(|feed| feed.follow_resolution(&resolver))
+        else {
+            return Vec::new();
+        };
+        if let Err(e) = self.install_bgp(&out.changes) {
+            warn!("BGP: following next-hop resolution failed: {e:#}");
+            return Vec::new();
+        }
+        out.commands
     }
 }
 
@@ -300,10 +318,14 @@ impl State {
     /// have come back (blocks or groups freed, next hops released).
     fn retry_failed_routes(&mut self) {
         // The resolver snapshot is built only when a BGP route waits for it.
-        if self.bgp.as_ref().is_some_and(BgpFeed::has_unapplied)
-            && let Some(Err(e)) = self.with_feed(|feed, fib, nh| feed.retry_unapplied(fib, nh))
+        if self.bgp_install.has_unapplied()
+            && let Some(feed) = &self.bgp
         {
-            warn!("BGP: retrying routes: {e:#}");
+            let keys = self.bgp_install.take_unapplied();
+            let changes = feed.selections(&keys);
+            if let Err(e) = self.install_bgp(&changes) {
+                warn!("BGP: retrying routes: {e:#}");
+            }
         }
         self.fib.retry_failed();
     }
@@ -776,8 +798,12 @@ impl State {
     /// BGP peers, policies or announcements changed: the feed adapts, and the daemon
     /// starts/stops sessions as returned.
     fn reconfigure_bgp(&mut self, config: &Config) -> Result<Option<Reconfigured>> {
-        let out = match self.with_feed(|feed, fib, nh| feed.reconfigure(config, fib, nh)) {
-            Some(result) => Some(result?),
+        let out = match self.bgp.as_mut().map(|feed| feed.reconfigure(config)) {
+            Some(result) => {
+                let out = result?;
+                self.install_bgp(&out.changes)?;
+                Some(out)
+            }
             None => BgpFeed::new(config).map(|mut feed| {
                 let add = feed.session_configs();
                 let commands = feed.export_all();
@@ -786,6 +812,7 @@ impl State {
                     add,
                     remove: Vec::new(),
                     commands,
+                    changes: Vec::new(),
                 }
             }),
         };
@@ -1298,6 +1325,7 @@ pub async fn run(config: Config, config_path: PathBuf, socket: PathBuf) -> Resul
         prober,
         healthy_since: None,
         bgp: None,
+        bgp_install: BgpInstall::default(),
         known_macs: neighbours
             .iter()
             .filter(|n| n.usable)

@@ -4,6 +4,7 @@
 #[cfg(feature = "bench-object")]
 pub mod bench_object;
 pub mod bgp;
+pub mod bgp_install;
 pub mod config;
 pub mod control;
 pub mod daemon;

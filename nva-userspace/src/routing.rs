@@ -1,8 +1,9 @@
-//! The BGP feed: peers -> import policy -> RIB (one per table) -> FIB, and what nva
-//! announces (originated prefixes, static and learned routes through export policy).
+//! The BGP feed: peers -> import policy -> RIB (one per table), and what nva announces
+//! (originated prefixes, static and learned routes through export policy).
 //!
-//! Everything here runs under the daemon's state lock and returns the session
-//! commands to send; the daemon sends them without holding the lock.
+//! It never touches the FIB: each input returns the RIB changes (for `bgp_install` to
+//! write into the FIB) and the session commands to send (which the daemon sends without
+//! holding its state lock).
 use std::{
     collections::{BTreeMap, HashMap, HashSet},
     net::IpAddr,
@@ -21,7 +22,7 @@ use crate::{
         codec::{AsPath, Notification},
     },
     config::{self, MaxPrefixAction, TrafficClass},
-    fib::{Fib, FibWriter, Port, Source, Table, Target},
+    fib::Table,
     policy::{Policy, PolicyContext, PrefixList},
     resolve::{Resolution, Resolver, Tracker, Unresolved},
     rib::{PeerInfo, Rib, RibChange},
@@ -116,13 +117,21 @@ pub struct Reconfigured {
     /// Sessions to stop (first).
     pub remove: Vec<PeerId>,
     pub commands: Vec<(PeerId, Command)>,
+    /// Selection changes for the FIB.
+    pub changes: Vec<(Table, RibChange)>,
 }
 
-/// How BGP next hops are reached: the resolver's snapshot and the egress ports.
-pub struct NextHops<'a> {
-    pub resolver: &'a Resolver,
-    pub ports: &'a dyn Fn(u32) -> Option<Port>,
+/// What an input to the feed produced.
+#[derive(Debug, Default)]
+pub struct FeedOutput {
+    /// Session commands to send.
+    pub commands: Vec<(PeerId, Command)>,
+    /// Selection changes, per table, for the FIB.
+    pub changes: Vec<(Table, RibChange)>,
 }
+
+/// The table a destination belongs to by its class (`Fib::classify`).
+pub type Classify<'a> = &'a dyn Fn(IpNet) -> Table;
 
 pub struct BgpFeed {
     pub config: config::Bgp,
@@ -146,9 +155,6 @@ pub struct BgpFeed {
     aggregates: Vec<(config::Aggregate, HashSet<IpNet>)>,
     /// Per peer: prefixes held back by its `max_announce`.
     suppressed: HashMap<PeerId, HashSet<IpNet>>,
-    /// Selected routes none of whose next hops could be written (a full next-hop
-    /// table): tried again by `retry_unapplied`.
-    unapplied: HashSet<(Table, IpNet)>,
     /// Peers torn down by max-prefix with a restart timer: when to start them again.
     restarts: HashMap<PeerId, Instant>,
     /// Per peer: prefixes it announces now that are not in the RIB (import policy
@@ -276,7 +282,6 @@ impl BgpFeed {
             tracker: Tracker::default(),
             aggregates: Vec::new(),
             suppressed: HashMap::new(),
-            unapplied: HashSet::new(),
             restarts: HashMap::new(),
             rejected: HashMap::new(),
             peers,
@@ -412,12 +417,24 @@ impl BgpFeed {
         self.restart_state = (forwarding_survives, forwarding_survives && restarted);
     }
 
-    fn table_for<W: FibWriter>(&self, peer: PeerId, prefix: &IpNet, fib: &Fib<W>) -> Table {
+    fn table_for(&self, peer: PeerId, prefix: &IpNet, classify: Classify) -> Table {
         match self.peer_configs.get(&peer).and_then(|p| p.table) {
             Some(TrafficClass::EastWest) => Table::EastWest,
             Some(TrafficClass::NorthSouth) => Table::NorthSouth,
-            None => fib.classify(*prefix),
+            None => classify(*prefix),
         }
+    }
+
+    /// What every BGP next hop resolves to (for the FIB: their gateways).
+    pub fn tracker(&self) -> &Tracker {
+        &self.tracker
+    }
+
+    /// The current selection of these prefixes, as changes (to write them again).
+    pub fn selections(&self, keys: &[(Table, IpNet)]) -> Vec<(Table, RibChange)> {
+        keys.iter()
+            .filter_map(|(t, p)| Some((*t, self.ribs[table_index(*t)].selection(p)?)))
+            .collect()
     }
 
     fn policy_ctx(&self, table: Option<Table>) -> PolicyContext<'_> {
@@ -431,12 +448,12 @@ impl BgpFeed {
     }
 
     /// Handles one session event; returns commands to send to peers.
-    pub fn handle_event<W: FibWriter>(
+    pub fn handle_event(
         &mut self,
         event: Event,
-        fib: &mut Fib<W>,
-        nh: &NextHops,
-    ) -> Result<Vec<(PeerId, Command)>> {
+        classify: Classify,
+        resolver: &Resolver,
+    ) -> Result<FeedOutput> {
         let mut changes: Vec<(Table, RibChange)> = Vec::new();
         let mut commands = Vec::new();
         match event {
@@ -530,13 +547,13 @@ impl BgpFeed {
                 let mut judged: Option<(IpAddr, bool)> = None;
                 let mut invalid = 0u64;
                 for (prefix, attrs) in announced {
-                    let table = self.table_for(peer, &prefix, fib);
+                    let table = self.table_for(peer, &prefix, classify);
                     let t = table_index(table);
                     if let Some(via) = crate::bgp::import::next_hop_addr(&attrs.next_hop) {
                         let ok = match judged {
                             Some((v, ok)) if v == via => ok,
                             _ => {
-                                let ok = self.track_next_hop(peer, via, nh.resolver);
+                                let ok = self.track_next_hop(peer, via, resolver);
                                 judged = Some((via, ok));
                                 ok
                             }
@@ -684,21 +701,15 @@ impl BgpFeed {
                 }
             }
         }
-        self.apply_changes(&changes, fib, nh)?;
         commands.extend(self.export_changes(&changes));
         self.refresh_counts();
-        Ok(commands)
+        Ok(FeedOutput { commands, changes })
     }
 
     /// Applies a new configuration (SIGHUP): peers added, removed or changed, new
     /// policies and announcements. Import policy changes take effect through a route
     /// refresh from the peer; session parameter changes restart that session.
-    pub fn reconfigure<W: FibWriter>(
-        &mut self,
-        config: &config::Config,
-        fib: &mut Fib<W>,
-        nh: &NextHops,
-    ) -> Result<Reconfigured> {
+    pub fn reconfigure(&mut self, config: &config::Config) -> Result<Reconfigured> {
         let Some(new) = config.bgp.clone() else {
             // BGP removed: every peer goes.
             let remove: Vec<PeerId> = self.peers.keys().copied().collect();
@@ -706,11 +717,11 @@ impl BgpFeed {
             for p in &remove {
                 changes.extend(self.drop_peer(*p, "removed from the configuration"));
             }
-            self.apply_changes(&changes, fib, nh)?;
             return Ok(Reconfigured {
                 add: Vec::new(),
                 remove,
                 commands: Vec::new(),
+                changes,
             });
         };
         let identity_changed =
@@ -806,31 +817,25 @@ impl BgpFeed {
                 cfg.counters = st.counters.clone();
             }
         }
-        self.apply_changes(&changes, fib, nh)?;
         commands.extend(self.export_all());
         Ok(Reconfigured {
             add,
             remove,
             commands,
+            changes,
         })
     }
 
     /// Graceful-restart timer expiry for `peer`.
-    pub fn sweep_stale<W: FibWriter>(
-        &mut self,
-        peer: PeerId,
-        fib: &mut Fib<W>,
-        nh: &NextHops,
-    ) -> Result<Vec<(PeerId, Command)>> {
+    pub fn sweep_stale(&mut self, peer: PeerId) -> FeedOutput {
         let mut changes = Vec::new();
         for (t, rib) in self.ribs.iter_mut().enumerate() {
             let table = table_at(t);
             changes.extend(rib.sweep_stale(peer).into_iter().map(|c| (table, c)));
         }
-        self.apply_changes(&changes, fib, nh)?;
         let commands = self.export_changes(&changes);
         self.refresh_counts();
-        Ok(commands)
+        FeedOutput { commands, changes }
     }
 
     fn drop_peer(&mut self, peer: PeerId, why: &str) -> Vec<(Table, RibChange)> {
@@ -918,14 +923,10 @@ impl BgpFeed {
     /// stopped resolving lose their eligibility (an alternative path takes over);
     /// routes whose resolution moved are re-installed over the new gateways. Only
     /// routes that really change are touched.
-    pub fn follow_resolution<W: FibWriter>(
-        &mut self,
-        fib: &mut Fib<W>,
-        nh: &NextHops,
-    ) -> Result<Vec<(PeerId, Command)>> {
-        let changed = self.tracker.refresh(nh.resolver);
+    pub fn follow_resolution(&mut self, resolver: &Resolver) -> FeedOutput {
+        let changed = self.tracker.refresh(resolver);
         if changed.is_empty() {
-            return Ok(Vec::new());
+            return FeedOutput::default();
         }
         let mut changes = Vec::new();
         for (t, rib) in self.ribs.iter_mut().enumerate() {
@@ -936,90 +937,9 @@ impl BgpFeed {
                     .map(|c| (table, c)),
             );
         }
-        self.apply_changes(&changes, fib, nh)?;
         let commands = self.export_changes(&changes);
         self.refresh_counts();
-        Ok(commands)
-    }
-
-    /// Whether some selected routes wait to be written again.
-    pub fn has_unapplied(&self) -> bool {
-        !self.unapplied.is_empty()
-    }
-
-    /// Applies again the selected routes that could not be written (see `unapplied`).
-    pub fn retry_unapplied<W: FibWriter>(&mut self, fib: &mut Fib<W>, nh: &NextHops) -> Result<()> {
-        if self.unapplied.is_empty() {
-            return Ok(());
-        }
-        let keys: Vec<(Table, IpNet)> = self.unapplied.drain().collect();
-        let changes: Vec<(Table, RibChange)> = keys
-            .into_iter()
-            .filter_map(|(t, p)| Some((t, self.ribs[table_index(t)].selection(&p)?)))
-            .collect();
-        self.apply_changes(&changes, fib, nh)
-    }
-
-    /// Writes RIB changes into the FIB: each best path's ECMP next hops become one group.
-    fn apply_changes<W: FibWriter>(
-        &mut self,
-        changes: &[(Table, RibChange)],
-        fib: &mut Fib<W>,
-        nh: &NextHops,
-    ) -> Result<()> {
-        // The routes of one UPDATE share their next hops: resolve them once per set.
-        let mut last: Option<(&[IpAddr], Option<Target>)> = None;
-        for (table, change) in changes {
-            match change {
-                RibChange::Set {
-                    prefix, nexthops, ..
-                } => {
-                    let target = match &last {
-                        Some((vias, target)) if *vias == nexthops.as_slice() => target.clone(),
-                        _ => {
-                            // Each BGP next hop resolves to one or more of the data
-                            // plane's next hops (itself, or the gateways of the route
-                            // it resolves through); the route goes over all of them.
-                            let mut ids = Vec::new();
-                            for via in nexthops {
-                                let hops = self.tracker.get(*via).map_or(&[][..], Resolution::hops);
-                                for key in hops {
-                                    let Some(port) = (nh.ports)(key.ifindex) else {
-                                        continue;
-                                    };
-                                    // A full next-hop table fails this next hop alone; the
-                                    // route goes over the others (retried later if none).
-                                    match fib.nexthop(*key, &port) {
-                                        Ok(id) if !ids.contains(&id) => ids.push(id),
-                                        Ok(_) => {}
-                                        Err(e) => warn!(next_hop = %key.via, "BGP: {e:#}"),
-                                    }
-                                }
-                            }
-                            ids.sort_unstable();
-                            let target = (!ids.is_empty()).then(|| Target::Forward(ids.into()));
-                            last = Some((nexthops, target.clone()));
-                            target
-                        }
-                    };
-                    let Some(target) = target else {
-                        // No next hop we can reach: not in the data plane (retried when
-                        // a resolution or the next-hop table changes).
-                        fib.remove_route_in(*table, *prefix, Source::Bgp)?;
-                        if !nexthops.is_empty() {
-                            self.unapplied.insert((*table, *prefix));
-                        }
-                        continue;
-                    };
-                    self.unapplied.remove(&(*table, *prefix));
-                    fib.set_route_in(*table, *prefix, Source::Bgp, target)?;
-                }
-                RibChange::Removed { prefix } => {
-                    fib.remove_route_in(*table, *prefix, Source::Bgp)?;
-                }
-            }
-        }
-        Ok(())
+        FeedOutput { commands, changes }
     }
 
     /// The peer named `name` (or with that address).

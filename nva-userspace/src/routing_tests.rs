@@ -1,7 +1,7 @@
-//! The route path replayed without a kernel: session events -> import policy -> RIB ->
-//! next-hop resolution -> FIB -> map writes, into the FIB's recording writer (which
-//! also checks make-before-break on every write). Each step gives inputs and checks the
-//! maps that result.
+//! The route path replayed without a kernel: session events -> import policy -> RIB
+//! (`BgpFeed`) -> next-hop resolution -> FIB (`BgpInstall`) -> map writes, into the
+//! FIB's recording writer (which also checks make-before-break on every write). Each
+//! step gives inputs and checks the maps that result.
 use std::net::{Ipv4Addr, SocketAddr};
 
 use nva_common::{CLASS_EAST_WEST, CLASS_NORTH_SOUTH, ROUTE_FORWARD};
@@ -12,7 +12,8 @@ use crate::{
         DownReason, SessionInfo,
         codec::{Family, NextHop},
     },
-    fib::{DEFAULT_EAST_WEST, KernelOp, NhKey, recorder::Recorder},
+    bgp_install::BgpInstall,
+    fib::{DEFAULT_EAST_WEST, Fib, KernelOp, NhKey, Port, recorder::Recorder},
     resolve::{Origin as ResolveOrigin, ResolvingRoute},
 };
 
@@ -55,6 +56,7 @@ const ETH0: u32 = 2;
 /// 10.50.0.0/16, where the route servers' off-subnet next hops are, via 10.0.1.2).
 struct World {
     feed: BgpFeed,
+    install: BgpInstall,
     fib: Fib<Recorder>,
     resolver: Resolver,
 }
@@ -104,25 +106,30 @@ impl World {
         resolver.index();
         World {
             feed: BgpFeed::new(&config).unwrap(),
+            install: BgpInstall::default(),
             fib,
             resolver,
         }
     }
 
     fn event(&mut self, event: Event) {
-        let nh = NextHops {
-            resolver: &self.resolver,
-            ports: &eth0,
-        };
-        self.feed.handle_event(event, &mut self.fib, &nh).unwrap();
+        let fib = &self.fib;
+        let out = self
+            .feed
+            .handle_event(event, &|p| fib.classify(p), &self.resolver)
+            .unwrap();
+        self.install(&out.changes);
     }
 
     fn follow_resolution(&mut self) {
-        let nh = NextHops {
-            resolver: &self.resolver,
-            ports: &eth0,
-        };
-        self.feed.follow_resolution(&mut self.fib, &nh).unwrap();
+        let out = self.feed.follow_resolution(&self.resolver);
+        self.install(&out.changes);
+    }
+
+    fn install(&mut self, changes: &[(Table, RibChange)]) {
+        self.install
+            .apply(changes, self.feed.tracker(), &mut self.fib, &eth0)
+            .unwrap();
     }
 
     fn up(&mut self, peer: &str) {
