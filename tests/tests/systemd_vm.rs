@@ -403,6 +403,20 @@ fn systemd_guest_installs_the_deb_and_runs_the_hardened_unit_peering_with_bird()
     );
     let pid: u32 = show(&props, "MainPID").parse().unwrap();
     assert!(pid > 1, "{props}");
+    // WATCHDOG=1 keep-alives reach systemd from inside the sandbox (NotifyAccess=main).
+    let watchdog = || {
+        let v = rig.sh("systemctl show nva -p WatchdogTimestampMonotonic");
+        show(&v, "WatchdogTimestampMonotonic")
+            .parse::<u64>()
+            .unwrap()
+    };
+    let first = watchdog();
+    rig.wait(
+        "a newer watchdog keep-alive",
+        Duration::from_secs(10),
+        |_| watchdog() > first,
+    );
+    assert!(first > 0, "a watchdog keep-alive after READY");
 
     // The sandbox, as the kernel sees the running process.
     let unit = rig.sh(&format!("cat {UNIT}"));
