@@ -1,6 +1,8 @@
 //! UDP test frames (Ethernet + IPv4/IPv6 + UDP, zero payload) of an exact frame length.
 use std::net::IpAddr;
 
+use nva_testkit::checksum::ipv4_header_checksum;
+
 /// Bytes in memory (no FCS) of a frame of nominal `size`: "64 B" is a 64-byte frame for
 /// both families (IPv6 + UDP needs 62), "1500 B" a 1514-byte frame carrying a 1500-byte
 /// (MTU-sized) IP packet.
@@ -16,20 +18,6 @@ pub struct Udp {
     pub sport: u16,
     pub dport: u16,
     pub ttl: u8,
-}
-
-/// One's-complement sum of 16-bit words read in native order (RFC 1071), not folded.
-pub fn sum16(bytes: &[u8]) -> u32 {
-    bytes
-        .chunks(2)
-        .map(|c| u16::from_ne_bytes([c[0], *c.get(1).unwrap_or(&0)]) as u32)
-        .sum()
-}
-
-pub fn fold(mut sum: u32) -> u16 {
-    sum = (sum & 0xffff) + (sum >> 16);
-    sum = (sum & 0xffff) + (sum >> 16);
-    sum as u16
 }
 
 /// A frame of `len` bytes (>= 64). The UDP checksum is left 0 (nothing on the
@@ -50,8 +38,8 @@ pub fn udp(u: &Udp, len: usize) -> Vec<u8> {
             ip[9] = 17;
             ip[12..16].copy_from_slice(&s.octets());
             ip[16..20].copy_from_slice(&d.octets());
-            let c = !fold(sum16(ip));
-            ip[10..12].copy_from_slice(&c.to_ne_bytes());
+            let c = ipv4_header_checksum(ip);
+            ip[10..12].copy_from_slice(&c.to_be_bytes());
             34
         }
         (IpAddr::V6(s), IpAddr::V6(d)) => {
@@ -75,6 +63,8 @@ pub fn udp(u: &Udp, len: usize) -> Vec<u8> {
 
 #[cfg(test)]
 mod tests {
+    use nva_testkit::checksum::ipv4_header_valid;
+
     use super::*;
 
     #[test]
@@ -89,7 +79,7 @@ mod tests {
             ttl: 64,
         };
         let f = udp(&u, 64);
-        assert_eq!(fold(sum16(&f[14..34])), 0xffff);
+        assert!(ipv4_header_valid(&f[14..34]));
         assert_eq!(f.len(), 64);
         assert_eq!(udp(&u, frame_len(1500)).len(), 1514);
     }

@@ -10,9 +10,13 @@ use std::{
 use anyhow::{Result, bail, ensure};
 use aya::programs::{TestRun, TestRunAttrs, TestRunOptions};
 
+use nva_testkit::{
+    Netns,
+    checksum::{fold, sum_words},
+};
+
 use crate::{
-    frames::{self, Udp, fold, sum16},
-    netns::Netns,
+    frames::{self, Udp},
     object::{BenchObject, GEN, MAX_DSTS},
     topology::{DUT_MAC, GEN_MAC, GEN_V4, GEN_V6},
 };
@@ -74,7 +78,8 @@ pub fn configure(
         let mut ip = frame[14..34].to_vec();
         ip[10..12].fill(0);
         ip[16..20].fill(0);
-        partial = fold(sum16(&ip)) as u32;
+        // The program adds 16-bit words as they lie in memory (native order).
+        partial = u16::from_ne_bytes(fold(sum_words(&ip, 0)).to_be_bytes()) as u32;
     }
     obj.set_config(&GenConfig {
         hdr,

@@ -6,8 +6,9 @@ use std::{io::Write, process::Command, time::Instant};
 use anyhow::{Context, Result};
 use ipnet::IpNet;
 
+use nva_testkit::netns::run_cmd as run;
+
 use crate::{
-    netns::run,
     nva_dut::Install,
     topology::{Dut, nexthop_v4, nexthop_v6},
 };
@@ -22,7 +23,7 @@ pub fn nexthops(dut: &Dut) -> Result<()> {
     for (i, e) in dut.egress.iter().enumerate() {
         let (id4, id6) = (100 + i as u32, 200 + i as u32);
         for (id, via) in [(id4, nexthop_v4(i)), (id6, nexthop_v6(i))] {
-            dut.ns.ip(&[
+            dut.ns.ip_args(&[
                 "nexthop",
                 "replace",
                 "id",
@@ -37,7 +38,7 @@ pub fn nexthops(dut: &Dut) -> Result<()> {
         g6.push(id6.to_string());
     }
     for (id, members) in [(GROUP_V4, g4), (GROUP_V6, g6)] {
-        dut.ns.ip(&[
+        dut.ns.ip_args(&[
             "nexthop",
             "replace",
             "id",

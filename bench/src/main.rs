@@ -1,6 +1,6 @@
 //! nva's throughput benchmarks (issue 6). Needs root; builds its own namespaces
-//! (`nvab<pid>-*`), which are deleted at the end, on error, and by the next run if this
-//! one was killed. Traffic never leaves them.
+//! (the test kit's, `nvat<pid>-*`), which are deleted at the end, on error, and by the
+//! next run if this one was killed. Traffic never leaves them.
 //!
 //! 1. Program-only cost of nva's XDP program (BPF_PROG_TEST_RUN with repeat) against
 //!    table size, and the route install rate through `Fib::set_route`.
@@ -19,13 +19,11 @@ mod generator;
 mod linux_dut;
 mod live;
 mod machine;
-mod netns;
 mod nva_dut;
 mod object;
 mod pktgen;
 mod progcost;
 mod report;
-mod rng;
 mod routes;
 mod svg;
 mod topology;
@@ -316,7 +314,7 @@ fn main() -> Result<()> {
     if let Some(dev) = &o.ext.dev {
         return external(&o, dev);
     }
-    netns::cleanup_stale();
+    nva_testkit::netns::cleanup_stale_namespaces();
     let mut m = machine::probe();
     let load_before = machine::loadavg();
     eprintln!(

@@ -9,7 +9,9 @@ use aya::{
 };
 use nva::bench_object::BENCH_OBJECT;
 
-use crate::{generator::GenConfig, netns::Netns};
+use nva_testkit::Netns;
+
+use crate::generator::GenConfig;
 
 pub const GEN: &str = "bench_gen";
 pub const SINK: &str = "bench_sink";

@@ -22,7 +22,9 @@ use std::{
 
 use anyhow::{Context, Result, bail, ensure};
 
-use crate::{live::INTERRUPTED, netns::Netns};
+use nva_testkit::Netns;
+
+use crate::live::INTERRUPTED;
 
 /// Where pktgen lives for this thread's network namespace.
 fn dir() -> PathBuf {

@@ -61,7 +61,7 @@ pub struct ProgCost {
 }
 
 fn frames_to(dsts: &[IpAddr], seed: u64) -> Vec<Vec<u8>> {
-    let mut rng = crate::rng::Rng::new(seed ^ 0xf00d);
+    let mut rng = nva_testkit::Rng::new(seed ^ 0xf00d);
     dsts.iter()
         .map(|d| {
             let u = Udp {

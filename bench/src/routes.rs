@@ -14,7 +14,7 @@ use std::{
 
 use ipnet::{IpNet, Ipv4Net, Ipv6Net};
 
-use crate::rng::Rng;
+use nva_testkit::Rng;
 
 /// (prefix length, share in percent) of the IPv4 table.
 pub const V4_MIX: &[(u8, f64)] = &[

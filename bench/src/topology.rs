@@ -9,7 +9,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use anyhow::Result;
 
-use crate::netns::Netns;
+use nva_testkit::Netns;
 
 pub const DUT_MAC: [u8; 6] = [0x02, 0xd0, 0, 0, 0, 0];
 pub const GEN_MAC: [u8; 6] = [0x02, 0x90, 0, 0, 0, 0];
@@ -69,7 +69,7 @@ fn veth(
     b_mac: &[u8; 6],
 ) -> Result<()> {
     let (am, bm) = (mac_str(a_mac), mac_str(b_mac));
-    a.ip(&[
+    a.ip_args(&[
         "link",
         "add",
         a_if,
@@ -85,8 +85,8 @@ fn veth(
         "netns",
         b.name(),
     ])?;
-    a.ip(&["link", "set", a_if, "up"])?;
-    b.ip(&["link", "set", b_if, "up"])?;
+    a.ip_args(&["link", "set", a_if, "up"])?;
+    b.ip_args(&["link", "set", b_if, "up"])?;
     Ok(())
 }
 
@@ -116,15 +116,15 @@ impl Topology {
             }
             let g = format!("g{k}");
             veth(&ns, "d0", &DUT_MAC, &gen_ns, &g, &GEN_MAC)?;
-            ns.ip(&["addr", "add", "10.100.0.1/24", "dev", "d0"])?;
-            ns.ip(&["addr", "add", "fd00:100::1/64", "dev", "d0", "nodad"])?;
+            ns.ip_args(&["addr", "add", "10.100.0.1/24", "dev", "d0"])?;
+            ns.ip_args(&["addr", "add", "fd00:100::1/64", "dev", "d0", "nodad"])?;
             let mut egress = Vec::new();
             for i in 0..nexthops {
                 let e = format!("e{i}");
                 let (mac, smac) = (egress_mac(i), sink_mac(k, i));
                 veth(&ns, &e, &mac, &sink, &format!("s{k}{i}"), &smac)?;
-                ns.ip(&["addr", "add", &format!("10.200.{i}.1/24"), "dev", &e])?;
-                ns.ip(&[
+                ns.ip_args(&["addr", "add", &format!("10.200.{i}.1/24"), "dev", &e])?;
+                ns.ip_args(&[
                     "addr",
                     "add",
                     &format!("fd00:200:{i}::1/64"),
@@ -135,7 +135,7 @@ impl Topology {
                 for via in [nexthop_v4(i), nexthop_v6(i)] {
                     let via = via.to_string();
                     let lladdr = mac_str(&smac);
-                    ns.ip(&[
+                    ns.ip_args(&[
                         "neigh",
                         "replace",
                         &via,

@@ -9,10 +9,7 @@
 
 pub mod azure;
 pub mod bpffs;
-pub mod checksum;
-pub mod daemons;
 pub mod frames;
-pub mod netns;
 pub mod nva;
 pub mod systemd_guest;
 pub mod topology;
@@ -23,8 +20,11 @@ pub mod xdpstub;
 #[cfg(test)]
 mod harness_tests;
 
-use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Mutex, MutexGuard};
+
+// Namespaces, veths, BIRD and GoBGP, checksums: the test kit shared with nva's own tests
+// and the bench.
+pub use nva_testkit::{NAME_PREFIX, checksum, daemons, netns, require_root, unique_suffix};
 
 pub use netns::{Netns, veth};
 pub use nva::{Counters, NvaProcess, nva_binary, wait_until};
@@ -34,20 +34,6 @@ pub use traffic::{
     assert_only_flows_to, inject_frames, paced, ping, send_flows, send_flows_from,
     sequence_numbers, tcp_echo_server, tcp_roundtrip,
 };
-
-/// Prefix of every namespace / temp file name this harness creates (then `<pid>-<n>`).
-pub const NAME_PREFIX: &str = "nvat";
-
-static COUNTER: AtomicU32 = AtomicU32::new(0);
-
-/// Returns `<pid>-<n>`, unique to this process and call (n counts up from 0).
-pub fn unique_suffix() -> String {
-    format!(
-        "{}-{}",
-        std::process::id(),
-        COUNTER.fetch_add(1, Ordering::Relaxed)
-    )
-}
 
 /// A directory under the temp dir named `{prefix}-{pid}-{n}`, removed with everything in it
 /// when dropped (also when the test panics).
@@ -70,17 +56,6 @@ impl ScratchDir {
 impl Drop for ScratchDir {
     fn drop(&mut self) {
         std::fs::remove_dir_all(&self.0).ok();
-    }
-}
-
-/// True when running as root; otherwise prints a skip message naming `test` and returns false.
-pub fn require_root(test: &str) -> bool {
-    // SAFETY: geteuid has no preconditions and cannot fail.
-    if unsafe { libc::geteuid() } == 0 {
-        true
-    } else {
-        eprintln!("SKIP {test}: needs root (network namespaces, veth, raw sockets)");
-        false
     }
 }
 

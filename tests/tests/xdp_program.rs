@@ -614,13 +614,8 @@ fn fib_answers_like_a_reference(
 
 /// xorshift64 from a fixed seed.
 fn xorshift() -> impl FnMut() -> u64 {
-    let mut seed = 0x2545_f491_4f6c_dd1du64;
-    move || {
-        seed ^= seed << 13;
-        seed ^= seed >> 7;
-        seed ^= seed << 17;
-        seed
-    }
+    let mut rng = nva_testkit::Rng::xorshift(0x2545_f491_4f6c_dd1d);
+    move || rng.next_u64()
 }
 
 /// The IPv6 multibit trie answers like a reference longest-prefix match, in the real XDP

@@ -29,11 +29,6 @@ pub use config::{ConnectMode, PeerConfig};
 pub use event::{Command, DownReason, Event, PeerId, SessionInfo};
 pub use session::{PeerHandle, spawn_session};
 pub use speaker::Speaker;
-#[cfg(test)]
-mod testenv;
-#[cfg(test)]
-mod tests_bird;
-#[cfg(test)]
-mod tests_gobgp;
+// The interop tests with BIRD and GoBGP are in tests/bgp_interop.
 #[cfg(test)]
 mod tests_local;

@@ -21,7 +21,7 @@ use super::speaker::Speaker;
 const WAIT: Duration = Duration::from_secs(20);
 
 /// Logs with `RUST_LOG=debug cargo test ... -- --nocapture`.
-pub(super) fn init_tracing() {
+fn init_tracing() {
     let _ = tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
         .with_test_writer()

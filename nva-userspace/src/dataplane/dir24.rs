@@ -282,30 +282,30 @@ mod tests {
 
     #[test]
     fn differential_against_a_reference_lpm() {
-        let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
+        let mut rng = Rng::xorshift(0x9e37_79b9_7f4a_7c15);
         for round in 0..3 {
             let mut t = table();
             let mut routes = HashMap::new();
             // Prefixes clustered in a few /8s so they nest and overlap a lot.
             for n in 0..3000 {
-                let first = [10u32, 172, 192][(rng.next() % 3) as usize];
-                let addr = (first << 24) | (rng.next() as u32 & 0x00ff_ffff);
-                let len =
-                    [8, 12, 16, 20, 22, 24, 24, 24, 25, 26, 28, 30, 32][(rng.next() % 13) as usize];
+                let first = [10u32, 172, 192][(rng.next_u64() % 3) as usize];
+                let addr = (first << 24) | (rng.next_u64() as u32 & 0x00ff_ffff);
+                let len = [8, 12, 16, 20, 22, 24, 24, 24, 25, 26, 28, 30, 32]
+                    [(rng.next_u64() % 13) as usize];
                 let prefix = Ipv4Net::new(Ipv4Addr::from(addr), len).unwrap().trunc();
                 let value = 1 + (n as u32 % 1000);
                 t.insert(prefix, value).unwrap();
                 routes.insert(prefix, value);
                 // Remove some along the way.
-                if rng.next().is_multiple_of(4) {
+                if rng.next_u64().is_multiple_of(4) {
                     let victim = *routes.keys().next().unwrap();
                     routes.remove(&victim);
                     t.remove(victim);
                 }
             }
             for _ in 0..20_000 {
-                let first = [10u32, 172, 192, 8][(rng.next() % 4) as usize];
-                let addr = Ipv4Addr::from((first << 24) | (rng.next() as u32 & 0x00ff_ffff));
+                let first = [10u32, 172, 192, 8][(rng.next_u64() % 4) as usize];
+                let addr = Ipv4Addr::from((first << 24) | (rng.next_u64() as u32 & 0x00ff_ffff));
                 assert_eq!(
                     t.lookup(addr),
                     reference(&routes, addr),

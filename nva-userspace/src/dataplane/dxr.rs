@@ -420,12 +420,12 @@ mod tests {
     /// through inserts, replacements and removals.
     #[test]
     fn matches_the_reference_through_churn() {
-        let mut rng = Rng(0x5eed_0001);
+        let mut rng = Rng::xorshift(0x5eed_0001);
         let mut t = table(1 << 20);
         let mut routes: HashMap<Ipv4Net, u32> = HashMap::new();
         // Clustered: most prefixes in a few /8s so chunks hold many nested routes.
         let random_prefix = |rng: &mut Rng| {
-            let r = rng.next();
+            let r = rng.next_u64();
             let len = match r % 10 {
                 0 => (r >> 8) as u8 % 17,
                 1..=5 => 17 + (r >> 8) as u8 % 8,
@@ -437,21 +437,21 @@ mod tests {
         for round in 0..6 {
             for _ in 0..3000 {
                 let prefix = random_prefix(&mut rng);
-                let value = 1 + (rng.next() % 4000) as u32;
+                let value = 1 + (rng.next_u64() % 4000) as u32;
                 t.insert(prefix, value).unwrap();
                 routes.insert(prefix, value);
             }
             let victims: Vec<Ipv4Net> = routes
                 .keys()
                 .copied()
-                .filter(|_| rng.next().is_multiple_of(3))
+                .filter(|_| rng.next_u64().is_multiple_of(3))
                 .collect();
             for v in victims {
                 t.remove(v).unwrap();
                 routes.remove(&v);
             }
             for _ in 0..20_000 {
-                let addr = Ipv4Addr::from((rng.next() as u32 & 0x03ff_ffff) | 0x0a00_0000);
+                let addr = Ipv4Addr::from((rng.next_u64() as u32 & 0x03ff_ffff) | 0x0a00_0000);
                 assert_eq!(
                     t.lookup(addr),
                     reference(&routes, addr),
@@ -534,9 +534,9 @@ mod tests {
                 (addr, lookup(&top, &ranges, DXR_TOP_BITS as u8, addr))
             },
             move || {
-                let mut rng = Rng(7);
+                let mut rng = Rng::xorshift(7);
                 for _ in 0..30_000 {
-                    let r = rng.next();
+                    let r = rng.next_u64();
                     let len = 17 + (r % 16) as u8;
                     let addr = 0x0a00_0000 | ((r >> 8) as u32 & 0x000f_ffff);
                     let prefix = Ipv4Net::new(addr.into(), len).unwrap().trunc();

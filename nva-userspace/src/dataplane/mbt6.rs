@@ -305,7 +305,7 @@ mod tests {
 
     #[test]
     fn differential_against_a_reference_lpm() {
-        let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
+        let mut rng = Rng::xorshift(0x9e37_79b9_7f4a_7c15);
         let lens = [
             0u8, 12, 16, 19, 20, 24, 29, 32, 32, 33, 36, 40, 44, 47, 48, 48, 48, 52, 56, 64, 96,
             127, 128,
@@ -315,19 +315,20 @@ mod tests {
             let mut routes = HashMap::new();
             // Prefixes inside a few /16s and /32s so that they nest and overlap a lot.
             let base = |rng: &mut Rng| -> u128 {
-                let top = [0x2001_0db8u128, 0x2001_0db9, 0x2a00_1450][(rng.next() % 3) as usize];
-                let r = (rng.next() as u128) << 64 | rng.next() as u128;
+                let top =
+                    [0x2001_0db8u128, 0x2001_0db9, 0x2a00_1450][(rng.next_u64() % 3) as usize];
+                let r = (rng.next_u64() as u128) << 64 | rng.next_u64() as u128;
                 // Keep the bits below /32 mostly in a small range.
                 (top << 96) | (r & ((1u128 << 96) - 1) & !(0xffffu128 << 72))
             };
             for n in 0..3000 {
                 let addr = Ipv6Addr::from(base(&mut rng));
-                let len = lens[(rng.next() % lens.len() as u64) as usize];
+                let len = lens[(rng.next_u64() % lens.len() as u64) as usize];
                 let prefix = Ipv6Net::new(addr, len).unwrap().trunc();
                 let value = 1 + (n as u32 % 1000);
                 t.insert(prefix, value).unwrap();
                 routes.insert(prefix, value);
-                if rng.next().is_multiple_of(4) {
+                if rng.next_u64().is_multiple_of(4) {
                     let victim = *routes.keys().next().unwrap();
                     routes.remove(&victim);
                     t.remove(victim);

@@ -13,17 +13,8 @@ use nva_common::DIR_EXT;
 
 use super::routes::Prefix;
 
-/// xorshift64: small, seeded, reproducible.
-pub struct Rng(pub u64);
-
-impl Rng {
-    pub fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-}
+/// The test kit's seeded RNG (these tests use its xorshift64 streams).
+pub use nva_testkit::Rng;
 
 /// A prefix the reference can match addresses against.
 pub trait Matches: Prefix {
@@ -67,10 +58,10 @@ pub fn assert_lookups_stay_valid<A: std::fmt::Debug + Send + 'static>(
     let reader = {
         let stop = stop.clone();
         std::thread::spawn(move || {
-            let mut rng = Rng(0x1234_5678_9abc_def1);
+            let mut rng = Rng::xorshift(0x1234_5678_9abc_def1);
             let (mut reads, mut bad) = (0u64, Vec::new());
             while !stop.load(Ordering::Relaxed) {
-                let (addr, v) = lookup(rng.next());
+                let (addr, v) = lookup(rng.next_u64());
                 if v == 0 || v & DIR_EXT != 0 || v > 100 {
                     bad.push((addr, v));
                 }
@@ -100,14 +91,14 @@ pub fn churn_routes<P: Copy>(
     mut insert: impl FnMut(P, u32),
     mut remove: impl FnMut(P),
 ) {
-    let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
+    let mut rng = Rng::xorshift(0x9e37_79b9_7f4a_7c15);
     let mut present: Vec<P> = Vec::new();
     for _ in 0..ops {
-        let r = rng.next();
+        let r = rng.next_u64();
         if r.is_multiple_of(3) && !present.is_empty() {
             remove(present.swap_remove((r >> 8) as usize % present.len()));
         } else {
-            let p = prefix(rng.next(), lens[(r >> 2) as usize % lens.len()]);
+            let p = prefix(rng.next_u64(), lens[(r >> 2) as usize % lens.len()]);
             insert(p, 2 + (r >> 40) as u32 % 99);
             present.push(p);
         }

@@ -13,9 +13,10 @@ use std::net::IpAddr;
 use std::os::fd::AsRawFd;
 use std::process::Command;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
+use nva_testkit::Netns;
 use tokio::net::{TcpListener, UdpSocket};
 use tokio::sync::mpsc::UnboundedReceiver;
 use tokio::task::JoinHandle;
@@ -80,50 +81,6 @@ fn enter_netns(name: &str) {
     assert_eq!(rc, 0, "setns {name}: {}", std::io::Error::last_os_error());
 }
 
-/// A network namespace, deleted on drop (also when the test fails).
-struct Netns(String);
-
-impl Netns {
-    fn new() -> Netns {
-        static CLEANUP: std::sync::Once = std::sync::Once::new();
-        CLEANUP.call_once(remove_stale_namespaces);
-        static COUNTER: AtomicU32 = AtomicU32::new(0);
-        let name = format!(
-            "hlt{}-{}",
-            std::process::id(),
-            COUNTER.fetch_add(1, Ordering::Relaxed)
-        );
-        ip(&["netns", "add", &name]);
-        Netns(name)
-    }
-}
-
-impl Drop for Netns {
-    fn drop(&mut self) {
-        let _ = Command::new("ip").args(["netns", "del", &self.0]).status();
-    }
-}
-
-/// Deletes `hlt<pid>-N` namespaces left by killed runs (whose process is gone).
-fn remove_stale_namespaces() {
-    let Ok(out) = Command::new("ip").args(["netns", "list"]).output() else {
-        return;
-    };
-    for line in String::from_utf8_lossy(&out.stdout).lines() {
-        let name = line.split_whitespace().next().unwrap_or("");
-        let Some(pid) = name
-            .strip_prefix("hlt")
-            .and_then(|r| r.split_once('-'))
-            .and_then(|(pid, _)| pid.parse::<u32>().ok())
-        else {
-            continue;
-        };
-        if !std::path::Path::new(&format!("/proc/{pid}")).exists() {
-            let _ = Command::new("ip").args(["netns", "del", name]).status();
-        }
-    }
-}
-
 /// Namespace `a` (va: 10.201.0.1, fd00:201::1, fe80::1) and `b` (vb: 10.201.0.2,
 /// fd00:201::2, fe80::2) joined by a veth pair.
 struct Topo {
@@ -134,12 +91,10 @@ struct Topo {
 impl Topo {
     fn new() -> Topo {
         let t = Topo {
-            a: Netns::new(),
-            b: Netns::new(),
+            a: Netns::new("a").expect("ip netns add"),
+            b: Netns::new("b").expect("ip netns add"),
         };
-        ip(&["-n", &t.a.0, "link", "set", "lo", "up"]);
-        ip(&["-n", &t.b.0, "link", "set", "lo", "up"]);
-        link(&t.a.0, &t.b.0);
+        link(t.a.name(), t.b.name());
         t
     }
 }
@@ -186,7 +141,7 @@ fn link(a: &str, b: &str) {
 /// removes link-local addresses on down (even with keep_addr_on_down): fe80::2 is added
 /// back on up.
 async fn peer_link(ns: &Netns, up: bool) {
-    let name = ns.0.clone();
+    let name = ns.name().to_string();
     tokio::task::spawn_blocking(move || {
         if up {
             ip(&["-n", &name, "link", "set", "vb", "up"]);
@@ -212,7 +167,7 @@ async fn peer_link(ns: &Netns, up: bool) {
 /// answering without any link change (a veth that comes back up only forwards after the
 /// kernel's link watcher ran, up to a second later, too slow for fast flaps).
 async fn ignore_echo(ns: &Netns, ignore: bool) {
-    let name = ns.0.clone();
+    let name = ns.name().to_string();
     let key = format!("net.ipv4.icmp_echo_ignore_all={}", u8::from(ignore));
     tokio::task::spawn_blocking(move || {
         run("ip", &["netns", "exec", &name, "sysctl", "-qw", &key])
@@ -229,7 +184,7 @@ where
 {
     std::thread::scope(|s| {
         let t = s.spawn(|| {
-            enter_netns(&ns.0);
+            enter_netns(ns.name());
             let rt = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
                 .build()
@@ -251,7 +206,7 @@ struct Peer {
 
 impl Peer {
     fn new(ns: &Netns) -> Peer {
-        let name = ns.0.clone();
+        let name = ns.name().to_string();
         let (handle_tx, handle_rx) = std::sync::mpsc::channel();
         let (stop, stop_rx) = tokio::sync::oneshot::channel::<()>();
         let thread = std::thread::spawn(move || {
@@ -791,13 +746,13 @@ fn interface_recreated() {
         ];
         let listener = peer.tcp_listener(7501, Arc::new(AtomicU64::new(0)));
         p.set(specs.to_vec());
-        let name = topo.a.0.clone();
+        let name = topo.a.name().to_string();
         let fail = async move {
             tokio::task::spawn_blocking(move || ip(&["-n", &name, "link", "del", "va"]))
                 .await
                 .expect("ip link del");
         };
-        let (a, b) = (topo.a.0.clone(), topo.b.0.clone());
+        let (a, b) = (topo.a.name().to_string(), topo.b.name().to_string());
         let restore = async move {
             tokio::task::spawn_blocking(move || link(&a, &b))
                 .await
@@ -837,7 +792,7 @@ fn multi_thread_runtime_built_in_another_namespace() {
         .expect("runtime");
     let (mut p, mut rx) = std::thread::scope(|s| {
         s.spawn(|| {
-            enter_netns(&topo.a.0);
+            enter_netns(topo.a.name());
             let _guard = rt.enter();
             Prober::start().expect("start")
         })

@@ -8,11 +8,11 @@ use std::{
     net::{IpAddr, Ipv4Addr, Ipv6Addr},
     os::fd::AsRawFd,
     process::Command,
-    sync::atomic::{AtomicU32, Ordering},
     time::Duration,
 };
 
 use anyhow::{Context, bail, ensure};
+use nva_testkit::Netns;
 use rtnetlink::packet_route::{
     AddressFamily, RouteNetlinkMessage,
     address::{AddressAttribute, AddressMessage},
@@ -58,37 +58,6 @@ fn run(args: &[&str]) -> anyhow::Result<String> {
     Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
-/// A named network namespace, deleted on drop (also when the test fails).
-struct Netns {
-    name: String,
-}
-
-impl Netns {
-    fn new() -> Self {
-        static COUNTER: AtomicU32 = AtomicU32::new(0);
-        let name = format!(
-            "nlt{}_{}",
-            std::process::id(),
-            COUNTER.fetch_add(1, Ordering::Relaxed)
-        );
-        run(&["ip", "netns", "add", &name]).expect("ip netns add");
-        Self { name }
-    }
-
-    /// `ip -n NAME <args>` (args split on whitespace).
-    fn ip(&self, args: &str) -> anyhow::Result<String> {
-        ip_in(&self.name, args)
-    }
-}
-
-impl Drop for Netns {
-    fn drop(&mut self) {
-        if let Err(e) = run(&["ip", "netns", "del", &self.name]) {
-            eprintln!("warning: could not delete netns {}: {e:#}", self.name);
-        }
-    }
-}
-
 fn ip_in(ns: &str, args: &str) -> anyhow::Result<String> {
     let mut v = vec!["ip", "-n", ns];
     v.extend(args.split_whitespace());
@@ -102,7 +71,7 @@ where
     F: FnOnce(String) -> Fut + Send + 'static,
     Fut: Future<Output = anyhow::Result<()>>,
 {
-    let name = ns.name.clone();
+    let name = ns.name().to_string();
     let res = std::thread::spawn(move || -> anyhow::Result<()> {
         let file = std::fs::File::open(format!("/run/netns/{name}")).context("open netns")?;
         // SAFETY: valid fd; setns only changes this thread's namespace.
@@ -190,7 +159,7 @@ const MAC_B: [u8; 6] = [0x02, 0, 0, 0, 0x0b, 0x02];
 #[test]
 fn links_and_link_events() {
     require_root!("links_and_link_events");
-    let ns = Netns::new();
+    let ns = Netns::new_bare("nl").expect("ip netns add");
     ns.ip("link add va type veth peer name vb").unwrap();
     ns.ip("link set va address 02:00:00:00:0a:01 mtu 1400")
         .unwrap();
@@ -283,7 +252,7 @@ fn links_and_link_events() {
 #[test]
 fn addresses_and_addr_events() {
     require_root!("addresses_and_addr_events");
-    let ns = Netns::new();
+    let ns = Netns::new_bare("nl").expect("ip netns add");
     ns.ip("link add va type veth peer name vb").unwrap();
     ns.ip("link set va up").unwrap();
     in_netns(&ns, |ns| async move {
@@ -331,7 +300,7 @@ fn addresses_and_addr_events() {
 #[test]
 fn permanent_neighbours_and_events() {
     require_root!("permanent_neighbours_and_events");
-    let ns = Netns::new();
+    let ns = Netns::new_bare("nl").expect("ip netns add");
     ns.ip("link add va type veth peer name vb").unwrap();
     ns.ip("link set va up").unwrap();
     in_netns(&ns, |ns| async move {
@@ -402,11 +371,11 @@ fn permanent_neighbours_and_events() {
 /// Two namespaces joined by a veth: `va` (10.9.0.1, fd00:9::1) in A,
 /// `vb` (10.9.0.2, fd00:9::2, MAC_B) in B. The test runs in A.
 fn two_netns() -> (Netns, Netns) {
-    let a = Netns::new();
-    let b = Netns::new();
+    let a = Netns::new_bare("nl").expect("ip netns add");
+    let b = Netns::new_bare("nl").expect("ip netns add");
     a.ip(&format!(
         "link add va type veth peer name vb netns {}",
-        b.name
+        b.name()
     ))
     .unwrap();
     a.ip("link set va address 02:00:00:00:0a:01").unwrap();
@@ -511,7 +480,7 @@ fn resolve_unanswered_fails() {
 #[test]
 fn request_errors_are_errors() {
     require_root!("request_errors_are_errors");
-    let ns = Netns::new();
+    let ns = Netns::new_bare("nl").expect("ip netns add");
     in_netns(&ns, |_| async move {
         let nl = Netlink::connect()?;
         let err = nl
@@ -534,7 +503,7 @@ fn request_errors_are_errors() {
 #[test]
 fn resync_reports_missed_changes() {
     require_root!("resync_reports_missed_changes");
-    let ns = Netns::new();
+    let ns = Netns::new_bare("nl").expect("ip netns add");
     ns.ip("link add va type veth peer name vb").unwrap();
     ns.ip("link set va up").unwrap();
     ns.ip("addr add 10.1.2.3/24 dev va").unwrap();
@@ -597,7 +566,7 @@ fn resync_reports_missed_changes() {
 #[test]
 fn watch_resyncs_after_overrun() {
     require_root!("watch_resyncs_after_overrun");
-    let ns = Netns::new();
+    let ns = Netns::new_bare("nl").expect("ip netns add");
     ns.ip("link add va type veth peer name vb").unwrap();
     ns.ip("link set va up").unwrap();
     ns.ip("addr add 10.1.3.1/24 dev va").unwrap();

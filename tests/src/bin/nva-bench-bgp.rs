@@ -23,29 +23,8 @@ use std::{
 use anyhow::{Context, Result, bail};
 use ipnet::{IpNet, Ipv4Net, Ipv6Net};
 use nva::bgp::{Command, NextHop, Origin, PathAttrs, PeerConfig, Speaker, codec::AsPath};
+use nva_testkit::Rng;
 use nva_tests::{Netns, NvaProcess, daemons::Bird, require_root, veth};
-
-struct Rng(u64);
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-    /// Picks from (value, weight) pairs.
-    fn pick(&mut self, table: &[(u8, u32)]) -> u8 {
-        let total: u32 = table.iter().map(|(_, w)| w).sum();
-        let mut r = (self.next() % total as u64) as u32;
-        for (v, w) in table {
-            if r < *w {
-                return *v;
-            }
-            r -= w;
-        }
-        table[0].0
-    }
-}
 
 /// Prefix-length mix of the public IPv4 table (about 60% /24).
 const V4_MIX: &[(u8, u32)] = &[
@@ -86,20 +65,21 @@ fn prefixes_v4(n: usize, rng: &mut Rng) -> Vec<IpNet> {
     // Public-looking space: 1.0.0.0 - 223.255.255.255 minus 10/8 (nva's own) and
     // 127/8 (loopback: BIRD refuses such routes as bogus, and no real table has them).
     let public = |rng: &mut Rng| {
-        let mut a = (rng.next() as u32) % (223 << 24) + (1 << 24);
+        let mut a = (rng.next_u64() as u32) % (223 << 24) + (1 << 24);
         if matches!(a >> 24, 10 | 127) {
             a ^= 1 << 28;
         }
         a
     };
-    let blocks: Vec<u32> = (0..V4_LONG_BLOCKS)
-        .map(|_| public(rng) & !0xff)
-        .collect();
+    let blocks: Vec<u32> = (0..V4_LONG_BLOCKS).map(|_| public(rng) & !0xff).collect();
     let mut seen = HashSet::with_capacity(n);
     while seen.len() < n {
-        let (a, len) = if rng.next() % 1000 < V4_LONG_PER_MILLE {
-            let block = blocks[rng.next() as usize % blocks.len()];
-            (block | (rng.next() as u32 & 0xff), rng.pick(V4_LONG_MIX))
+        let (a, len) = if rng.next_u64() % 1000 < V4_LONG_PER_MILLE {
+            let block = blocks[rng.next_u64() as usize % blocks.len()];
+            (
+                block | (rng.next_u64() as u32 & 0xff),
+                rng.pick(V4_LONG_MIX),
+            )
         } else {
             (public(rng), rng.pick(V4_MIX))
         };
@@ -113,8 +93,8 @@ fn prefixes_v6(n: usize, rng: &mut Rng) -> Vec<IpNet> {
     let mut seen = HashSet::with_capacity(n);
     while seen.len() < n {
         let len = rng.pick(V6_MIX);
-        let hi = 0x2000_0000_0000_0000u64 | (rng.next() >> 4);
-        let a = Ipv6Addr::from(((hi as u128) << 64) | rng.next() as u128);
+        let hi = 0x2000_0000_0000_0000u64 | (rng.next_u64() >> 4);
+        let a = Ipv6Addr::from(((hi as u128) << 64) | rng.next_u64() as u128);
         seen.insert(IpNet::V6(Ipv6Net::new(a, len).unwrap().trunc()));
     }
     seen.into_iter().collect()
@@ -230,7 +210,7 @@ fn main() -> Result<()> {
     } else {
         (1_000_000, 200_000)
     };
-    let mut rng = Rng(0x5eed_1234_abcd_ef01);
+    let mut rng = Rng::xorshift(0x5eed_1234_abcd_ef01);
     let t = Instant::now();
     let v4 = prefixes_v4(n4, &mut rng);
     let v6 = prefixes_v6(n6, &mut rng);
@@ -658,11 +638,11 @@ fn check_complete(
             .collect();
     }
     // A sample looked up in the data plane's maps (`nva routes ADDR`: "dataplane").
-    let mut rng = Rng(0x00c0_ffee_1234_5678);
+    let mut rng = Rng::xorshift(0x00c0_ffee_1234_5678);
     let mut not_in_maps = Vec::new();
     for _ in 0..200 {
         let all = v4.len() + v6.len();
-        let i = (rng.next() % all as u64) as usize;
+        let i = (rng.next_u64() % all as u64) as usize;
         let p = if i < v4.len() {
             v4[i]
         } else {

@@ -109,6 +109,17 @@ impl Bird {
         &self.dir
     }
 
+    /// BIRD's control socket.
+    pub fn sock(&self) -> &Path {
+        &self.sock
+    }
+
+    /// Kills BIRD at once (SIGKILL): its TCP sessions end without a NOTIFICATION.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
     /// BIRD's process id (`ip netns exec` execs it).
     pub fn pid(&self) -> u32 {
         self.child.id()

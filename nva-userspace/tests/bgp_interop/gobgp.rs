@@ -7,10 +7,12 @@ use std::time::Duration;
 
 use ipnet::IpNet;
 
-use super::codec::{AsPath, Community, NextHop, PathAttrs};
-use super::config::PeerConfig;
-use super::event::{Command, DownReason, Event};
-use super::testenv::{Gobgp, Netns, in_netns, skip_unless_root, veth};
+use nva::bgp::codec::{AsPath, Community, NextHop, PathAttrs};
+use nva::bgp::config::PeerConfig;
+use nva::bgp::event::{Command, DownReason, Event};
+use nva_testkit::{Gobgp, Netns, veth};
+
+use crate::env::{listening_speaker, skip_unless};
 
 const GOBGP_CONF: &str = r#"
 [global.config]
@@ -42,17 +44,23 @@ fn ip(s: &str) -> IpAddr {
 
 #[test]
 fn gobgp_interop() {
-    if skip_unless_root(&["ip", "gobgpd", "gobgp"]).is_none() {
+    if skip_unless(&["ip", "gobgpd", "gobgp"]) {
         return;
     }
-    let ours = Netns::new();
-    let theirs = Netns::new();
-    veth(&ours, &theirs);
-    ours.ip(&["addr", "add", "10.0.0.1/24", "dev", "veth0"]);
-    ours.ip(&["addr", "add", "2001:db8::1/64", "dev", "veth0", "nodad"]);
-    theirs.ip(&["addr", "add", "10.0.0.2/24", "dev", "veth1"]);
-    theirs.ip(&["addr", "add", "2001:db8::2/64", "dev", "veth1", "nodad"]);
-    let gobgp = Gobgp::start(&theirs, GOBGP_CONF);
+    let ours = Netns::new("ours").unwrap();
+    let theirs = Netns::new("theirs").unwrap();
+    veth(&ours, "veth0", &theirs, "veth1").unwrap();
+    ours.ip_args(&["addr", "add", "10.0.0.1/24", "dev", "veth0"])
+        .unwrap();
+    ours.ip_args(&["addr", "add", "2001:db8::1/64", "dev", "veth0", "nodad"])
+        .unwrap();
+    theirs
+        .ip_args(&["addr", "add", "10.0.0.2/24", "dev", "veth1"])
+        .unwrap();
+    theirs
+        .ip_args(&["addr", "add", "2001:db8::2/64", "dev", "veth1", "nodad"])
+        .unwrap();
+    let gobgp = Gobgp::start(&theirs, GOBGP_CONF).expect("start gobgpd");
     gobgp.gobgp(&[
         "global",
         "rib",
@@ -76,28 +84,26 @@ fn gobgp_interop() {
 
     let (cmd_tx, mut cmd_rx) = tokio::sync::mpsc::unbounded_channel::<Command>();
     let (ev_tx, ev_rx) = std::sync::mpsc::channel::<Event>();
-    let speaker = in_netns(&ours, move || {
-        Box::pin(async move {
-            let (mut speaker, mut rx) = super::testenv::listening_speaker("10.0.0.1:179", 1024);
-            let mut cfg = PeerConfig::new(ip("10.0.0.2"), 65520, 65001, Ipv4Addr::new(10, 0, 0, 1));
-            cfg.hold_time = 9;
-            cfg.keepalive = 3;
-            cfg.connect_retry = 2;
-            cfg.next_hop_v6 = Some("2001:db8::1".parse().unwrap());
-            let peer = speaker.add_peer(cfg).expect("peer");
-            loop {
-                tokio::select! {
-                    ev = rx.recv() => {
-                        let Some(ev) = ev else { break };
-                        let down = matches!(ev, Event::Down { .. });
-                        let _ = ev_tx.send(ev);
-                        if down { break; }
-                    }
-                    Some(cmd) = cmd_rx.recv() => { let _ = peer.send(cmd).await; }
+    let speaker = ours.spawn_async(move || async move {
+        let (mut speaker, mut rx) = listening_speaker("10.0.0.1:179", 1024);
+        let mut cfg = PeerConfig::new(ip("10.0.0.2"), 65520, 65001, Ipv4Addr::new(10, 0, 0, 1));
+        cfg.hold_time = 9;
+        cfg.keepalive = 3;
+        cfg.connect_retry = 2;
+        cfg.next_hop_v6 = Some("2001:db8::1".parse().unwrap());
+        let peer = speaker.add_peer(cfg).expect("peer");
+        loop {
+            tokio::select! {
+                ev = rx.recv() => {
+                    let Some(ev) = ev else { break };
+                    let down = matches!(ev, Event::Down { .. });
+                    let _ = ev_tx.send(ev);
+                    if down { break; }
                 }
+                Some(cmd) = cmd_rx.recv() => { let _ = peer.send(cmd).await; }
             }
-            speaker.shutdown().await;
-        })
+        }
+        speaker.shutdown().await;
     });
     let next = || ev_rx.recv_timeout(WAIT).expect("no event from the session");
 
@@ -107,7 +113,9 @@ fn gobgp_interop() {
     };
     assert_eq!(caps.peer_as, 65520);
     assert_eq!(caps.families.len(), 2);
-    gobgp.wait_for(&["neighbor"], WAIT, |o| o.contains("Establ"));
+    gobgp
+        .wait_for(&["neighbor"], WAIT, |o| o.contains("Establ"))
+        .unwrap();
 
     // GoBGP's routes, until both have arrived.
     let mut routes: Vec<(IpNet, Arc<PathAttrs>)> = Vec::new();
@@ -140,7 +148,9 @@ fn gobgp_interop() {
     cmd_tx
         .send(Command::Announce(vec![(v4, attrs.clone()), (v6, attrs)]))
         .unwrap();
-    let out = gobgp.wait_for(&["global", "rib"], WAIT, |o| o.contains("198.51.100.0/24"));
+    let out = gobgp
+        .wait_for(&["global", "rib"], WAIT, |o| o.contains("198.51.100.0/24"))
+        .unwrap();
     let line = out
         .lines()
         .find(|l| l.contains("198.51.100.0/24"))
@@ -149,13 +159,17 @@ fn gobgp_interop() {
         line.contains("10.0.0.1") && line.contains("65001 65100"),
         "{line}"
     );
-    let out = gobgp.wait_for(&["global", "rib", "-a", "ipv6"], WAIT, |o| {
-        o.contains("2001:db8:200::/48")
-    });
+    let out = gobgp
+        .wait_for(&["global", "rib", "-a", "ipv6"], WAIT, |o| {
+            o.contains("2001:db8:200::/48")
+        })
+        .unwrap();
     assert!(out.contains("2001:db8::1"), "{out}");
 
     cmd_tx.send(Command::Withdraw(vec![v4])).unwrap();
-    gobgp.wait_for(&["global", "rib"], WAIT, |o| !o.contains("198.51.100.0/24"));
+    gobgp
+        .wait_for(&["global", "rib"], WAIT, |o| !o.contains("198.51.100.0/24"))
+        .unwrap();
 
     // GoBGP withdraws one of its routes.
     gobgp.gobgp(&["global", "rib", "del", "192.0.2.0/24"]);

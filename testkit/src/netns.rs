@@ -1,4 +1,7 @@
 //! Network namespace guard ([`Netns`]) and veth pair creation ([`veth`]).
+//!
+//! Names are [`NAME_PREFIX`]`<pid>-<n>-<tag>`: the first namespace a process creates
+//! deletes those of earlier runs whose process is gone (killed before its `Drop` ran).
 
 use std::ffi::CString;
 use std::fs::File;
@@ -48,7 +51,7 @@ pub fn enter_netns(path: &str) -> Result<()> {
 
 static STALE_CLEANUP: Once = Once::new();
 
-/// Deletes namespaces left by earlier, killed runs of this harness (prefix `nvat<pid>-`
+/// Deletes namespaces left by earlier, killed runs of the kit's users (prefix `nvat<pid>-`
 /// whose pid is no longer alive). Namespaces of live processes are never touched.
 pub fn cleanup_stale_namespaces() {
     let Ok(list) = run_cmd(Command::new("ip").args(["netns", "list"])) else {
@@ -67,7 +70,7 @@ pub fn cleanup_stale_namespaces() {
         }
         kill_netns_pids(name);
         if let Err(e) = run_cmd(Command::new("ip").args(["netns", "del", name])) {
-            eprintln!("nva-tests: could not delete stale netns {name}: {e:#}");
+            eprintln!("nva-testkit: could not delete stale netns {name}: {e:#}");
         }
     }
 }
@@ -98,6 +101,13 @@ pub struct Netns {
 impl Netns {
     /// Creates `ip netns add nvat<pid>-<n>-<tag>` and brings its `lo` up.
     pub fn new(tag: &str) -> Result<Netns> {
+        let ns = Netns::new_bare(tag)?;
+        ns.ip("link set lo up")?;
+        Ok(ns)
+    }
+
+    /// Like [`Netns::new`], but `lo` stays down, as a new namespace has it.
+    pub fn new_bare(tag: &str) -> Result<Netns> {
         ensure!(
             !tag.is_empty()
                 && tag
@@ -108,9 +118,7 @@ impl Netns {
         STALE_CLEANUP.call_once(cleanup_stale_namespaces);
         let name = format!("{NAME_PREFIX}{}-{tag}", unique_suffix());
         run_cmd(Command::new("ip").args(["netns", "add", &name]))?;
-        let ns = Netns { name };
-        ns.ip("link set lo up")?;
-        Ok(ns)
+        Ok(Netns { name })
     }
 
     /// The namespace's name as `ip netns` knows it.
@@ -207,6 +215,28 @@ impl Netns {
         })
     }
 
+    /// Moves the calling thread into this namespace (for threads the caller manages).
+    pub fn enter(&self) -> Result<()> {
+        enter_netns(&self.path())
+    }
+
+    /// Starts a thread inside this namespace that runs the future `f` makes on a
+    /// current-thread tokio runtime (timers and I/O enabled) and returns its output.
+    pub fn spawn_async<T, F, Fut>(&self, f: F) -> JoinHandle<T>
+    where
+        T: Send + 'static,
+        F: FnOnce() -> Fut + Send + 'static,
+        Fut: std::future::Future<Output = T>,
+    {
+        self.spawn_thread(move || {
+            tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("tokio runtime")
+                .block_on(f())
+        })
+    }
+
     /// Starts a detached background thread inside this namespace (see [`Netns::run`]).
     pub fn spawn_thread<T: Send + 'static>(
         &self,
@@ -258,7 +288,7 @@ impl Drop for Netns {
     fn drop(&mut self) {
         kill_netns_pids(&self.name);
         if let Err(e) = run_cmd(Command::new("ip").args(["netns", "del", &self.name])) {
-            eprintln!("nva-tests: deleting netns {}: {e:#}", self.name);
+            eprintln!("nva-testkit: deleting netns {}: {e:#}", self.name);
         }
     }
 }

@@ -9,10 +9,12 @@ use ipnet::IpNet;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::mpsc;
 
-use super::codec::{AsPath, CodecCtx, Message, NextHop, PathAttrs, decode_message};
-use super::config::{ConnectMode, PeerConfig};
-use super::event::{Command, DownReason, Event};
-use super::testenv::{Bird, Netns, in_netns, skip_unless_root, veth};
+use nva::bgp::codec::{AsPath, CodecCtx, Message, NextHop, PathAttrs, decode_message};
+use nva::bgp::config::{ConnectMode, FamilyName, PeerConfig};
+use nva::bgp::event::{Command, DownReason, Event};
+use nva_testkit::{Bird, Netns, veth};
+
+use crate::env::{listening_speaker, skip_unless, wait_link_local};
 
 const BIRD_CONF: &str = r#"
 router id 10.0.0.2;
@@ -77,22 +79,30 @@ enum Report {
 
 #[test]
 fn bird_interop() {
-    if skip_unless_root(&["ip", "bird", "birdc"]).is_none() {
+    if skip_unless(&["ip", "bird", "birdc"]) {
         return;
     }
-    let ours = Netns::new();
-    let theirs = Netns::new();
-    veth(&ours, &theirs);
-    ours.ip(&["addr", "add", "10.0.0.1/24", "dev", "veth0"]);
-    ours.ip(&["addr", "add", "2001:db8::1/64", "dev", "veth0", "nodad"]);
-    theirs.ip(&["addr", "add", "10.0.0.2/24", "dev", "veth1"]);
-    theirs.ip(&["addr", "add", "10.0.0.3/24", "dev", "veth1"]);
-    theirs.ip(&["addr", "add", "2001:db8::2/64", "dev", "veth1", "nodad"]);
-    let bird = Bird::start(&theirs, BIRD_CONF);
+    let ours = Netns::new("ours").unwrap();
+    let theirs = Netns::new("theirs").unwrap();
+    veth(&ours, "veth0", &theirs, "veth1").unwrap();
+    ours.ip_args(&["addr", "add", "10.0.0.1/24", "dev", "veth0"])
+        .unwrap();
+    ours.ip_args(&["addr", "add", "2001:db8::1/64", "dev", "veth0", "nodad"])
+        .unwrap();
+    theirs
+        .ip_args(&["addr", "add", "10.0.0.2/24", "dev", "veth1"])
+        .unwrap();
+    theirs
+        .ip_args(&["addr", "add", "10.0.0.3/24", "dev", "veth1"])
+        .unwrap();
+    theirs
+        .ip_args(&["addr", "add", "2001:db8::2/64", "dev", "veth1", "nodad"])
+        .unwrap();
+    let bird = Bird::start(&theirs, BIRD_CONF).expect("start bird");
 
     let (step_tx, step_rx) = std::sync::mpsc::channel::<Step>();
     let (report_tx, report_rx) = std::sync::mpsc::channel::<Report>();
-    let speaker = in_netns(&ours, move || Box::pin(run_speaker(step_rx, report_tx)));
+    let speaker = ours.spawn_async(move || run_speaker(step_rx, report_tx));
     let report = || {
         report_rx
             .recv_timeout(WAIT)
@@ -103,7 +113,8 @@ fn bird_interop() {
     assert!(matches!(report(), Report::Established));
     bird.wait_for(&["show", "protocols", "all", "nva"], WAIT, |o| {
         o.contains("BGP state:          Established")
-    });
+    })
+    .unwrap();
 
     // BIRD's static routes arrive with the right next hops and AS paths; the route
     // with our AS in its path does not.
@@ -134,25 +145,30 @@ fn bird_interop() {
     step_tx
         .send(Step::Announce(vec![(v4, attrs.clone()), (v6, attrs)]))
         .unwrap();
-    let out = bird.wait_for(&["show", "route", "all", "198.51.100.0/24"], WAIT, |o| {
-        o.contains("198.51.100.0/24")
-    });
+    let out = bird
+        .wait_for(&["show", "route", "all", "198.51.100.0/24"], WAIT, |o| {
+            o.contains("198.51.100.0/24")
+        })
+        .unwrap();
     assert!(out.contains("via 10.0.0.1"), "{out}");
     assert!(out.contains("BGP.as_path: 65001 65100"), "{out}");
-    let out = bird.wait_for(&["show", "route", "all", "2001:db8:200::/48"], WAIT, |o| {
-        o.contains("2001:db8:200::/48")
-    });
+    let out = bird
+        .wait_for(&["show", "route", "all", "2001:db8:200::/48"], WAIT, |o| {
+            o.contains("2001:db8:200::/48")
+        })
+        .unwrap();
     assert!(out.contains("via 2001:db8::1"), "{out}");
 
     // Withdraw removes it.
     step_tx.send(Step::Withdraw(vec![v4])).unwrap();
     bird.wait_for(&["show", "route", "198.51.100.0/24"], WAIT, |o| {
         !o.contains("198.51.100.0/24")
-    });
+    })
+    .unwrap();
 
     // A garbage sender (configured passive peer 10.0.0.3) gets a NOTIFICATION 1/1; the
     // BIRD session stays Established.
-    let garbage = in_netns(&theirs, || Box::pin(send_garbage()));
+    let garbage = theirs.spawn_async(send_garbage);
     let n = garbage.join().expect("garbage thread");
     assert_eq!(n, (1, 1));
     std::thread::sleep(Duration::from_secs(1));
@@ -176,7 +192,7 @@ async fn run_speaker(
     steps: std::sync::mpsc::Receiver<Step>,
     report: std::sync::mpsc::Sender<Report>,
 ) {
-    let (mut speaker, mut rx) = super::testenv::listening_speaker("10.0.0.1:179", 1024);
+    let (mut speaker, mut rx) = listening_speaker("10.0.0.1:179", 1024);
     let mut cfg = PeerConfig::new(ip("10.0.0.2"), 65515, 65001, Ipv4Addr::new(10, 0, 0, 1));
     cfg.hold_time = 9;
     cfg.keepalive = 3;
@@ -295,27 +311,30 @@ protocol bgp nva {
 /// NOTIFICATION: graceful restart says keep its routes as stale for its restart time.
 #[test]
 fn bird_md5_gtsm_graceful_restart() {
-    if skip_unless_root(&["ip", "bird", "birdc"]).is_none() {
+    if skip_unless(&["ip", "bird", "birdc"]) {
         return;
     }
-    let ours = Netns::new();
-    let theirs = Netns::new();
-    veth(&ours, &theirs);
-    ours.ip(&["addr", "add", "10.0.0.1/24", "dev", "veth0"]);
-    theirs.ip(&["addr", "add", "10.0.0.2/24", "dev", "veth1"]);
-    let mut bird = Bird::start(&theirs, BIRD_SECURE_CONF);
+    let ours = Netns::new("ours").unwrap();
+    let theirs = Netns::new("theirs").unwrap();
+    veth(&ours, "veth0", &theirs, "veth1").unwrap();
+    ours.ip_args(&["addr", "add", "10.0.0.1/24", "dev", "veth0"])
+        .unwrap();
+    theirs
+        .ip_args(&["addr", "add", "10.0.0.2/24", "dev", "veth1"])
+        .unwrap();
+    let mut bird = Bird::start(&theirs, BIRD_SECURE_CONF).expect("start bird");
 
     let (report_tx, report_rx) = std::sync::mpsc::channel::<Event>();
     let (kill_tx, kill_rx) = tokio::sync::oneshot::channel::<()>();
-    let speaker = in_netns(&ours, move || {
-        Box::pin(async move {
-            let (mut speaker, mut rx) = super::testenv::listening_speaker("10.0.0.1:179", 64);
+    let speaker = ours.spawn_async(move || {
+        async move {
+            let (mut speaker, mut rx) = listening_speaker("10.0.0.1:179", 64);
             let mut cfg = PeerConfig::new(ip("10.0.0.2"), 65515, 65001, Ipv4Addr::new(10, 0, 0, 1));
             cfg.md5_password = Some("nva-secret".into());
             cfg.gtsm = true;
             cfg.hold_time = 9;
             cfg.connect_retry = 2;
-            cfg.families = vec![super::config::FamilyName::Ipv4Unicast];
+            cfg.families = vec![FamilyName::Ipv4Unicast];
             speaker.add_peer(cfg).expect("peer");
             let mut kill_rx = Some(kill_rx);
             loop {
@@ -333,7 +352,7 @@ fn bird_md5_gtsm_graceful_restart() {
                 }
             }
             speaker.shutdown().await;
-        })
+        }
     });
     let ev = report_rx.recv_timeout(WAIT).expect("no Established");
     let Event::Established { caps, .. } = ev else {
@@ -364,27 +383,28 @@ fn bird_md5_gtsm_graceful_restart() {
 /// The MD5 key is really in use: with a wrong one the session never comes up.
 #[test]
 fn bird_md5_mismatch_never_establishes() {
-    if skip_unless_root(&["ip", "bird", "birdc"]).is_none() {
+    if skip_unless(&["ip", "bird", "birdc"]) {
         return;
     }
-    let ours = Netns::new();
-    let theirs = Netns::new();
-    veth(&ours, &theirs);
-    ours.ip(&["addr", "add", "10.0.0.1/24", "dev", "veth0"]);
-    theirs.ip(&["addr", "add", "10.0.0.2/24", "dev", "veth1"]);
-    let bird = Bird::start(&theirs, BIRD_SECURE_CONF);
-    let speaker = in_netns(&ours, move || {
-        Box::pin(async move {
-            let (mut speaker, mut rx) = super::testenv::listening_speaker("10.0.0.1:179", 64);
-            let mut cfg = PeerConfig::new(ip("10.0.0.2"), 65515, 65001, Ipv4Addr::new(10, 0, 0, 1));
-            cfg.md5_password = Some("wrong-secret".into());
-            cfg.gtsm = true;
-            cfg.connect_retry = 1;
-            speaker.add_peer(cfg).expect("peer");
-            let got = tokio::time::timeout(Duration::from_secs(6), rx.recv()).await;
-            speaker.shutdown().await;
-            got.is_ok()
-        })
+    let ours = Netns::new("ours").unwrap();
+    let theirs = Netns::new("theirs").unwrap();
+    veth(&ours, "veth0", &theirs, "veth1").unwrap();
+    ours.ip_args(&["addr", "add", "10.0.0.1/24", "dev", "veth0"])
+        .unwrap();
+    theirs
+        .ip_args(&["addr", "add", "10.0.0.2/24", "dev", "veth1"])
+        .unwrap();
+    let bird = Bird::start(&theirs, BIRD_SECURE_CONF).expect("start bird");
+    let speaker = ours.spawn_async(move || async move {
+        let (mut speaker, mut rx) = listening_speaker("10.0.0.1:179", 64);
+        let mut cfg = PeerConfig::new(ip("10.0.0.2"), 65515, 65001, Ipv4Addr::new(10, 0, 0, 1));
+        cfg.md5_password = Some("wrong-secret".into());
+        cfg.gtsm = true;
+        cfg.connect_retry = 1;
+        speaker.add_peer(cfg).expect("peer");
+        let got = tokio::time::timeout(Duration::from_secs(6), rx.recv()).await;
+        speaker.shutdown().await;
+        got.is_ok()
     });
     assert!(
         !speaker.join().expect("speaker thread"),
@@ -418,43 +438,43 @@ protocol bgp nva {
 /// through a router; the default eBGP TTL of 1 would die at that router.
 #[test]
 fn bird_multihop_through_a_router() {
-    if skip_unless_root(&["ip", "bird", "birdc"]).is_none() {
+    if skip_unless(&["ip", "bird", "birdc"]) {
         return;
     }
-    let ours = Netns::new();
-    let router = Netns::new();
-    let theirs = Netns::new();
+    let ours = Netns::new("ours").unwrap();
+    let router = Netns::new("router").unwrap();
+    let theirs = Netns::new("theirs").unwrap();
     // ours veth0 -- veth1 router ; router veth0 -- veth1 theirs
-    veth(&ours, &router);
-    veth(&router, &theirs);
-    ours.ip(&["addr", "add", "10.0.1.1/24", "dev", "veth0"]);
-    router.ip(&["addr", "add", "10.0.1.2/24", "dev", "veth1"]);
-    router.ip(&["addr", "add", "10.0.2.2/24", "dev", "veth0"]);
-    theirs.ip(&["addr", "add", "10.0.2.1/24", "dev", "veth1"]);
-    ours.ip(&["route", "add", "10.0.2.0/24", "via", "10.0.1.2"]);
-    theirs.ip(&["route", "add", "10.0.1.0/24", "via", "10.0.2.2"]);
-    super::testenv::run(
-        "ip",
-        &[
-            "netns",
-            "exec",
-            &router.name,
-            "sysctl",
-            "-qw",
-            "net.ipv4.ip_forward=1",
-        ],
-    );
-    let bird = Bird::start(&theirs, BIRD_MULTIHOP_CONF);
+    veth(&ours, "veth0", &router, "veth1").unwrap();
+    veth(&router, "veth0", &theirs, "veth1").unwrap();
+    ours.ip_args(&["addr", "add", "10.0.1.1/24", "dev", "veth0"])
+        .unwrap();
+    router
+        .ip_args(&["addr", "add", "10.0.1.2/24", "dev", "veth1"])
+        .unwrap();
+    router
+        .ip_args(&["addr", "add", "10.0.2.2/24", "dev", "veth0"])
+        .unwrap();
+    theirs
+        .ip_args(&["addr", "add", "10.0.2.1/24", "dev", "veth1"])
+        .unwrap();
+    ours.ip_args(&["route", "add", "10.0.2.0/24", "via", "10.0.1.2"])
+        .unwrap();
+    theirs
+        .ip_args(&["route", "add", "10.0.1.0/24", "via", "10.0.2.2"])
+        .unwrap();
+    router.sysctl("net.ipv4.ip_forward", "1").unwrap();
+    let bird = Bird::start(&theirs, BIRD_MULTIHOP_CONF).expect("start bird");
 
-    let got = in_netns(&ours, move || {
-        Box::pin(async move {
-            let (mut speaker, mut rx) = super::testenv::listening_speaker("10.0.1.1:179", 64);
+    let got = ours
+        .spawn_async(move || async move {
+            let (mut speaker, mut rx) = listening_speaker("10.0.1.1:179", 64);
             let mut cfg = PeerConfig::new(ip("10.0.2.1"), 65515, 65001, Ipv4Addr::new(10, 0, 1, 1));
             cfg.multihop_ttl = Some(2);
             cfg.local_addr = Some(ip("10.0.1.1"));
             cfg.hold_time = 9;
             cfg.connect_retry = 2;
-            cfg.families = vec![super::config::FamilyName::Ipv4Unicast];
+            cfg.families = vec![FamilyName::Ipv4Unicast];
             speaker.add_peer(cfg).expect("peer");
             let mut routes = Vec::new();
             loop {
@@ -468,9 +488,8 @@ fn bird_multihop_through_a_router() {
             speaker.shutdown().await;
             routes
         })
-    })
-    .join()
-    .expect("speaker thread");
+        .join()
+        .expect("speaker thread");
     assert_eq!(got.len(), 1, "{got:?}");
     assert_eq!(got[0].0, "192.0.2.0/24".parse::<IpNet>().unwrap());
     assert_eq!(
@@ -499,26 +518,29 @@ protocol bgp nva {
 /// link-local), and our announcement's next hop is our global address.
 #[test]
 fn bird_over_ipv6_transport() {
-    if skip_unless_root(&["ip", "bird", "birdc"]).is_none() {
+    if skip_unless(&["ip", "bird", "birdc"]) {
         return;
     }
-    let ours = Netns::new();
-    let theirs = Netns::new();
-    veth(&ours, &theirs);
-    ours.ip(&["addr", "add", "2001:db8::1/64", "dev", "veth0", "nodad"]);
-    theirs.ip(&["addr", "add", "2001:db8::2/64", "dev", "veth1", "nodad"]);
+    let ours = Netns::new("ours").unwrap();
+    let theirs = Netns::new("theirs").unwrap();
+    veth(&ours, "veth0", &theirs, "veth1").unwrap();
+    ours.ip_args(&["addr", "add", "2001:db8::1/64", "dev", "veth0", "nodad"])
+        .unwrap();
+    theirs
+        .ip_args(&["addr", "add", "2001:db8::2/64", "dev", "veth1", "nodad"])
+        .unwrap();
     // BIRD adds its link-local next hop only once the address is usable.
-    super::testenv::wait_link_local(&theirs, "veth1");
-    let bird = Bird::start(&theirs, BIRD_V6_CONF);
+    wait_link_local(&theirs, "veth1");
+    let bird = Bird::start(&theirs, BIRD_V6_CONF).expect("start bird");
     let (cmd_tx, cmd_rx) = std::sync::mpsc::channel::<()>();
-    let speaker = in_netns(&ours, move || {
-        Box::pin(async move {
-            let (mut speaker, mut rx) = super::testenv::listening_speaker("[::]:179", 64);
+    let speaker = ours.spawn_async(move || {
+        async move {
+            let (mut speaker, mut rx) = listening_speaker("[::]:179", 64);
             let mut cfg =
                 PeerConfig::new(ip("2001:db8::2"), 65515, 65001, Ipv4Addr::new(10, 0, 0, 1));
             cfg.hold_time = 9;
             cfg.connect_retry = 2;
-            cfg.families = vec![super::config::FamilyName::Ipv6Unicast];
+            cfg.families = vec![FamilyName::Ipv6Unicast];
             let peer = speaker.add_peer(cfg).expect("peer");
             let mut routes = Vec::new();
             loop {
@@ -542,11 +564,13 @@ fn bird_over_ipv6_transport() {
             }
             speaker.shutdown().await;
             routes
+        }
+    });
+    let out = bird
+        .wait_for(&["show", "route", "all", "2001:db8:200::/48"], WAIT, |o| {
+            o.contains("2001:db8:200::/48")
         })
-    });
-    let out = bird.wait_for(&["show", "route", "all", "2001:db8:200::/48"], WAIT, |o| {
-        o.contains("2001:db8:200::/48")
-    });
+        .unwrap();
     assert!(out.contains("via 2001:db8::1"), "{out}");
     assert!(out.contains("BGP.as_path: 65001"), "{out}");
     cmd_tx.send(()).unwrap();
