@@ -36,7 +36,7 @@ use crate::{
     metrics,
     netlink::{
         self, AddrInfo, LinkInfo, Neighbour, NetEvent, Netlink,
-        routes::{GatewayRoute, RouteEvent},
+        routes::{GatewayRoute, KernelRoute, RouteEvent},
     },
     resolve::{self, Resolver, ResolvingRoute},
     rib::RibChange,
@@ -1956,10 +1956,11 @@ fn spawn_kernel_sync(
     let mut nexthops = netlink::nexthops::Nexthops::open()?;
     let (tx, mut rx) = mpsc::unbounded_channel::<KernelOp>();
     let task = tokio::spawn(async move {
+        // The objects made, with their hops (to make one again the kernel dropped).
+        let mut objects: HashMap<u32, std::sync::Arc<[(IpAddr, u32)]>> = HashMap::new();
         while let Some(first) = rx.recv().await {
             let mut adds = Vec::new();
-            let mut routes: HashMap<IpNet, Option<crate::netlink::routes::KernelRoute>> =
-                HashMap::new();
+            let mut routes: HashMap<IpNet, Option<KernelRoute>> = HashMap::new();
             let mut dels = Vec::new();
             let mut next = Some(first);
             while let Some(op) = next.take() {
@@ -1980,25 +1981,67 @@ fn spawn_kernel_sync(
                 if let Err(e) = nexthops.add(id, &hops) {
                     warn!("kernel route sync: {e:#}");
                 }
+                objects.insert(id, hops);
             }
-            futures::stream::iter(routes)
-                .for_each_concurrent(64, |(prefix, route)| {
+            let total = routes.len();
+            let failed: Vec<(IpNet, Option<KernelRoute>)> = futures::stream::iter(routes)
+                .map(|(prefix, route)| {
                     let nl = nl.clone();
                     async move {
                         let result = match &route {
                             Some(route) => nl.replace_route(prefix, route).await,
                             None => nl.delete_route(prefix).await,
                         };
-                        if let Err(e) = result {
-                            warn!("kernel route sync: {e:#}");
-                        }
+                        result.err().map(|_| (prefix, route))
                     }
                 })
+                .buffer_unordered(64)
+                .filter_map(|r| async move { r })
+                .collect()
                 .await;
+            // A route naming an object the kernel no longer has (deleted behind nva's
+            // back, or with its device): the object is made again and the route retried
+            // once. What still fails is reported once per batch, not once per route.
+            let mut remade = HashSet::new();
+            let mut still = Vec::new();
+            for (prefix, route) in failed {
+                if let Some(KernelRoute::Nexthop(id)) = &route
+                    && let Some(hops) = objects.get(id)
+                    && (remade.contains(id) || nexthops.add(*id, hops).is_ok())
+                {
+                    remade.insert(*id);
+                    if let Some(r) = &route
+                        && nl.replace_route(prefix, r).await.is_ok()
+                    {
+                        continue;
+                    }
+                }
+                let result = match &route {
+                    Some(r) => nl.replace_route(prefix, r).await,
+                    None => nl.delete_route(prefix).await,
+                };
+                if let Err(e) = result {
+                    still.push(e);
+                }
+            }
+            if !remade.is_empty() {
+                info!(
+                    objects = remade.len(),
+                    "kernel route sync: nexthop objects made again"
+                );
+            }
+            if let Some(first) = still.first() {
+                warn!(
+                    failed = still.len(),
+                    of = total,
+                    "kernel route sync: route changes failed, the first: {first:#}"
+                );
+            }
             for (id, ids) in dels {
                 if let Err(e) = nexthops.delete(id, ids) {
                     warn!("kernel route sync: {e:#}");
                 }
+                objects.remove(&id);
             }
         }
     });

@@ -655,6 +655,30 @@ fn mirrored_routes_name_nexthop_objects_and_leave_none_behind() {
         blackhole.starts_with("blackhole") && !blackhole.contains("nhid"),
         "{blackhole}"
     );
+    // The ECMP object deleted behind nva's back (its route goes with it): the next route
+    // over the same next hops makes it again.
+    hub.nva.ip(&format!("nexthop del id {group}")).unwrap();
+    assert!(!routes().contains("10.100.0.0/16"), "{}", routes());
+    let v4: Vec<String> = (1..=2)
+        .map(|k| format!("{{ via = \"{}\" }}", server_v4(k)))
+        .collect();
+    let more = format!(
+        "{config}[[routes]]\nprefix = \"198.18.2.0/24\"\nnexthops = [{}]\n",
+        v4.join(", ")
+    );
+    std::fs::write(nva.config_path(), more).unwrap();
+    let reload = nva.cli_raw(&["reload"]).unwrap();
+    assert!(reload.status.success(), "{reload:?}\n{}", nva.log());
+    wait_until(Duration::from_secs(10), Duration::from_millis(100), || {
+        Ok(routes().contains("198.18.2.0/24"))
+    })
+    .unwrap_or_else(|e| panic!("{e:#}\n{}\n{}\n{}", objects(), routes(), nva.log()));
+    assert_eq!(nhid("198.18.2.0/24"), group);
+    assert!(
+        objects().contains(&format!("id {group} group")),
+        "{}",
+        objects()
+    );
     // A stop removes every object and route of nva's.
     let mut nva = nva;
     nva.stop().unwrap();
