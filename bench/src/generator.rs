@@ -21,7 +21,7 @@ use crate::{
     topology::{DUT_MAC, GEN_MAC, GEN_V4, GEN_V6},
 };
 
-/// Mirror of `GenConfig` in `nva-ebpf/src/bench.rs`.
+/// Mirror of `GenConfig` in `bench/ebpf/src/main.rs`.
 #[repr(C)]
 #[derive(Clone, Copy)]
 pub struct GenConfig {
@@ -78,8 +78,7 @@ pub fn configure(
         let mut ip = frame[14..34].to_vec();
         ip[10..12].fill(0);
         ip[16..20].fill(0);
-        // The program adds 16-bit words as they lie in memory (native order).
-        partial = u16::from_ne_bytes(fold(sum_words(&ip, 0)).to_be_bytes()) as u32;
+        partial = native_partial_sum(&ip);
     }
     obj.set_config(&GenConfig {
         hdr,
@@ -221,4 +220,28 @@ pub fn run<R>(
             .unwrap_or_else(|p| std::panic::resume_unwind(p))?;
         Ok(out)
     })
+}
+
+/// The folded one's-complement sum of `bytes` as the generator program adds them: 16-bit
+/// words as they lie in memory (native order), not big-endian.
+fn native_partial_sum(bytes: &[u8]) -> u32 {
+    u16::from_ne_bytes(fold(sum_words(bytes, 0)).to_be_bytes()) as u32
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn partial_sum_is_in_native_order() {
+        let hdr: Vec<u8> = (0u8..20).map(|i| i.wrapping_mul(37) ^ 0xa5).collect();
+        // Summed word by word in native order, folded twice (at most 10 words).
+        let mut sum: u32 = hdr
+            .chunks(2)
+            .map(|c| u16::from_ne_bytes([c[0], c[1]]) as u32)
+            .sum();
+        sum = (sum & 0xffff) + (sum >> 16);
+        sum = (sum & 0xffff) + (sum >> 16);
+        assert_eq!(native_partial_sum(&hdr), sum);
+    }
 }

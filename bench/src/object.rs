@@ -1,4 +1,4 @@
-//! The benchmark helper programs (`nva-ebpf/src/bench.rs`) and their maps.
+//! The benchmark helper programs (`bench/ebpf`, built by build.rs) and their maps.
 use std::net::IpAddr;
 
 use anyhow::{Context, Result, anyhow};
@@ -7,11 +7,12 @@ use aya::{
     maps::{Array, DevMap, MapData, PerCpuArray, ProgramArray},
     programs::{Xdp, XdpMode, xdp::XdpLink},
 };
-use nva::bench_object::BENCH_OBJECT;
-
 use nva_testkit::Netns;
 
 use crate::generator::GenConfig;
+
+/// The helper programs' object (crate `nva-bench-ebpf`, its bin `nva-bench`).
+static BENCH_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/nva-bench"));
 
 pub const GEN: &str = "bench_gen";
 pub const SINK: &str = "bench_sink";
@@ -19,7 +20,7 @@ pub const PASS: &str = "bench_pass";
 pub const FWD: &str = "bench_fwd";
 pub const CYCLE: &str = "bench_cycle";
 
-/// Mirror of `FwdPort` in `nva-ebpf/src/bench.rs`.
+/// Mirror of `FwdPort` in `bench/ebpf/src/main.rs`.
 #[repr(C)]
 #[derive(Clone, Copy)]
 pub struct FwdPort {

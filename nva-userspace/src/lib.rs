@@ -1,8 +1,6 @@
 //! nva: the controller of an XDP hub router. The route path is one straight line:
 //! sources of routes (config, local addresses, BGP later) -> `fib` (next hops, ECMP
 //! groups, make-before-break writes) -> `dataplane` (the BPF maps).
-#[cfg(feature = "bench-object")]
-pub mod bench_object;
 pub mod bgp;
 pub mod bgp_install;
 pub mod config;

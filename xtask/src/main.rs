@@ -294,19 +294,17 @@ fn install_missing_debian_packages(packages: &[&str]) -> Result<()> {
 }
 
 fn build() -> Result<()> {
+    // The VM tests run nva-bench's pktgen generator in a guest.
     run(Command::new("cargo").current_dir(root()).args([
         "build",
         "--package",
         "nva-userspace",
         "--package",
         "nva-tests",
+        "--package",
+        "nva-bench",
         "--bins",
-    ]))?;
-    // The VM tests run nva-bench's pktgen generator in a guest. Built on its own: built
-    // with nva-userspace, its feature bench-object would end up in that build's nva.
-    run(Command::new("cargo")
-        .current_dir(root())
-        .args(["build", "--package", "nva-bench"]))
+    ]))
 }
 
 /// Builds the release binary, generates its man pages and completions from the CLI
@@ -389,6 +387,8 @@ fn test(args: &[String], deb: &Path) -> Result<()> {
             "--workspace",
             "--exclude",
             "nva-ebpf",
+            "--exclude",
+            "nva-bench-ebpf",
             "--",
             "--test-threads=1",
         ])
