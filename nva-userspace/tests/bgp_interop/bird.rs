@@ -14,7 +14,7 @@ use nva::bgp::config::{ConnectMode, FamilyName, PeerConfig};
 use nva::bgp::event::{Command, DownReason, Event};
 use nva_testkit::{Bird, Netns, veth};
 
-use crate::env::{listening_speaker, skip_unless, wait_link_local};
+use crate::env::{linked, listening_speaker, skip_unless, wait_link_local};
 
 const BIRD_CONF: &str = r#"
 router id 10.0.0.2;
@@ -82,22 +82,10 @@ fn bird_interop() {
     if skip_unless(&["ip", "bird", "birdc"]) {
         return;
     }
-    let ours = Netns::new("ours").unwrap();
-    let theirs = Netns::new("theirs").unwrap();
-    veth(&ours, "veth0", &theirs, "veth1").unwrap();
-    ours.ip_args(&["addr", "add", "10.0.0.1/24", "dev", "veth0"])
-        .unwrap();
-    ours.ip_args(&["addr", "add", "2001:db8::1/64", "dev", "veth0", "nodad"])
-        .unwrap();
-    theirs
-        .ip_args(&["addr", "add", "10.0.0.2/24", "dev", "veth1"])
-        .unwrap();
-    theirs
-        .ip_args(&["addr", "add", "10.0.0.3/24", "dev", "veth1"])
-        .unwrap();
-    theirs
-        .ip_args(&["addr", "add", "2001:db8::2/64", "dev", "veth1", "nodad"])
-        .unwrap();
+    let (ours, theirs) = linked(
+        &["10.0.0.1/24", "2001:db8::1/64"],
+        &["10.0.0.2/24", "10.0.0.3/24", "2001:db8::2/64"],
+    );
     let bird = Bird::start(&theirs, BIRD_CONF).expect("start bird");
 
     let (step_tx, step_rx) = std::sync::mpsc::channel::<Step>();
@@ -314,14 +302,7 @@ fn bird_md5_gtsm_graceful_restart() {
     if skip_unless(&["ip", "bird", "birdc"]) {
         return;
     }
-    let ours = Netns::new("ours").unwrap();
-    let theirs = Netns::new("theirs").unwrap();
-    veth(&ours, "veth0", &theirs, "veth1").unwrap();
-    ours.ip_args(&["addr", "add", "10.0.0.1/24", "dev", "veth0"])
-        .unwrap();
-    theirs
-        .ip_args(&["addr", "add", "10.0.0.2/24", "dev", "veth1"])
-        .unwrap();
+    let (ours, theirs) = linked(&["10.0.0.1/24"], &["10.0.0.2/24"]);
     let mut bird = Bird::start(&theirs, BIRD_SECURE_CONF).expect("start bird");
 
     let (report_tx, report_rx) = std::sync::mpsc::channel::<Event>();
@@ -386,14 +367,7 @@ fn bird_md5_mismatch_never_establishes() {
     if skip_unless(&["ip", "bird", "birdc"]) {
         return;
     }
-    let ours = Netns::new("ours").unwrap();
-    let theirs = Netns::new("theirs").unwrap();
-    veth(&ours, "veth0", &theirs, "veth1").unwrap();
-    ours.ip_args(&["addr", "add", "10.0.0.1/24", "dev", "veth0"])
-        .unwrap();
-    theirs
-        .ip_args(&["addr", "add", "10.0.0.2/24", "dev", "veth1"])
-        .unwrap();
+    let (ours, theirs) = linked(&["10.0.0.1/24"], &["10.0.0.2/24"]);
     let bird = Bird::start(&theirs, BIRD_SECURE_CONF).expect("start bird");
     let speaker = ours.spawn_async(move || async move {
         let (mut speaker, mut rx) = listening_speaker("10.0.0.1:179", 64);
@@ -521,14 +495,7 @@ fn bird_over_ipv6_transport() {
     if skip_unless(&["ip", "bird", "birdc"]) {
         return;
     }
-    let ours = Netns::new("ours").unwrap();
-    let theirs = Netns::new("theirs").unwrap();
-    veth(&ours, "veth0", &theirs, "veth1").unwrap();
-    ours.ip_args(&["addr", "add", "2001:db8::1/64", "dev", "veth0", "nodad"])
-        .unwrap();
-    theirs
-        .ip_args(&["addr", "add", "2001:db8::2/64", "dev", "veth1", "nodad"])
-        .unwrap();
+    let (ours, theirs) = linked(&["2001:db8::1/64"], &["2001:db8::2/64"]);
     // BIRD adds its link-local next hop only once the address is usable.
     wait_link_local(&theirs, "veth1");
     let bird = Bird::start(&theirs, BIRD_V6_CONF).expect("start bird");

@@ -4,7 +4,7 @@
 use std::time::{Duration, Instant};
 
 use nva::bgp::{Event, Speaker};
-use nva_testkit::Netns;
+use nva_testkit::{Netns, veth};
 
 /// True (and a message) when the test cannot run here: not root, or a tool missing.
 pub fn skip_unless(tools: &[&str]) -> bool {
@@ -36,6 +36,24 @@ pub fn listening_speaker(
         .listen(listen.parse().expect("listen address"))
         .expect("listen");
     (speaker, rx)
+}
+
+/// Namespaces `ours` (veth0) and `theirs` (veth1) joined by a veth, with these addresses
+/// (IPv6 ones without duplicate address detection).
+pub fn linked(ours_addrs: &[&str], theirs_addrs: &[&str]) -> (Netns, Netns) {
+    let ours = Netns::new("ours").unwrap();
+    let theirs = Netns::new("theirs").unwrap();
+    veth(&ours, "veth0", &theirs, "veth1").unwrap();
+    for (ns, dev, addrs) in [
+        (&ours, "veth0", ours_addrs),
+        (&theirs, "veth1", theirs_addrs),
+    ] {
+        for a in addrs {
+            let nodad = if a.contains(':') { " nodad" } else { "" };
+            ns.ip(&format!("addr add {a} dev {dev}{nodad}")).unwrap();
+        }
+    }
+    (ours, theirs)
 }
 
 /// Waits until `dev` in `ns` has a usable (not tentative) IPv6 link-local address.

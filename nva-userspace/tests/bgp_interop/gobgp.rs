@@ -10,9 +10,9 @@ use ipnet::IpNet;
 use nva::bgp::codec::{AsPath, Community, NextHop, PathAttrs};
 use nva::bgp::config::PeerConfig;
 use nva::bgp::event::{Command, DownReason, Event};
-use nva_testkit::{Gobgp, Netns, veth};
+use nva_testkit::Gobgp;
 
-use crate::env::{listening_speaker, skip_unless};
+use crate::env::{linked, listening_speaker, skip_unless};
 
 const GOBGP_CONF: &str = r#"
 [global.config]
@@ -47,19 +47,10 @@ fn gobgp_interop() {
     if skip_unless(&["ip", "gobgpd", "gobgp"]) {
         return;
     }
-    let ours = Netns::new("ours").unwrap();
-    let theirs = Netns::new("theirs").unwrap();
-    veth(&ours, "veth0", &theirs, "veth1").unwrap();
-    ours.ip_args(&["addr", "add", "10.0.0.1/24", "dev", "veth0"])
-        .unwrap();
-    ours.ip_args(&["addr", "add", "2001:db8::1/64", "dev", "veth0", "nodad"])
-        .unwrap();
-    theirs
-        .ip_args(&["addr", "add", "10.0.0.2/24", "dev", "veth1"])
-        .unwrap();
-    theirs
-        .ip_args(&["addr", "add", "2001:db8::2/64", "dev", "veth1", "nodad"])
-        .unwrap();
+    let (ours, theirs) = linked(
+        &["10.0.0.1/24", "2001:db8::1/64"],
+        &["10.0.0.2/24", "2001:db8::2/64"],
+    );
     let gobgp = Gobgp::start(&theirs, GOBGP_CONF).expect("start gobgpd");
     gobgp.gobgp(&[
         "global",
