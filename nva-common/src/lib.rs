@@ -21,40 +21,51 @@
 //! replace the trie later without the controller changing anything but the writer.
 #![no_std]
 
-/// Map names, as the eBPF object declares them.
-pub mod map_names {
-    pub const FIB_V4_EW: &str = "FIB_V4_EW";
-    pub const FIB_V4_NS: &str = "FIB_V4_NS";
-    pub const FIB_V6_EW: &str = "FIB_V6_EW";
-    pub const FIB_V6_NS: &str = "FIB_V6_NS";
-    pub const CLASS_V4: &str = "CLASS_V4";
-    pub const CLASS_V6: &str = "CLASS_V6";
-    pub const SEGMENT_V4: &str = "SEGMENT_V4";
-    pub const SEGMENT_V6: &str = "SEGMENT_V6";
-    pub const SEGMENT_POLICY: &str = "SEGMENT_POLICY";
-    pub const SEGMENT_DROPS: &str = "SEGMENT_DROPS";
-    pub const GROUPS: &str = "GROUPS";
-    pub const NEXTHOPS: &str = "NEXTHOPS";
-    pub const TX_PORTS: &str = "TX_PORTS";
-    pub const PORTS: &str = "PORTS";
-    pub const COUNTERS: &str = "COUNTERS";
-    pub const CLASS_COUNTERS: &str = "CLASS_COUNTERS";
-    pub const DIR24_EW: &str = "DIR24_EW";
-    pub const DIR24_NS: &str = "DIR24_NS";
-    pub const DIR8_EW: &str = "DIR8_EW";
-    pub const DIR8_NS: &str = "DIR8_NS";
-    pub const MBT6_ROOT_EW: &str = "MBT6_ROOT_EW";
-    pub const MBT6_ROOT_NS: &str = "MBT6_ROOT_NS";
-    pub const MBT6_NODES_EW: &str = "MBT6_NODES_EW";
-    pub const MBT6_NODES_NS: &str = "MBT6_NODES_NS";
-    pub const POLICY_TOP_V4: &str = "POLICY_TOP_V4";
-    pub const POLICY_RANGES_V4: &str = "POLICY_RANGES_V4";
-    pub const DXR_TOP_EW: &str = "DXR_TOP_EW";
-    pub const DXR_TOP_NS: &str = "DXR_TOP_NS";
-    pub const DXR_RANGES_EW: &str = "DXR_RANGES_EW";
-    pub const DXR_RANGES_NS: &str = "DXR_RANGES_NS";
-    pub const SETTINGS: &str = "SETTINGS";
+/// Declares the map names once: each constant's value is its own identifier, the name of
+/// the eBPF object's static, so the two cannot differ by a typo; the eBPF crate's `maps!`
+/// accepts only a map named here, and the loader takes the maps by these constants.
+macro_rules! map_names {
+    ($($name:ident),* $(,)?) => {
+        /// Map names, as the eBPF object declares them.
+        pub mod map_names {
+            $(pub const $name: &str = stringify!($name);)*
+        }
+    };
 }
+
+map_names!(
+    FIB_V4_EW,
+    FIB_V4_NS,
+    FIB_V6_EW,
+    FIB_V6_NS,
+    CLASS_V4,
+    CLASS_V6,
+    SEGMENT_V4,
+    SEGMENT_V6,
+    SEGMENT_POLICY,
+    SEGMENT_DROPS,
+    GROUPS,
+    NEXTHOPS,
+    TX_PORTS,
+    PORTS,
+    COUNTERS,
+    CLASS_COUNTERS,
+    DIR24_EW,
+    DIR24_NS,
+    DIR8_EW,
+    DIR8_NS,
+    MBT6_ROOT_EW,
+    MBT6_ROOT_NS,
+    MBT6_NODES_EW,
+    MBT6_NODES_NS,
+    POLICY_TOP_V4,
+    POLICY_RANGES_V4,
+    DXR_TOP_EW,
+    DXR_TOP_NS,
+    DXR_RANGES_EW,
+    DXR_RANGES_NS,
+    SETTINGS,
+);
 
 /// Traffic classes; each has its own FIB, no-route policy and counters.
 pub const CLASS_EAST_WEST: u32 = 0;
@@ -383,6 +394,18 @@ pub mod reason {
 
 /// Counter cells per interface slot (a power of two, so the index is a shift).
 pub const NUM_REASONS: u32 = 32;
+
+// The kernel copies map values verbatim: both sides must agree on these sizes, and a
+// field added without thought to the layout (padding) fails the build here.
+const _: () = {
+    use core::mem::size_of;
+    assert!(size_of::<Route>() == 8);
+    assert!(size_of::<EcmpGroup>() == 2 * ECMP_BUCKETS);
+    assert!(size_of::<NextHop>() == 24);
+    assert!(size_of::<PortInfo>() == 16);
+    assert!(size_of::<Settings>() == 8);
+    assert!(size_of::<Counter>() == 16);
+};
 
 #[cfg(feature = "user")]
 mod pod {

@@ -1,4 +1,5 @@
-//! Map definitions. Key/value layouts and sizes come from `nva-common`.
+//! Map definitions. Key/value layouts and sizes come from `nva-common`, and so do the
+//! names: `maps!` only accepts a map whose name is in `nva_common::map_names`.
 use aya_ebpf::{
     bindings::BPF_F_MMAPABLE,
     macros::map,
@@ -10,109 +11,93 @@ use nva_common::{
     NextHop, POLICY_RANGE_CELLS, POLICY_TOP_ENTRIES, PortInfo, Route, Settings,
 };
 
-/// IPv4 FIBs, one per traffic class: destination prefix (network byte order) -> route.
-#[map]
-pub static FIB_V4_EW: LpmTrie<[u8; 4], Route> = LpmTrie::with_max_entries(MAX_ROUTES_V4, 0);
-#[map]
-pub static FIB_V4_NS: LpmTrie<[u8; 4], Route> = LpmTrie::with_max_entries(MAX_ROUTES_V4, 0);
+/// Declares the maps (`#[map] pub static NAME: TYPE = INIT;`), each checked at compile
+/// time against the shared list of names the loader takes them by.
+macro_rules! maps {
+    ($($(#[doc = $doc:literal])* $name:ident: $ty:ty = $init:expr;)*) => {
+        $(
+            $(#[doc = $doc])*
+            #[map]
+            pub static $name: $ty = $init;
+            const _: &str = nva_common::map_names::$name;
+        )*
+    };
+}
 
-/// IPv6 FIBs, one per traffic class.
-#[map]
-pub static FIB_V6_EW: LpmTrie<[u8; 16], Route> = LpmTrie::with_max_entries(MAX_ROUTES_V6, 0);
-#[map]
-pub static FIB_V6_NS: LpmTrie<[u8; 16], Route> = LpmTrie::with_max_entries(MAX_ROUTES_V6, 0);
+maps! {
+    /// IPv4 FIBs, one per traffic class: destination prefix (network byte order) -> route.
+    FIB_V4_EW: LpmTrie<[u8; 4], Route> = LpmTrie::with_max_entries(MAX_ROUTES_V4, 0);
+    FIB_V4_NS: LpmTrie<[u8; 4], Route> = LpmTrie::with_max_entries(MAX_ROUTES_V4, 0);
 
-/// Destination prefixes of east-west traffic (value: class); no match = north-south.
-#[map]
-pub static CLASS_V4: LpmTrie<[u8; 4], u32> = LpmTrie::with_max_entries(MAX_CLASS_PREFIXES, 0);
-#[map]
-pub static CLASS_V6: LpmTrie<[u8; 16], u32> = LpmTrie::with_max_entries(MAX_CLASS_PREFIXES, 0);
+    /// IPv6 FIBs, one per traffic class.
+    FIB_V6_EW: LpmTrie<[u8; 16], Route> = LpmTrie::with_max_entries(MAX_ROUTES_V6, 0);
+    FIB_V6_NS: LpmTrie<[u8; 16], Route> = LpmTrie::with_max_entries(MAX_ROUTES_V6, 0);
 
-/// The IPv4 policy table (class and segment per address; see nva-common), written
-/// through mmap like the DXR FIBs; two u32 cells per element.
-#[map]
-pub static POLICY_TOP_V4: Array<u64> =
-    Array::with_max_entries(POLICY_TOP_ENTRIES / 2, BPF_F_MMAPABLE);
-#[map]
-pub static POLICY_RANGES_V4: Array<u64> =
-    Array::with_max_entries(POLICY_RANGE_CELLS / 2, BPF_F_MMAPABLE);
+    /// Destination prefixes of east-west traffic (value: class); no match = north-south.
+    CLASS_V4: LpmTrie<[u8; 4], u32> = LpmTrie::with_max_entries(MAX_CLASS_PREFIXES, 0);
+    CLASS_V6: LpmTrie<[u8; 16], u32> = LpmTrie::with_max_entries(MAX_CLASS_PREFIXES, 0);
 
-/// Prefix -> segment id, for east-west segmentation.
-#[map]
-pub static SEGMENT_V4: LpmTrie<[u8; 4], u32> = LpmTrie::with_max_entries(MAX_SEGMENT_PREFIXES, 0);
-#[map]
-pub static SEGMENT_V6: LpmTrie<[u8; 16], u32> = LpmTrie::with_max_entries(MAX_SEGMENT_PREFIXES, 0);
+    /// The IPv4 policy table (class and segment per address; see nva-common), written
+    /// through mmap like the DXR FIBs; two u32 cells per element.
+    POLICY_TOP_V4: Array<u64> =
+        Array::with_max_entries(POLICY_TOP_ENTRIES / 2, BPF_F_MMAPABLE);
+    POLICY_RANGES_V4: Array<u64> =
+        Array::with_max_entries(POLICY_RANGE_CELLS / 2, BPF_F_MMAPABLE);
 
-/// `[from * MAX_SEGMENTS + to]` -> SEGMENT_DENY or 0.
-#[map]
-pub static SEGMENT_POLICY: Array<u32> = Array::with_max_entries(MAX_SEGMENTS * MAX_SEGMENTS, 0);
+    /// Prefix -> segment id, for east-west segmentation.
+    SEGMENT_V4: LpmTrie<[u8; 4], u32> = LpmTrie::with_max_entries(MAX_SEGMENT_PREFIXES, 0);
+    SEGMENT_V6: LpmTrie<[u8; 16], u32> = LpmTrie::with_max_entries(MAX_SEGMENT_PREFIXES, 0);
 
-/// Denied packets per segment pair, `[from * MAX_SEGMENTS + to]`.
-#[map]
-pub static SEGMENT_DROPS: PerCpuArray<Counter> =
-    PerCpuArray::with_max_entries(MAX_SEGMENTS * MAX_SEGMENTS, 0);
+    /// `[from * MAX_SEGMENTS + to]` -> SEGMENT_DENY or 0.
+    SEGMENT_POLICY: Array<u32> = Array::with_max_entries(MAX_SEGMENTS * MAX_SEGMENTS, 0);
 
-/// ECMP groups by id.
-#[map]
-pub static GROUPS: Array<EcmpGroup> = Array::with_max_entries(MAX_GROUPS, 0);
+    /// Denied packets per segment pair, `[from * MAX_SEGMENTS + to]`.
+    SEGMENT_DROPS: PerCpuArray<Counter> =
+        PerCpuArray::with_max_entries(MAX_SEGMENTS * MAX_SEGMENTS, 0);
 
-/// Next hops by id.
-#[map]
-pub static NEXTHOPS: Array<NextHop> = Array::with_max_entries(MAX_NEXTHOPS, 0);
+    /// ECMP groups by id.
+    GROUPS: Array<EcmpGroup> = Array::with_max_entries(MAX_GROUPS, 0);
 
-/// Egress ports for bpf_redirect_map, keyed by ifindex.
-#[map]
-pub static TX_PORTS: DevMapHash = DevMapHash::with_max_entries(MAX_IF_SLOTS, 0);
+    /// Next hops by id.
+    NEXTHOPS: Array<NextHop> = Array::with_max_entries(MAX_NEXTHOPS, 0);
 
-/// ifindex -> counter slot and class override.
-#[map]
-pub static PORTS: Array<PortInfo> = Array::with_max_entries(MAX_IFINDEX, 0);
+    /// Egress ports for bpf_redirect_map, keyed by ifindex.
+    TX_PORTS: DevMapHash = DevMapHash::with_max_entries(MAX_IF_SLOTS, 0);
 
-/// Per-CPU packet/byte counters: `slot * NUM_REASONS + reason`.
-#[map]
-pub static COUNTERS: PerCpuArray<Counter> =
-    PerCpuArray::with_max_entries(MAX_IF_SLOTS * NUM_REASONS, 0);
+    /// ifindex -> counter slot and class override.
+    PORTS: Array<PortInfo> = Array::with_max_entries(MAX_IFINDEX, 0);
 
-/// Per-CPU packet/byte counters per traffic class: `class * NUM_REASONS + reason`.
-#[map]
-pub static CLASS_COUNTERS: PerCpuArray<Counter> =
-    PerCpuArray::with_max_entries(NUM_CLASSES * NUM_REASONS, 0);
+    /// Per-CPU packet/byte counters: `slot * NUM_REASONS + reason`.
+    COUNTERS: PerCpuArray<Counter> =
+        PerCpuArray::with_max_entries(MAX_IF_SLOTS * NUM_REASONS, 0);
 
-/// DIR-24-8 IPv4 FIBs per class (see nva-common). Userspace writes them through mmap.
-/// Array elements are padded to 8 bytes, so each u64 element holds two consecutive
-/// u32 entries (the low half first): the mmap then shows a dense u32 array.
-/// Sized to one element in the object; the loader sizes them when a table uses them.
-#[map]
-pub static DIR24_EW: Array<u64> = Array::with_max_entries(1, BPF_F_MMAPABLE);
-#[map]
-pub static DIR24_NS: Array<u64> = Array::with_max_entries(1, BPF_F_MMAPABLE);
-#[map]
-pub static DIR8_EW: Array<u64> = Array::with_max_entries(1, BPF_F_MMAPABLE);
-#[map]
-pub static DIR8_NS: Array<u64> = Array::with_max_entries(1, BPF_F_MMAPABLE);
+    /// Per-CPU packet/byte counters per traffic class: `class * NUM_REASONS + reason`.
+    CLASS_COUNTERS: PerCpuArray<Counter> =
+        PerCpuArray::with_max_entries(NUM_CLASSES * NUM_REASONS, 0);
 
-/// DXR IPv4 FIBs per class (see nva-common), written through mmap like DIR-24-8 and
-/// sized the same way (one element in the object).
-#[map]
-pub static DXR_TOP_EW: Array<u64> = Array::with_max_entries(1, BPF_F_MMAPABLE);
-#[map]
-pub static DXR_TOP_NS: Array<u64> = Array::with_max_entries(1, BPF_F_MMAPABLE);
-#[map]
-pub static DXR_RANGES_EW: Array<u64> = Array::with_max_entries(1, BPF_F_MMAPABLE);
-#[map]
-pub static DXR_RANGES_NS: Array<u64> = Array::with_max_entries(1, BPF_F_MMAPABLE);
+    /// DIR-24-8 IPv4 FIBs per class (see nva-common). Userspace writes them through mmap.
+    /// Array elements are padded to 8 bytes, so each u64 element holds two consecutive
+    /// u32 entries (the low half first): the mmap then shows a dense u32 array.
+    /// Sized to one element in the object; the loader sizes them when a table uses them.
+    DIR24_EW: Array<u64> = Array::with_max_entries(1, BPF_F_MMAPABLE);
+    DIR24_NS: Array<u64> = Array::with_max_entries(1, BPF_F_MMAPABLE);
+    DIR8_EW: Array<u64> = Array::with_max_entries(1, BPF_F_MMAPABLE);
+    DIR8_NS: Array<u64> = Array::with_max_entries(1, BPF_F_MMAPABLE);
 
-/// Multibit IPv6 FIBs per class (see nva-common), written through mmap like DIR-24-8
-/// and sized the same way (one element in the object).
-#[map]
-pub static MBT6_ROOT_EW: Array<u64> = Array::with_max_entries(1, BPF_F_MMAPABLE);
-#[map]
-pub static MBT6_ROOT_NS: Array<u64> = Array::with_max_entries(1, BPF_F_MMAPABLE);
-#[map]
-pub static MBT6_NODES_EW: Array<u64> = Array::with_max_entries(1, BPF_F_MMAPABLE);
-#[map]
-pub static MBT6_NODES_NS: Array<u64> = Array::with_max_entries(1, BPF_F_MMAPABLE);
+    /// DXR IPv4 FIBs per class (see nva-common), written through mmap like DIR-24-8 and
+    /// sized the same way (one element in the object).
+    DXR_TOP_EW: Array<u64> = Array::with_max_entries(1, BPF_F_MMAPABLE);
+    DXR_TOP_NS: Array<u64> = Array::with_max_entries(1, BPF_F_MMAPABLE);
+    DXR_RANGES_EW: Array<u64> = Array::with_max_entries(1, BPF_F_MMAPABLE);
+    DXR_RANGES_NS: Array<u64> = Array::with_max_entries(1, BPF_F_MMAPABLE);
 
-/// Settings (one entry).
-#[map]
-pub static SETTINGS: Array<Settings> = Array::with_max_entries(1, 0);
+    /// Multibit IPv6 FIBs per class (see nva-common), written through mmap like DIR-24-8
+    /// and sized the same way (one element in the object).
+    MBT6_ROOT_EW: Array<u64> = Array::with_max_entries(1, BPF_F_MMAPABLE);
+    MBT6_ROOT_NS: Array<u64> = Array::with_max_entries(1, BPF_F_MMAPABLE);
+    MBT6_NODES_EW: Array<u64> = Array::with_max_entries(1, BPF_F_MMAPABLE);
+    MBT6_NODES_NS: Array<u64> = Array::with_max_entries(1, BPF_F_MMAPABLE);
+
+    /// Settings (one entry).
+    SETTINGS: Array<Settings> = Array::with_max_entries(1, 0);
+}
