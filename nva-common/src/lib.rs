@@ -8,17 +8,19 @@
 //!
 //! ```text
 //! PORTS[ingress ifindex]              (counter slot, class override)
-//! CLASS_V4 / CLASS_V6 (LPM trie)      (destination -> east-west; no match = north-south)
-//! FIB_V4_EW / FIB_V4_NS / FIB_V6_EW / FIB_V6_NS (LPM trie: prefix -> Route), one per class
-//! SEGMENT_V4 / SEGMENT_V6 + SEGMENT_POLICY (east-west only: source and destination
-//!   segment -> allow/deny)
+//! POLICY_TOP_V4 + POLICY_RANGES_V4 / CLASS_V6 (LPM trie)
+//!                                     (destination -> east-west; no match = north-south)
+//! the class's FIB: an LPM trie (FIB_V4_EW / FIB_V4_NS / FIB_V6_EW / FIB_V6_NS), DIR-24-8,
+//!   DXR or the multibit trie (which one is `FibKinds`, fixed when the program is loaded)
+//! segments, east-west only: the policy table (IPv4) or SEGMENT_V6, then SEGMENT_POLICY
+//!   (source and destination segment -> allow/deny)
 //!   -> GROUPS[route.group]            (resilient ECMP group: 256 buckets of next-hop ids)
 //!   -> NEXTHOPS[group.buckets[hash]]  (egress ifindex, MACs, VLAN, MTU)
 //!   -> TX_PORTS[nexthop.ifindex]      (DEVMAP_HASH used by bpf_redirect_map)
 //! ```
 //!
-//! The FIB maps only hold a `Route` (action + group id), so a faster IPv4 structure can
-//! replace the trie later without the controller changing anything but the writer.
+//! Every FIB maps a destination to a `Route` (action + group id), so the structures are
+//! interchangeable without the controller changing anything but the writer.
 #![no_std]
 
 /// Declares the map names once: each constant's value is its own identifier, the name of
@@ -308,18 +310,34 @@ pub const SET_DROP_NO_ROUTE_NS: u32 = 4;
 pub const SET_DROP_NO_ROUTE: u32 = SET_DROP_NO_ROUTE_EW | SET_DROP_NO_ROUTE_NS;
 /// Segment policy is enforced (some segment pair is denied).
 pub const SET_SEGMENTS: u32 = 8;
-/// East-west IPv4 lookups use DIR-24-8 instead of the LPM trie.
-pub const SET_DIR24_EW: u32 = 16;
-/// North-south IPv4 lookups use DIR-24-8 instead of the LPM trie.
-pub const SET_DIR24_NS: u32 = 32;
-/// East-west IPv6 lookups use the multibit trie instead of the LPM trie.
-pub const SET_MBT6_EW: u32 = 64;
-/// North-south IPv6 lookups use the multibit trie instead of the LPM trie.
-pub const SET_MBT6_NS: u32 = 128;
-/// East-west IPv4 lookups use DXR.
-pub const SET_DXR_EW: u32 = 256;
-/// North-south IPv4 lookups use DXR.
-pub const SET_DXR_NS: u32 = 512;
+// Bits 16..512 selected the FIB structures until they became the load-time constant
+// `FibKinds`; a settings map pinned by an older nva may still carry them (ignored).
+
+/// Which structure each FIB is: fixed when the program is loaded, so it is not a
+/// setting but a load-time constant (the global `FIB_KINDS_GLOBAL` in the object's
+/// read-only data, written by the loader). The verifier then knows the value and skips
+/// the lookups of the structures not in use: they cost neither a branch per packet nor
+/// verification.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct FibKinds {
+    /// Per class (east-west, north-south): `FIB_LPM_TRIE`, `FIB_DIR24` or `FIB_DXR`.
+    pub v4: [u32; NUM_CLASSES as usize],
+    /// Per class: `FIB_LPM_TRIE` or `FIB_MULTIBIT`.
+    pub v6: [u32; NUM_CLASSES as usize],
+}
+
+/// The kernel's LPM trie (`FIB_V4_*`, `FIB_V6_*`).
+pub const FIB_LPM_TRIE: u32 = 0;
+/// DIR-24-8 (`DIR24_*`, `DIR8_*`), IPv4.
+pub const FIB_DIR24: u32 = 1;
+/// DXR (`DXR_TOP_*`, `DXR_RANGES_*`), IPv4.
+pub const FIB_DXR: u32 = 2;
+/// The multibit trie (`MBT6_ROOT_*`, `MBT6_NODES_*`), IPv6.
+pub const FIB_MULTIBIT: u32 = 3;
+
+/// Name of the `FibKinds` global in the eBPF object.
+pub const FIB_KINDS_GLOBAL: &str = "FIB_KINDS";
 
 /// Per-CPU counter cell; `COUNTERS[slot * NUM_REASONS + reason]`.
 #[repr(C)]
@@ -404,6 +422,7 @@ const _: () = {
     assert!(size_of::<NextHop>() == 24);
     assert!(size_of::<PortInfo>() == 16);
     assert!(size_of::<Settings>() == 8);
+    assert!(size_of::<FibKinds>() == 16);
     assert!(size_of::<Counter>() == 16);
 };
 
@@ -417,4 +436,5 @@ mod pod {
     unsafe impl aya::Pod for super::Settings {}
     unsafe impl aya::Pod for super::Counter {}
     unsafe impl aya::Pod for super::PortInfo {}
+    unsafe impl aya::Pod for super::FibKinds {}
 }

@@ -2,29 +2,28 @@
 //!
 //! The fast path is flat; anything unusual leaves early with a `Verdict` that names
 //! the counted reason. Nothing is forwarded unless its headers were fully checked.
+//!
+//! Each IP family (`ipv4.rs`, `ipv6.rs`) checks its header into a small struct;
+//! everything after that (class, route, TTL, segments, hash, next hop, MTU, rewrite) is
+//! one family-independent function, `forward`, which asks the struct for the little that
+//! differs (the `Family` trait).
 use aya_ebpf::{
     bindings::xdp_action::{XDP_DROP, XDP_PASS, XDP_TX},
     helpers::bpf_xdp_adjust_head,
-    maps::{Array, lpm_trie::Key},
     programs::XdpContext,
 };
 use nva_common::{
-    CLASS_EAST_WEST, CLASS_NORTH_SOUTH, DIR_EXT, DXR_TOP_BITS, ECMP_BUCKETS, MAX_SEGMENTS,
-    MBT6_LEVELS, MBT6_ROOT_BITS, MBT6_STRIDE, NH_RESOLVED, NH_VALID, NextHop, POLICY_TOP_BITS,
+    CLASS_EAST_WEST, CLASS_NORTH_SOUTH, ECMP_BUCKETS, MAX_SEGMENTS, NH_RESOLVED, NH_VALID, NextHop,
     PORT_FORCE_EAST_WEST, PORT_FORCE_NORTH_SOUTH, PortInfo, ROUTE_BLACKHOLE, ROUTE_CONNECTED,
-    ROUTE_FORWARD, ROUTE_LOCAL, Route, SEGMENT_DENY, SET_DIR24_EW, SET_DIR24_NS,
-    SET_DROP_NO_ROUTE_EW, SET_DROP_NO_ROUTE_NS, SET_DXR_EW, SET_DXR_NS, SET_MBT6_EW, SET_MBT6_NS,
-    SET_SEGMENTS, SET_SYMMETRIC_HASH, Settings, dir_route, dxr_entry, policy_of, reason,
+    ROUTE_FORWARD, ROUTE_LOCAL, Route, SEGMENT_DENY, SET_DROP_NO_ROUTE_EW, SET_DROP_NO_ROUTE_NS,
+    SET_SEGMENTS, SET_SYMMETRIC_HASH, Settings, reason,
 };
 
 use crate::{
     flow,
-    maps::{
-        CLASS_V6, DIR8_EW, DIR8_NS, DIR24_EW, DIR24_NS, DXR_RANGES_EW, DXR_RANGES_NS, DXR_TOP_EW,
-        DXR_TOP_NS, FIB_V4_EW, FIB_V4_NS, FIB_V6_EW, FIB_V6_NS, GROUPS, MBT6_NODES_EW,
-        MBT6_NODES_NS, MBT6_ROOT_EW, MBT6_ROOT_NS, NEXTHOPS, POLICY_RANGES_V4, POLICY_TOP_V4,
-        SEGMENT_DROPS, SEGMENT_POLICY, SEGMENT_V6, SETTINGS, TX_PORTS,
-    },
+    ipv4::ipv4,
+    ipv6::ipv6,
+    maps::{GROUPS, NEXTHOPS, SEGMENT_DROPS, SEGMENT_POLICY, SETTINGS, TX_PORTS},
     packet::*,
 };
 
@@ -39,7 +38,7 @@ pub struct Verdict {
 pub const NO_CLASS: u32 = u32::MAX;
 
 #[inline(always)]
-const fn pass(reason: u32) -> Verdict {
+pub const fn pass(reason: u32) -> Verdict {
     Verdict {
         action: XDP_PASS,
         reason,
@@ -96,7 +95,7 @@ fn segment_denied(from: u32, to: u32, len: usize) -> bool {
     true
 }
 
-const MALFORMED: Verdict = drop(reason::DROP_MALFORMED);
+pub const MALFORMED: Verdict = drop(reason::DROP_MALFORMED);
 
 #[inline(always)]
 pub fn process(ctx: &XdpContext, port: &PortInfo) -> Verdict {
@@ -152,99 +151,6 @@ fn no_route(settings: &Settings, class: u32) -> Verdict {
     }
 }
 
-/// DIR-24-8 lookup: one array read, two for destinations under a prefix longer than /24.
-#[inline(always)]
-fn dir24_lookup(tbl24: &Array<u64>, tbl8: &Array<u64>, dst: [u8; 4]) -> Option<Route> {
-    let addr = u32::from_be_bytes(dst);
-    let mut entry = dir_cell(tbl24, addr >> 8)?;
-    if entry & DIR_EXT != 0 {
-        entry = dir_cell(tbl8, ((entry & 0x00ff_ffff) << 8) | (addr & 0xff))?;
-    }
-    dir_route(entry)
-}
-
-/// DXR lookup: the /16's top cell is the route, or points to a chunk of ranges sorted
-/// by first address: binary search for the last range starting at or before `dst`.
-#[inline(always)]
-fn dxr_lookup(top: &Array<u64>, ranges: &Array<u64>, dst: [u8; 4]) -> Option<Route> {
-    dir_route(dxr_find(top, ranges, DXR_TOP_BITS, dst)?)
-}
-
-/// The entry of a DXR table whose top is indexed by `bits` bits for `dst` (0: none).
-#[inline(always)]
-fn dxr_find(top: &Array<u64>, ranges: &Array<u64>, bits: u32, dst: [u8; 4]) -> Option<u32> {
-    let addr = u32::from_be_bytes(dst);
-    let t = dir_cell(top, addr >> (32 - bits))?;
-    if t & DIR_EXT == 0 {
-        return Some(t);
-    }
-    let low = addr & ((1 << (32 - bits)) - 1);
-    let off = t & !DIR_EXT;
-    let mut n = dir_cell(ranges, off)?;
-    let mut base = off + 1;
-    // At most 65,536 ranges: 16 halvings.
-    for _ in 0..17 {
-        if n <= 1 {
-            break;
-        }
-        let half = n / 2;
-        if dir_cell(ranges, base + half)? >> 16 <= low {
-            base += half;
-        }
-        n -= half;
-    }
-    Some(dxr_entry(dir_cell(ranges, base)?))
-}
-
-/// (east-west, segment) of an IPv4 address, from the policy table.
-#[inline(always)]
-fn policy_v4(addr: [u8; 4]) -> (bool, u32) {
-    policy_of(dxr_find(&POLICY_TOP_V4, &POLICY_RANGES_V4, POLICY_TOP_BITS, addr).unwrap_or(0))
-}
-
-/// Multibit-trie IPv6 lookup: the root by the top 20 bits, then one 16-entry block
-/// (one cache line) per 4 bits until an entry is a route.
-#[inline(always)]
-fn mbt6_lookup(root: &Array<u64>, nodes: &Array<u64>, dst: [u8; 16]) -> Option<Route> {
-    let hi = u64::from_be_bytes([
-        dst[0], dst[1], dst[2], dst[3], dst[4], dst[5], dst[6], dst[7],
-    ]);
-    let lo = u64::from_be_bytes([
-        dst[8], dst[9], dst[10], dst[11], dst[12], dst[13], dst[14], dst[15],
-    ]);
-    let mut entry = dir_cell(root, (hi >> (64 - MBT6_ROOT_BITS)) as u32)?;
-    // Bit offset of the next 4 bits, counted from the top of the address.
-    let mut bit = MBT6_ROOT_BITS;
-    for _ in 0..MBT6_LEVELS {
-        if entry & DIR_EXT == 0 {
-            break;
-        }
-        let nibble = if bit < 64 {
-            hi >> (64 - MBT6_STRIDE - bit)
-        } else {
-            lo >> (128 - MBT6_STRIDE - bit)
-        } as u32
-            & 0xf;
-        entry = dir_cell(nodes, ((entry & 0x0fff_ffff) << MBT6_STRIDE) | nibble)?;
-        bit += MBT6_STRIDE;
-    }
-    if entry & DIR_EXT != 0 {
-        return None;
-    }
-    dir_route(entry)
-}
-
-/// u32 cell `i` of a table stored two cells per u64 element.
-#[inline(always)]
-fn dir_cell(table: &Array<u64>, i: u32) -> Option<u32> {
-    let pair = *table.get(i >> 1)?;
-    Some(if i & 1 == 0 {
-        pair as u32
-    } else {
-        (pair >> 32) as u32
-    })
-}
-
 /// The ECMP group to forward through, or the verdict for a packet that is not forwarded.
 #[inline(always)]
 fn forward_group(route: Option<&Route>, settings: &Settings, class: u32) -> Result<u32, Verdict> {
@@ -260,237 +166,107 @@ fn forward_group(route: Option<&Route>, settings: &Settings, class: u32) -> Resu
     }
 }
 
-fn ipv4(ctx: &XdpContext, port: &PortInfo, l3: usize, in_vlan: bool) -> Verdict {
-    let Some(ip) = ptr_at::<Ipv4Hdr>(ctx, l3) else {
-        return MALFORMED;
-    };
-    // SAFETY (all header reads below): ptr_at checked the header lies in the frame.
-    let version_ihl = unsafe { (*ip).version_ihl };
-    let hdr_len = ((version_ihl & 0x0f) as usize) * 4;
-    if version_ihl >> 4 != 4 || hdr_len < IPV4_MIN_LEN {
-        return MALFORMED;
-    }
-    let tot_len = u16::from_be(unsafe { (*ip).tot_len }) as usize;
-    if tot_len < hdr_len || l3 + tot_len > frame_len(ctx) {
-        return MALFORMED;
-    }
-    if !ipv4_checksum_ok(ctx, l3, hdr_len) {
-        return MALFORMED;
-    }
-    let dst = unsafe { (*ip).dst };
-    // Multicast, reserved and limited broadcast are never routed here.
-    if dst[0] >= 224 {
-        return pass(reason::PASS_LOCAL);
-    }
-    let settings = settings();
-    let key = Key::new(32, dst);
-    let (east_west, dst_segment) = policy_v4(dst);
-    let class = classify(port, east_west);
-    let route = if class == CLASS_NORTH_SOUTH {
-        if settings.flags & SET_DXR_NS != 0 {
-            dxr_lookup(&DXR_TOP_NS, &DXR_RANGES_NS, dst)
-        } else if settings.flags & SET_DIR24_NS != 0 {
-            dir24_lookup(&DIR24_NS, &DIR8_NS, dst)
-        } else {
-            FIB_V4_NS.get(&key).copied()
-        }
-    } else if settings.flags & SET_DXR_EW != 0 {
-        dxr_lookup(&DXR_TOP_EW, &DXR_RANGES_EW, dst)
-    } else if settings.flags & SET_DIR24_EW != 0 {
-        dir24_lookup(&DIR24_EW, &DIR8_EW, dst)
-    } else {
-        FIB_V4_EW.get(&key).copied()
-    };
-    let group = match forward_group(route.as_ref(), &settings, class) {
-        Ok(group) => group,
-        Err(verdict) => return in_class(verdict, class),
-    };
-    if unsafe { (*ip).ttl } <= 1 {
-        return in_class(pass(reason::PASS_TTL), class);
-    }
-    let src = unsafe { (*ip).src };
-    if class == CLASS_EAST_WEST && settings.flags & SET_SEGMENTS != 0 {
-        let from = policy_v4(src).1;
-        if segment_denied(from, dst_segment, frame_len(ctx)) {
-            return in_class(drop(reason::DROP_SEGMENT), class);
-        }
-    }
-
-    let proto = unsafe { (*ip).proto };
-    // Fragments (more-fragments set or non-zero offset) carry no reliable ports:
-    // hash on L3 only so every fragment of a datagram takes the same path.
-    let fragment = u16::from_be(unsafe { (*ip).frag_off }) & 0x3fff != 0;
-    let (sport, dport) = if fragment {
-        (0, 0)
-    } else {
-        l4_ports(ctx, l3 + hdr_len, proto)
-    };
-    let hash = flow::hash(
-        settings.hash_seed,
-        settings.flags & SET_SYMMETRIC_HASH != 0,
-        flow::fold_v4(src),
-        flow::fold_v4(dst),
-        proto,
-        sport,
-        dport,
-    );
-    let Some(nh) = select_nexthop(group, hash) else {
-        return in_class(no_route(&settings, class), class);
-    };
-    if nh.flags & NH_RESOLVED == 0 {
-        return in_class(pass(reason::PASS_NEIGH), class);
-    }
-    if tot_len > nh.mtu as usize {
-        return in_class(pass(reason::PASS_MTU), class);
-    }
-    if !egress_ready(ctx, &nh) {
-        return in_class(pass(reason::PASS_NO_TXPORT), class);
-    }
-
-    // TTL decrement with incremental checksum update (RFC 1624), as xdp_fwd does.
-    unsafe {
-        let mut check = (*ip).check as u32;
-        check += 0x0100u16.to_be() as u32;
-        (*ip).check = (check + (check >= 0xffff) as u32) as u16;
-        (*ip).ttl -= 1;
-    }
-    in_class(emit(ctx, &nh, in_vlan, ETH_P_IP), class)
+/// What the shared tail (`forward`) asks of a parsed packet: the few steps whose
+/// details depend on the IP family. Everything else is `forward`'s, once.
+pub trait Family {
+    /// The EtherType the frame goes out with.
+    const ETHERTYPE: u16;
+    /// Looks up whether the destination is in the east-west prefixes (and keeps what
+    /// the same read gives, such as the IPv4 destination segment). Asked once, after
+    /// the settings are read.
+    fn east_west(&mut self) -> bool;
+    /// The route for the destination in the FIB of `class`.
+    fn route(&self, class: u32) -> Option<Route>;
+    /// TTL / hop limit as received.
+    fn ttl(&self) -> u8;
+    /// (source segment, destination segment); asked only when segments are enforced.
+    fn segments(&self) -> (u32, u32);
+    /// What the ECMP hash covers.
+    fn flow(&self, ctx: &XdpContext) -> Flow;
+    /// Bytes of the IP packet: what the egress MTU limits.
+    fn ip_len(&self) -> usize;
+    /// Decrements the TTL / hop limit (and updates the header checksum). The last
+    /// change before the frame is sent.
+    fn decrement_ttl(&self);
 }
 
-/// Verifies the IPv4 header checksum (the kernel would drop a bad one; so do we).
+/// The ECMP hash's input: folded addresses, L4 protocol and ports (0 when the packet
+/// carries none that can be trusted).
+pub struct Flow {
+    pub src: u32,
+    pub dst: u32,
+    pub proto: u8,
+    pub sport: u16,
+    pub dport: u16,
+}
+
+/// Everything after parsing, for both families: class, route, TTL, segments, ECMP
+/// next hop, MTU, rewrite and send. Each step that does not forward the packet leaves
+/// with the verdict that names why, counted under the packet's class.
 #[inline(always)]
-fn ipv4_checksum_ok(ctx: &XdpContext, l3: usize, hdr_len: usize) -> bool {
-    let mut sum: u32 = 0;
-    let words = hdr_len / 2;
-    let mut i = 0;
-    while i < 30 {
-        if i >= words {
-            break;
-        }
-        let Some(word) = ptr_at::<u16>(ctx, l3 + i * 2) else {
-            return false;
-        };
-        sum += unsafe { *word } as u32;
-        i += 1;
-    }
-    sum = (sum & 0xffff) + (sum >> 16);
-    sum = (sum & 0xffff) + (sum >> 16);
-    sum == 0xffff
+pub fn forward<F: Family>(
+    ctx: &XdpContext,
+    port: &PortInfo,
+    packet: &mut F,
+    in_vlan: bool,
+) -> Verdict {
+    let settings = settings();
+    let class = classify(port, packet.east_west());
+    in_class(forward_in(ctx, packet, &settings, class, in_vlan), class)
 }
 
-fn ipv6(ctx: &XdpContext, port: &PortInfo, l3: usize, in_vlan: bool) -> Verdict {
-    let Some(ip) = ptr_at::<Ipv6Hdr>(ctx, l3) else {
-        return MALFORMED;
-    };
-    // SAFETY (all header reads below): ptr_at checked the header lies in the frame.
-    let first = unsafe { (*ip).version_tc_flow[0] };
-    if first >> 4 != 6 {
-        return MALFORMED;
-    }
-    let payload_len = u16::from_be(unsafe { (*ip).payload_len }) as usize;
-    if l3 + IPV6_LEN + payload_len > frame_len(ctx) {
-        return MALFORMED;
-    }
-    let dst = unsafe { (*ip).dst };
-    let src = unsafe { (*ip).src };
-    // Multicast and link-local (either end) are link-scoped: never routed.
-    if dst[0] == 0xff || is_link_local_v6(&dst) || is_link_local_v6(&src) {
-        return pass(reason::PASS_LOCAL);
-    }
-    let settings = settings();
-    let key = Key::new(128, dst);
-    let class = classify(port, CLASS_V6.get(&key).is_some());
-    let route = if class == CLASS_NORTH_SOUTH {
-        if settings.flags & SET_MBT6_NS != 0 {
-            mbt6_lookup(&MBT6_ROOT_NS, &MBT6_NODES_NS, dst)
-        } else {
-            FIB_V6_NS.get(&key).copied()
-        }
-    } else if settings.flags & SET_MBT6_EW != 0 {
-        mbt6_lookup(&MBT6_ROOT_EW, &MBT6_NODES_EW, dst)
-    } else {
-        FIB_V6_EW.get(&key).copied()
-    };
-    let group = match forward_group(route.as_ref(), &settings, class) {
+#[inline(always)]
+fn forward_in<F: Family>(
+    ctx: &XdpContext,
+    packet: &F,
+    settings: &Settings,
+    class: u32,
+    in_vlan: bool,
+) -> Verdict {
+    let group = match forward_group(packet.route(class).as_ref(), settings, class) {
         Ok(group) => group,
-        Err(verdict) => return in_class(verdict, class),
+        Err(verdict) => return verdict,
     };
-    if unsafe { (*ip).hop_limit } <= 1 {
-        return in_class(pass(reason::PASS_TTL), class);
+    if packet.ttl() <= 1 {
+        return pass(reason::PASS_TTL);
     }
     if class == CLASS_EAST_WEST && settings.flags & SET_SEGMENTS != 0 {
-        let from = SEGMENT_V6.get(Key::new(128, src)).copied().unwrap_or(0);
-        let to = SEGMENT_V6.get(&key).copied().unwrap_or(0);
+        let (from, to) = packet.segments();
         if segment_denied(from, to, frame_len(ctx)) {
-            return in_class(drop(reason::DROP_SEGMENT), class);
+            return drop(reason::DROP_SEGMENT);
         }
     }
-
-    let (proto, sport, dport) = ipv6_l4(ctx, l3, unsafe { (*ip).next_hdr });
+    let f = packet.flow(ctx);
+    let symmetric = settings.flags & SET_SYMMETRIC_HASH != 0;
     let hash = flow::hash(
         settings.hash_seed,
-        settings.flags & SET_SYMMETRIC_HASH != 0,
-        flow::fold_v6(src),
-        flow::fold_v6(dst),
-        proto,
-        sport,
-        dport,
+        symmetric,
+        f.src,
+        f.dst,
+        f.proto,
+        f.sport,
+        f.dport,
     );
     let Some(nh) = select_nexthop(group, hash) else {
-        return in_class(no_route(&settings, class), class);
+        return no_route(settings, class);
     };
     if nh.flags & NH_RESOLVED == 0 {
-        return in_class(pass(reason::PASS_NEIGH), class);
+        return pass(reason::PASS_NEIGH);
     }
-    if IPV6_LEN + payload_len > nh.mtu as usize {
-        return in_class(pass(reason::PASS_MTU), class);
+    if packet.ip_len() > nh.mtu as usize {
+        return pass(reason::PASS_MTU);
     }
     if !egress_ready(ctx, &nh) {
-        return in_class(pass(reason::PASS_NO_TXPORT), class);
+        return pass(reason::PASS_NO_TXPORT);
     }
-    unsafe { (*ip).hop_limit -= 1 };
-    in_class(emit(ctx, &nh, in_vlan, ETH_P_IPV6), class)
-}
-
-#[inline(always)]
-fn is_link_local_v6(a: &[u8; 16]) -> bool {
-    a[0] == 0xfe && a[1] & 0xc0 == 0x80
-}
-
-/// Skips the common IPv6 extension headers to find the L4 protocol and ports.
-/// Fragments hash on L3 only (ports 0), like IPv4 fragments.
-#[inline(always)]
-fn ipv6_l4(ctx: &XdpContext, l3: usize, first: u8) -> (u8, u16, u16) {
-    let mut next = first;
-    let mut off = l3 + IPV6_LEN;
-    let mut i = 0;
-    while i < 4 {
-        match next {
-            IPV6_HOPOPTS | IPV6_ROUTING | IPV6_DSTOPTS | IPV6_AH => {
-                let Some(ext) = ptr_at::<[u8; 2]>(ctx, off) else {
-                    return (next, 0, 0);
-                };
-                let (nh, len) = unsafe { ((*ext)[0], (*ext)[1] as usize) };
-                off += if next == IPV6_AH {
-                    (len + 2) * 4
-                } else {
-                    (len + 1) * 8
-                };
-                next = nh;
-            }
-            IPV6_FRAGMENT => return (next, 0, 0),
-            _ => break,
-        }
-        i += 1;
-    }
-    let (sport, dport) = l4_ports(ctx, off, next);
-    (next, sport, dport)
+    packet.decrement_ttl();
+    emit(ctx, &nh, in_vlan, F::ETHERTYPE)
 }
 
 /// Ports of TCP/UDP/SCTP/UDP-Lite, or the echo identifier of ICMP/ICMPv6 echo
 /// (so pings of different sessions spread too). (0, 0) when there is none.
 #[inline(always)]
-fn l4_ports(ctx: &XdpContext, off: usize, proto: u8) -> (u16, u16) {
+pub fn l4_ports(ctx: &XdpContext, off: usize, proto: u8) -> (u16, u16) {
     match proto {
         IPPROTO_TCP | IPPROTO_UDP | IPPROTO_SCTP | IPPROTO_UDPLITE => {
             match ptr_at::<[u16; 2]>(ctx, off) {

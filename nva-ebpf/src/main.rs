@@ -1,13 +1,21 @@
 //! nva's XDP data plane. Read top to bottom: `main.rs` (entry and counting),
-//! `forward.rs` (the packet path), `packet.rs` (headers), `flow.rs` (ECMP hash),
-//! `maps.rs` (the maps, whose types live in `nva-common`).
+//! `forward.rs` (the packet path, the same for both families), `ipv4.rs` and `ipv6.rs`
+//! (what differs per family), `fib.rs` (the array-based FIB lookups), `packet.rs`
+//! (headers), `flow.rs` (ECMP hash), `maps.rs` (the maps, whose types and names live in
+//! `nva-common`).
 #![cfg_attr(target_arch = "bpf", no_std)]
 #![cfg_attr(target_arch = "bpf", no_main)]
 
 #[cfg(target_arch = "bpf")]
+mod fib;
+#[cfg(target_arch = "bpf")]
 mod flow;
 #[cfg(target_arch = "bpf")]
 mod forward;
+#[cfg(target_arch = "bpf")]
+mod ipv4;
+#[cfg(target_arch = "bpf")]
+mod ipv6;
 #[cfg(target_arch = "bpf")]
 mod maps;
 #[cfg(target_arch = "bpf")]

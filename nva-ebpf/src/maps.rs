@@ -6,9 +6,10 @@ use aya_ebpf::{
     maps::{Array, DevMapHash, LpmTrie, PerCpuArray},
 };
 use nva_common::{
-    Counter, EcmpGroup, MAX_CLASS_PREFIXES, MAX_GROUPS, MAX_IF_SLOTS, MAX_IFINDEX, MAX_NEXTHOPS,
-    MAX_ROUTES_V4, MAX_ROUTES_V6, MAX_SEGMENT_PREFIXES, MAX_SEGMENTS, NUM_CLASSES, NUM_REASONS,
-    NextHop, POLICY_RANGE_CELLS, POLICY_TOP_ENTRIES, PortInfo, Route, Settings,
+    Counter, EcmpGroup, FIB_LPM_TRIE, FibKinds, MAX_CLASS_PREFIXES, MAX_GROUPS, MAX_IF_SLOTS,
+    MAX_IFINDEX, MAX_NEXTHOPS, MAX_ROUTES_V4, MAX_ROUTES_V6, MAX_SEGMENT_PREFIXES, MAX_SEGMENTS,
+    NUM_CLASSES, NUM_REASONS, NextHop, POLICY_RANGE_CELLS, POLICY_TOP_ENTRIES, PortInfo, Route,
+    Settings,
 };
 
 /// Declares the maps (`#[map] pub static NAME: TYPE = INIT;`), each checked at compile
@@ -100,4 +101,24 @@ maps! {
 
     /// Settings (one entry).
     SETTINGS: Array<Settings> = Array::with_max_entries(1, 0);
+}
+
+/// The structure of each FIB, a load-time constant: the loader overwrites this default
+/// in the object's read-only data (`nva_common::FIB_KINDS_GLOBAL`, hence the fixed
+/// symbol name) before the program is verified, and the verifier, which knows the
+/// frozen value, skips the lookups of the structures not in use. Read it only through
+/// `load_time`.
+#[unsafe(no_mangle)]
+static FIB_KINDS: FibKinds = FibKinds {
+    v4: [FIB_LPM_TRIE; 2],
+    v6: [FIB_LPM_TRIE; 2],
+};
+
+/// The loaded value of a field of `FIB_KINDS`. A volatile read, so the compiler reads the
+/// map instead of folding in the default it sees in the object; the field is a constant
+/// offset, so the verifier sees a known value.
+#[inline(always)]
+pub fn load_time(field: impl FnOnce(&FibKinds) -> &u32) -> u32 {
+    // SAFETY: a read of an immutable static.
+    unsafe { core::ptr::read_volatile(field(&FIB_KINDS)) }
 }

@@ -33,11 +33,11 @@ use aya::{
 use ipnet::{IpNet, Ipv4Net, Ipv6Net};
 use nva_common::{
     CLASS_EAST_WEST, CLASS_NORTH_SOUTH, Counter, DIR8_BLOCKS, DIR24_ENTRIES, DXR_RANGE_CELLS,
-    DXR_TOP_BITS, DXR_TOP_ENTRIES, EcmpGroup, MAX_IF_SLOTS, MAX_IFINDEX, MAX_SEGMENTS, MBT6_BLOCK,
-    MBT6_BLOCKS, MBT6_ROOT_ENTRIES, NUM_REASONS, NextHop, POLICY_RANGE_CELLS, POLICY_TOP_BITS,
-    POLICY_TOP_ENTRIES, PortInfo, Route, SEGMENT_DENY, SET_DIR24_EW, SET_DIR24_NS, SET_DXR_EW,
-    SET_DXR_NS, SET_MBT6_EW, SET_MBT6_NS, Settings, XDP_PROGRAM, dir_entry, dir_route, map_names,
-    policy_entry,
+    DXR_TOP_BITS, DXR_TOP_ENTRIES, EcmpGroup, FIB_DIR24, FIB_DXR, FIB_KINDS_GLOBAL, FIB_LPM_TRIE,
+    FIB_MULTIBIT, FibKinds, MAX_IF_SLOTS, MAX_IFINDEX, MAX_SEGMENTS, MBT6_BLOCK, MBT6_BLOCKS,
+    MBT6_ROOT_ENTRIES, NUM_REASONS, NextHop, POLICY_RANGE_CELLS, POLICY_TOP_BITS,
+    POLICY_TOP_ENTRIES, PortInfo, Route, SEGMENT_DENY, Settings, XDP_PROGRAM, dir_entry, dir_route,
+    map_names, policy_entry,
 };
 
 use cells::MmapCells;
@@ -64,6 +64,27 @@ pub struct LoadOptions {
     /// forwarding goes on while nva restarts), the counters, and the settings (so a
     /// restart keeps the ECMP hash seed). None: nothing outlives the process.
     pub pin_dir: Option<PathBuf>,
+}
+
+impl LoadOptions {
+    /// The structure of each FIB, as the program is loaded with it.
+    pub fn fib_kinds(&self) -> Result<FibKinds> {
+        let mut kinds = FibKinds::default();
+        for c in 0..2 {
+            kinds.v4[c] = match (self.dir24_ipv4[c], self.dxr_ipv4[c]) {
+                (true, true) => bail!("an IPv4 FIB is either DIR-24-8 or DXR, not both"),
+                (true, false) => FIB_DIR24,
+                (false, true) => FIB_DXR,
+                (false, false) => FIB_LPM_TRIE,
+            };
+            kinds.v6[c] = if self.multibit_ipv6[c] {
+                FIB_MULTIBIT
+            } else {
+                FIB_LPM_TRIE
+            };
+        }
+        Ok(kinds)
+    }
 }
 
 /// Maps shared by a running program and its successor after a restart.
@@ -220,7 +241,11 @@ impl Dataplane {
     }
 
     pub fn load_with(options: LoadOptions) -> Result<Self> {
+        let kinds = options.fib_kinds()?;
         let mut loader = EbpfLoader::new();
+        // A load-time constant, not a setting: the verifier drops the other structures'
+        // lookups from the program.
+        loader.override_global(FIB_KINDS_GLOBAL, &kinds, true);
         let mut previous_settings = None;
         if let Some(dir) = &options.pin_dir {
             std::fs::create_dir_all(dir)
@@ -255,9 +280,6 @@ impl Dataplane {
         };
         let dxr_lens = (DXR_TOP_ENTRIES, dxr_cells);
         for c in 0..2 {
-            if options.dir24_ipv4[c] && options.dxr_ipv4[c] {
-                bail!("an IPv4 FIB is either DIR-24-8 or DXR, not both");
-            }
             for (used, names, lens) in [
                 (options.dir24_ipv4[c], DIR24_MAPS[c], dir_lens),
                 (options.dxr_ipv4[c], DXR_MAPS[c], dxr_lens),
@@ -492,22 +514,9 @@ impl Dataplane {
         self.attached.iter().map(|(i, _)| *i)
     }
 
-    /// Writes the settings; the flags that select DIR-24-8 follow the load options.
-    pub fn set_settings(&mut self, mut settings: Settings) -> Result<()> {
-        settings.flags &=
-            !(SET_DIR24_EW | SET_DIR24_NS | SET_DXR_EW | SET_DXR_NS | SET_MBT6_EW | SET_MBT6_NS);
-        for (on, flag) in [
-            (self.options.dir24_ipv4[0], SET_DIR24_EW),
-            (self.options.dir24_ipv4[1], SET_DIR24_NS),
-            (self.options.dxr_ipv4[0], SET_DXR_EW),
-            (self.options.dxr_ipv4[1], SET_DXR_NS),
-            (self.options.multibit_ipv6[0], SET_MBT6_EW),
-            (self.options.multibit_ipv6[1], SET_MBT6_NS),
-        ] {
-            if on {
-                settings.flags |= flag;
-            }
-        }
+    /// Writes the settings (hash seed, `SET_*` flags). The FIB structures are not
+    /// settings: they were fixed when the program was loaded (`LoadOptions::fib_kinds`).
+    pub fn set_settings(&mut self, settings: Settings) -> Result<()> {
         Ok(self.settings.set(0, settings, 0)?)
     }
 
@@ -832,5 +841,40 @@ fn ignore_missing(r: Result<(), MapError>) -> Result<()> {
     match r {
         Ok(()) | Err(MapError::KeyNotFound) => Ok(()),
         Err(e) => Err(e.into()),
+    }
+}
+
+#[cfg(test)]
+mod load_tests {
+    use super::*;
+
+    #[test]
+    fn fib_kinds_follow_the_load_options() {
+        assert_eq!(
+            LoadOptions::default().fib_kinds().unwrap(),
+            FibKinds {
+                v4: [FIB_LPM_TRIE; 2],
+                v6: [FIB_LPM_TRIE; 2]
+            }
+        );
+        let options = LoadOptions {
+            dir24_ipv4: [false, true],
+            dxr_ipv4: [true, false],
+            multibit_ipv6: [false, true],
+            ..LoadOptions::default()
+        };
+        assert_eq!(
+            options.fib_kinds().unwrap(),
+            FibKinds {
+                v4: [FIB_DXR, FIB_DIR24],
+                v6: [FIB_LPM_TRIE, FIB_MULTIBIT]
+            }
+        );
+        let both = LoadOptions {
+            dir24_ipv4: [true, false],
+            dxr_ipv4: [true, false],
+            ..LoadOptions::default()
+        };
+        assert!(both.fib_kinds().is_err());
     }
 }
