@@ -7,16 +7,14 @@
 //! most 300 ms (plus scheduling) after the failure; the tests allow 450 ms (interval ×
 //! multiplier + one interval) and print what they measured.
 
-use std::fs::File;
 use std::future::Future;
 use std::net::IpAddr;
-use std::os::fd::AsRawFd;
 use std::process::Command;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use nva_testkit::Netns;
+use nva_testkit::{Netns, netns::run_cmd};
 use tokio::net::{TcpListener, UdpSocket};
 use tokio::sync::mpsc::UnboundedReceiver;
 use tokio::task::JoinHandle;
@@ -43,14 +41,9 @@ const DEAD4: &str = "10.201.0.99";
 
 type Events = UnboundedReceiver<HealthEvent>;
 
-fn is_root() -> bool {
-    // SAFETY: no arguments, no side effects.
-    unsafe { libc::geteuid() == 0 }
-}
-
 macro_rules! require_root {
     () => {
-        if !is_root() {
+        if !nva_testkit::is_root() {
             eprintln!("SKIP: this test needs root (network namespaces, raw sockets)");
             return;
         }
@@ -58,16 +51,7 @@ macro_rules! require_root {
 }
 
 fn run(cmd: &str, args: &[&str]) {
-    let out = Command::new(cmd)
-        .args(args)
-        .output()
-        .unwrap_or_else(|e| panic!("running {cmd}: {e}"));
-    assert!(
-        out.status.success(),
-        "{cmd} {}: {}",
-        args.join(" "),
-        String::from_utf8_lossy(&out.stderr).trim()
-    );
+    run_cmd(Command::new(cmd).args(args)).unwrap_or_else(|e| panic!("{e:#}"));
 }
 
 fn ip(args: &[&str]) {
@@ -75,10 +59,8 @@ fn ip(args: &[&str]) {
 }
 
 fn enter_netns(name: &str) {
-    let f = File::open(format!("/run/netns/{name}")).expect("opening the netns");
-    // SAFETY: valid fd; setns only moves the calling thread.
-    let rc = unsafe { libc::setns(f.as_raw_fd(), libc::CLONE_NEWNET) };
-    assert_eq!(rc, 0, "setns {name}: {}", std::io::Error::last_os_error());
+    nva_testkit::netns::enter_netns(&format!("/run/netns/{name}"))
+        .unwrap_or_else(|e| panic!("{e:#}"));
 }
 
 /// Namespace `a` (va: 10.201.0.1, fd00:201::1, fe80::1) and `b` (vb: 10.201.0.2,
