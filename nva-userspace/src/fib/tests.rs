@@ -257,13 +257,8 @@ fn random_changes_keep_the_maps_equal_to_the_preferred_routes() {
     let sources = [Source::StaticBackup, Source::Bgp, Source::Static];
     // prefix -> source -> set index
     let mut oracle: BTreeMap<IpNet, BTreeMap<Source, usize>> = BTreeMap::new();
-    let mut seed = 0x9e37_79b9_7f4a_7c15u64;
-    let mut rnd = |n: usize| {
-        seed ^= seed << 13;
-        seed ^= seed >> 7;
-        seed ^= seed << 17;
-        (seed % n as u64) as usize
-    };
+    let mut rng = nva_testkit::Rng::new(7);
+    let mut rnd = |n: usize| rng.below(n as u64) as usize;
     // All five next hops stay named by a route outside the test's prefixes, so their
     // health survives while the test's routes come and go.
     let all = target(&mut fib, &[1, 2, 3, 4, 5]);
