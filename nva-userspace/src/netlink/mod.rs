@@ -290,6 +290,23 @@ impl Netlink {
 /// when many neighbours change at once.
 const WATCH_RCVBUF: libc::c_int = 8 << 20;
 
+/// The netlink messages (header included) packed in a datagram as read from a socket,
+/// up to the first truncated one.
+pub(crate) fn datagram_messages(mut buf: &[u8]) -> impl Iterator<Item = &[u8]> {
+    std::iter::from_fn(move || {
+        if buf.len() < 16 {
+            return None;
+        }
+        let len = u32::from_ne_bytes(buf[..4].try_into().expect("4")) as usize;
+        if len < 16 || len > buf.len() {
+            return None;
+        }
+        let msg = &buf[..len];
+        buf = &buf[len.next_multiple_of(4).min(buf.len())..];
+        Some(msg)
+    })
+}
+
 fn set_rcvbuf(fd: libc::c_int, size: libc::c_int) -> std::io::Result<()> {
     let set = |opt| {
         // SAFETY: fd is a valid socket for the duration of the call and the

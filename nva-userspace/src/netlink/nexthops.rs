@@ -262,20 +262,9 @@ fn error_code(body: &[u8]) -> i32 {
 }
 
 /// The (type, body) of each netlink message in a datagram.
-fn messages(mut buf: &[u8]) -> impl Iterator<Item = (u16, &[u8])> {
-    std::iter::from_fn(move || {
-        if buf.len() < 16 {
-            return None;
-        }
-        let len = u32::from_ne_bytes(buf[..4].try_into().expect("4")) as usize;
-        if len < 16 || len > buf.len() {
-            return None;
-        }
-        let kind = u16::from_ne_bytes(buf[4..6].try_into().expect("2"));
-        let body = &buf[16..len];
-        buf = &buf[len.next_multiple_of(4).min(buf.len())..];
-        Some((kind, body))
-    })
+fn messages(buf: &[u8]) -> impl Iterator<Item = (u16, &[u8])> {
+    super::datagram_messages(buf)
+        .map(|m| (u16::from_ne_bytes(m[4..6].try_into().expect("2")), &m[16..]))
 }
 
 /// The (type, value) of each attribute.

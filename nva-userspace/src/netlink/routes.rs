@@ -359,21 +359,14 @@ pub fn delete_routes_batched(prefixes: &[IpNet]) -> Result<usize> {
                 Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return Ok(()),
                 Err(e) => return Err(e.into()),
             };
-            let mut off = 0;
-            while off + 16 <= n {
-                let len = u32::from_ne_bytes(buf[off..off + 4].try_into().expect("4")) as usize;
-                if len < 16 || off + len > n {
-                    break;
-                }
-                if let Ok(msg) =
-                    NetlinkMessage::<RouteNetlinkMessage>::deserialize(&buf[off..off + len])
+            for m in super::datagram_messages(&buf[..n]) {
+                if let Ok(msg) = NetlinkMessage::<RouteNetlinkMessage>::deserialize(m)
                     && let NetlinkPayload::Error(e) = msg.payload
                     && e.raw_code() != 0
                     && e.raw_code() != -libc::ESRCH
                 {
                     failed += 1;
                 }
-                off += (len + 3) & !3;
             }
             if block {
                 // One read was enough to learn the queue is being answered.

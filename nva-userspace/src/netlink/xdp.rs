@@ -41,13 +41,8 @@ pub fn xdp_program_ids() -> Result<HashMap<u32, u32>> {
         let n = socket
             .recv(&mut &mut buf[..], 0)
             .context("reading the link dump")?;
-        let mut off = 0;
-        while off + 16 <= n {
-            let len = u32::from_ne_bytes(buf[off..off + 4].try_into().expect("4")) as usize;
-            if len < 16 || off + len > n {
-                break;
-            }
-            let msg = NetlinkMessage::<RouteNetlinkMessage>::deserialize(&buf[off..off + len])
+        for m in super::datagram_messages(&buf[..n]) {
+            let msg = NetlinkMessage::<RouteNetlinkMessage>::deserialize(m)
                 .context("decoding a link message")?;
             match msg.payload {
                 NetlinkPayload::Done(_) => return Ok(ids),
@@ -66,7 +61,6 @@ pub fn xdp_program_ids() -> Result<HashMap<u32, u32>> {
                 }
                 _ => {}
             }
-            off += (len + 3) & !3;
         }
     }
 }
