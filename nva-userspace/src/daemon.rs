@@ -1988,39 +1988,29 @@ fn spawn_kernel_sync(
                 .map(|(prefix, route)| {
                     let nl = nl.clone();
                     async move {
-                        let result = match &route {
-                            Some(route) => nl.replace_route(prefix, route).await,
-                            None => nl.delete_route(prefix).await,
-                        };
-                        result.err().map(|_| (prefix, route))
+                        let failed = apply_kernel_route(&nl, prefix, route.as_ref()).await;
+                        failed.err().map(|_| (prefix, route))
                     }
                 })
                 .buffer_unordered(64)
                 .filter_map(|r| async move { r })
                 .collect()
                 .await;
-            // A route naming an object the kernel no longer has (deleted behind nva's
-            // back, or with its device): the object is made again and the route retried
-            // once. What still fails is reported once per batch, not once per route.
+            // A failed change is retried once; one naming an object the kernel no
+            // longer has (deleted behind nva's back, or with its device) after the
+            // object is made again. What still fails is reported once per batch, not
+            // once per route.
             let mut remade = HashSet::new();
             let mut still = Vec::new();
             for (prefix, route) in failed {
                 if let Some(KernelRoute::Nexthop(id)) = &route
                     && let Some(hops) = objects.get(id)
-                    && (remade.contains(id) || nexthops.add(*id, hops).is_ok())
+                    && !remade.contains(id)
+                    && nexthops.add(*id, hops).is_ok()
                 {
                     remade.insert(*id);
-                    if let Some(r) = &route
-                        && nl.replace_route(prefix, r).await.is_ok()
-                    {
-                        continue;
-                    }
                 }
-                let result = match &route {
-                    Some(r) => nl.replace_route(prefix, r).await,
-                    None => nl.delete_route(prefix).await,
-                };
-                if let Err(e) = result {
+                if let Err(e) = apply_kernel_route(&nl, prefix, route.as_ref()).await {
                     still.push(e);
                 }
             }
@@ -2046,6 +2036,18 @@ fn spawn_kernel_sync(
         }
     });
     Ok((tx, task))
+}
+
+/// Sets (or, with None, removes) nva's kernel route for `prefix`.
+async fn apply_kernel_route(
+    nl: &Netlink,
+    prefix: IpNet,
+    route: Option<&KernelRoute>,
+) -> Result<()> {
+    match route {
+        Some(route) => nl.replace_route(prefix, route).await,
+        None => nl.delete_route(prefix).await,
+    }
 }
 
 fn apply_event(st: &mut State, event: NetEvent) -> Result<()> {
