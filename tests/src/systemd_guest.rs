@@ -9,16 +9,14 @@
 //! [`SHARE`] in the guest), where the guest's agent service runs the scripts the test
 //! drops. Powered off (then killed) on drop, also when the test panics.
 
-use std::io::Read;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, Result, bail, ensure};
+use anyhow::{Context, Result, bail};
 
-use crate::vm::{Lab, Nic, vm_dir};
+use crate::vm::{Agent, Lab, Nic, vm_dir};
 use crate::{ScratchDir, wait_until};
 
 /// Where the guest mounts the shared directory.
@@ -71,9 +69,7 @@ impl Image {
 pub struct SystemdGuest {
     child: Option<Child>,
     scratch: ScratchDir,
-    share: PathBuf,
-    log: PathBuf,
-    seq: AtomicU32,
+    agent: Agent,
 }
 
 impl SystemdGuest {
@@ -150,15 +146,13 @@ impl SystemdGuest {
         Ok(SystemdGuest {
             child: Some(child),
             scratch,
-            share,
-            log,
-            seq: AtomicU32::new(0),
+            agent: Agent::new("guest", share, log),
         })
     }
 
     /// Waits until the agent runs (systemd started it), up to `timeout`.
     pub fn wait_ready(&mut self, timeout: Duration) -> Result<()> {
-        let ready = self.share.join("ready");
+        let ready = self.agent.share.join("ready");
         let start = Instant::now();
         while !ready.exists() {
             if let Some(status) = self
@@ -186,50 +180,23 @@ impl SystemdGuest {
 
     /// The directory shared with the guest (the host's side; [`SHARE`] in the guest).
     pub fn share(&self) -> &Path {
-        &self.share
+        &self.agent.share
     }
 
     /// Runs `script` with `sh` in the guest (as root, from the agent service); returns
     /// its exit code and output (stdout and stderr), or an error after `timeout`.
     pub fn sh_status(&self, script: &str, timeout: Duration) -> Result<(i32, String)> {
-        let n = self.seq.fetch_add(1, Ordering::Relaxed);
-        let tmp = self.share.join(format!("tmp-{n}"));
-        std::fs::write(&tmp, script)?;
-        std::fs::rename(&tmp, self.share.join(format!("cmd-{n}.sh")))?;
-        let rc = self.share.join(format!("rc-{n}"));
-        let start = Instant::now();
-        while !rc.exists() {
-            if start.elapsed() > timeout {
-                bail!(
-                    "guest script did not finish within {timeout:?}:\n{script}\nconsole:\n{}",
-                    self.console_tail(30)
-                );
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        let code = std::fs::read_to_string(&rc)?.trim().parse().unwrap_or(-1);
-        let out = std::fs::read_to_string(self.share.join(format!("out-{n}"))).unwrap_or_default();
-        Ok((code, out))
+        self.agent.sh_status(script, timeout)
     }
 
     /// Like [`SystemdGuest::sh_status`] with a 120 s timeout; a non-zero exit is an error.
     pub fn sh(&self, script: &str) -> Result<String> {
-        let (code, out) = self.sh_status(script, Duration::from_secs(120))?;
-        ensure!(
-            code == 0,
-            "guest: exit {code} from:\n{script}\noutput:\n{out}"
-        );
-        Ok(out)
+        self.agent.sh(script, Duration::from_secs(120))
     }
 
     /// The last `lines` lines of the guest's serial console.
     pub fn console_tail(&self, lines: usize) -> String {
-        let mut text = String::new();
-        if let Ok(mut f) = std::fs::File::open(&self.log) {
-            let _ = f.read_to_string(&mut text);
-        }
-        let all: Vec<&str> = text.lines().collect();
-        all[all.len().saturating_sub(lines)..].join("\n")
+        self.agent.console_tail(lines)
     }
 }
 
@@ -239,7 +206,7 @@ impl Drop for SystemdGuest {
             return;
         };
         // The agent asks systemd to power off; QEMU is killed if that takes too long.
-        let _ = std::fs::write(self.share.join("stop"), "");
+        let _ = std::fs::write(self.agent.share.join("stop"), "");
         let _ = wait_until(Duration::from_secs(20), Duration::from_millis(200), || {
             Ok(child.try_wait()?.is_some())
         });

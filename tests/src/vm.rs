@@ -164,9 +164,77 @@ pub struct Guest {
     name: String,
     child: Option<Child>,
     _scratch: ScratchDir,
-    share: PathBuf,
-    log: PathBuf,
+    agent: Agent,
+}
+
+/// The host's side of a guest's agent (the virtme-ng guests' and the systemd guest's):
+/// a script goes into the shared directory as `cmd-N.sh`, the agent answers with
+/// `out-N` and then `rc-N`; the guest's console is logged to `log`.
+pub struct Agent {
+    /// Names the guest in errors.
+    label: String,
+    /// The shared directory (the host's side).
+    pub share: PathBuf,
+    /// Where the guest's console is logged.
+    pub log: PathBuf,
     seq: AtomicU32,
+}
+
+impl Agent {
+    /// The agent of a guest named `label` in errors.
+    pub fn new(label: &str, share: PathBuf, log: PathBuf) -> Self {
+        Agent {
+            label: label.to_string(),
+            share,
+            log,
+            seq: AtomicU32::new(0),
+        }
+    }
+
+    /// Runs `script` with `sh` in the guest; returns its exit code and output (stdout and
+    /// stderr), or an error after `timeout`.
+    pub fn sh_status(&self, script: &str, timeout: Duration) -> Result<(i32, String)> {
+        let n = self.seq.fetch_add(1, Ordering::Relaxed);
+        let tmp = self.share.join(format!("tmp-{n}"));
+        std::fs::write(&tmp, script)?;
+        std::fs::rename(&tmp, self.share.join(format!("cmd-{n}.sh")))?;
+        let rc = self.share.join(format!("rc-{n}"));
+        let start = Instant::now();
+        while !rc.exists() {
+            if start.elapsed() > timeout {
+                bail!(
+                    "{}: script did not finish within {timeout:?}:\n{script}\nconsole:\n{}",
+                    self.label,
+                    self.console_tail(30)
+                );
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let code = std::fs::read_to_string(&rc)?.trim().parse().unwrap_or(-1);
+        let out = std::fs::read_to_string(self.share.join(format!("out-{n}"))).unwrap_or_default();
+        Ok((code, out))
+    }
+
+    /// [`Agent::sh_status`]; a non-zero exit is an error.
+    pub fn sh(&self, script: &str, timeout: Duration) -> Result<String> {
+        let (code, out) = self.sh_status(script, timeout)?;
+        ensure!(
+            code == 0,
+            "{}: exit {code} from:\n{script}\noutput:\n{out}",
+            self.label
+        );
+        Ok(out)
+    }
+
+    /// The last `lines` lines of the guest's console.
+    pub fn console_tail(&self, lines: usize) -> String {
+        let mut text = String::new();
+        if let Ok(mut f) = std::fs::File::open(&self.log) {
+            let _ = f.read_to_string(&mut text);
+        }
+        let all: Vec<&str> = text.lines().collect();
+        all[all.len().saturating_sub(lines)..].join("\n")
+    }
 }
 
 /// The agent: loads virtio_net (NICs come up as eth0, eth1, ... in the order given), then runs `cmd-N.sh` files as they appear in the shared directory, writes
@@ -246,15 +314,13 @@ impl Guest {
             name: name.to_string(),
             child: Some(child),
             _scratch: scratch,
-            share,
-            log,
-            seq: AtomicU32::new(0),
+            agent: Agent::new(&format!("guest {name}"), share, log),
         })
     }
 
     /// Waits until the agent runs (the guest booted), up to `timeout`.
     pub fn wait_ready(&mut self, timeout: Duration) -> Result<()> {
-        let ready = self.share.join("ready");
+        let ready = self.agent.share.join("ready");
         let start = Instant::now();
         while !ready.exists() {
             if let Some(status) = self
@@ -282,57 +348,28 @@ impl Guest {
 
     /// The directory shared with the guest (same path inside and outside).
     pub fn share(&self) -> &Path {
-        &self.share
+        &self.agent.share
     }
 
     /// Runs `script` with `sh` in the guest; returns its exit code and output (stdout and
     /// stderr), or an error after `timeout`.
     pub fn sh_status(&self, script: &str, timeout: Duration) -> Result<(i32, String)> {
-        let n = self.seq.fetch_add(1, Ordering::Relaxed);
-        let tmp = self.share.join(format!("tmp-{n}"));
-        std::fs::write(&tmp, script)?;
-        std::fs::rename(&tmp, self.share.join(format!("cmd-{n}.sh")))?;
-        let rc = self.share.join(format!("rc-{n}"));
-        let start = Instant::now();
-        while !rc.exists() {
-            if start.elapsed() > timeout {
-                bail!(
-                    "guest {}: script did not finish within {timeout:?}:\n{script}\nconsole:\n{}",
-                    self.name,
-                    self.console_tail(30)
-                );
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        let code = std::fs::read_to_string(&rc)?.trim().parse().unwrap_or(-1);
-        let out = std::fs::read_to_string(self.share.join(format!("out-{n}"))).unwrap_or_default();
-        Ok((code, out))
+        self.agent.sh_status(script, timeout)
     }
 
     /// Like [`Guest::sh_status`] with a 60 s timeout; a non-zero exit is an error.
     pub fn sh(&self, script: &str) -> Result<String> {
-        let (code, out) = self.sh_status(script, Duration::from_secs(60))?;
-        ensure!(
-            code == 0,
-            "guest {}: exit {code} from:\n{script}\noutput:\n{out}",
-            self.name
-        );
-        Ok(out)
+        self.agent.sh(script, Duration::from_secs(60))
     }
 
     /// The last `lines` lines of the guest's console (kernel messages, virtme-ng).
     pub fn console_tail(&self, lines: usize) -> String {
-        let mut text = String::new();
-        if let Ok(mut f) = std::fs::File::open(&self.log) {
-            let _ = f.read_to_string(&mut text);
-        }
-        let all: Vec<&str> = text.lines().collect();
-        all[all.len().saturating_sub(lines)..].join("\n")
+        self.agent.console_tail(lines)
     }
 
     /// The guest's kernel messages lines that contain `pattern`.
     pub fn console_grep(&self, pattern: &str) -> Vec<String> {
-        std::fs::read_to_string(&self.log)
+        std::fs::read_to_string(&self.agent.log)
             .unwrap_or_default()
             .lines()
             .filter(|l| l.contains(pattern))
@@ -347,7 +384,7 @@ impl Drop for Guest {
             return;
         };
         // The agent ends, the guest powers off; QEMU is killed if it does not.
-        let _ = std::fs::write(self.share.join("stop"), "");
+        let _ = std::fs::write(self.agent.share.join("stop"), "");
         let _ = wait_until(Duration::from_secs(5), Duration::from_millis(100), || {
             Ok(child.try_wait()?.is_some())
         });
