@@ -37,32 +37,55 @@ fn receive(sock: &UnixDatagram, window: Duration) -> Vec<String> {
     out
 }
 
+/// nva started as systemd starts the shipped `Type=notify` unit with `WatchdogSec=4`, on
+/// a new hub: a wrapper puts `NOTIFY_SOCKET` (the test's socket) and `WATCHDOG_USEC`, and
+/// `extra_env` (`NAME=value ...`), in nva's environment. Dropped in field order: nva
+/// stops before its hub goes.
+struct NotifyUnit {
+    nva: NvaProcess,
+    sock: UnixDatagram,
+    _dir: ScratchDir,
+    _hub: Hub,
+}
+
+impl NotifyUnit {
+    fn start(extra_env: &str) -> NotifyUnit {
+        let hub = Hub::build(2).unwrap();
+        let dir = ScratchDir::new("nvat-notify").unwrap();
+        // A path socket: unlike an abstract one it is reachable from nva's namespace.
+        let socket_path = dir.path().join("notify.sock");
+        let sock = UnixDatagram::bind(&socket_path).unwrap();
+        let wrapper = dir.path().join("nva");
+        std::fs::write(
+            &wrapper,
+            format!(
+                "#!/bin/sh\nNOTIFY_SOCKET={} WATCHDOG_USEC=4000000 {extra_env}exec {} \"$@\"\n",
+                socket_path.display(),
+                nva_binary().unwrap().display()
+            ),
+        )
+        .unwrap();
+        std::fs::set_permissions(&wrapper, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let nva = NvaProcess::start_with_binary(&wrapper, &hub.nva, &config()).unwrap();
+        NotifyUnit {
+            nva,
+            sock,
+            _dir: dir,
+            _hub: hub,
+        }
+    }
+}
+
 #[test]
 fn systemd_notifications_ready_watchdog_stopping() {
     if !require_root("systemd_notifications_ready_watchdog_stopping") {
         return;
     }
     let _g = serial();
-    let hub = Hub::build(2).unwrap();
-    let dir = ScratchDir::new("nvat-notify").unwrap();
-    // A path socket: unlike an abstract one it is reachable from nva's namespace.
-    let socket_path = dir.path().join("notify.sock");
-    let sock = UnixDatagram::bind(&socket_path).unwrap();
     // What systemd puts in the environment of a Type=notify service with WatchdogSec=4.
-    let wrapper = dir.path().join("nva");
-    std::fs::write(
-        &wrapper,
-        format!(
-            "#!/bin/sh\nNOTIFY_SOCKET={} WATCHDOG_USEC=4000000 exec {} \"$@\"\n",
-            socket_path.display(),
-            nva_binary().unwrap().display()
-        ),
-    )
-    .unwrap();
-    std::fs::set_permissions(&wrapper, std::fs::Permissions::from_mode(0o755)).unwrap();
-
-    let mut nva = NvaProcess::start_with_binary(&wrapper, &hub.nva, &config()).unwrap();
-    let first = receive(&sock, Duration::from_secs(10));
+    let mut unit = NotifyUnit::start("");
+    let NotifyUnit { nva, sock, .. } = &mut unit;
+    let first = receive(sock, Duration::from_secs(10));
     let ready = first.first().unwrap_or_else(|| {
         panic!("no notification within 10 s; log:\n{}", nva.log());
     });
@@ -98,7 +121,7 @@ fn systemd_notifications_ready_watchdog_stopping() {
     assert_eq!(route["route"]["prefix"], "10.100.0.0/16", "{route}");
 
     // Keep-alives from the main loop, about one a second, and nothing else.
-    let later = receive(&sock, Duration::from_millis(3500));
+    let later = receive(sock, Duration::from_millis(3500));
     let watchdogs = later.iter().filter(|m| m.as_str() == "WATCHDOG=1").count();
     assert!(
         (2..=5).contains(&watchdogs),
@@ -112,7 +135,7 @@ fn systemd_notifications_ready_watchdog_stopping() {
     );
 
     assert!(nva.stop().unwrap().success(), "log:\n{}", nva.log());
-    let end = receive(&sock, Duration::from_millis(300));
+    let end = receive(sock, Duration::from_millis(300));
     assert!(
         end.iter().any(|m| m.lines().any(|l| l == "STOPPING=1")),
         "STOPPING=1 at SIGTERM: {end:?}"
@@ -125,24 +148,10 @@ fn no_watchdog_for_another_process() {
         return;
     }
     let _g = serial();
-    let hub = Hub::build(2).unwrap();
-    let dir = ScratchDir::new("nvat-notify").unwrap();
-    let socket_path = dir.path().join("notify.sock");
-    let sock = UnixDatagram::bind(&socket_path).unwrap();
     // WATCHDOG_PID names another process (sd_watchdog_enabled(3)): no keep-alives.
-    let wrapper = dir.path().join("nva");
-    std::fs::write(
-        &wrapper,
-        format!(
-            "#!/bin/sh\nNOTIFY_SOCKET={} WATCHDOG_USEC=4000000 WATCHDOG_PID=1 exec {} \"$@\"\n",
-            socket_path.display(),
-            nva_binary().unwrap().display()
-        ),
-    )
-    .unwrap();
-    std::fs::set_permissions(&wrapper, std::fs::Permissions::from_mode(0o755)).unwrap();
-    let mut nva = NvaProcess::start_with_binary(&wrapper, &hub.nva, &config()).unwrap();
-    let got = receive(&sock, Duration::from_millis(2500));
+    let mut unit = NotifyUnit::start("WATCHDOG_PID=1 ");
+    let NotifyUnit { nva, sock, .. } = &mut unit;
+    let got = receive(sock, Duration::from_millis(2500));
     assert!(
         got.iter().any(|m| m.contains("READY=1")),
         "READY=1: {got:?}"
