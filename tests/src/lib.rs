@@ -27,7 +27,7 @@ use std::sync::{Mutex, MutexGuard};
 pub use nva_testkit::{NAME_PREFIX, checksum, daemons, netns, require_root, unique_suffix};
 
 pub use netns::{Netns, veth};
-pub use nva::{Counters, NvaProcess, nva_binary, wait_until};
+pub use nva::{Counters, NvaProcess, nva_binary, nva_deb, wait_until};
 pub use topology::Hub;
 pub use traffic::{
     CapturedFrame, Datagram, FrameCapture, PingResult, TcpEchoServer, UdpSink,

@@ -33,6 +33,45 @@ pub fn nva_binary() -> Result<PathBuf> {
     Ok(p)
 }
 
+/// The Debian package to test: `$NVA_DEB` (`cargo xtask test` builds it first), or one
+/// built now with `cargo xtask dist` in `<target>/packaging-test` (a target dir of its
+/// own: the running `cargo test` holds the workspace's; kept between runs, so only the
+/// first is slow). Panics when there is none.
+pub fn nva_deb() -> PathBuf {
+    let deb = match std::env::var_os("NVA_DEB") {
+        Some(deb) => PathBuf::from(deb),
+        None => build_deb(),
+    };
+    assert!(deb.is_file(), "no package at {}", deb.display());
+    deb
+}
+
+/// `cargo xtask dist` in `<target>/packaging-test`; the path it prints.
+fn build_deb() -> PathBuf {
+    let workspace = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let target = match std::env::var_os("CARGO_TARGET_DIR").map(PathBuf::from) {
+        Some(dir) if dir.is_absolute() => dir,
+        Some(dir) => workspace.join(dir),
+        None => workspace.join("target"),
+    };
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let out = Command::new(cargo)
+        .current_dir(&workspace)
+        .args(["xtask", "dist"])
+        .env("CARGO_TARGET_DIR", target.join("packaging-test"))
+        .stderr(Stdio::inherit())
+        .output()
+        .expect("cargo xtask dist");
+    assert!(out.status.success(), "cargo xtask dist failed");
+    PathBuf::from(
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .last()
+            .expect("cargo xtask dist printed no path")
+            .trim(),
+    )
+}
+
 /// Polls `f` every `poll` until it returns Ok(true); errors after `timeout`, including the
 /// last error `f` returned (errors from `f` are retried, not fatal).
 pub fn wait_until(

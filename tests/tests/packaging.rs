@@ -3,14 +3,13 @@
 //!
 //! `cargo xtask test` builds the package first and passes its path in `NVA_DEB`. Run on
 //! its own (`cargo test -p nva-tests --test packaging`), the test builds it with
-//! `cargo xtask dist` in `<target>/packaging-test` (a target dir of its own: the running
-//! `cargo test` holds the workspace's; kept between runs, so only the first is slow).
+//! `cargo xtask dist` ([`nva_deb`]).
 use std::{
     path::{Path, PathBuf},
     process::{Command, Output},
 };
 
-use nva_tests::require_root;
+use nva_tests::{nva_deb, require_root};
 
 const PACKAGE: &str = "nva";
 const UNIT: &str = "/lib/systemd/system/nva.service";
@@ -58,35 +57,6 @@ fn has(program: &str) -> bool {
         .success()
 }
 
-/// The `.deb` to test: `NVA_DEB`, or one built now with `cargo xtask dist`.
-fn package() -> PathBuf {
-    if let Some(deb) = std::env::var_os("NVA_DEB") {
-        return PathBuf::from(deb);
-    }
-    let target = match std::env::var_os("CARGO_TARGET_DIR").map(PathBuf::from) {
-        Some(dir) if dir.is_absolute() => dir,
-        Some(dir) => workspace().join(dir),
-        None => workspace().join("target"),
-    };
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    let out = Command::new(cargo)
-        .current_dir(workspace())
-        .args(["xtask", "dist"])
-        .env("CARGO_TARGET_DIR", target.join("packaging-test"))
-        .stderr(std::process::Stdio::inherit())
-        .output()
-        .expect("cargo xtask dist");
-    assert!(out.status.success(), "cargo xtask dist failed");
-    let printed = String::from_utf8_lossy(&out.stdout);
-    PathBuf::from(
-        printed
-            .lines()
-            .last()
-            .expect("cargo xtask dist printed no path")
-            .trim(),
-    )
-}
-
 /// Purges the package (and removes the group if this test created it) when dropped:
 /// the machine is left as it was, also when an assertion fails half-way.
 struct Cleanup {
@@ -112,8 +82,7 @@ fn the_debian_package_installs_works_and_purges_cleanly() {
     if !require_root("the_debian_package_installs_works_and_purges_cleanly") {
         return;
     }
-    let deb = package();
-    assert!(deb.is_file(), "no package at {}", deb.display());
+    let deb = nva_deb();
     assert!(
         !installed(),
         "the nva package is already installed on this machine; this test installs and purges \

@@ -19,10 +19,10 @@
 //! BIRD announces 10.9.0.0/24 and 10.8.0.0/24 with next hop 10.0.2.11 (the sink); nva
 //! announces 10.0.2.0/24. The bridges and taps are in a namespace of the run; nothing
 //! leaves it. `cargo xtask test` passes the package in `NVA_DEB`; run alone, the test
-//! builds it like packaging.rs does.
+//! builds it ([`nva_deb`]).
 
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
@@ -30,7 +30,7 @@ use nva_tests::daemons::Bird;
 use nva_tests::netns::Netns;
 use nva_tests::systemd_guest::{Image, SHARE, SystemdGuest};
 use nva_tests::vm::{Lab, Nic};
-use nva_tests::{Counters, UdpSink, paced, require_root, serial, wait_until};
+use nva_tests::{Counters, UdpSink, nva_deb, paced, require_root, serial, wait_until};
 
 const GUEST_ETH0_MAC: &str = "52:54:00:5d:00:01";
 const GUEST_ETH1_MAC: &str = "52:54:00:5d:00:02";
@@ -95,39 +95,6 @@ protocol bgp nva {
     ipv4 { import all; export filter to_nva; next hop keep; };
 }
 "#;
-
-fn workspace() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
-}
-
-/// The `.deb` to install: `NVA_DEB`, or one built now with `cargo xtask dist` (in
-/// `<target>/packaging-test`, as packaging.rs does).
-fn package() -> PathBuf {
-    if let Some(deb) = std::env::var_os("NVA_DEB") {
-        return PathBuf::from(deb);
-    }
-    let target = match std::env::var_os("CARGO_TARGET_DIR").map(PathBuf::from) {
-        Some(dir) if dir.is_absolute() => dir,
-        Some(dir) => workspace().join(dir),
-        None => workspace().join("target"),
-    };
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    let out = Command::new(cargo)
-        .current_dir(workspace())
-        .args(["xtask", "dist"])
-        .env("CARGO_TARGET_DIR", target.join("packaging-test"))
-        .stderr(std::process::Stdio::inherit())
-        .output()
-        .expect("cargo xtask dist");
-    assert!(out.status.success(), "cargo xtask dist failed");
-    PathBuf::from(
-        String::from_utf8_lossy(&out.stdout)
-            .lines()
-            .last()
-            .expect("cargo xtask dist printed no path")
-            .trim(),
-    )
-}
 
 /// Repacks `deb` as the next Debian revision (`-1` -> `-2`) into `dir`; returns the
 /// file name.
@@ -329,8 +296,7 @@ fn systemd_guest_installs_the_deb_and_runs_the_hardened_unit_peering_with_bird()
         return;
     };
     let _g = serial();
-    let deb = package();
-    assert!(deb.is_file(), "no package at {}", deb.display());
+    let deb = nva_deb();
     let started = Instant::now();
     let rig = Rig::build(&image);
     eprintln!("systemd_vm: guest up in {:.1?}", started.elapsed());
