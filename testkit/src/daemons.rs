@@ -1,9 +1,10 @@
 //! Real BGP daemons for interop tests: BIRD 2 and GoBGP, each running in a test
 //! namespace, killed and cleaned up on drop.
 use std::{
+    ffi::OsString,
     fs,
     path::{Path, PathBuf},
-    process::{Child, Command, Output, Stdio},
+    process::{Child, Command, Stdio},
     time::{Duration, Instant},
 };
 
@@ -16,6 +17,7 @@ pub struct Bird {
     child: Child,
     dir: PathBuf,
     sock: PathBuf,
+    birdc: ControlTool,
 }
 
 impl Bird {
@@ -55,28 +57,40 @@ impl Bird {
             Stdio::from(log.try_clone()?),
             Stdio::from(log),
         )?;
-        let mut bird = Bird { child, dir, sock };
-        let t = Instant::now();
-        while !bird.sock.exists() {
-            if let Ok(Some(status)) = bird.child.try_wait() {
-                bail!("bird exited ({status}): {}", bird.log());
-            }
-            if t.elapsed() > Duration::from_secs(10) {
-                bail!("bird did not start: {}", bird.log());
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        let birdc = ControlTool {
+            name: "birdc",
+            argv: vec!["birdc".into(), "-s".into(), sock.clone().into()],
+            log: Some(dir.join("bird.log")),
+        };
+        let mut bird = Bird {
+            child,
+            dir,
+            sock,
+            birdc,
+        };
+        let Bird {
+            child, dir, sock, ..
+        } = &mut bird;
+        let log = || read_log(&dir.join("bird.log"));
+        poll_until(
+            Duration::from_secs(10),
+            Duration::from_millis(50),
+            || {
+                let up = sock.exists();
+                if !up && let Ok(Some(status)) = child.try_wait() {
+                    bail!("bird exited ({status}): {}", log());
+                }
+                Ok(up)
+            },
+            |&up| up,
+            |_| format!("bird did not start: {}", log()),
+        )?;
         Ok(bird)
     }
 
     /// `birdc ARGS` output (stdout and stderr).
     pub fn birdc(&self, args: &[&str]) -> String {
-        let out = Command::new("birdc")
-            .arg("-s")
-            .arg(&self.sock)
-            .args(args)
-            .output();
-        combined_text(out, "birdc")
+        self.birdc.run(args)
     }
 
     /// Polls `birdc ARGS` until `pred` holds on its output.
@@ -86,22 +100,12 @@ impl Bird {
         within: Duration,
         pred: impl Fn(&str) -> bool,
     ) -> Result<String> {
-        poll_until(
-            within,
-            || self.birdc(args),
-            pred,
-            |out| {
-                format!(
-                    "birdc {args:?} never matched; last output:\n{out}\nlog:\n{}",
-                    self.log()
-                )
-            },
-        )
+        self.birdc.wait_for(args, within, pred)
     }
 
     /// BIRD's log so far.
     pub fn log(&self) -> String {
-        fs::read_to_string(self.dir.join("bird.log")).unwrap_or_default()
+        read_log(&self.dir.join("bird.log"))
     }
 
     /// BIRD's own directory (config, log, included files).
@@ -137,8 +141,8 @@ impl Drop for Bird {
 /// A gobgpd instance with its gRPC API on a loopback port of its namespace.
 pub struct Gobgp {
     child: Child,
-    ns: String,
     dir: PathBuf,
+    gobgp: ControlTool,
 }
 
 impl Gobgp {
@@ -162,37 +166,29 @@ impl Gobgp {
             Stdio::from(log.try_clone()?),
             Stdio::from(log),
         )?;
-        let g = Gobgp {
-            child,
-            ns: ns.name().to_string(),
-            dir,
+        let gobgp = ControlTool {
+            name: "gobgp",
+            argv: ["ip", "netns", "exec", ns.name(), "gobgp"]
+                .into_iter()
+                .chain(["-u", "127.0.0.1", "-p", "50051"])
+                .map(OsString::from)
+                .collect(),
+            log: None,
         };
-        let t = Instant::now();
-        while !g.gobgp(&["global"]).contains("AS:") {
-            if t.elapsed() > Duration::from_secs(15) {
-                bail!("gobgpd did not start: {}", g.log());
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        }
+        let g = Gobgp { child, dir, gobgp };
+        poll_until(
+            Duration::from_secs(15),
+            Duration::from_millis(100),
+            || Ok(g.gobgp(&["global"])),
+            |out| out.contains("AS:"),
+            |_| format!("gobgpd did not start: {}", g.log()),
+        )?;
         Ok(g)
     }
 
     /// `gobgp ARGS` against this daemon (stdout and stderr).
     pub fn gobgp(&self, args: &[&str]) -> String {
-        let out = Command::new("ip")
-            .args([
-                "netns",
-                "exec",
-                &self.ns,
-                "gobgp",
-                "-u",
-                "127.0.0.1",
-                "-p",
-                "50051",
-            ])
-            .args(args)
-            .output();
-        combined_text(out, "gobgp")
+        self.gobgp.run(args)
     }
 
     /// Polls `gobgp ARGS` until `pred` holds on its output.
@@ -202,17 +198,12 @@ impl Gobgp {
         within: Duration,
         pred: impl Fn(&str) -> bool,
     ) -> Result<String> {
-        poll_until(
-            within,
-            || self.gobgp(args),
-            pred,
-            |out| format!("gobgp {args:?} never matched; last output:\n{out}"),
-        )
+        self.gobgp.wait_for(args, within, pred)
     }
 
     /// gobgpd's log so far.
     pub fn log(&self) -> String {
-        fs::read_to_string(self.dir.join("gobgpd.log")).unwrap_or_default()
+        read_log(&self.dir.join("gobgpd.log"))
     }
 }
 
@@ -224,36 +215,80 @@ impl Drop for Gobgp {
     }
 }
 
-/// A control tool's stdout and stderr as one text, or why it did not run.
-fn combined_text(out: std::io::Result<Output>, tool: &str) -> String {
-    match out {
-        Ok(o) => {
-            let mut s = String::from_utf8_lossy(&o.stdout).into_owned();
-            s.push_str(&String::from_utf8_lossy(&o.stderr));
-            s
+/// A daemon's control tool: the command line (`argv`, then a query's arguments) and,
+/// for failures, its name and the daemon's log file.
+struct ControlTool {
+    name: &'static str,
+    argv: Vec<OsString>,
+    log: Option<PathBuf>,
+}
+
+impl ControlTool {
+    /// The query's stdout and stderr as one text, or why the tool did not run.
+    fn run(&self, args: &[&str]) -> String {
+        let out = Command::new(&self.argv[0])
+            .args(&self.argv[1..])
+            .args(args)
+            .output();
+        match out {
+            Ok(o) => {
+                let mut s = String::from_utf8_lossy(&o.stdout).into_owned();
+                s.push_str(&String::from_utf8_lossy(&o.stderr));
+                s
+            }
+            Err(e) => format!("{} failed: {e}", self.name),
         }
-        Err(e) => format!("{tool} failed: {e}"),
+    }
+
+    /// Runs the query every 200 ms until `pred` holds on its output; after `within`,
+    /// fails with the last output (and the daemon's log).
+    fn wait_for(
+        &self,
+        args: &[&str],
+        within: Duration,
+        pred: impl Fn(&str) -> bool,
+    ) -> Result<String> {
+        poll_until(
+            within,
+            Duration::from_millis(200),
+            || Ok(self.run(args)),
+            |out: &String| pred(out),
+            |out| {
+                let mut why = format!("{} {args:?} never matched; last output:\n{out}", self.name);
+                if let Some(log) = &self.log {
+                    why += &format!("\nlog:\n{}", read_log(log));
+                }
+                why
+            },
+        )
     }
 }
 
-/// Runs `query` every 200 ms until `pred` holds on its output; after `within`,
-/// fails with `explain(last output)`.
-fn poll_until(
+/// A daemon's log so far (empty when there is none yet).
+fn read_log(path: &Path) -> String {
+    fs::read_to_string(path).unwrap_or_default()
+}
+
+/// Runs `attempt` every `every` until `done` holds on its result (an error from
+/// `attempt` ends the wait with that error); after `within`, fails with
+/// `explain(last result)`.
+fn poll_until<T>(
     within: Duration,
-    query: impl Fn() -> String,
-    pred: impl Fn(&str) -> bool,
-    explain: impl Fn(&str) -> String,
-) -> Result<String> {
+    every: Duration,
+    mut attempt: impl FnMut() -> Result<T>,
+    done: impl Fn(&T) -> bool,
+    explain: impl Fn(&T) -> String,
+) -> Result<T> {
     let t = Instant::now();
     loop {
-        let out = query();
-        if pred(&out) {
-            return Ok(out);
+        let got = attempt()?;
+        if done(&got) {
+            return Ok(got);
         }
         if t.elapsed() > within {
-            bail!("{}", explain(&out));
+            bail!("{}", explain(&got));
         }
-        std::thread::sleep(Duration::from_millis(200));
+        std::thread::sleep(every);
     }
 }
 
