@@ -238,22 +238,22 @@ impl Agent {
 }
 
 /// The agent: loads virtio_net (NICs come up as eth0, eth1, ... in the order given), then runs `cmd-N.sh` files as they appear in the shared directory, writes
-/// `out-N` and then `rc-N`; `stop` ends it (and the guest powers off).
-const AGENT: &str = r#"d="$1"
+/// `out-N` and then `rc-N`; `stop` ends it (and the guest powers off). Its round over the
+/// `cmd-N.sh` files, the guest's side of [`Agent`], is `vm_agent_round.sh`, which the
+/// systemd guest's agent (xtask/src/systemd_vm.rs) runs too.
+const AGENT: &str = concat!(
+    r#"d="$1"
 # virtme-ng loads only what mounting the root needs; no udev loads the NICs' driver.
 modprobe virtio_net
 echo ready > "$d/ready"
 while :; do
-  for f in "$d"/cmd-*.sh; do
-    [ -e "$f" ] || continue
-    n=${f#"$d"/cmd-}; n=${n%.sh}
-    sh "$f" > "$d/out-$n" 2>&1 < /dev/null; echo $? > "$d/rc-$n.tmp"
-    mv "$d/rc-$n.tmp" "$d/rc-$n"; rm -f "$f"
-  done
-  [ -e "$d/stop" ] && break
+"#,
+    include_str!("vm_agent_round.sh"),
+    r#"  [ -e "$d/stop" ] && break
   sleep 0.1
 done
-"#;
+"#
+);
 
 impl Guest {
     /// Boots `kernel` with `cpus` vCPUs, 512 MiB and `nics`, QEMU running in `lab`. Returns

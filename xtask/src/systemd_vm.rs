@@ -57,24 +57,24 @@ chmod 755 "$1/etc/initramfs-tools/hooks/nva-vm"
 
 /// The test agent: mounts the share (9p tag `nvashare`) on /run/nva-share, writes
 /// `ready`, then runs each `cmd-N.sh` that appears (output in `out-N`, exit code in
-/// `rc-N`); `stop` powers the guest off.
-const AGENT: &str = r#"#!/bin/sh
+/// `rc-N`); `stop` powers the guest off. The round over the `cmd-N.sh` files is the one
+/// the tests' own guests run (tests/src/vm_agent_round.sh, the guest's side of the
+/// tests' `Agent`): a change there changes the recipe too, and set-up rebuilds the image.
+const AGENT: &str = concat!(
+    r#"#!/bin/sh
 d=/run/nva-share
 mkdir -p "$d"
 modprobe 9pnet_virtio
 mount -t 9p -o trans=virtio,version=9p2000.L,msize=262144 nvashare "$d" || exit 1
 echo ready > "$d/ready"
 while :; do
-  for f in "$d"/cmd-*.sh; do
-    [ -e "$f" ] || continue
-    n=${f#"$d"/cmd-}; n=${n%.sh}
-    sh "$f" > "$d/out-$n" 2>&1 < /dev/null; echo $? > "$d/rc-$n.tmp"
-    mv "$d/rc-$n.tmp" "$d/rc-$n"; rm -f "$f"
-  done
-  if [ -e "$d/stop" ]; then systemctl --no-block poweroff; exit 0; fi
+"#,
+    include_str!("../../tests/src/vm_agent_round.sh"),
+    r#"  if [ -e "$d/stop" ]; then systemctl --no-block poweroff; exit 0; fi
   sleep 0.1
 done
-"#;
+"#
+);
 
 const AGENT_UNIT: &str = "[Unit]
 Description=nva VM test agent (runs the test's scripts from the 9p share)
