@@ -9,10 +9,13 @@ use ipnet::IpNet;
 use tracing::warn;
 
 use crate::{
-    fib::{Fib, FibWriter, Port, Source, Table, Target},
+    fib::{Fib, FibWriter, NhKey, Port, Source, Table, Target},
     resolve::{Resolution, Tracker},
     rib::RibChange,
 };
+
+/// A gateway's egress port and, when the kernel has resolved it, its MAC.
+pub type Gateways<'a> = dyn Fn(NhKey) -> Option<(Port, Option<[u8; 6]>)> + 'a;
 
 /// The routes BGP selected that are not in the FIB because none of their next hops
 /// could be written (a full next-hop table, or no egress port yet): tried again by
@@ -23,13 +26,14 @@ pub struct BgpInstall {
 }
 
 impl BgpInstall {
-    /// Writes selection changes into the FIB. `ports` gives an egress port's facts.
+    /// Writes selection changes into the FIB. `gateways` gives a gateway's egress port
+    /// and its MAC when known (None for a gateway out of no port of nva's).
     pub fn apply<W: FibWriter>(
         &mut self,
         changes: &[(Table, RibChange)],
         tracker: &Tracker,
         fib: &mut Fib<W>,
-        ports: &dyn Fn(u32) -> Option<Port>,
+        gateways: &Gateways,
     ) -> Result<()> {
         // The routes of one UPDATE share their next hops: resolve them once per set.
         let mut last: Option<(&[IpAddr], Option<Target>)> = None;
@@ -41,7 +45,7 @@ impl BgpInstall {
                     let target = match &last {
                         Some((vias, target)) if *vias == nexthops.as_slice() => target.clone(),
                         _ => {
-                            let target = Self::target(nexthops, tracker, fib, ports);
+                            let target = Self::target(nexthops, tracker, fib, gateways);
                             last = Some((nexthops, target.clone()));
                             target
                         }
@@ -73,18 +77,18 @@ impl BgpInstall {
         vias: &[IpAddr],
         tracker: &Tracker,
         fib: &mut Fib<W>,
-        ports: &dyn Fn(u32) -> Option<Port>,
+        gateways: &Gateways,
     ) -> Option<Target> {
         let mut ids = Vec::new();
         for via in vias {
             let hops = tracker.get(*via).map_or(&[][..], Resolution::hops);
             for key in hops {
-                let Some(port) = ports(key.ifindex) else {
+                let Some((port, mac)) = gateways(*key) else {
                     continue;
                 };
                 // A full next-hop table fails this next hop alone; the route goes over
                 // the others (retried later if none).
-                match fib.nexthop(*key, &port) {
+                match fib.nexthop_with_mac(*key, &port, mac) {
                     Ok(id) if !ids.contains(&id) => ids.push(id),
                     Ok(_) => {}
                     Err(e) => warn!(next_hop = %key.via, "BGP: {e:#}"),

@@ -200,8 +200,8 @@ pub enum MaxPrefixAction {
 pub struct Health {
     /// Default probe for every next hop: "none" (link and neighbour state only), "icmp",
     /// "tcp:PORT" or "udp-echo:PORT". A next hop's own `probe` overrides it.
-    #[serde(default = "no_probe")]
-    pub probe: String,
+    #[serde(default)]
+    pub probe: ProbeSetting,
     /// Probe interval; a next hop is down after `multiplier` intervals without answer.
     #[serde(default = "default_interval")]
     pub interval_ms: u64,
@@ -231,9 +231,6 @@ pub struct Health {
     pub keep_dead_routes: bool,
 }
 
-fn no_probe() -> String {
-    "none".into()
-}
 fn default_interval() -> u64 {
     100
 }
@@ -250,7 +247,7 @@ fn default_drain() -> u64 {
 impl Default for Health {
     fn default() -> Self {
         Self {
-            probe: no_probe(),
+            probe: ProbeSetting::None,
             interval_ms: default_interval(),
             multiplier: default_multiplier(),
             hold_down_ms: default_hold_down(),
@@ -267,16 +264,37 @@ impl Default for Health {
 pub struct TrackedTarget {
     pub target: IpAddr,
     /// "icmp", "tcp:PORT" or "udp-echo:PORT".
-    pub probe: String,
+    pub probe: ProbeSetting,
 }
 
-/// A parsed probe setting.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+/// A probe setting, parsed from its text ("none", "icmp", "tcp:PORT", "udp-echo:PORT")
+/// when the config is read: a bad one is refused with its line.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Deserialize, Serialize)]
+#[serde(try_from = "String", into = "String")]
 pub enum ProbeSetting {
+    #[default]
     None,
     Icmp,
     Tcp(u16),
     UdpEcho(u16),
+}
+
+impl TryFrom<String> for ProbeSetting {
+    type Error = String;
+    fn try_from(s: String) -> Result<Self, String> {
+        s.parse()
+    }
+}
+
+impl From<ProbeSetting> for String {
+    fn from(p: ProbeSetting) -> String {
+        match p {
+            ProbeSetting::None => "none".into(),
+            ProbeSetting::Icmp => "icmp".into(),
+            ProbeSetting::Tcp(port) => format!("tcp:{port}"),
+            ProbeSetting::UdpEcho(port) => format!("udp-echo:{port}"),
+        }
+    }
 }
 
 impl std::str::FromStr for ProbeSetting {
@@ -345,6 +363,10 @@ impl Default for Separation {
 pub struct Segment {
     pub name: String,
     pub prefixes: Vec<IpNet>,
+    /// The data plane's id of the segment (1-based, in config order), set when the
+    /// config is parsed.
+    #[serde(skip)]
+    pub id: u32,
 }
 
 #[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
@@ -355,6 +377,9 @@ pub struct SegmentRule {
     /// Destination segment.
     pub to: String,
     pub action: SegmentAction,
+    /// The ids of `from` and `to`, set when the config is parsed.
+    #[serde(skip)]
+    pub ids: (u32, u32),
 }
 
 #[derive(Clone, Copy, Debug, Deserialize, Serialize, PartialEq, Eq)]
@@ -559,7 +584,7 @@ pub struct NextHopSpec {
     pub vlan: Option<u16>,
     /// Health probe for this next hop (overrides `health.probe`).
     #[serde(default)]
-    pub probe: Option<String>,
+    pub probe: Option<ProbeSetting>,
 }
 
 impl Config {
@@ -569,13 +594,27 @@ impl Config {
         Self::parse(&text).with_context(|| format!("invalid config file {}", path.display()))
     }
 
+    /// The only way to a `Config`: read, checked, and what refers to other parts
+    /// resolved (segment ids), so what uses it never checks or looks up again.
     pub fn parse(text: &str) -> Result<Self> {
-        let config: Config = toml::from_str(text).map_err(|e| anyhow::anyhow!("{e}"))?;
+        let mut config: Config = toml::from_str(text).map_err(|e| anyhow::anyhow!("{e}"))?;
         config.validate()?;
+        for (i, seg) in config.segments.iter_mut().enumerate() {
+            seg.id = i as u32 + 1;
+        }
+        let id = |segments: &[Segment], name: &str| {
+            segments.iter().find(|s| s.name == name).map_or(0, |s| s.id)
+        };
+        for rule in &mut config.segment_rules {
+            rule.ids = (
+                id(&config.segments, &rule.from),
+                id(&config.segments, &rule.to),
+            );
+        }
         Ok(config)
     }
 
-    pub fn validate(&self) -> Result<()> {
+    fn validate(&self) -> Result<()> {
         if self.interfaces.is_empty() {
             bail!("interfaces: at least one interface is needed");
         }
@@ -616,15 +655,9 @@ impl Config {
         }
         self.validate_segments()?;
         self.validate_bgp()?;
-        self.health
-            .probe
-            .parse::<ProbeSetting>()
-            .map_err(|e| anyhow::anyhow!("health.probe: {e}"))?;
         for (i, t) in self.health.track.iter().enumerate() {
-            match t.probe.parse::<ProbeSetting>() {
-                Ok(ProbeSetting::None) => bail!("health.track[{i}].probe: must probe something"),
-                Ok(_) => {}
-                Err(e) => bail!("health.track[{i}].probe: {e}"),
+            if t.probe == ProbeSetting::None {
+                bail!("health.track[{i}].probe: must probe something");
             }
         }
         if self.health.interval_ms < 10 || self.health.multiplier == 0 {
@@ -694,10 +727,6 @@ impl Config {
                 }
                 if !seen.insert(nh) {
                     bail!("{field}: next hop {} is listed twice", nh.via);
-                }
-                if let Some(p) = &nh.probe {
-                    p.parse::<ProbeSetting>()
-                        .map_err(|e| anyhow::anyhow!("{field}.probe: {e}"))?;
                 }
             }
         }
@@ -879,14 +908,6 @@ impl Config {
         }
         Ok(())
     }
-
-    /// Segment id (1-based, in config order) of a segment name.
-    pub fn segment_id(&self, name: &str) -> Option<u32> {
-        self.segments
-            .iter()
-            .position(|s| s.name == name)
-            .map(|i| i as u32 + 1)
-    }
 }
 
 #[cfg(test)]
@@ -998,6 +1019,31 @@ mod tests {
     }
 
     #[test]
+    fn probes_are_parsed_when_the_config_is_read() {
+        let with = |probe: &str| {
+            GOOD.replace(
+                "nexthops = [{ via = \"10.0.1.2\" }, ",
+                &format!("nexthops = [{{ via = \"10.0.1.2\", probe = \"{probe}\" }}, "),
+            )
+        };
+        let c = Config::parse(&with("tcp:179")).unwrap();
+        assert_eq!(c.routes[0].nexthops[0].probe, Some(ProbeSetting::Tcp(179)));
+        assert_eq!(c.routes[0].nexthops[1].probe, None);
+        assert_eq!(c.health.probe, ProbeSetting::None);
+        let e = error_of(&with("tcp:0"));
+        assert!(
+            e.contains("\"0\" is not a port") && e.contains("probe"),
+            "{e}"
+        );
+        let e = error_of(&with("ping"));
+        assert!(e.contains("is not a probe"), "{e}");
+        for p in ["none", "icmp", "tcp:80", "udp-echo:7"] {
+            let parsed: ProbeSetting = p.parse().unwrap();
+            assert_eq!(String::from(parsed), p, "written back as read");
+        }
+    }
+
+    #[test]
     fn segments_and_separation() {
         let text = format!(
             "{GOOD}\n[separation]\neast_west = [\"203.0.113.0/24\"]\nno_route_north_south = \"drop\"\n\
@@ -1006,7 +1052,8 @@ mod tests {
              [[segment_rules]]\nfrom = \"dev\"\nto = \"prod\"\naction = \"deny\"\n"
         );
         let c = Config::parse(&text).unwrap();
-        assert_eq!(c.segment_id("prod"), Some(2));
+        assert_eq!(c.segments[1].id, 2);
+        assert_eq!(c.segment_rules[0].ids, (1, 2));
         assert_eq!(c.separation.no_route_north_south, Some(NoRoute::Drop));
         assert!(c.separation.default_east_west);
         let bad = text.replace("to = \"prod\"", "to = \"qa\"");

@@ -12,7 +12,7 @@ use std::{
 };
 
 use crate::{
-    daemon::Shared,
+    controller::{self, Controller, Query},
     fib::{Fib, Table},
 };
 use anyhow::{Context, Result, anyhow};
@@ -80,7 +80,7 @@ pub type ActionRequest = (Action, tokio::sync::oneshot::Sender<Result<String, St
 pub fn serve(
     path: &Path,
     group: Option<&str>,
-    state: Shared,
+    queries: tokio::sync::mpsc::Sender<Query>,
     actions: tokio::sync::mpsc::Sender<ActionRequest>,
 ) -> Result<JoinHandle<()>> {
     if let Some(dir) = path.parent() {
@@ -105,7 +105,7 @@ pub fn serve(
                 drop(stream);
                 continue;
             };
-            let state = state.clone();
+            let queries = queries.clone();
             let actions = actions.clone();
             tokio::spawn(async move {
                 let _slot = slot;
@@ -152,25 +152,39 @@ pub fn serve(
                             }
                         }
                         Ok(req) if req.cmd == "routes" && req.arg.is_none() => {
-                            // A full table is a million routes: copied under the lock,
-                            // written out after it, on a blocking thread.
-                            let state = state.clone();
-                            match tokio::task::spawn_blocking(move || all_routes(&state)).await {
-                                Ok(Ok(mut out)) => {
+                            // A full table is a million routes: copied by the
+                            // controller, written out here, on a blocking thread.
+                            let written = match controller::ask(&queries, all_routes).await {
+                                Ok(routes) => {
+                                    tokio::task::spawn_blocking(move || routes_reply(&routes))
+                                        .await
+                                        .map_err(anyhow::Error::from)
+                                        .and_then(|r| r)
+                                }
+                                Err(e) => Err(e),
+                            };
+                            match written {
+                                Ok(mut out) => {
                                     out.push('\n');
                                     if write.write_all(out.as_bytes()).await.is_err() {
                                         break;
                                     }
                                     continue;
                                 }
-                                Ok(Err(e)) => json!({"ok": false, "error": format!("{e:#}")}),
-                                Err(e) => json!({"ok": false, "error": format!("{e}")}),
+                                Err(e) => json!({"ok": false, "error": format!("{e:#}")}),
                             }
                         }
-                        Ok(req) => match handle(&state, &req.cmd, req.arg.as_deref()) {
-                            Ok(data) => json!({"ok": true, "data": data}),
-                            Err(e) => json!({"ok": false, "error": format!("{e:#}")}),
-                        },
+                        Ok(req) => {
+                            let answer = controller::ask(&queries, move |c| {
+                                handle(c, &req.cmd, req.arg.as_deref())
+                            })
+                            .await
+                            .and_then(|r| r);
+                            match answer {
+                                Ok(data) => json!({"ok": true, "data": data}),
+                                Err(e) => json!({"ok": false, "error": format!("{e:#}")}),
+                            }
+                        }
                         Err(e) => json!({"ok": false, "error": format!("bad request: {e}")}),
                     };
                     let mut out = reply.to_string();
@@ -184,23 +198,23 @@ pub fn serve(
     }))
 }
 
-fn handle(state: &Shared, cmd: &str, arg: Option<&str>) -> Result<Value> {
-    let st = state.lock().map_err(|_| anyhow!("state lock poisoned"))?;
+/// Answers a request, on the controller's task.
+fn handle(st: &Controller, cmd: &str, arg: Option<&str>) -> Result<Value> {
     match cmd {
         "status" => {
-            let (v4, v6) = st.fib.route_count();
-            let nexthops = st.fib.nexthop_views();
+            let (v4, v6) = st.fib().route_count();
+            let nexthops = st.fib().nexthop_views();
             Ok(json!({
                 "version": env!("CARGO_PKG_VERSION"),
-                "uptime_secs": st.started.elapsed().as_secs(),
-                "xdp_mode": st.config.dataplane.xdp_mode,
-                "no_route": st.config.dataplane.no_route,
-                "interfaces": st.ifaces.iter().map(|f| json!({
+                "uptime_secs": st.started().elapsed().as_secs(),
+                "xdp_mode": st.config().dataplane.xdp_mode,
+                "no_route": st.config().dataplane.no_route,
+                "interfaces": st.ifaces().iter().map(|f| json!({
                     "name": f.name, "ifindex": f.ifindex, "up": f.port.up,
-                    "mtu": f.port.mtu, "attached": st.fib.dataplane().attached().any(|i| i == f.ifindex),
+                    "mtu": f.port.mtu, "attached": st.fib().dataplane().attached().any(|i| i == f.ifindex),
                 })).collect::<Vec<_>>(),
-                "routes": {"ipv4": v4, "ipv6": v6, "uninstalled": st.fib.failed_count()},
-                "fib": st.fib.dataplane().fib_memory().iter().map(|m| json!({
+                "routes": {"ipv4": v4, "ipv6": v6, "uninstalled": st.fib().failed_count()},
+                "fib": st.fib().dataplane().fib_memory().iter().map(|m| json!({
                     "table": m.table(),
                     "family": m.family(),
                     "structure": m.structure,
@@ -214,13 +228,13 @@ fn handle(state: &Shared, cmd: &str, arg: Option<&str>) -> Result<Value> {
             }))
         }
         "stats" => {
-            let dp = st.fib.dataplane();
+            let dp = st.fib().dataplane();
             let mut interfaces = Vec::new();
-            for f in &st.ifaces {
+            for f in st.ifaces() {
                 let cells = dp.counters(f.slot)?;
                 let mut counters = serde_json::Map::new();
                 for (i, c) in cells.iter().enumerate().take(reason::LAST as usize + 1) {
-                    let pps = st.rates.get(&(f.slot, i as u32)).copied().unwrap_or(0.0);
+                    let pps = st.rate(f.slot, i as u32);
                     counters.insert(
                         reason::NAMES[i].to_string(),
                         json!({"packets": c.packets, "bytes": c.bytes, "pps": pps}),
@@ -242,13 +256,9 @@ fn handle(state: &Shared, cmd: &str, arg: Option<&str>) -> Result<Value> {
                 classes.insert(CLASS_NAMES[class as usize].to_string(), counters.into());
             }
             let mut segments = Vec::new();
-            for from in &st.config.segments {
-                for to in &st.config.segments {
-                    let (f, t) = (
-                        st.config.segment_id(&from.name).unwrap_or(0),
-                        st.config.segment_id(&to.name).unwrap_or(0),
-                    );
-                    let c = dp.segment_drops(f, t)?;
+            for from in &st.config().segments {
+                for to in &st.config().segments {
+                    let c = dp.segment_drops(from.id, to.id)?;
                     segments.push(json!({"from": from.name, "to": to.name,
                         "dropped_packets": c.packets, "dropped_bytes": c.bytes}));
                 }
@@ -258,15 +268,15 @@ fn handle(state: &Shared, cmd: &str, arg: Option<&str>) -> Result<Value> {
         }
         "routes" => {
             let mut value = match arg {
-                None => serde_json::to_value(st.fib.route_views())?,
-                Some(arg) => route_lookup(&st.fib, arg)?,
+                None => serde_json::to_value(st.fib().route_views())?,
+                Some(arg) => route_lookup(st.fib(), arg)?,
             };
-            annotate_resolution(&st, &mut value);
+            annotate_resolution(st, &mut value);
             Ok(value)
         }
-        "nexthops" => Ok(serde_json::to_value(st.fib.nexthop_views())?),
+        "nexthops" => Ok(serde_json::to_value(st.fib().nexthop_views())?),
         "uninstalled" => Ok(Value::Array(
-            st.fib
+            st.fib()
                 .failed_routes()
                 .into_iter()
                 .map(|(table, prefix, why)| {
@@ -274,7 +284,7 @@ fn handle(state: &Shared, cmd: &str, arg: Option<&str>) -> Result<Value> {
                 })
                 .collect(),
         )),
-        "bgp" => match (st.bgp.as_ref(), arg) {
+        "bgp" => match (st.bgp(), arg) {
             (None, _) => Err(anyhow!("BGP is not configured")),
             (Some(feed), None) => Ok(serde_json::to_value(feed.statuses())?),
             (Some(feed), Some("neighbors")) => Ok(serde_json::to_value(feed.neighbors())?),
@@ -289,8 +299,7 @@ fn handle(state: &Shared, cmd: &str, arg: Option<&str>) -> Result<Value> {
             let problems = st.self_check();
             // What does not make nva unhealthy (it keeps announcing) but needs a look.
             let warnings: Vec<String> = st
-                .bgp
-                .as_ref()
+                .bgp()
                 .map(|feed| {
                     feed.statuses()
                         .into_iter()
@@ -308,7 +317,7 @@ fn handle(state: &Shared, cmd: &str, arg: Option<&str>) -> Result<Value> {
                 "healthy": problems.is_empty(),
                 "problems": problems,
                 "warnings": warnings,
-                "probes": st.prober.status(),
+                "probes": st.prober().status(),
             }))
         }
         other => Err(anyhow!("unknown command {other:?}")),
@@ -324,23 +333,24 @@ struct RouteReply {
     resolved_via: Option<std::sync::Arc<Vec<Value>>>,
 }
 
-/// The whole `routes` reply (`{"ok": true, "data": [...]}`), as text. The state lock is
-/// held only to copy the routes and describe each next-hop set once; the JSON is
-/// written after it is released, so BGP and netlink never wait on a full-table dump.
-fn all_routes(state: &Shared) -> Result<String> {
-    let routes: Vec<RouteReply> = {
-        let st = state.lock().map_err(|_| anyhow!("state lock poisoned"))?;
-        let mut memo = std::collections::HashMap::new();
-        st.fib
-            .route_views()
-            .into_iter()
-            .map(|view| {
-                let resolved_via =
-                    st.resolved_via_memo(view.source, view.table, &view.prefix, &mut memo);
-                RouteReply { view, resolved_via }
-            })
-            .collect()
-    };
+/// Every route, on the controller's task: copied, with each next-hop set described
+/// once. The JSON is written by the asker, so BGP and netlink never wait on a
+/// full-table dump being serialised.
+fn all_routes(st: &Controller) -> Vec<RouteReply> {
+    let mut memo = std::collections::HashMap::new();
+    st.fib()
+        .route_views()
+        .into_iter()
+        .map(|view| {
+            let resolved_via =
+                st.resolved_via_memo(view.source, view.table, &view.prefix, &mut memo);
+            RouteReply { view, resolved_via }
+        })
+        .collect()
+}
+
+/// The whole `routes` reply (`{"ok": true, "data": [...]}`), as text.
+fn routes_reply(routes: &[RouteReply]) -> Result<String> {
     let mut out = String::from(r#"{"ok":true,"data":"#);
     out.push_str(&serde_json::to_string(&routes)?);
     out.push('}');
@@ -349,7 +359,7 @@ fn all_routes(state: &Shared) -> Result<String> {
 
 /// Adds `resolved_via` (the recursive next hops and their gateways) to every route
 /// of a `routes` reply that has some.
-fn annotate_resolution(st: &crate::daemon::State, value: &mut Value) {
+fn annotate_resolution(st: &Controller, value: &mut Value) {
     let mut annotate = |route: &mut Value| {
         let source = match route["source"].as_str() {
             Some("bgp") => crate::fib::Source::Bgp,

@@ -12,7 +12,7 @@ use tokio::{
     task::JoinHandle,
 };
 
-use crate::daemon::{Shared, State};
+use crate::controller::{self, Controller, Query};
 use crate::routing::PeerStatus;
 
 /// Connections served at once; more are closed at once (a port scan or a pile of idle
@@ -23,7 +23,10 @@ const IO_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(3);
 /// Largest request head read.
 const MAX_HEAD: usize = 4096;
 
-pub async fn serve(addr: SocketAddr, state: Shared) -> Result<JoinHandle<()>> {
+pub async fn serve(
+    addr: SocketAddr,
+    queries: tokio::sync::mpsc::Sender<Query>,
+) -> Result<JoinHandle<()>> {
     let listener = TcpListener::bind(addr).await?;
     let slots = std::sync::Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
     Ok(tokio::spawn(async move {
@@ -41,14 +44,14 @@ pub async fn serve(addr: SocketAddr, state: Shared) -> Result<JoinHandle<()>> {
                 drop(stream);
                 continue;
             };
-            let state = state.clone();
+            let queries = queries.clone();
             tokio::spawn(async move {
                 let _slot = slot;
                 let Ok(Some(head)) = tokio::time::timeout(IO_TIMEOUT, read_head(&mut stream)).await
                 else {
                     return;
                 };
-                let response = respond(&head, &state);
+                let response = respond(&head, &queries).await;
                 let _ =
                     tokio::time::timeout(IO_TIMEOUT, stream.write_all(response.as_bytes())).await;
             });
@@ -74,7 +77,7 @@ async fn read_head(stream: &mut tokio::net::TcpStream) -> Option<String> {
 
 /// The response to a request head: the metrics on `GET /metrics` (and `/`), headers only
 /// on `HEAD`, 405 for other methods, 404 for other paths.
-fn respond(head: &str, state: &Shared) -> String {
+async fn respond(head: &str, queries: &tokio::sync::mpsc::Sender<Query>) -> String {
     let mut request = head.lines().next().unwrap_or("").split(' ');
     let (method, path) = (request.next().unwrap_or(""), request.next().unwrap_or(""));
     if path != "/metrics" && path != "/" {
@@ -86,10 +89,9 @@ fn respond(head: &str, state: &Shared) -> String {
                 Connection: close\r\n\r\n"
             .to_string();
     }
-    let body = match state.lock() {
-        Ok(st) => render(&st),
-        Err(_) => String::from("# state unavailable\n"),
-    };
+    let body = controller::ask(queries, render)
+        .await
+        .unwrap_or_else(|_| String::from("# nva is stopping\n"));
     let head = format!(
         "HTTP/1.1 200 OK\r\nContent-Type: text/plain; version=0.0.4\r\n\
          Content-Length: {}\r\nConnection: close\r\n\r\n",
@@ -209,9 +211,9 @@ fn process_metrics(out: &mut String) {
 }
 
 /// Renders every metric.
-pub fn render(st: &State) -> String {
+pub fn render(st: &Controller) -> String {
     let mut out = String::new();
-    if let Some(feed) = &st.bgp {
+    if let Some(feed) = st.bgp() {
         let neighbors = feed.neighbors();
         // One value per peer: name, type, help, value. Each metric's HELP and TYPE, then a
         // line per peer.
@@ -364,8 +366,8 @@ pub fn render(st: &State) -> String {
         "counter",
         "Bytes seen by XDP, by ingress interface and reason.",
     );
-    for iface in &st.ifaces {
-        let Ok(cells) = st.fib.dataplane().counters(iface.slot) else {
+    for iface in st.ifaces() {
+        let Ok(cells) = st.fib().dataplane().counters(iface.slot) else {
             continue;
         };
         for (i, c) in cells.iter().enumerate().take(reason::LAST as usize + 1) {
@@ -387,7 +389,7 @@ pub fn render(st: &State) -> String {
         "Packets by traffic class (east-west, north-south) and reason.",
     );
     for class in 0..nva_common::NUM_CLASSES {
-        let Ok(cells) = st.fib.dataplane().class_counters(class) else {
+        let Ok(cells) = st.fib().dataplane().class_counters(class) else {
             continue;
         };
         for (i, c) in cells.iter().enumerate().take(reason::LAST as usize + 1) {
@@ -406,15 +408,9 @@ pub fn render(st: &State) -> String {
         "counter",
         "East-west packets denied by the segment policy, by segment pair.",
     );
-    for from in &st.config.segments {
-        for to in &st.config.segments {
-            let ids = (
-                st.config.segment_id(&from.name),
-                st.config.segment_id(&to.name),
-            );
-            if let (Some(f), Some(t)) = ids
-                && let Ok(c) = st.fib.dataplane().segment_drops(f, t)
-            {
+    for from in &st.config().segments {
+        for to in &st.config().segments {
+            if let Ok(c) = st.fib().dataplane().segment_drops(from.id, to.id) {
                 let _ = writeln!(
                     out,
                     "nva_segment_dropped_packets_total{{from=\"{}\",to=\"{}\"}} {}",
@@ -431,7 +427,7 @@ pub fn render(st: &State) -> String {
         "gauge",
         "1 when the interface is up with carrier.",
     );
-    for iface in &st.ifaces {
+    for iface in st.ifaces() {
         let _ = writeln!(
             out,
             "nva_interface_up{{interface=\"{}\"}} {}",
@@ -447,7 +443,7 @@ pub fn render(st: &State) -> String {
         "Routes installed in the data plane, by family and source.",
     );
     let mut routes = std::collections::BTreeMap::new();
-    for r in st.fib.route_views() {
+    for r in st.fib().route_views() {
         let family = if r.prefix.addr().is_ipv4() {
             "ipv4"
         } else {
@@ -470,7 +466,7 @@ pub fn render(st: &State) -> String {
         "gauge",
         "Kernel memory of each FIB's maps, by table, family and structure.",
     );
-    let fibs = st.fib.dataplane().fib_memory();
+    let fibs = st.fib().dataplane().fib_memory();
     let fib_labels = |m: &crate::dataplane::FibMemory| {
         format!(
             "table=\"{}\",family=\"{}\",structure=\"{}\"",
@@ -525,7 +521,7 @@ pub fn render(st: &State) -> String {
         "gauge",
         "1 when the next hop's MAC address is known.",
     );
-    for nh in st.fib.nexthop_views() {
+    for nh in st.fib().nexthop_views() {
         let labels = format!("via=\"{}\",interface=\"{}\"", nh.via, escape(&nh.dev));
         let _ = writeln!(out, "nva_nexthop_live{{{labels}}} {}", u8::from(nh.live));
         let _ = writeln!(
@@ -536,7 +532,7 @@ pub fn render(st: &State) -> String {
     }
     out.push_str(&resolved);
 
-    let fs = st.fib.stats();
+    let fs = st.fib().stats();
     header(
         &mut out,
         "nva_fib_updates_total",
@@ -550,7 +546,7 @@ pub fn render(st: &State) -> String {
         "gauge",
         "Selected routes that could not be installed (see nva routes --uninstalled).",
     );
-    let _ = writeln!(out, "nva_routes_uninstalled {}", st.fib.failed_count());
+    let _ = writeln!(out, "nva_routes_uninstalled {}", st.fib().failed_count());
     header(
         &mut out,
         "nva_route_install_failures_total",
@@ -591,6 +587,10 @@ pub fn render(st: &State) -> String {
         "gauge",
         "Seconds since nva started.",
     );
-    let _ = writeln!(out, "nva_uptime_seconds {}", st.started.elapsed().as_secs());
+    let _ = writeln!(
+        out,
+        "nva_uptime_seconds {}",
+        st.started().elapsed().as_secs()
+    );
     out
 }

@@ -77,15 +77,20 @@ fn hop(via: &str) -> NhKey {
     }
 }
 
-/// The one egress port.
-fn eth0(ifindex: u32) -> Option<Port> {
-    (ifindex == ETH0).then(|| Port {
-        name: "eth0".into(),
-        mac: [2, 0, 0, 0, 1, 4],
-        mtu: 1500,
-        up: true,
+/// The one egress port; the kernel has resolved gateway 10.0.1.20 (to `GW20_MAC`).
+fn eth0(key: NhKey) -> Option<(Port, Option<[u8; 6]>)> {
+    (key.ifindex == ETH0).then(|| {
+        let port = Port {
+            name: "eth0".into(),
+            mac: [2, 0, 0, 0, 1, 4],
+            mtu: 1500,
+            up: true,
+        };
+        (port, (key.via == ip("10.0.1.20")).then_some(GW20_MAC))
     })
 }
+
+const GW20_MAC: [u8; 6] = [2, 0, 0, 0, 1, 20];
 
 impl World {
     fn new() -> Self {
@@ -220,6 +225,14 @@ fn route_server_routes_reach_the_maps_over_resolved_gateways() {
     assert_eq!(w.gateways(ns, "0.0.0.0/0"), Some(vec![ip("10.0.1.20")]));
     assert_eq!(w.gateways(ns, "192.168.10.0/24"), None, "east-west only");
     assert_eq!(w.gateways(ew, "10.99.1.0/24"), None, "rejected by import");
+    // A gateway the kernel has resolved is written with its MAC, usable at once; the
+    // others wait for their resolution.
+    let dmac = |via: &str| {
+        let view = w.fib.nexthop_views().into_iter().find(|v| v.via == ip(via));
+        w.fib.dataplane().nexthops[&view.unwrap().id].dmac
+    };
+    assert_eq!(dmac("10.0.1.20"), GW20_MAC);
+    assert_eq!(dmac("10.0.1.2"), [0; 6]);
 
     // The second route server, same AS path length: ECMP over both gateways.
     w.announce("10.0.1.11", &[("192.168.10.0/24", "10.0.1.21")]);

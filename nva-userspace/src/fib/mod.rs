@@ -441,6 +441,18 @@ impl<W: FibWriter> Fib<W> {
 
     /// Finds or creates the next hop `key` and writes it to the data plane.
     pub fn nexthop(&mut self, key: NhKey, port: &Port) -> Result<NhId> {
+        self.nexthop_with_mac(key, port, None)
+    }
+
+    /// `nexthop`, and a new one gets the neighbour's MAC when the kernel already has it:
+    /// it is written once, usable before any route names it. An existing next hop keeps
+    /// its state (neighbour events keep it current).
+    pub fn nexthop_with_mac(
+        &mut self,
+        key: NhKey,
+        port: &Port,
+        mac: Option<[u8; 6]>,
+    ) -> Result<NhId> {
         if let Some(&id) = self.nh_ids.get(&key) {
             return Ok(id);
         }
@@ -450,7 +462,7 @@ impl<W: FibWriter> Fib<W> {
         let entry = NhEntry {
             key,
             port: port.clone(),
-            dmac: None,
+            dmac: mac,
             neigh_failed: false,
             probe_down: false,
             refs: 0,
