@@ -611,9 +611,15 @@ fn the_units_capabilities_suffice_and_a_detached_link_is_noticed() {
 /// Detaches one XDP link of nva's program (by its name: the other XDP programs of the
 /// test topology are pass-through stubs). True when one was detached.
 fn detach_one_xdp_link_of_nva() -> bool {
+    // Only the program attached in this namespace: BPF links are global, and an nva of
+    // another test running at the same time has its own.
+    let here: Vec<u32> = nva::netlink::xdp::xdp_program_ids()
+        .unwrap()
+        .into_values()
+        .collect();
     let nva_programs: Vec<u32> = aya::programs::loaded_programs()
         .filter_map(Result::ok)
-        .filter(|p| p.name_as_str() == Some(nva_common::XDP_PROGRAM))
+        .filter(|p| p.name_as_str() == Some(nva_common::XDP_PROGRAM) && here.contains(&p.id()))
         .map(|p| p.id())
         .collect();
     for link in aya::programs::loaded_links() {
