@@ -194,6 +194,18 @@ pub enum MaxPrefixAction {
     Teardown,
 }
 
+/// What an unhealthy nva does with its announcements so that the route server moves
+/// traffic to the other NVAs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, Serialize, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum SickAction {
+    /// Withdraw everything it announces.
+    #[default]
+    Withdraw,
+    /// Keep announcing with the local AS prepended this many extra times.
+    Prepend(u8),
+}
+
 /// Next-hop health checking.
 #[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields)]
@@ -214,7 +226,7 @@ pub struct Health {
     /// `{ prepend = N }` (stay announced, N extra AS-path prepends: become passive).
     /// It announces normally again after `hold_down_ms` of good health.
     #[serde(default)]
-    pub when_sick: crate::routing::SickAction,
+    pub when_sick: SickAction,
     /// Extra targets whose failure makes nva itself unhealthy (e.g. "the internet next
     /// hop answers"); see `nva health`.
     #[serde(default)]
@@ -252,7 +264,7 @@ impl Default for Health {
             multiplier: default_multiplier(),
             hold_down_ms: default_hold_down(),
             track: Vec::new(),
-            when_sick: crate::routing::SickAction::Withdraw,
+            when_sick: SickAction::Withdraw,
             drain_ms: default_drain(),
             keep_dead_routes: false,
         }

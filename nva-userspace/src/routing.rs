@@ -21,6 +21,7 @@ use crate::{
         Command, Event, Origin, PathAttrs, PeerConfig, PeerId,
         codec::{AsPath, Notification},
     },
+    config::SickAction,
     config::{self, MaxPrefixAction, TrafficClass},
     fib::Table,
     policy::{Policy, PolicyContext, PrefixList},
@@ -217,18 +218,6 @@ impl PeerStatus {
             since: Instant::now(),
         }
     }
-}
-
-/// What an unhealthy nva does with its announcements so that the route server moves
-/// traffic to the other NVAs.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Deserialize, Serialize, Default)]
-#[serde(rename_all = "kebab-case")]
-pub enum SickAction {
-    /// Withdraw everything it announces.
-    #[default]
-    Withdraw,
-    /// Keep announcing with the local AS prepended this many extra times.
-    Prepend(u8),
 }
 
 /// The table whose RIB is `ribs[i]`.
