@@ -232,7 +232,7 @@ pub async fn run(config: Config, config_path: PathBuf, socket: PathBuf) -> Resul
     let metrics_listen = config.metrics.listen;
     let group = config.control.group.clone();
     let (mut c, first) = Controller::start(config, machine, dp, prober, id_base)?;
-    let kernel_prefixes = Controller::kernel_prefixes(&first);
+    let kernel_prefixes = first.kernel_prefixes();
     // BGP: sessions run on their own tasks; their events come back here.
     let (session_tx, mut session_rx) = mpsc::channel::<SessionEvent>(1024);
     let mut io = Io {

@@ -7,7 +7,7 @@ use anyhow::Result;
 use ipnet::IpNet;
 use tracing::{info, warn};
 
-use super::Controller;
+use super::{Controller, Device};
 use crate::{
     fib::{NhKey, Port, Source, Target},
     netlink::{AddrInfo, LinkInfo, Neighbour, NetEvent, routes::GatewayRoute},
@@ -54,7 +54,7 @@ pub(super) fn address_routes(addr: &AddrInfo) -> Vec<(IpNet, Source, Target)> {
     out
 }
 
-impl Controller {
+impl<D: Device> Controller<D> {
     /// Follows a link, address or neighbour change.
     pub(super) fn apply_event(&mut self, event: NetEvent) -> Result<()> {
         let st = self;

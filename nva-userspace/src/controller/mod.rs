@@ -8,11 +8,14 @@
 //! It does no I/O of its own except through the FIB's writer (the data plane's maps).
 //! The daemon's select loop is its only caller; the control socket and metrics send it
 //! [`Query`]s, run on the loop's task, so nothing else ever holds the routing state.
+mod device;
 mod machine;
 mod reload;
 mod self_health;
 mod settings;
 mod statics;
+#[cfg(test)]
+mod tests;
 
 use std::{
     collections::{HashMap, HashSet},
@@ -25,6 +28,9 @@ use ipnet::IpNet;
 use nva_common::{MAX_IF_SLOTS, Settings};
 use tracing::{info, warn};
 
+pub use device::Device;
+#[cfg(test)]
+pub use device::TestDevice;
 pub use machine::Machine;
 pub use reload::{ReloadPlan, Reloaded};
 pub use settings::load_options;
@@ -78,6 +84,20 @@ pub struct Output {
     pub attached: Vec<String>,
 }
 
+impl Output {
+    /// The prefixes this output mirrors into the kernel (after the start: kernel routes
+    /// of an earlier run under other prefixes are stale).
+    pub fn kernel_prefixes(&self) -> HashSet<IpNet> {
+        self.kernel
+            .iter()
+            .filter_map(|op| match op {
+                KernelOp::Route(prefix, Some(_)) => Some(*prefix),
+                _ => None,
+            })
+            .collect()
+    }
+}
+
 /// An interface nva forwards between.
 #[derive(Clone, Debug)]
 pub struct Iface {
@@ -109,15 +129,16 @@ pub struct Clear {
     pub commands: Vec<(PeerId, BgpCommand)>,
 }
 
-/// The routing state. See the module comment.
-pub struct Controller {
+/// The routing state. See the module comment. `D` is the data plane (a test device in
+/// unit tests).
+pub struct Controller<D: Device = Dataplane> {
     config: Config,
     /// What the data plane's SETTINGS map holds.
     settings: Settings,
     /// Packets per second per (counter slot, reason) over the last second.
     rates: HashMap<(u32, u32), f64>,
     last_sample: Option<(Instant, PacketCounts)>,
-    fib: Fib,
+    fib: Fib<D>,
     ifaces: Vec<Iface>,
     /// Addresses of the box, for connected subnets.
     addrs: Vec<AddrInfo>,
@@ -153,12 +174,12 @@ pub struct Controller {
 type PacketCounts = HashMap<(u32, u32), u64>;
 
 /// Read access, for queries.
-impl Controller {
+impl<D: Device> Controller<D> {
     pub fn config(&self) -> &Config {
         &self.config
     }
 
-    pub fn fib(&self) -> &Fib {
+    pub fn fib(&self) -> &Fib<D> {
         &self.fib
     }
 
@@ -190,7 +211,7 @@ impl Controller {
 }
 
 /// Start and stop.
-impl Controller {
+impl<D: Device> Controller<D> {
     /// Checks `config` against the machine, programs the data plane completely (ports,
     /// settings, separation, connected and static routes, neighbours) without
     /// attaching it, and sets up the BGP feed. `kernel_id_base` is the first kernel
@@ -198,7 +219,7 @@ impl Controller {
     pub fn start(
         config: Config,
         machine: Machine,
-        mut dp: Dataplane,
+        mut dp: D,
         prober: Prober,
         kernel_id_base: u32,
     ) -> Result<(Self, Output)> {
@@ -347,18 +368,6 @@ impl Controller {
         self.fib.kernel_plain_prefixes()
     }
 
-    /// Everything this run mirrors into the kernel: kernel routes of an earlier run
-    /// under other prefixes are stale.
-    pub fn kernel_prefixes(out: &Output) -> HashSet<IpNet> {
-        out.kernel
-            .iter()
-            .filter_map(|op| match op {
-                KernelOp::Route(prefix, Some(_)) => Some(*prefix),
-                _ => None,
-            })
-            .collect()
-    }
-
     /// Ends an input: what the FIB queued for the kernel and the resolutions asked
     /// for go out with the session commands.
     fn output(&mut self, bgp: Vec<(PeerId, BgpCommand)>) -> Output {
@@ -372,7 +381,7 @@ impl Controller {
 }
 
 /// Inputs.
-impl Controller {
+impl<D: Device> Controller<D> {
     /// A link, address or neighbour change.
     pub fn netlink_event(&mut self, event: crate::netlink::NetEvent) -> Output {
         if let Err(e) = self.apply_event(event) {
@@ -501,7 +510,7 @@ enum BgpEvent {
 }
 
 /// BGP into the FIB.
-impl Controller {
+impl<D: Device> Controller<D> {
     /// Runs a BGP event through the feed; returns the session commands to send.
     fn bgp_event(&mut self, event: BgpEvent) -> Vec<(PeerId, BgpCommand)> {
         if self.bgp.is_none() {
@@ -566,7 +575,7 @@ impl Controller {
 }
 
 /// Next-hop resolution.
-impl Controller {
+impl<D: Device> Controller<D> {
     /// The egress ports by ifindex.
     fn ports(&self) -> HashMap<u32, Port> {
         self.ifaces
@@ -628,11 +637,13 @@ impl Controller {
     /// neighbours, probes), static routes over recursive next hops and BGP routes
     /// follow their next hops' new resolution. Nothing is rewritten when nothing moved.
     fn follow_resolution(&mut self) -> Vec<(PeerId, BgpCommand)> {
-        let planned = std::mem::take(&mut self.planned);
+        // A copy, not taken: resolution reads the static routes too (a recursive next
+        // hop resolving through another static route found nothing while they were
+        // taken out, and its route stayed withdrawn).
+        let planned = self.planned.clone();
         if let Err(e) = self.apply_static_routes(&planned) {
             warn!("re-resolving static routes: {e:#}");
         }
-        self.planned = planned;
         if self.bgp.is_none() {
             return Vec::new();
         }

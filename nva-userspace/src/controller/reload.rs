@@ -9,7 +9,7 @@ use nva_common::{MAX_SEGMENTS, Settings};
 use tracing::info;
 
 use super::{
-    Controller, Iface, Machine, Output, free_slot,
+    Controller, Device, Iface, Machine, Output, free_slot,
     settings::{load_options, settings_of},
     statics::{self, PlannedRoute},
 };
@@ -118,7 +118,7 @@ pub struct Reloaded {
     pub summary: String,
 }
 
-impl Controller {
+impl<D: Device> Controller<D> {
     /// Checks a new config against the machine and diffs it with the running one;
     /// changes nothing.
     pub fn plan_reload(&self, config: Config, machine: &Machine) -> Result<ReloadPlan> {

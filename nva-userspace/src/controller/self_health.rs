@@ -8,14 +8,14 @@ use std::{
 
 use tracing::{info, warn};
 
-use super::Controller;
+use super::{Controller, Device};
 use crate::{
     bgp::{Command as BgpCommand, PeerId},
     config::{ProbeSetting, XdpMode},
     health::{ProbeKind, ProbeSpec},
 };
 
-impl Controller {
+impl<D: Device> Controller<D> {
     /// The probes the configuration asks for: every next hop of the static routes with
     /// its own `probe` or `health.probe`, plus `health.track` targets.
     pub(super) fn wanted_probes(&self) -> Vec<ProbeSpec> {
@@ -103,7 +103,7 @@ impl Controller {
         let mut problems = Vec::new();
         let dp = self.fib.dataplane();
         for f in &self.ifaces {
-            if !dp.attached().any(|i| i == f.ifindex) {
+            if !dp.is_attached(f.ifindex) {
                 problems.push(format!("XDP not attached to {}", f.name));
             }
             if !f.port.up {

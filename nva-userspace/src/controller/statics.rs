@@ -11,7 +11,7 @@ use ipnet::IpNet;
 use nva_common::{PORT_FORCE_EAST_WEST, PORT_FORCE_NORTH_SOUTH};
 use tracing::{info, warn};
 
-use super::{Controller, Iface, Machine, machine::port_of, settings::table_of};
+use super::{Controller, Device, Iface, Machine, machine::port_of, settings::table_of};
 use crate::{
     config::{Config, RouteAction, TrafficClass},
     fib::{NhKey, Source, Table, Target},
@@ -19,7 +19,7 @@ use crate::{
     resolve::{self, Resolver, ResolvingRoute},
 };
 
-impl Controller {
+impl<D: Device> Controller<D> {
     /// Turns planned static routes into routes of the FIB, and withdraws static routes
     /// that are no longer configured. Unchanged routes are not touched; changed ones are
     /// replaced make-before-break.
