@@ -9,13 +9,13 @@ use ipnet::IpNet;
 use tracing::warn;
 
 use crate::{
-    fib::{Fib, FibWriter, NhKey, Port, Source, Table, Target},
+    fib::{Fib, FibWriter, Neigh, NhKey, Port, Source, Table, Target},
     resolve::{Resolution, Tracker},
     rib::RibChange,
 };
 
-/// A gateway's egress port and, when the kernel has resolved it, its MAC.
-pub type Gateways<'a> = dyn Fn(NhKey) -> Option<(Port, Option<[u8; 6]>)> + 'a;
+/// A gateway's egress port and its neighbour entry as the kernel has it.
+pub type Gateways<'a> = dyn Fn(NhKey) -> Option<(Port, Neigh)> + 'a;
 
 /// The routes BGP selected that are not in the FIB because none of their next hops
 /// could be written (a full next-hop table, or no egress port yet): tried again by
@@ -27,7 +27,7 @@ pub struct BgpInstall {
 
 impl BgpInstall {
     /// Writes selection changes into the FIB. `gateways` gives a gateway's egress port
-    /// and its MAC when known (None for a gateway out of no port of nva's).
+    /// and neighbour entry (None for a gateway out of no port of nva's).
     pub fn apply<W: FibWriter>(
         &mut self,
         changes: &[(Table, RibChange)],
@@ -83,12 +83,12 @@ impl BgpInstall {
         for via in vias {
             let hops = tracker.get(*via).map_or(&[][..], Resolution::hops);
             for key in hops {
-                let Some((port, mac)) = gateways(*key) else {
+                let Some((port, neigh)) = gateways(*key) else {
                     continue;
                 };
                 // A full next-hop table fails this next hop alone; the route goes over
                 // the others (retried later if none).
-                match fib.nexthop_with_mac(*key, &port, mac) {
+                match fib.nexthop_with(*key, &port, neigh) {
                     Ok(id) if !ids.contains(&id) => ids.push(id),
                     Ok(_) => {}
                     Err(e) => warn!(next_hop = %key.via, "BGP: {e:#}"),

@@ -51,12 +51,17 @@ impl RestartTimers {
     }
 }
 
-/// The machine as netlink dumps it.
-async fn read_machine(nl: &Netlink) -> Result<Machine> {
+/// The machine as netlink dumps it (the neighbours only when asked: checking a
+/// config does not read them).
+async fn read_machine(nl: &Netlink, neighbours: bool) -> Result<Machine> {
     Ok(Machine {
         links: nl.links().await?,
         addrs: nl.addresses().await?,
-        neighbours: nl.neighbours().await?,
+        neighbours: if neighbours {
+            nl.neighbours().await?
+        } else {
+            Vec::new()
+        },
         gateway_routes: nl.gateway_routes().await?,
     })
 }
@@ -65,7 +70,7 @@ async fn read_machine(nl: &Netlink) -> Result<Machine> {
 /// anything (interfaces exist, next hops are connected or resolve).
 pub async fn check_on_host(config: &Config) -> Result<()> {
     let nl = Netlink::connect()?;
-    controller::check(config, &read_machine(&nl).await?)
+    controller::check(config, &read_machine(&nl, false).await?)
 }
 
 /// The world the controller's outputs go to.
@@ -73,30 +78,46 @@ struct Io {
     nl: Netlink,
     speaker: Speaker,
     kernel: mpsc::UnboundedSender<KernelOp>,
+    /// Neighbours to resolve, to their own task (a netlink round trip each: the loop
+    /// does not wait for them).
+    resolve: mpsc::UnboundedSender<(u32, IpAddr)>,
+}
+
+/// Asks the kernel to resolve neighbours, as they come.
+fn spawn_resolver(nl: Netlink) -> mpsc::UnboundedSender<(u32, IpAddr)> {
+    let (tx, mut rx) = mpsc::unbounded_channel::<(u32, IpAddr)>();
+    tokio::spawn(async move {
+        while let Some((ifindex, ip)) = rx.recv().await {
+            if let Err(e) = nl.resolve(ifindex, ip).await {
+                warn!(%ip, ifindex, "neighbour resolution request failed: {e:#}");
+            }
+        }
+    });
+    tx
 }
 
 impl Io {
-    /// Carries out what the controller returned, in its order.
-    async fn carry_out(&mut self, out: Output) {
+    /// Carries out what the controller returned. Nothing here waits: the kernel's
+    /// share and the resolutions go to their tasks, commands to the sessions' queues.
+    fn carry_out(&self, out: Output) {
         for name in &out.attached {
             no_redirects(name);
         }
         for op in out.kernel {
             let _ = self.kernel.send(op);
         }
-        self.send(out.bgp).await;
-        for (ifindex, ip) in out.resolve {
-            if let Err(e) = self.nl.resolve(ifindex, ip).await {
-                warn!(%ip, ifindex, "neighbour resolution request failed: {e:#}");
-            }
+        self.send(out.bgp);
+        for request in out.resolve {
+            let _ = self.resolve.send(request);
         }
     }
 
-    /// Sends session commands.
-    async fn send(&self, commands: Vec<(PeerId, BgpCommand)>) {
+    /// Sends session commands (never waits: the sessions' command queues are
+    /// unbounded).
+    fn send(&self, commands: Vec<(PeerId, BgpCommand)>) {
         for (peer, command) in commands {
             if let Some(tx) = self.speaker.commands(peer) {
-                let _ = tx.send(command).await;
+                let _ = tx.send(command);
             }
         }
     }
@@ -110,7 +131,7 @@ impl Io {
             return;
         }
         let out = c.session_restarted(peer);
-        self.carry_out(out).await;
+        self.carry_out(out);
     }
 
     /// `nva bgp clear PEER [--soft]`: restarts the session (a hard clear, e.g. after a
@@ -123,9 +144,8 @@ impl Io {
     ) -> Result<String, String> {
         let clear = c.clear_peer(name, soft)?;
         if soft {
-            self.send(vec![(clear.peer, BgpCommand::RouteRefresh)])
-                .await;
-            self.send(clear.commands).await;
+            self.send(vec![(clear.peer, BgpCommand::RouteRefresh)]);
+            self.send(clear.commands);
             return Ok(format!(
                 "soft clear of {name}: route refresh sent, announcements sent again"
             ));
@@ -143,7 +163,7 @@ impl Io {
     /// changed, or why nothing did.
     async fn reload(&mut self, c: &mut Controller, path: &Path) -> Result<String, String> {
         let planned = match Config::from_file(path) {
-            Ok(config) => match read_machine(&self.nl).await {
+            Ok(config) => match read_machine(&self.nl, false).await {
                 Ok(machine) => c.plan_reload(config, &machine),
                 Err(e) => Err(e),
             },
@@ -163,9 +183,13 @@ impl Io {
             }
         }
         let settled = c.settle();
-        self.carry_out(settled).await;
+        self.carry_out(settled);
+        // Every interface, also those a reload that failed later had attached.
+        for f in c.ifaces() {
+            no_redirects(&f.name);
+        }
         let reloaded = outcome.map_err(|e| format!("{e:#}"))?;
-        self.carry_out(reloaded.output).await;
+        self.carry_out(reloaded.output);
         if failures.is_empty() {
             Ok(reloaded.summary)
         } else {
@@ -205,7 +229,7 @@ impl Io {
                 .add_peer(peer)
                 .map_err(|e| anyhow::anyhow!("bgp.peers: {e}"))?;
         }
-        self.send(start.commands).await;
+        self.send(start.commands);
         Ok(())
     }
 }
@@ -220,7 +244,7 @@ pub async fn run(config: Config, config_path: PathBuf, socket: PathBuf) -> Resul
     let mut events = netlink::watch()?;
     // Routes next hops may resolve through; watched before the dump like the rest.
     let mut route_events = netlink::routes::watch_routes()?;
-    let machine = read_machine(&nl).await?;
+    let machine = read_machine(&nl, true).await?;
     // Checked before anything is loaded.
     controller::check(&config, &machine)?;
 
@@ -239,8 +263,9 @@ pub async fn run(config: Config, config_path: PathBuf, socket: PathBuf) -> Resul
         nl: nl.clone(),
         speaker: Speaker::new(session_tx),
         kernel: sync.tx.clone(),
+        resolve: spawn_resolver(nl.clone()),
     };
-    io.carry_out(first).await;
+    io.carry_out(first);
     // Kernel routes of an earlier run that this configuration no longer has.
     let removed = nl.flush_own_routes_except(&kernel_prefixes).await?;
     if removed > 0 {
@@ -251,7 +276,7 @@ pub async fn run(config: Config, config_path: PathBuf, socket: PathBuf) -> Resul
         let _ = io.kernel.send(KernelOp::DelNexthop { id: *id, ids: 1 });
     }
     let attached = c.attach_all()?;
-    io.carry_out(attached).await;
+    io.carry_out(attached);
     let (v4, v6) = c.fib().route_count();
     info!(routes_v4 = v4, routes_v6 = v6, "FIB programmed");
     let fibs: Vec<String> = c
@@ -334,7 +359,7 @@ pub async fn run(config: Config, config_path: PathBuf, socket: PathBuf) -> Resul
             }
             Some(event) = health_events.recv() => {
                 let out = c.health_event(event);
-                io.carry_out(out).await;
+                io.carry_out(out);
             }
             Some(event) = route_events.recv() => {
                 let change = match event {
@@ -351,7 +376,7 @@ pub async fn run(config: Config, config_path: PathBuf, socket: PathBuf) -> Resul
                     }
                 };
                 let out = c.kernel_route(change);
-                io.carry_out(out).await;
+                io.carry_out(out);
             }
             Some(event) = session_rx.recv() => {
                 let stale = match &event {
@@ -359,7 +384,7 @@ pub async fn run(config: Config, config_path: PathBuf, socket: PathBuf) -> Resul
                     _ => None,
                 };
                 let out = c.session_event(event);
-                io.carry_out(out).await;
+                io.carry_out(out);
                 if let Some((peer, after)) = stale {
                     let tx = sweep_tx.clone();
                     let generation = restarts.arm(peer);
@@ -375,19 +400,19 @@ pub async fn run(config: Config, config_path: PathBuf, socket: PathBuf) -> Resul
                     continue;
                 }
                 let out = c.sweep_stale(peer);
-                io.carry_out(out).await;
+                io.carry_out(out);
             }
             event = events.recv() => match event {
                 Some(event) => {
                     let out = c.netlink_event(event);
-                    io.carry_out(out).await;
+                    io.carry_out(out);
                 }
                 None => bail!("netlink event stream ended"),
             },
             _ = tick.tick() => {
                 crate::notify::watchdog();
                 let (out, due) = c.tick();
-                io.carry_out(out).await;
+                io.carry_out(out);
                 for config in due {
                     info!(peer = %config.name, "BGP: max-prefix restart timer: starting the session again");
                     io.restart_session(&mut c, config).await;
@@ -400,12 +425,15 @@ pub async fn run(config: Config, config_path: PathBuf, socket: PathBuf) -> Resul
     if let Some(m) = metrics {
         m.abort();
     }
+    // Sessions' events are moot now, but a session must never wait to hand one over
+    // (it would not take its withdrawals and shutdown meanwhile).
+    tokio::spawn(async move { while session_rx.recv().await.is_some() {} });
     if !keep_forwarding {
         // Withdraw what we announce and give the peers time to move traffic away
         // before the data plane goes.
         let (withdrawals, drain) = c.withdraw_all();
         if !withdrawals.is_empty() {
-            io.send(withdrawals).await;
+            io.send(withdrawals);
             info!(
                 drain_ms = drain.as_millis() as u64,
                 "announcements withdrawn, draining"

@@ -6,6 +6,7 @@ use anyhow::{Context, Result, bail};
 
 use crate::config::Config;
 
+/// An exclusive lock held for the daemon's lifetime (released by the kernel when the
 /// process ends, however it ends). A clean exit also removes the file, while still
 /// holding the lock, so stopped instances leave nothing behind.
 pub struct InstanceLock {

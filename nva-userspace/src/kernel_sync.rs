@@ -1,5 +1,5 @@
 //! The kernel mirror's writer: applies the FIB's `KernelOp`s to the kernel's routing
-//! table on its own task, so the controller never waits on netlink round trips.
+//! table on its own task, so the controller does not wait for them.
 use std::{
     collections::{HashMap, HashSet},
     net::IpAddr,

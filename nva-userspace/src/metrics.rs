@@ -443,15 +443,11 @@ pub fn render(st: &Controller) -> String {
         "Routes installed in the data plane, by family and source.",
     );
     let mut routes = std::collections::BTreeMap::new();
-    for r in st.fib().route_views() {
-        let family = if r.prefix.addr().is_ipv4() {
-            "ipv4"
-        } else {
-            "ipv6"
-        };
+    for ((v4, source), n) in st.fib().route_counts_by_source() {
+        let family = if v4 { "ipv4" } else { "ipv6" };
         *routes
-            .entry((family, format!("{:?}", r.source).to_lowercase()))
-            .or_insert(0u64) += 1;
+            .entry((family, format!("{source:?}").to_lowercase()))
+            .or_insert(0u64) += n as u64;
     }
     for ((family, source), n) in routes {
         let _ = writeln!(

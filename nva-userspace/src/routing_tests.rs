@@ -13,7 +13,7 @@ use crate::{
         codec::{Family, NextHop},
     },
     bgp_install::BgpInstall,
-    fib::{DEFAULT_EAST_WEST, Fib, KernelOp, NhKey, Port, recorder::Recorder},
+    fib::{DEFAULT_EAST_WEST, Fib, KernelOp, Neigh, NhKey, Port, recorder::Recorder},
     resolve::{Origin as ResolveOrigin, ResolvingRoute},
 };
 
@@ -78,7 +78,7 @@ fn hop(via: &str) -> NhKey {
 }
 
 /// The one egress port; the kernel has resolved gateway 10.0.1.20 (to `GW20_MAC`).
-fn eth0(key: NhKey) -> Option<(Port, Option<[u8; 6]>)> {
+fn eth0(key: NhKey) -> Option<(Port, Neigh)> {
     (key.ifindex == ETH0).then(|| {
         let port = Port {
             name: "eth0".into(),
@@ -86,7 +86,8 @@ fn eth0(key: NhKey) -> Option<(Port, Option<[u8; 6]>)> {
             mtu: 1500,
             up: true,
         };
-        (port, (key.via == ip("10.0.1.20")).then_some(GW20_MAC))
+        let mac = (key.via == ip("10.0.1.20")).then_some(GW20_MAC);
+        (port, Neigh { mac, failed: false })
     })
 }
 

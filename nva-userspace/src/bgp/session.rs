@@ -41,7 +41,9 @@ const STABLE_AFTER: Duration = Duration::from_secs(60);
 /// The owner's side of a session task.
 pub struct PeerHandle {
     pub peer: PeerId,
-    pub commands: mpsc::Sender<Command>,
+    /// Unbounded: the owner never waits to hand a session its commands (it would wait
+    /// on a session that itself waits for the owner to take its events).
+    pub commands: mpsc::UnboundedSender<Command>,
     /// Connections accepted by the listener for this peer.
     pub(super) inbound: mpsc::Sender<TcpStream>,
     pub task: JoinHandle<()>,
@@ -49,7 +51,7 @@ pub struct PeerHandle {
 
 /// Starts the session task of one peer. Events go to `events` (shared by all peers).
 pub fn spawn_session(cfg: PeerConfig, events: mpsc::Sender<Event>) -> PeerHandle {
-    let (cmd_tx, cmd_rx) = mpsc::channel(64);
+    let (cmd_tx, cmd_rx) = mpsc::unbounded_channel();
     let (in_tx, in_rx) = mpsc::channel(4);
     let peer = cfg.remote_addr;
     let session = Session::new(cfg, events, cmd_rx, in_rx);
@@ -70,7 +72,7 @@ struct Session {
     peer: PeerId,
     fsm: Fsm,
     events: mpsc::Sender<Event>,
-    commands: mpsc::Receiver<Command>,
+    commands: mpsc::UnboundedReceiver<Command>,
     inbound: mpsc::Receiver<TcpStream>,
     conn: Option<Connection>,
     connecting: Option<Connecting>,
@@ -118,7 +120,7 @@ impl Session {
     fn new(
         cfg: PeerConfig,
         events: mpsc::Sender<Event>,
-        commands: mpsc::Receiver<Command>,
+        commands: mpsc::UnboundedReceiver<Command>,
         inbound: mpsc::Receiver<TcpStream>,
     ) -> Session {
         let fsm = Fsm::new(cfg.mode == ConnectMode::Active, cfg.keepalive);

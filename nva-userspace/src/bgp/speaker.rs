@@ -16,6 +16,9 @@ use super::event::{Command, Event, PeerId};
 use super::session::{PeerHandle, spawn_session};
 use super::socket;
 
+/// How long a removed session gets to send its Cease and end.
+const SHUTDOWN_WAIT: std::time::Duration = std::time::Duration::from_secs(3);
+
 type Inbound = Arc<Mutex<HashMap<IpAddr, mpsc::Sender<TcpStream>>>>;
 
 struct Listener {
@@ -72,7 +75,7 @@ impl Speaker {
     }
 
     /// Starts a session; its commands go through the returned sender (also kept here).
-    pub fn add_peer(&mut self, cfg: PeerConfig) -> Result<mpsc::Sender<Command>, String> {
+    pub fn add_peer(&mut self, cfg: PeerConfig) -> Result<mpsc::UnboundedSender<Command>, String> {
         cfg.validate()?;
         let peer = cfg.remote_addr;
         if self.peers.contains_key(&peer) {
@@ -97,8 +100,18 @@ impl Speaker {
             map.remove(&peer);
         }
         if let Some(h) = self.peers.remove(&peer) {
-            let _ = h.commands.send(Command::Shutdown).await;
-            let _ = h.task.await;
+            let _ = h.commands.send(Command::Shutdown);
+            // The session says goodbye (Cease) and ends; one stuck handing its owner an
+            // event (the owner is here, not reading them) is ended after a while, so
+            // a removal never stops the owner for long.
+            let mut task = h.task;
+            if tokio::time::timeout(SHUTDOWN_WAIT, &mut task)
+                .await
+                .is_err()
+            {
+                tracing::warn!(%peer, "BGP: session did not stop in time, ended");
+                task.abort();
+            }
         }
         if let Some(cfg) = self.configs.remove(&peer)
             && cfg.md5_password.is_some()
@@ -110,7 +123,7 @@ impl Speaker {
         }
     }
 
-    pub fn commands(&self, peer: PeerId) -> Option<mpsc::Sender<Command>> {
+    pub fn commands(&self, peer: PeerId) -> Option<mpsc::UnboundedSender<Command>> {
         self.peers.get(&peer).map(|h| h.commands.clone())
     }
 

@@ -59,7 +59,7 @@ struct Pair {
     b: Speaker,
     a_rx: mpsc::Receiver<Event>,
     b_rx: mpsc::Receiver<Event>,
-    a_to_b: mpsc::Sender<Command>,
+    a_to_b: mpsc::UnboundedSender<Command>,
     a_port: u16,
 }
 
@@ -143,7 +143,6 @@ async fn two_speakers_exchange_routes() {
     let v6: IpNet = "2001:db8:1::/48".parse().unwrap();
     p.a_to_b
         .send(Command::Announce(vec![(v4, attrs()), (v6, attrs())]))
-        .await
         .unwrap();
     let mut got = Vec::new();
     while got.len() < 2 {
@@ -166,7 +165,7 @@ async fn two_speakers_exchange_routes() {
     assert_eq!(*p6, v6);
     assert_eq!(a6.next_hop.unwrap().addr(), ip("2001:db8::1"));
 
-    p.a_to_b.send(Command::Withdraw(vec![v4])).await.unwrap();
+    p.a_to_b.send(Command::Withdraw(vec![v4])).unwrap();
     let ev = wait_for(
         &mut p.b_rx,
         |e| matches!(e, Event::Update { withdrawn, .. } if !withdrawn.is_empty()),
@@ -178,7 +177,6 @@ async fn two_speakers_exchange_routes() {
     p.b.commands(ip("127.0.0.1"))
         .unwrap()
         .send(Command::RouteRefresh)
-        .await
         .unwrap();
     let ev = wait_for(
         &mut p.b_rx,
@@ -187,7 +185,7 @@ async fn two_speakers_exchange_routes() {
     .await;
     assert!(matches!(ev, Event::Update { announced, .. } if announced[0].0 == v6));
 
-    p.a_to_b.send(Command::Shutdown).await.unwrap();
+    p.a_to_b.send(Command::Shutdown).unwrap();
     let ev = wait_for(&mut p.b_rx, |e| matches!(e, Event::Down { .. })).await;
     let Event::Down {
         reason: DownReason::NotificationReceived(n),
@@ -242,7 +240,6 @@ async fn garbage_sender_gets_notification_and_others_stay_up() {
     let v4: IpNet = "10.9.0.0/16".parse().unwrap();
     p.a_to_b
         .send(Command::Announce(vec![(v4, attrs())]))
-        .await
         .unwrap();
     let ev = wait_for(&mut p.b_rx, |e| {
         matches!(e, Event::Update { .. } | Event::Down { .. })
@@ -457,7 +454,7 @@ async fn two_octet_peer_gets_as4_path() {
         as_path: AsPath::from_sequence([4200000099]),
         ..PathAttrs::default()
     });
-    cmds.send(Command::Announce(vec![(v4, a)])).await.unwrap();
+    cmds.send(Command::Announce(vec![(v4, a)])).unwrap();
     let got = tokio::time::timeout(WAIT, async {
         loop {
             let mut head = [0u8; 19];
@@ -497,7 +494,7 @@ async fn slow_owner_does_not_drop_the_session() {
             (IpNet::V4(net), a.clone())
         })
         .collect();
-    p.a_to_b.send(Command::Announce(routes)).await.unwrap();
+    p.a_to_b.send(Command::Announce(routes)).unwrap();
     // B's owner sleeps through two hold times.
     tokio::time::sleep(Duration::from_secs(7)).await;
     let mut seen = 0;
@@ -583,7 +580,7 @@ async fn session_throughput() {
         })
         .collect();
     let t = std::time::Instant::now();
-    p.a_to_b.send(Command::Announce(routes)).await.unwrap();
+    p.a_to_b.send(Command::Announce(routes)).unwrap();
     let mut seen = 0usize;
     while seen < n as usize {
         if let Some(Event::Update { announced, .. }) = p.b_rx.recv().await {

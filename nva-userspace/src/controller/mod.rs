@@ -5,7 +5,8 @@
 //! It takes inputs (netlink and route events, BGP session events, probe results, the
 //! once-a-second tick, a reload, queries) and returns what the daemon must carry out
 //! ([`Output`]: session commands, kernel-route operations, neighbour resolutions).
-//! It does no I/O of its own except through the FIB's writer (the data plane's maps).
+//! Its own I/O is its data plane ([`Device`]: the FIB's map writes, ports, attaching;
+//! the self check reads attachment and counters) and the prober's handle.
 //! The daemon's select loop is its only caller; the control socket and metrics send it
 //! [`Query`]s, run on the loop's task, so nothing else ever holds the routing state.
 mod device;
@@ -40,7 +41,7 @@ use crate::{
     bgp_install::BgpInstall,
     config::{Config, XdpMode},
     dataplane::Dataplane,
-    fib::{Fib, KernelOp, NhKey, Port, Source, Table},
+    fib::{Fib, KernelOp, Neigh, NhKey, Port, Source, Table},
     health::{HealthEvent, Prober},
     netlink::{AddrInfo, routes::GatewayRoute},
     resolve::Resolver,
@@ -50,12 +51,16 @@ use crate::{
 
 /// A question for the controller, answered on its task with read access to everything
 /// (as GoBGP's server runs its management operations): the closure sends its answer
-/// back on a channel it owns. Whatever is slow with the answer (serialising a million
-/// routes) is done by the asker, after the closure returned.
+/// back on a channel it owns. A question should copy what it needs and leave the rest
+/// (serialising a million routes) to the asker.
 pub type Query = Box<dyn FnOnce(&Controller) + Send>;
 
+/// How long a question waits for the controller (busy with a long input: a reload, a
+/// full table arriving) before the asker gets an error instead.
+const ASK_TIMEOUT: Duration = Duration::from_secs(30);
+
 /// Asks the controller: `question` runs on its task; its answer comes back here.
-/// Fails only when nva is stopping.
+/// Fails when nva is stopping or the controller does not get to it in time.
 pub async fn ask<T: Send + 'static>(
     queries: &tokio::sync::mpsc::Sender<Query>,
     question: impl FnOnce(&Controller) -> T + Send + 'static,
@@ -64,14 +69,20 @@ pub async fn ask<T: Send + 'static>(
     let query: Query = Box::new(move |c| {
         let _ = tx.send(question(c));
     });
-    queries
-        .send(query)
+    let asked = async {
+        queries
+            .send(query)
+            .await
+            .map_err(|_| anyhow::anyhow!("nva is stopping"))?;
+        rx.await.map_err(|_| anyhow::anyhow!("nva is stopping"))
+    };
+    tokio::time::timeout(ASK_TIMEOUT, asked)
         .await
-        .map_err(|_| anyhow::anyhow!("nva is stopping"))?;
-    rx.await.map_err(|_| anyhow::anyhow!("nva is stopping"))
+        .map_err(|_| anyhow::anyhow!("nva is busy: no answer within {ASK_TIMEOUT:?}"))?
 }
 
-/// What the daemon must carry out after an input, in this order.
+/// What the daemon must carry out after an input. The kernel operations keep their
+/// order (objects first, routes, deletions last); the rest is independent.
 #[derive(Debug, Default)]
 pub struct Output {
     /// BGP session commands.
@@ -547,13 +558,14 @@ impl<D: Device> Controller<D> {
             fib,
             ifaces,
             known_macs,
+            neigh_failed,
             ..
         } = self;
         let Some(feed) = bgp.as_ref() else {
             return Ok(());
         };
         bgp_install.apply(changes, feed.tracker(), fib, &|key| {
-            gateway(ifaces, known_macs, key)
+            gateway(ifaces, known_macs, neigh_failed, key)
         })
     }
 
@@ -712,19 +724,25 @@ pub fn check(config: &Config, machine: &Machine) -> Result<()> {
     statics::plan(config, machine).map(|_| ())
 }
 
-/// A gateway's egress port and, when the kernel has resolved it, its MAC (None when
+/// A gateway's egress port and its neighbour entry as the kernel has it (None when
 /// the gateway is out of none of nva's interfaces).
 fn gateway(
     ifaces: &[Iface],
     known_macs: &HashMap<(u32, IpAddr), [u8; 6]>,
+    neigh_failed: &HashSet<(u32, IpAddr)>,
     key: NhKey,
-) -> Option<(Port, Option<[u8; 6]>)> {
+) -> Option<(Port, Neigh)> {
     let port = ifaces
         .iter()
         .find(|f| f.ifindex == key.ifindex)?
         .port
         .clone();
-    Some((port, known_macs.get(&(key.ifindex, key.via)).copied()))
+    let at = (key.ifindex, key.via);
+    let neigh = Neigh {
+        mac: known_macs.get(&at).copied(),
+        failed: neigh_failed.contains(&at),
+    };
+    Some((port, neigh))
 }
 
 /// The first free counter slot.

@@ -97,9 +97,10 @@ impl<D: Device> Controller<D> {
                 PlannedHop::Recursive(via) => resolver.resolve(*via).hops().to_vec(),
             };
             for key in keys {
-                let (port, mac) = super::gateway(&self.ifaces, &self.known_macs, key)
-                    .context("next hop on an unknown interface")?;
-                let id = self.fib.nexthop_with_mac(key, &port, mac)?;
+                let (port, neigh) =
+                    super::gateway(&self.ifaces, &self.known_macs, &self.neigh_failed, key)
+                        .context("next hop on an unknown interface")?;
+                let id = self.fib.nexthop_with(key, &port, neigh)?;
                 if !ids.contains(&id) {
                     ids.push(id);
                 }

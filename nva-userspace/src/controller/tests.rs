@@ -314,3 +314,34 @@ async fn a_reload_applies_its_plan_and_a_bad_one_changes_nothing() {
     assert_eq!(c.gateways("10.60.0.0/16"), Some(vec![ip("10.0.1.2")]));
     c.settle();
 }
+
+#[tokio::test]
+async fn a_new_next_hop_over_a_failed_neighbour_is_not_used() {
+    let (mut c, _) = start(CONFIG).await;
+    c.attach_all().unwrap();
+    // The kernel could not resolve 10.0.2.9.
+    c.netlink_event(NetEvent::Neighbour(Neighbour {
+        failed: true,
+        ..neighbour(ETH1, "10.0.2.9", None)
+    }));
+    // A reload adds a route over it (and one over the resolved gateway): the first is
+    // not installed until the neighbour answers, the second is.
+    let new = CONFIG.replace(
+        "[bgp]",
+        "[[routes]]\nprefix = \"10.110.0.0/16\"\nnexthops = [{ via = \"10.0.2.9\" }]\n\
+         [[routes]]\nprefix = \"10.120.0.0/16\"\nnexthops = [{ via = \"10.0.1.2\" }]\n\n[bgp]",
+    );
+    let plan = c
+        .plan_reload(Config::parse(&new).unwrap(), &machine())
+        .unwrap();
+    c.reload(plan).unwrap();
+    assert_eq!(c.gateways("10.120.0.0/16"), Some(vec![ip("10.0.1.2")]));
+    assert_eq!(c.gateways("10.110.0.0/16"), None, "over a failed neighbour");
+    // It answers: the route comes.
+    c.netlink_event(NetEvent::Neighbour(neighbour(
+        ETH1,
+        "10.0.2.9",
+        Some(GW22_MAC),
+    )));
+    assert_eq!(c.gateways("10.110.0.0/16"), Some(vec![ip("10.0.2.9")]));
+}

@@ -61,6 +61,15 @@ struct KernelObject {
 
 /// Where a route came from. When several sources have the same prefix, the greatest
 /// (last listed) wins.
+/// A gateway's neighbour entry as the kernel has it.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Neigh {
+    /// Its MAC, when the entry is usable.
+    pub mac: Option<[u8; 6]>,
+    /// Its resolution failed.
+    pub failed: bool,
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Source {
@@ -441,18 +450,14 @@ impl<W: FibWriter> Fib<W> {
 
     /// Finds or creates the next hop `key` and writes it to the data plane.
     pub fn nexthop(&mut self, key: NhKey, port: &Port) -> Result<NhId> {
-        self.nexthop_with_mac(key, port, None)
+        self.nexthop_with(key, port, Neigh::default())
     }
 
-    /// `nexthop`, and a new one gets the neighbour's MAC when the kernel already has it:
-    /// it is written once, usable before any route names it. An existing next hop keeps
-    /// its state (neighbour events keep it current).
-    pub fn nexthop_with_mac(
-        &mut self,
-        key: NhKey,
-        port: &Port,
-        mac: Option<[u8; 6]>,
-    ) -> Result<NhId> {
+    /// `nexthop`, and a new one starts with the neighbour's state as the kernel has it
+    /// (its MAC: usable before any route names it; or failed: not used until it
+    /// answers). An existing next hop keeps its state (neighbour events keep it
+    /// current).
+    pub fn nexthop_with(&mut self, key: NhKey, port: &Port, neigh: Neigh) -> Result<NhId> {
         if let Some(&id) = self.nh_ids.get(&key) {
             return Ok(id);
         }
@@ -462,8 +467,8 @@ impl<W: FibWriter> Fib<W> {
         let entry = NhEntry {
             key,
             port: port.clone(),
-            dmac: mac,
-            neigh_failed: false,
+            dmac: neigh.mac,
+            neigh_failed: neigh.failed,
             probe_down: false,
             refs: 0,
         };
@@ -1139,6 +1144,18 @@ impl<W: FibWriter> Fib<W> {
     }
 
     /// Installed (IPv4, IPv6) routes, over both tables.
+    /// Installed routes by (IPv4?, source), without building views (a scrape counts a
+    /// million routes in a few milliseconds).
+    pub fn route_counts_by_source(&self) -> FxHashMap<(bool, Source), usize> {
+        let mut counts = FxHashMap::default();
+        for ((_, p), e) in &self.entries {
+            if let Some(i) = &e.installed {
+                *counts.entry((p.addr().is_ipv4(), i.source)).or_insert(0) += 1;
+            }
+        }
+        counts
+    }
+
     pub fn route_count(&self) -> (usize, usize) {
         let (mut v4, mut v6) = (0, 0);
         for ((_, p), e) in &self.entries {

@@ -221,8 +221,8 @@ async fn run_speaker(
             }
         };
         match step {
-            Step::Announce(r) => bird.send(Command::Announce(r)).await.unwrap(),
-            Step::Withdraw(p) => bird.send(Command::Withdraw(p)).await.unwrap(),
+            Step::Announce(r) => bird.send(Command::Announce(r)).unwrap(),
+            Step::Withdraw(p) => bird.send(Command::Withdraw(p)).unwrap(),
             Step::ExpectNoDown => {
                 while let Ok(ev) = rx.try_recv() {
                     assert!(
@@ -523,7 +523,6 @@ fn bird_over_ipv6_transport() {
                 "2001:db8:200::/48".parse().unwrap(),
                 a,
             )]))
-            .await
             .unwrap();
             // Keep the session up until the test has checked BIRD.
             while cmd_rx.try_recv().is_err() {

@@ -91,7 +91,7 @@ fn gobgp_interop() {
                     let _ = ev_tx.send(ev);
                     if down { break; }
                 }
-                Some(cmd) = cmd_rx.recv() => { let _ = peer.send(cmd).await; }
+                Some(cmd) = cmd_rx.recv() => { let _ = peer.send(cmd); }
             }
         }
         speaker.shutdown().await;

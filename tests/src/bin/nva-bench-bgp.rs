@@ -293,7 +293,7 @@ fn feed_speaker(
                 .await
                 .unwrap();
             if let Some(cmd) = cmd {
-                tx.send(cmd).await.unwrap();
+                tx.send(cmd).unwrap();
             }
             // Keep the session's events drained.
             while ev_rx.recv().await.is_some() {}
