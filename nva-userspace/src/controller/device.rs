@@ -96,6 +96,9 @@ mod test_device {
         pub attached: BTreeSet<u32>,
         pub segment_prefixes: BTreeMap<IpNet, u32>,
         pub denied: BTreeSet<(u32, u32)>,
+        /// `check_segments` runs after every segment write (to catch a moment the
+        /// policy is wrong, not only its end).
+        pub check_segments: Option<fn(&TestDevice)>,
     }
 
     impl FibWriter for TestDevice {
@@ -137,6 +140,15 @@ mod test_device {
             Ok(())
         }
         fn remove_port(&mut self, ifindex: u32) -> Result<()> {
+            let user = self
+                .fib
+                .nexthops
+                .iter()
+                .find(|(_, nh)| nh.ifindex == ifindex);
+            assert!(
+                user.is_none(),
+                "port {ifindex} removed while next hop {user:?} uses it"
+            );
             self.ports.remove(&ifindex);
             Ok(())
         }
@@ -160,6 +172,9 @@ mod test_device {
                 Some(id) => self.segment_prefixes.insert(*prefix, id),
                 None => self.segment_prefixes.remove(prefix),
             };
+            if let Some(check) = self.check_segments {
+                check(self);
+            }
             Ok(())
         }
         fn set_segment_policy(&mut self, from: u32, to: u32, deny: bool) -> Result<()> {
@@ -167,6 +182,9 @@ mod test_device {
                 self.denied.insert((from, to));
             } else {
                 self.denied.remove(&(from, to));
+            }
+            if let Some(check) = self.check_segments {
+                check(self);
             }
             Ok(())
         }

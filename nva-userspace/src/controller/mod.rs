@@ -155,8 +155,8 @@ pub struct Controller<D: Device = Dataplane> {
     addrs: Vec<AddrInfo>,
     /// Next hops to ask the kernel to resolve right away.
     resolve_now: Vec<(u32, IpAddr)>,
-    /// Prefixes currently programmed into segments.
-    segment_prefixes: Vec<IpNet>,
+    /// The segments as the data plane has them.
+    segments: reload::AppliedSegments,
     /// The kernel's usable neighbour entries (MACs), so a new next hop of any source
     /// is written resolved before any route points at it.
     known_macs: HashMap<(u32, IpAddr), [u8; 6]>,
@@ -270,7 +270,7 @@ impl<D: Device> Controller<D> {
             ifaces,
             addrs,
             resolve_now: Vec::new(),
-            segment_prefixes: Vec::new(),
+            segments: Default::default(),
             prober,
             healthy_since: None,
             bgp: None,

@@ -1,7 +1,10 @@
 //! Applying a config: the separation (at start and on every reload), and a reload as
 //! a pure diff of the running config against the new one ([`ReloadPlan`], computed
 //! and checked before anything is touched) carried out in a safe order.
-use std::collections::HashSet;
+use std::{
+    collections::{HashMap, HashSet},
+    net::IpAddr,
+};
 
 use anyhow::{Context, Result};
 use ipnet::IpNet;
@@ -17,7 +20,7 @@ use crate::{
     bgp::{PeerConfig, PeerId},
     config::{Config, SegmentAction, XdpMode},
     dataplane::LoadOptions,
-    fib::DEFAULT_EAST_WEST,
+    fib::{DEFAULT_EAST_WEST, Source},
     routing::{BgpFeed, Reconfigured},
 };
 
@@ -106,6 +109,18 @@ impl ReloadPlan {
             planned,
         }
     }
+}
+
+/// The segments as the data plane has them (what the last separation wrote, which a
+/// failed reload may have left different from the running config's).
+#[derive(Debug, Default)]
+pub(super) struct AppliedSegments {
+    /// The prefixes given a segment.
+    prefixes: Vec<IpNet>,
+    /// Segment ids by name.
+    ids: HashMap<String, u32>,
+    /// Denied pairs by name.
+    denies: Vec<(String, String)>,
 }
 
 /// What a carried-out reload asks of the daemon.
@@ -205,12 +220,27 @@ impl<D: Device> Controller<D> {
             .context("static routes")?;
         let specs = self.wanted_probes();
         self.prober.set(specs);
-        // Nothing routes through removed interfaces now.
+        // Removed interfaces leave the controller first: BGP's routes re-resolve
+        // without them and neighbours' host routes over them go, so no route uses
+        // them when the data plane lets them go.
+        if !detach.is_empty() {
+            self.ifaces
+                .retain(|f| !detach.iter().any(|d| d.ifindex == f.ifindex));
+            output.bgp.extend(self.follow_resolution());
+            let hosts: Vec<IpAddr> = self
+                .known_macs
+                .keys()
+                .filter(|(ifindex, _)| detach.iter().any(|d| d.ifindex == *ifindex))
+                .map(|(_, ip)| *ip)
+                .collect();
+            for ip in hosts {
+                self.fib.remove_route(IpNet::from(ip), Source::Neighbour)?;
+            }
+        }
         for iface in detach {
             let dp = self.fib.dataplane_mut();
             dp.detach(iface.ifindex, &iface.name)?;
             dp.remove_port(iface.ifindex)?;
-            self.ifaces.retain(|f| f.ifindex != iface.ifindex);
             info!(interface = %iface.name, "XDP detached (reload)");
         }
         if reattach {
@@ -255,7 +285,51 @@ impl<D: Device> Controller<D> {
         east_west.extend(config.separation.east_west.iter().copied());
         self.fib.set_east_west(&east_west)?;
 
+        // A reload never opens a window in which a denied pair is allowed. Segment ids
+        // are positions in the config, so they move when segments are added or removed
+        // before others, and prefixes change their ids one by one: first every pair a
+        // denied pair of names (old or new) can be seen as during the change is
+        // denied, then the prefixes take their new ids, then each cell gets its final
+        // value (allowed cells are opened last).
+        let new_ids: HashMap<&str, u32> = config
+            .segments
+            .iter()
+            .map(|s| (s.name.as_str(), s.id))
+            .collect();
+        let new_denies: Vec<(String, String)> = config
+            .segment_rules
+            .iter()
+            .filter(|r| r.action == SegmentAction::Deny)
+            .map(|r| (r.from.clone(), r.to.clone()))
+            .collect();
+        let applied = &self.segments;
+        let ids_of = |name: &str| -> Vec<u32> {
+            let mut ids: Vec<u32> = [applied.ids.get(name), new_ids.get(name)]
+                .into_iter()
+                .flatten()
+                .copied()
+                .collect();
+            ids.dedup();
+            ids
+        };
+        let mut during: HashSet<(u32, u32)> = HashSet::new();
+        for (from, to) in applied.denies.iter().chain(&new_denies) {
+            for f in ids_of(from) {
+                for t in ids_of(to) {
+                    during.insert((f, t));
+                }
+            }
+        }
+        let denied: HashSet<(u32, u32)> = config
+            .segment_rules
+            .iter()
+            .filter(|r| r.action == SegmentAction::Deny)
+            .map(|r| r.ids)
+            .collect();
         let dp = self.fib.dataplane_mut();
+        for &(from, to) in &during {
+            dp.set_segment_policy(from, to, true)?;
+        }
         let mut programmed = Vec::new();
         for seg in &config.segments {
             for p in &seg.prefixes {
@@ -263,25 +337,24 @@ impl<D: Device> Controller<D> {
                 programmed.push(*p);
             }
         }
-        for p in &self.segment_prefixes {
+        for p in &self.segments.prefixes {
             if !programmed.contains(p) {
                 dp.set_segment_prefix(p, None)?;
             }
         }
-        self.segment_prefixes = programmed;
-        // Each cell is written once with its final value: a reload never opens a window
-        // in which a denied pair is allowed (clearing the matrix first did).
-        let denied: HashSet<(u32, u32)> = config
-            .segment_rules
-            .iter()
-            .filter(|r| r.action == SegmentAction::Deny)
-            .map(|r| r.ids)
-            .collect();
         for from in 0..MAX_SEGMENTS {
             for to in 0..MAX_SEGMENTS {
                 dp.set_segment_policy(from, to, denied.contains(&(from, to)))?;
             }
         }
+        self.segments = AppliedSegments {
+            prefixes: programmed,
+            ids: new_ids
+                .into_iter()
+                .map(|(n, id)| (n.to_string(), id))
+                .collect(),
+            denies: new_denies,
+        };
         Ok(())
     }
 

@@ -280,6 +280,17 @@ async fn a_route_servers_routes_follow_their_resolution_into_maps_and_kernel() {
 async fn a_reload_applies_its_plan_and_a_bad_one_changes_nothing() {
     let (mut c, _) = start(CONFIG).await;
     c.attach_all().unwrap();
+    // A neighbour on eth1 (its host route) and a route server's route over a gateway
+    // there.
+    c.netlink_event(NetEvent::Neighbour(neighbour(
+        ETH1,
+        "10.0.2.2",
+        Some(GW22_MAC),
+    )));
+    c.session_event(established("10.0.1.10"));
+    c.session_event(update("10.0.1.10", &[("172.16.0.0/16", "10.0.2.7")]));
+    assert_eq!(c.gateways("172.16.0.0/16"), Some(vec![ip("10.0.2.7")]));
+    assert_eq!(c.gateways("10.0.2.2/32"), Some(vec![ip("10.0.2.2")]));
     let before = c.device().fib.routes.clone();
     // A next hop that resolves through nothing: refused before anything is touched.
     let bad = CONFIG.replace("10.50.0.9", "10.70.0.9");
@@ -308,8 +319,11 @@ async fn a_reload_applies_its_plan_and_a_bad_one_changes_nothing() {
         done.summary,
         "reloaded: static routes +1 -1, interfaces +0 -1"
     );
+    // (The device checks that no next hop used eth1's port when it went.)
     assert!(!c.device().attached.contains(&ETH1));
     assert!(!c.device().ports.contains_key(&ETH1));
+    assert_eq!(c.gateways("172.16.0.0/16"), None, "its gateway is gone");
+    assert_eq!(c.gateways("10.0.2.2/32"), None);
     assert_eq!(c.gateways("10.100.0.0/16"), Some(vec![ip("10.0.1.2")]));
     assert_eq!(c.gateways("10.60.0.0/16"), Some(vec![ip("10.0.1.2")]));
     c.settle();
@@ -344,4 +358,63 @@ async fn a_new_next_hop_over_a_failed_neighbour_is_not_used() {
         Some(GW22_MAC),
     )));
     assert_eq!(c.gateways("10.110.0.0/16"), Some(vec![ip("10.0.2.9")]));
+}
+
+/// dev (10.1.0.0/16) must never reach prod (10.2.0.0/16): checked after every write.
+fn dev_never_reaches_prod(dev: &TestDevice) {
+    let id = |p: &str| dev.segment_prefixes.get(&net(p)).copied();
+    if let (Some(from), Some(to)) = (id("10.1.0.0/16"), id("10.2.0.0/16")) {
+        assert!(
+            dev.denied.contains(&(from, to)),
+            "dev ({from}) -> prod ({to}) allowed: {:?}",
+            dev.denied
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_reload_that_moves_segment_ids_never_lets_a_denied_pair_through() {
+    let segments = |names: &[(&str, &str)]| {
+        let mut out = String::new();
+        for (name, prefix) in names {
+            out += &format!("[[segments]]\nname = \"{name}\"\nprefixes = [\"{prefix}\"]\n");
+        }
+        out + "[[segment_rules]]\nfrom = \"dev\"\nto = \"prod\"\naction = \"deny\"\n"
+    };
+    let old = CONFIG.replace(
+        "[bgp]",
+        &(segments(&[("dev", "10.1.0.0/16"), ("prod", "10.2.0.0/16")]) + "[bgp]"),
+    );
+    let (prober, _events) = Prober::start().unwrap();
+    let device = TestDevice {
+        check_segments: Some(dev_never_reaches_prod),
+        ..TestDevice::default()
+    };
+    let config = Config::parse(&old).unwrap();
+    let (mut c, _) = Controller::start(config, machine(), device, prober, 1).unwrap();
+    assert_eq!(c.device().denied, [(1, 2)].into());
+    // qa before them: dev's id 1 -> 2, prod's 2 -> 3.
+    let new = CONFIG.replace(
+        "[bgp]",
+        &(segments(&[
+            ("qa", "10.3.0.0/16"),
+            ("dev", "10.1.0.0/16"),
+            ("prod", "10.2.0.0/16"),
+        ]) + "[bgp]"),
+    );
+    let plan = c
+        .plan_reload(Config::parse(&new).unwrap(), &machine())
+        .unwrap();
+    c.reload(plan).unwrap();
+    assert_eq!(
+        c.device().denied,
+        [(2, 3)].into(),
+        "only the new pair at the end"
+    );
+    // And back.
+    let plan = c
+        .plan_reload(Config::parse(&old).unwrap(), &machine())
+        .unwrap();
+    c.reload(plan).unwrap();
+    assert_eq!(c.device().denied, [(1, 2)].into());
 }
