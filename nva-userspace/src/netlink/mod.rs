@@ -377,7 +377,13 @@ type Notifications =
     futures::channel::mpsc::UnboundedReceiver<(NetlinkMessage<RouteNetlinkMessage>, SocketAddr)>;
 
 async fn watch_loop(mut messages: Notifications, nl: Netlink, tx: mpsc::UnboundedSender<NetEvent>) {
+    // Seeded with what is there now (the receiver dumps it too): an entry gone during
+    // an overrun is reported removed even if no notification of it was ever read.
     let mut seen = Seen::default();
+    match seen.resync(&nl).await {
+        Ok(present) => present.iter().for_each(|ev| seen.apply(ev)),
+        Err(e) => warn!("netlink: reading the state to watch: {e:#}"),
+    }
     loop {
         let msg = tokio::select! {
             m = messages.next() => m,

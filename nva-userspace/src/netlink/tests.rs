@@ -623,6 +623,46 @@ fn watch_resyncs_after_overrun() {
     });
 }
 
+#[test]
+fn an_entry_from_before_the_watch_gone_in_an_overrun_is_reported_removed() {
+    require_root!("an_entry_from_before_the_watch_gone_in_an_overrun_is_reported_removed");
+    let ns = Netns::new_bare("nl").expect("ip netns add");
+    ns.ip("link add va type veth peer name vb").unwrap();
+    ns.ip("link set va up").unwrap();
+    ns.ip("addr add 10.1.3.1/24 dev va").unwrap();
+    // There before the watch starts: no notification of it is ever read.
+    ns.ip("neigh add 10.1.3.200 lladdr 02:11:22:33:44:55 dev va nud permanent")
+        .unwrap();
+    in_netns(&ns, |ns| async move {
+        let mut rx = watch_with_rcvbuf(1)?;
+        // The watch reads the state it starts from.
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let batch = std::env::temp_dir().join(format!("{ns}.batch"));
+        // The flood first: the socket overflows, and the deletion's notification
+        // is lost with the rest.
+        let mut lines = String::new();
+        for i in 2..=150 {
+            lines += &format!(
+                "neigh add 10.1.3.{i} lladdr 02:11:22:33:44:{i:02x} dev va nud permanent\n"
+            );
+        }
+        lines += "neigh del 10.1.3.200 dev va\n";
+        std::fs::write(&batch, lines)?;
+        let res = run(&["ip", "-n", &ns, "-batch", batch.to_str().unwrap()]);
+        let _ = std::fs::remove_file(&batch);
+        res?;
+        let x = v4("10.1.3.200");
+        wait_event(
+            &mut rx,
+            10,
+            "NeighbourRemoved x",
+            |e| matches!(e, NetEvent::NeighbourRemoved { ip, .. } if *ip == x),
+        )
+        .await?;
+        Ok(())
+    });
+}
+
 // ---------------------------------------------------------------- no root needed
 
 #[test]
