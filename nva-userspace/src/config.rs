@@ -606,8 +606,9 @@ impl Config {
         Self::parse(&text).with_context(|| format!("invalid config file {}", path.display()))
     }
 
-    /// The only way to a `Config`: read, checked, and what refers to other parts
-    /// resolved (segment ids), so what uses it never checks or looks up again.
+    /// The way to a `Config`: read, checked, and what refers to other parts resolved
+    /// (segment ids), so what uses it never checks or looks up again. (Deserialised
+    /// any other way, a config has no segment ids: nva never does that.)
     pub fn parse(text: &str) -> Result<Self> {
         let mut config: Config = toml::from_str(text).map_err(|e| anyhow::anyhow!("{e}"))?;
         config.validate()?;
