@@ -399,14 +399,25 @@ fn resolve_makes_entry_reachable() {
         let va = wait_link_up(&nl, "va", true).await?;
 
         for ip in [v4("10.9.0.2"), v4("fd00:9::2")] {
-            nl.resolve(va.ifindex, ip).await?;
-            let (ev, before) = wait_event(
-                &mut rx,
-                10,
-                &format!("{ip} reachable"),
-                |e| matches!(e, NetEvent::Neighbour(n) if n.ip == ip && n.usable),
-            )
-            .await?;
+            // On a link just up, the first IPv6 solicitations can go unanswered (the
+            // entry FAILS): asked again, as nva asks every second for a next hop
+            // without a MAC.
+            let mut attempt = 0;
+            let (ev, before) = loop {
+                attempt += 1;
+                nl.resolve(va.ifindex, ip).await?;
+                let (ev, before) = wait_event(
+                    &mut rx,
+                    10,
+                    &format!("{ip} reachable or failed"),
+                    |e| matches!(e, NetEvent::Neighbour(n) if n.ip == ip && (n.usable || n.failed)),
+                )
+                .await?;
+                match &ev {
+                    NetEvent::Neighbour(n) if n.failed && attempt < 3 => continue,
+                    _ => break (ev, before),
+                }
+            };
             let NetEvent::Neighbour(n) = ev else {
                 unreachable!()
             };
