@@ -441,7 +441,9 @@ pub async fn run(config: Config, config_path: PathBuf, socket: PathBuf) -> Resul
             tokio::time::sleep(drain).await;
         }
     }
-    let Io { speaker, .. } = io;
+    let Io {
+        speaker, kernel, ..
+    } = io;
     speaker.shutdown().await;
     let _ = std::fs::remove_file(&socket);
     if keep_forwarding && c.pinned() {
@@ -454,7 +456,7 @@ pub async fn run(config: Config, config_path: PathBuf, socket: PathBuf) -> Resul
     info!("XDP detached");
     // Pending mirror updates are moot: everything of nva's goes. (Requests already
     // queued on the netlink socket reach the kernel before the flush's dump does.)
-    drop(sync.tx);
+    drop((kernel, sync.tx));
     sync.task.abort();
     let _ = sync.task.await;
     // The flush's own deletions would come back as a million notifications to parse.

@@ -4,7 +4,7 @@
 //! step gives inputs and checks the maps that result.
 use std::net::{Ipv4Addr, SocketAddr};
 
-use nva_common::{CLASS_EAST_WEST, CLASS_NORTH_SOUTH, ROUTE_FORWARD};
+use nva_common::{CLASS_EAST_WEST, CLASS_NORTH_SOUTH};
 
 use super::*;
 use crate::{
@@ -187,17 +187,8 @@ impl World {
     /// The gateways (next-hop addresses) the data plane forwards `prefix` over in the
     /// table of `class`; None when it has no route.
     fn gateways(&self, class: u32, prefix: &str) -> Option<Vec<IpAddr>> {
-        let dp = self.fib.dataplane();
-        let route = dp.routes.get(&(class, net(prefix)))?;
-        assert_eq!(route.action, ROUTE_FORWARD);
         let views = self.fib.nexthop_views();
-        let mut out: Vec<IpAddr> = dp.groups[&route.group]
-            .iter()
-            .map(|id| views.iter().find(|v| v.id == *id).unwrap().via)
-            .collect();
-        out.sort_unstable();
-        out.dedup();
-        Some(out)
+        self.fib.dataplane().gateways(class, net(prefix), &views)
     }
 }
 

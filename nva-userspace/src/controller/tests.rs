@@ -8,7 +8,7 @@ use std::{
 };
 
 use ipnet::IpNet;
-use nva_common::{CLASS_EAST_WEST, ROUTE_FORWARD};
+use nva_common::CLASS_EAST_WEST;
 
 use super::*;
 use crate::{
@@ -125,17 +125,10 @@ impl Controller<TestDevice> {
     /// The gateways the data plane forwards `prefix` (east-west) over; None without a
     /// route.
     fn gateways(&self, prefix: &str) -> Option<Vec<IpAddr>> {
-        let maps = &self.device().fib;
-        let route = maps.routes.get(&(CLASS_EAST_WEST, net(prefix)))?;
-        assert_eq!(route.action, ROUTE_FORWARD);
         let views = self.fib.nexthop_views();
-        let mut out: Vec<IpAddr> = maps.groups[&route.group]
-            .iter()
-            .map(|id| views.iter().find(|v| v.id == *id).unwrap().via)
-            .collect();
-        out.sort_unstable();
-        out.dedup();
-        Some(out)
+        self.device()
+            .fib
+            .gateways(CLASS_EAST_WEST, net(prefix), &views)
     }
 
     /// The MAC the data plane's next hop to `via` has (zero: unresolved).

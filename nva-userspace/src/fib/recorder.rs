@@ -21,6 +21,27 @@ pub struct Recorder {
     pub writes: usize,
 }
 
+impl Recorder {
+    /// The gateways (next-hop addresses, by `views`) the maps forward `prefix` over in
+    /// the table of `class`; None when it has no route.
+    pub fn gateways(
+        &self,
+        class: u32,
+        prefix: IpNet,
+        views: &[super::NextHopView],
+    ) -> Option<Vec<std::net::IpAddr>> {
+        let route = self.routes.get(&(class, prefix))?;
+        assert_eq!(route.action, ROUTE_FORWARD);
+        let mut out: Vec<_> = self.groups[&route.group]
+            .iter()
+            .map(|id| views.iter().find(|v| v.id == *id).expect("written").via)
+            .collect();
+        out.sort_unstable();
+        out.dedup();
+        Some(out)
+    }
+}
+
 impl FibWriter for Recorder {
     fn write_nexthop(&mut self, id: NhId, nh: &NextHop) -> Result<()> {
         self.writes += 1;
