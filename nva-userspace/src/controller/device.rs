@@ -99,6 +99,8 @@ mod test_device {
         /// `check_segments` runs after every segment write (to catch a moment the
         /// policy is wrong, not only its end).
         pub check_segments: Option<fn(&TestDevice)>,
+        /// How often the kernel was asked which interfaces run the program.
+        pub link_dumps: std::cell::Cell<usize>,
     }
 
     impl FibWriter for TestDevice {
@@ -195,6 +197,7 @@ mod test_device {
             Ok([Counter::default(); NUM_REASONS as usize])
         }
         fn kernel_links(&self) -> Option<usize> {
+            self.link_dumps.set(self.link_dumps.get() + 1);
             Some(self.attached.len())
         }
     }

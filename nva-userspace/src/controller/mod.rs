@@ -174,6 +174,8 @@ pub struct Controller<D: Device = Dataplane> {
     prober: Prober,
     /// Since when the self check passes (None while it fails).
     healthy_since: Option<Instant>,
+    /// How many interfaces run nva's program, as the kernel said at the last look.
+    kernel_links: Option<usize>,
     /// The BGP feed, when BGP is configured.
     bgp: Option<BgpFeed>,
     /// BGP's selected routes waiting for a next hop the FIB can hold.
@@ -273,6 +275,7 @@ impl<D: Device> Controller<D> {
             segments: Default::default(),
             prober,
             healthy_since: None,
+            kernel_links: None,
             bgp: None,
             bgp_install: BgpInstall::default(),
             known_macs: neighbours
@@ -334,6 +337,7 @@ impl<D: Device> Controller<D> {
             info!(interface = %iface.name, ifindex = iface.ifindex, mode = ?self.config.dataplane.xdp_mode, "XDP attached");
             out.attached.push(iface.name.clone());
         }
+        self.refresh_kernel_links();
         Ok(out)
     }
 
@@ -498,6 +502,7 @@ impl<D: Device> Controller<D> {
                     .collect()
             })
             .unwrap_or_default();
+        self.refresh_kernel_links();
         let commands = self.follow_self_health();
         let mut out = self.output(commands);
         // Packets meanwhile go to the kernel (counted as passed-neigh), which also

@@ -158,6 +158,7 @@ impl<D: Device> Controller<D> {
         let old_config = self.config.clone();
         let old_planned = self.planned.clone();
         let result = self.apply_plan(plan);
+        self.refresh_kernel_links();
         if result.is_err() {
             self.config = old_config;
             self.planned = old_planned;

@@ -97,6 +97,12 @@ impl<D: Device> Controller<D> {
         }
     }
 
+    /// Asks the kernel which interfaces run nva's program (a blocking rtnetlink dump:
+    /// once a tick and after attaching or detaching, not per question).
+    pub(super) fn refresh_kernel_links(&mut self) {
+        self.kernel_links = self.fib.dataplane().kernel_links();
+    }
+
     /// Self health: XDP attached to every interface, maps answering, every interface
     /// up, every tracked target answering. Returns the problems (empty = healthy).
     pub fn self_check(&self) -> Vec<String> {
@@ -113,7 +119,7 @@ impl<D: Device> Controller<D> {
         if dp.counters(0).is_err() {
             problems.push("data-plane maps do not answer".into());
         }
-        if let Some(links) = dp.kernel_links()
+        if let Some(links) = self.kernel_links
             && links < self.ifaces.len()
             && self.config.dataplane.xdp_mode == XdpMode::Native
         {

@@ -157,6 +157,15 @@ async fn the_start_programs_everything_before_anything_is_attached() {
     let attached = c.attach_all().unwrap();
     assert_eq!(attached.attached, ["eth0", "eth1"]);
     assert!(c.self_check().is_empty(), "{:?}", c.self_check());
+    // The self check (every `nva health`, every scrape) does not ask the kernel; the
+    // tick does, once.
+    let dumps = c.device().link_dumps.get();
+    for _ in 0..3 {
+        c.self_check();
+    }
+    assert_eq!(c.device().link_dumps.get(), dumps);
+    c.tick();
+    assert_eq!(c.device().link_dumps.get(), dumps + 1);
 }
 
 #[tokio::test]
