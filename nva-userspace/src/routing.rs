@@ -1343,4 +1343,4 @@ impl BgpFeed {
 
 #[cfg(test)]
 #[path = "routing_tests.rs"]
-mod tests;
+pub(crate) mod tests;

@@ -61,11 +61,11 @@ struct World {
     resolver: Resolver,
 }
 
-fn net(s: &str) -> IpNet {
+pub(crate) fn net(s: &str) -> IpNet {
     s.parse().unwrap()
 }
 
-fn ip(s: &str) -> IpAddr {
+pub(crate) fn ip(s: &str) -> IpAddr {
     s.parse().unwrap()
 }
 
@@ -139,25 +139,7 @@ impl World {
     }
 
     fn up(&mut self, peer: &str) {
-        let info = SessionInfo {
-            peer_as: 65515,
-            peer_router_id: Ipv4Addr::new(10, 0, 1, peer[peer.len() - 1..].parse().unwrap()),
-            local_addr: SocketAddr::new(ip("10.0.1.4"), 179),
-            remote_addr: SocketAddr::new(ip(peer), 40000),
-            hold_time: 9,
-            keepalive: 3,
-            ibgp: false,
-            four_octet_as: true,
-            extended_message: false,
-            route_refresh: true,
-            families: vec![Family::Ipv4Unicast, Family::Ipv6Unicast],
-            peer_graceful_restart: None,
-            peer_capabilities: vec![],
-        };
-        self.event(Event::Established {
-            peer: ip(peer),
-            caps: info,
-        });
+        self.event(established(peer));
     }
 
     fn announce(&mut self, peer: &str, routes: &[(&str, &str)]) {
@@ -165,23 +147,7 @@ impl World {
     }
 
     fn announce_path(&mut self, peer: &str, routes: &[(&str, &str)], path: &[u32]) {
-        let announced = routes
-            .iter()
-            .map(|(prefix, nh)| {
-                let attrs = PathAttrs {
-                    as_path: AsPath::from_sequence(path.iter().copied()),
-                    next_hop: Some(NextHop::from(ip(nh))),
-                    ..PathAttrs::default()
-                };
-                (net(prefix), Arc::new(attrs))
-            })
-            .collect();
-        self.event(Event::Update {
-            peer: ip(peer),
-            announced,
-            withdrawn: vec![],
-            martian: 0,
-        });
+        self.event(update(peer, routes, path));
     }
 
     /// The gateways (next-hop addresses) the data plane forwards `prefix` over in the
@@ -189,6 +155,50 @@ impl World {
     fn gateways(&self, class: u32, prefix: &str) -> Option<Vec<IpAddr>> {
         let views = self.fib.nexthop_views();
         self.fib.dataplane().gateways(class, net(prefix), &views)
+    }
+}
+
+/// A route server's session (AS 65515, from 10.0.1.4) came up.
+pub(crate) fn established(peer: &str) -> Event {
+    let info = SessionInfo {
+        peer_as: 65515,
+        peer_router_id: Ipv4Addr::new(10, 0, 1, peer[peer.len() - 1..].parse().unwrap()),
+        local_addr: SocketAddr::new(ip("10.0.1.4"), 179),
+        remote_addr: SocketAddr::new(ip(peer), 40000),
+        hold_time: 9,
+        keepalive: 3,
+        ibgp: false,
+        four_octet_as: true,
+        extended_message: false,
+        route_refresh: true,
+        families: vec![Family::Ipv4Unicast, Family::Ipv6Unicast],
+        peer_graceful_restart: None,
+        peer_capabilities: vec![],
+    };
+    Event::Established {
+        peer: ip(peer),
+        caps: info,
+    }
+}
+
+/// An UPDATE from `peer` announcing each (prefix, next hop) with AS path `path`.
+pub(crate) fn update(peer: &str, routes: &[(&str, &str)], path: &[u32]) -> Event {
+    let announced = routes
+        .iter()
+        .map(|(prefix, nh)| {
+            let attrs = PathAttrs {
+                as_path: AsPath::from_sequence(path.iter().copied()),
+                next_hop: Some(NextHop::from(ip(nh))),
+                ..PathAttrs::default()
+            };
+            (net(prefix), Arc::new(attrs))
+        })
+        .collect();
+    Event::Update {
+        peer: ip(peer),
+        announced,
+        withdrawn: vec![],
+        martian: 0,
     }
 }
 

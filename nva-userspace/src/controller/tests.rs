@@ -2,21 +2,14 @@
 //! neighbours) in, then inputs (netlink events, BGP session events, a reload) one by
 //! one; after each, the data plane's maps (the test device, which also checks
 //! make-before-break on every FIB write) and the outputs are checked.
-use std::{
-    net::{IpAddr, Ipv4Addr, SocketAddr},
-    sync::Arc,
-};
+use std::net::IpAddr;
 
-use ipnet::IpNet;
 use nva_common::CLASS_EAST_WEST;
 
 use super::*;
 use crate::{
-    bgp::{
-        SessionInfo,
-        codec::{AsPath, Family, NextHop as BgpNextHop, PathAttrs},
-    },
     netlink::{LinkInfo, Neighbour, NetEvent},
+    routing::tests::{established, ip, net, update},
 };
 
 const ETH0: u32 = 2;
@@ -56,13 +49,8 @@ address = "10.0.1.10"
 remote_as = 65515
 "#;
 
-fn net(s: &str) -> IpNet {
-    s.parse().unwrap()
-}
-
-fn ip(s: &str) -> IpAddr {
-    s.parse().unwrap()
-}
+/// A route server's AS path.
+const AS_PATH: &[u32] = &[65515, 64512];
 
 fn link(name: &str, ifindex: u32, up: bool) -> LinkInfo {
     LinkInfo {
@@ -197,46 +185,6 @@ async fn link_and_neighbour_events_move_routes_to_the_backup_and_back() {
     assert_eq!(c.gateways("10.60.0.0/16"), Some(vec![ip("10.0.1.2")]));
 }
 
-fn established(peer: &str) -> SessionEvent {
-    SessionEvent::Established {
-        peer: ip(peer),
-        caps: SessionInfo {
-            peer_as: 65515,
-            peer_router_id: Ipv4Addr::new(10, 0, 1, 10),
-            local_addr: SocketAddr::new(ip("10.0.1.4"), 179),
-            remote_addr: SocketAddr::new(ip(peer), 40000),
-            hold_time: 9,
-            keepalive: 3,
-            ibgp: false,
-            four_octet_as: true,
-            extended_message: false,
-            route_refresh: true,
-            families: vec![Family::Ipv4Unicast],
-            peer_graceful_restart: None,
-            peer_capabilities: vec![],
-        },
-    }
-}
-
-fn update(peer: &str, routes: &[(&str, &str)]) -> SessionEvent {
-    SessionEvent::Update {
-        peer: ip(peer),
-        announced: routes
-            .iter()
-            .map(|(prefix, nh)| {
-                let attrs = PathAttrs {
-                    as_path: AsPath::from_sequence([65515, 64512]),
-                    next_hop: Some(BgpNextHop::from(ip(nh))),
-                    ..PathAttrs::default()
-                };
-                (net(prefix), Arc::new(attrs))
-            })
-            .collect(),
-        withdrawn: vec![],
-        martian: 0,
-    }
-}
-
 #[tokio::test]
 async fn a_route_servers_routes_follow_their_resolution_into_maps_and_kernel() {
     let (mut c, _) = start(CONFIG).await;
@@ -247,7 +195,11 @@ async fn a_route_servers_routes_follow_their_resolution_into_maps_and_kernel() {
     c.session_event(established("10.0.1.10"));
     // Off the subnet (the route server's own next hop): resolved through the static
     // route to 10.50.0.0/16, installed over its gateway, mirrored into the kernel.
-    let out = c.session_event(update("10.0.1.10", &[("172.16.0.0/16", "10.50.1.5")]));
+    let out = c.session_event(update(
+        "10.0.1.10",
+        &[("172.16.0.0/16", "10.50.1.5")],
+        AS_PATH,
+    ));
     assert_eq!(c.gateways("172.16.0.0/16"), Some(vec![ip("10.0.1.2")]));
     assert!(
         out.kernel
@@ -290,7 +242,11 @@ async fn a_reload_applies_its_plan_and_a_bad_one_changes_nothing() {
         Some(GW22_MAC),
     )));
     c.session_event(established("10.0.1.10"));
-    c.session_event(update("10.0.1.10", &[("172.16.0.0/16", "10.0.2.7")]));
+    c.session_event(update(
+        "10.0.1.10",
+        &[("172.16.0.0/16", "10.0.2.7")],
+        AS_PATH,
+    ));
     assert_eq!(c.gateways("172.16.0.0/16"), Some(vec![ip("10.0.2.7")]));
     assert_eq!(c.gateways("10.0.2.2/32"), Some(vec![ip("10.0.2.2")]));
     let before = c.device().fib.routes.clone();
