@@ -128,7 +128,8 @@ pub struct Reloaded {
     /// Sessions to stop, then sessions to start.
     pub remove: Vec<PeerId>,
     pub add: Vec<PeerConfig>,
-    /// After the sessions changed: announcements, and the interfaces attached.
+    /// After the sessions changed: the announcements. (The daemon turns ICMP
+    /// redirects off on every interface after any reload, applied or not.)
     pub output: Output,
     pub summary: String,
 }
@@ -197,7 +198,6 @@ impl<D: Device> Controller<D> {
             dp.add_port(iface.ifindex, iface.slot, iface.flags, iface.port.mac)?;
             dp.attach(iface.ifindex, &iface.name, generic)?;
             info!(interface = %iface.name, "XDP attached (reload)");
-            output.attached.push(iface.name.clone());
             self.ifaces.push(iface);
         }
         self.fib.dataplane_mut().set_settings(settings)?;
